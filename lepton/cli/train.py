@@ -1,0 +1,104 @@
+"""``lepton train`` and ``lepton eval``: train a model with the shared loop; evaluate a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from lepton.cli.app import app
+from lepton.cli.output import Format, console, print_json, print_table
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[str], typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run YAML; its data/model/train sections apply")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="override train.batch_size")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="override train.seed")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="override train.threads")] = None,
+    train_subset: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/train"),
+    resume: Annotated[bool, typer.Option(help="continue from OUT/last.safetensors if present")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Train a model; write OUT/model.safetensors + OUT/model.json (and OUT/last.* after each epoch).
+
+    Examples:
+      lepton train                                  # LeNet-5 on MNIST, the default recipe
+      lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
+      lepton train -c my_run.yaml --resume -o runs/mine
+    """
+    from lepton.config import parse_overrides
+    from lepton.data.sources import load_dataset
+    from lepton.pipeline.config import load_run_config
+    from lepton.train.checkpoint import save_checkpoint
+    from lepton.train.job import train_model
+
+    over: dict[str, Any] = parse_overrides(set_ or [])
+    for section, key, value in (("data", "dataset", data), ("model", "name", model), ("train", "epochs", epochs),
+                                ("train", "batch_size", batch_size), ("train", "lr", lr), ("train", "seed", seed),
+                                ("train", "threads", threads), ("data", "train_subset", train_subset)):
+        if value is not None:
+            over.setdefault(section, {})[key] = value
+    cfg = load_run_config(config, overrides=over)
+    dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
+    job = train_model(dataset, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs, checkpoint_dir=out,
+                      resume=resume, progress=not quiet)
+    path = save_checkpoint(out / "model", job.model, job.spec,
+                           extra={"dataset": dataset.summary(), "test_accuracy": job.test.accuracy,
+                                  "config": cfg.model_dump(mode="json")})
+    result = {"checkpoint": str(path), "test_accuracy": job.test.accuracy, "test_loss": job.test.loss,
+              "train_seconds": job.train.train_seconds, "images_per_second": job.train.images_per_second}
+    if fmt is Format.json:
+        print_json(result)
+    else:
+        console.print(f"test accuracy {100 * job.test.accuracy:.2f}% · {job.train.train_seconds:.0f} s · "
+                      f"{job.train.images_per_second:,.0f} img/s · saved {path}")
+
+
+def evaluate_checkpoint(checkpoint: Path, data: str | None) -> dict[str, Any]:
+    """Accuracy of a saved checkpoint on the test split of ``data`` (default: the dataset it was trained on)."""
+    from lepton.data.sources import load_dataset
+    from lepton.errors import DataError
+    from lepton.models.registry import count_params
+    from lepton.train.checkpoint import load_checkpoint
+    from lepton.train.evaluate import evaluate
+
+    ckpt = load_checkpoint(checkpoint)
+    dataset = load_dataset(data or ckpt.meta.get("dataset", {}).get("name", "mnist"))
+    if tuple(dataset.input_shape) != ckpt.spec.input_shape:
+        raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
+                        f"{list(ckpt.spec.input_shape)}; pass --data with the dataset it was trained on.")
+    model = ckpt.build_model()
+    ev = evaluate(model, *dataset.tensors("test"), num_classes=dataset.num_classes)
+    return {"checkpoint": str(checkpoint), "model": ckpt.spec.name, "params": count_params(model),
+            "dataset": dataset.name, **ev.model_dump(exclude={"confusion"}), "classes": list(dataset.classes)}
+
+
+@app.command(name="eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar)")],
+    data: Annotated[Optional[str], typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
+
+    Examples:
+      lepton eval runs/train/model.safetensors
+      lepton eval runs/train/model.safetensors --data mnist:/data/mnist --format json
+    """
+    result = evaluate_checkpoint(checkpoint, data)
+    if fmt is Format.json:
+        print_json(result)
+        return
+    console.print(f"{result['model']} ({result['params']:,} params) on {result['dataset']} test "
+                  f"({result['samples']:,} images): accuracy {100 * result['accuracy']:.2f}%, loss {result['loss']:.4f}")
+    print_table([{"class": c, "accuracy": a} for c, a in zip(result["classes"], result["per_class_accuracy"])],
+                "Per-class accuracy")

@@ -1,0 +1,21 @@
+"""Exceptions that Lepton raises for user errors.
+
+Every user-facing error is a :class:`LeptonError`; the CLI prints its message as one line
+(no traceback) and exits with status 2. Messages name the value, what was expected and the fix.
+"""
+
+
+class LeptonError(Exception):
+    """Base class of every error Lepton raises on purpose."""
+
+
+class ConfigError(LeptonError, ValueError):
+    """A configuration value or option is missing, unknown, of the wrong type or out of range."""
+
+
+class FormatError(LeptonError, ValueError):
+    """A file on disk is truncated, corrupted, forged or of an unsupported version."""
+
+
+class DataError(LeptonError):
+    """A dataset is missing, fails verification, or has the wrong shape or type."""

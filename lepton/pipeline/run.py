@@ -1,0 +1,80 @@
+"""``lepton run``: load and verify the data, run every enabled stage, write the run directory.
+
+The run directory holds ``config.yaml`` (the resolved config), ``metrics.json`` (rewritten after each
+stage, so an interrupted run still shows what finished), the artifacts stages write, and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from lepton.data.sources import load_dataset
+from lepton.pipeline.config import RunConfig
+from lepton.pipeline.stages import STAGES
+from lepton.pipeline.state import RunState, Stage
+from lepton.report import environment, metrics_document, write_metrics
+from lepton.report import html as H
+from lepton.utils.io import atomic_write_text
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    state: RunState
+
+
+def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = True,
+                 console: Console | None = None, stages: list[Stage] | None = None) -> RunResult:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True, quiet=not progress)
+    state = RunState(config=config, run_dir=run_dir, console=console, progress=progress)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    env = environment(seed=config.train.seed)
+
+    t0 = time.perf_counter()
+    data = load_dataset(config.data.dataset)
+    state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
+    console.print(f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "
+                  f"{len(state.dataset.x_test):,} test, verified ({time.perf_counter() - t0:.1f} s)")
+    seconds: dict[str, float] = {}
+    document: dict[str, Any] = {}
+    for stage in stages if stages is not None else STAGES:
+        if not stage.enabled(config):
+            continue
+        console.rule(f"[bold]{stage.name}[/]: {stage.title}")
+        t = time.perf_counter()
+        state.reports[stage.name] = stage.run(state)
+        seconds[stage.name] = round(time.perf_counter() - t, 3)
+        document = metrics_document(config, env, state.dataset.summary(), state.reports)
+        document["seconds"] = seconds
+        write_metrics(run_dir / "metrics.json", document)
+    atomic_write_text(run_dir / "report.html", render_report(state, env, seconds, stages or STAGES))
+    return RunResult(run_dir, document, state)
+
+
+def render_report(state: RunState, env: dict[str, Any], seconds: dict[str, float], stages: list[Stage]) -> str:
+    cfg, data = state.config, state.require_dataset()
+    parts = [f"<h1>Lepton run: {html.escape(cfg.name)}</h1>",
+             f"<p class='muted'>{html.escape(env['time_utc'])} · lepton {html.escape(env['lepton'])} · "
+             f"torch {html.escape(env['torch'])} · {env['torch_threads']} threads · seed {cfg.train.seed}</p>",
+             f"<p>Dataset <b>{html.escape(data.name)}</b>: {len(data.x_train):,} training and "
+             f"{len(data.x_test):,} test images of shape {list(data.input_shape)}, {data.num_classes} classes.</p>",
+             H.table([{"stage": s.name, "seconds": seconds.get(s.name, 0.0)} for s in stages if s.name in seconds])]
+    for stage in stages:
+        if stage.name in state.reports:
+            parts.append(f"<h2>{html.escape(stage.title)}</h2>")
+            parts.append(stage.html(state.reports[stage.name], state))
+    parts.append("<h2>Reproduce</h2><p>The resolved configuration (<code>config.yaml</code>):</p>"
+                 f"<pre>{html.escape(yaml.safe_dump(cfg.model_dump(mode='json'), sort_keys=False))}</pre>"
+                 f"<p>Environment:</p><pre>{html.escape(yaml.safe_dump(env, sort_keys=False))}</pre>")
+    return H.page(f"Lepton run {cfg.name}", "".join(parts))

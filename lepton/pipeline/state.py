@@ -1,0 +1,51 @@
+"""What stages share: the run's state, and the interface every stage implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+from rich.console import Console
+from torch import nn
+
+from lepton.data.dataset import ImageDataset
+from lepton.models.registry import ModelSpec
+from lepton.pipeline.config import RunConfig
+
+
+@dataclass
+class RunState:
+    """Handed from stage to stage. A stage reads what earlier stages left and adds its own."""
+
+    config: RunConfig
+    run_dir: Path
+    console: Console
+    progress: bool = True
+    dataset: ImageDataset | None = None
+    spec: ModelSpec | None = None
+    model: nn.Module | None = None
+    reports: dict[str, BaseModel] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def require_dataset(self) -> ImageDataset:
+        if self.dataset is None:
+            raise RuntimeError("no dataset loaded: the pipeline loads it before the first stage")
+        return self.dataset
+
+
+class Stage(Protocol):
+    """One step of ``lepton run``. Its report lands in ``metrics.json`` under ``stages.<name>``."""
+
+    name: str
+    title: str
+
+    def enabled(self, config: RunConfig) -> bool: ...
+
+    def run(self, state: RunState) -> BaseModel: ...
+
+    def html(self, report: BaseModel, state: RunState) -> str:
+        """The stage's section of the HTML report (tables and embedded plots)."""
+        ...

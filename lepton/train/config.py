@@ -1,0 +1,36 @@
+"""The typed, validated configuration of the shared training loop."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of :func:`lepton.train.fit`. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, description="passes over the training set")
+    batch_size: int = Field(64, ge=1, le=65536, description="samples per optimizer step")
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, le=10, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/10, in epochs")
+    step_epochs: int = Field(5, ge=1, description="'step' schedule: epochs between decays")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="'step' schedule: decay factor")
+    seed: int = Field(0, ge=0, description="seeds weights init, shuffling and dropout")
+    threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 keeps torch's default")
+    eval_batch_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0; set momentum (e.g. 0.9) or nesterov: false")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        return self

@@ -1,0 +1,170 @@
+"""The one training loop every Lepton feature reuses (baseline training, compression fine-tuning,
+distillation, distributed training).
+
+It reads top to bottom: per epoch, set the shuffle epoch; per step, set the learning rate from the
+global step, forward, loss, backward, step, then the caller's ``after_step`` (e.g. re-apply pruning
+masks); at epoch end, evaluate, record, checkpoint. The learning rate is a pure function of the
+global step and the shuffle of a pure function of (seed, epoch), so resuming from a checkpoint
+reproduces an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from lepton.models.registry import ModelSpec
+from lepton.train.checkpoint import load_checkpoint, save_checkpoint
+from lepton.train.config import TrainConfig
+from lepton.train.evaluate import evaluate
+
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``objective(logits, targets, inputs) -> scalar loss``; the default is cross-entropy."""
+
+
+class Batches(Protocol):
+    def __iter__(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+
+
+class EpochRecord(BaseModel):
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    seconds: float
+    images_per_second: float
+
+
+class TrainReport(BaseModel):
+    epochs: int
+    steps: int
+    train_seconds: float
+    images_per_second: float
+    final_train_loss: float
+    final_train_accuracy: float
+    final_test_accuracy: float | None
+    resumed_from_epoch: int | None = None
+    history: list[EpochRecord]
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, targets)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at global ``step``: linear warm-up from lr/10, then the configured schedule."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.lr * (0.1 + 0.9 * step / warmup)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    total = cfg.epochs * steps_per_epoch - warmup
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / max(total, 1)))
+
+
+def _set_epoch(batches: Batches, epoch: int) -> None:
+    target = batches if hasattr(batches, "set_epoch") else getattr(batches, "sampler", None)
+    if target is not None and hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
+def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec | None = None,
+        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, objective: Objective = cross_entropy,
+        after_step: Callable[[nn.Module], None] | None = None, checkpoint_dir: str | Path | None = None,
+        resume: bool = False, progress: bool = True, console: Console | None = None) -> TrainReport:
+    """Train ``model`` in place on ``train`` batches; returns the per-epoch history.
+
+    ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch;
+    with ``resume``, continue from it if present.
+    """
+    console = console or Console(stderr=True, quiet=not progress)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg)
+    steps_per_epoch = len(train)
+    history: list[EpochRecord] = []
+    start_epoch, resumed = 0, None
+    ckpt_path = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
+    if ckpt_path is not None and spec is None:
+        raise ValueError("fit(checkpoint_dir=...) needs the model's spec to write a rebuildable checkpoint")
+    if resume and ckpt_path is not None and ckpt_path.with_suffix(".json").exists():
+        ckpt = load_checkpoint(ckpt_path)
+        getattr(model, "module", model).load_state_dict(ckpt.model_state)
+        if ckpt.optimizer_state is not None:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        history = [EpochRecord(**r) for r in ckpt.meta["train"]["history"]]
+        start_epoch = resumed = ckpt.meta["train"]["epoch"]
+        console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}")]
+    step = start_epoch * steps_per_epoch
+    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            _set_epoch(train, epoch)
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
+            model.train()
+            loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(train):
+                lr = lr_at(cfg, step, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = model(x)
+                loss = objective(logits, y, x)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step(model)
+                step += 1
+                with torch.no_grad():
+                    loss_sum += loss.detach() * len(y)
+                    correct += (logits.argmax(1) == y).sum()
+                    seen += len(y)
+                if i % 50 == 0:
+                    bar.update(task, completed=i + 1, status=f"loss {loss.item():.4f}")
+            seconds = time.perf_counter() - t0
+            bar.remove_task(task)
+            record = EpochRecord(epoch=epoch + 1, lr=lr, train_loss=float(loss_sum) / max(seen, 1),
+                                 train_accuracy=float(correct) / max(seen, 1), seconds=seconds,
+                                 images_per_second=seen / max(seconds, 1e-9))
+            if eval_data is not None:
+                ev = evaluate(getattr(model, "module", model), *eval_data, batch_size=cfg.eval_batch_size)
+                record.test_loss, record.test_accuracy = ev.loss, ev.accuracy
+            history.append(record)
+            test = f"  test acc {record.test_accuracy:.4f}" if record.test_accuracy is not None else ""
+            console.print(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  train acc "
+                          f"{record.train_accuracy:.4f}{test}  {record.images_per_second:,.0f} img/s")
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, model, spec, optimizer=optimizer,  # type: ignore[arg-type]
+                                extra={"train": {"epoch": epoch + 1, "step": step, "config": cfg.model_dump(),
+                                                 "history": [r.model_dump() for r in history]}})
+    train_seconds = sum(r.seconds for r in history)
+    images = sum(r.images_per_second * r.seconds for r in history)
+    last = history[-1]
+    return TrainReport(epochs=cfg.epochs, steps=step, train_seconds=train_seconds,
+                       images_per_second=images / max(train_seconds, 1e-9), final_train_loss=last.train_loss,
+                       final_train_accuracy=last.train_accuracy, final_test_accuracy=last.test_accuracy,
+                       resumed_from_epoch=resumed, history=history)

@@ -1,0 +1,55 @@
+import pytest
+
+from lepton.config import parse_overrides
+from lepton.errors import ConfigError
+from lepton.pipeline import load_run_config
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_default_is_lenet5_on_mnist():
+    cfg = load_run_config()
+    assert cfg.model.name == "lenet5" and cfg.data.dataset == "mnist"
+
+
+def test_yaml_and_overrides(tmp_path):
+    cfg = load_run_config(_write(tmp_path, "train:\n  epochs: 3\n  lr: 0.1\n"),
+                          overrides=parse_overrides(["train.lr=0.2", "data.dataset=digits"]))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.dataset) == (3, 0.2, "digits")
+
+
+def test_quick_preset(tmp_path):
+    cfg = load_run_config(quick=True)
+    assert cfg.train.epochs == 1 and cfg.data.train_subset == 20000
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochz: 3\n", "unknown key 'train.epochz'; allowed: batch_size,"),
+    ("trian: {}\n", "unknown key 'trian'; allowed: data, model, name, train, version"),
+    ("train:\n  epochs: three\n", "train.epochs = 'three': Input should be a valid integer"),
+    ("train:\n  epochs: -1\n", "train.epochs = -1: Input should be greater than or equal to 1"),
+    ("train:\n  optimizer: lbfgs\n", "train.optimizer = 'lbfgs': Input should be 'sgd', 'adam' or 'adamw'"),
+    ("train:\n  momentum: 0\n", "nesterov=true needs momentum > 0"),
+    ("- a list\n", "top level must be a mapping"),
+    ("train: [unclosed\n", "not valid YAML"),
+    ("version: 2\n", "version = 2: Input should be 1"),
+])
+def test_errors_name_key_value_and_allowed(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(_write(tmp_path, text))
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_run_config("/nonexistent/run.yaml")
+
+
+def test_bad_override():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["train.epochs"])
