@@ -63,28 +63,28 @@ def train(
                       f"{job.train.images_per_second:,.0f} img/s · saved {path}")
 
 
-def evaluate_checkpoint(checkpoint: Path, data: str | None) -> dict[str, Any]:
-    """Accuracy of a saved checkpoint on the test split of ``data`` (default: the dataset it was trained on)."""
+def evaluate_file(path: Path, data: str | None) -> dict[str, Any]:
+    """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
+    from lepton.models.files import load_model_file
     from lepton.models.registry import count_params
-    from lepton.train.checkpoint import load_checkpoint
     from lepton.train.evaluate import evaluate
 
-    ckpt = load_checkpoint(checkpoint)
-    dataset = load_dataset(data or ckpt.meta.get("dataset", {}).get("name", "mnist"))
-    if tuple(dataset.input_shape) != ckpt.spec.input_shape:
+    loaded = load_model_file(path)
+    dataset = load_dataset(data or loaded.meta.get("dataset", {}).get("name", "mnist"))
+    if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
-                        f"{list(ckpt.spec.input_shape)}; pass --data with the dataset it was trained on.")
-    model = ckpt.build_model()
-    ev = evaluate(model, *dataset.tensors("test"), num_classes=dataset.num_classes)
-    return {"checkpoint": str(checkpoint), "model": ckpt.spec.name, "params": count_params(model),
-            "dataset": dataset.name, **ev.model_dump(exclude={"confusion"}), "classes": list(dataset.classes)}
+                        f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on.")
+    ev = evaluate(loaded.model, *dataset.tensors("test"), num_classes=dataset.num_classes)
+    return {"file": str(path), "kind": loaded.kind, "model": loaded.spec.name, "params": count_params(loaded.model),
+            "file_bytes": path.stat().st_size, "dataset": dataset.name, **ev.model_dump(exclude={"confusion"}),
+            "classes": list(dataset.classes)}
 
 
 @app.command(name="eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar)")],
+    model_file: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")],
     data: Annotated[Optional[str], typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
 ) -> None:
@@ -92,13 +92,15 @@ def eval_(
 
     Examples:
       lepton eval runs/train/model.safetensors
+      lepton eval runs/demo/model.lep
       lepton eval runs/train/model.safetensors --data mnist:/data/mnist --format json
     """
-    result = evaluate_checkpoint(checkpoint, data)
+    result = evaluate_file(model_file, data)
     if fmt is Format.json:
         print_json(result)
         return
-    console.print(f"{result['model']} ({result['params']:,} params) on {result['dataset']} test "
+    console.print(f"{result['model']} ({result['params']:,} params, {result['kind']} of {result['file_bytes']:,} bytes) "
+                  f"on {result['dataset']} test "
                   f"({result['samples']:,} images): accuracy {100 * result['accuracy']:.2f}%, loss {result['loss']:.4f}")
     print_table([{"class": c, "accuracy": a} for c, a in zip(result["classes"], result["per_class_accuracy"])],
                 "Per-class accuracy")

@@ -10,20 +10,29 @@ def _conv_out(size: int, kernel: int, padding: int = 0) -> int:
     return size + 2 * padding - kernel + 1
 
 
+def _check_widths(model: str, **widths: int) -> None:
+    for name, width in widths.items():
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"{model}: width {name}={width!r} must be an int >= 1; pass a positive channel count.")
+
+
 class LeNet5(nn.Module):
     """LeNet-5 as in Caffe's example and Deep Compression: conv 20@5x5, pool, conv 50@5x5, pool,
-    fc 500, fc 10 (431,080 parameters on 28x28 MNIST)."""
+    fc 500, fc 10 (431,080 parameters on 28x28 MNIST). The widths are arguments so that a
+    channel-pruned copy can be rebuilt from its spec."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
+                 conv1: int = 20, conv2: int = 50, fc1: int = 500) -> None:
         super().__init__()
         side = _conv_out(_conv_out(image_size, 5) // 2, 5) // 2
         if side < 1:
             raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}x{image_size}; "
                              "use lenet-300-100 for smaller images.")
-        self.conv1 = nn.Conv2d(in_channels, 20, 5)
-        self.conv2 = nn.Conv2d(20, 50, 5)
-        self.fc1 = nn.Linear(50 * side * side, 500)
-        self.fc2 = nn.Linear(500, num_classes)
+        _check_widths("LeNet-5", conv1=conv1, conv2=conv2, fc1=fc1)
+        self.conv1 = nn.Conv2d(in_channels, conv1, 5)
+        self.conv2 = nn.Conv2d(conv1, conv2, 5)
+        self.fc1 = nn.Linear(conv2 * side * side, fc1)
+        self.fc2 = nn.Linear(fc1, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(self.conv1(x), 2)  # Caffe's LeNet has no ReLU after the convs
@@ -36,16 +45,18 @@ class LeNet5Classic(nn.Module):
     """LeCun et al. 1998's LeNet-5 layout (6-16-120-84-10) with ReLU and max pooling; conv1 pads by 2
     so 28x28 MNIST sees the original 32x32 geometry (61,706 parameters)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
+                 conv1: int = 6, conv2: int = 16, fc1: int = 120, fc2: int = 84) -> None:
         super().__init__()
         side = _conv_out(_conv_out(image_size, 5, 2) // 2, 5) // 2
         if side < 1:
-            raise ValueError(f"classic LeNet-5 needs images of at least 8x8 pixels, got {image_size}x{image_size}.")
-        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * side * side, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+            raise ValueError(f"classic LeNet-5 needs images of at least 12x12 pixels, got {image_size}x{image_size}.")
+        _check_widths("classic LeNet-5", conv1=conv1, conv2=conv2, fc1=fc1, fc2=fc2)
+        self.conv1 = nn.Conv2d(in_channels, conv1, 5, padding=2)
+        self.conv2 = nn.Conv2d(conv1, conv2, 5)
+        self.fc1 = nn.Linear(conv2 * side * side, fc1)
+        self.fc2 = nn.Linear(fc1, fc2)
+        self.fc3 = nn.Linear(fc2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(nn.functional.relu(self.conv1(x)), 2)
@@ -58,11 +69,13 @@ class LeNet5Classic(nn.Module):
 class LeNet300100(nn.Module):
     """The fully connected LeNet-300-100 (266,610 parameters on 28x28 MNIST)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> None:
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
+                 fc1: int = 300, fc2: int = 100) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_channels * image_size * image_size, 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, num_classes)
+        _check_widths("LeNet-300-100", fc1=fc1, fc2=fc2)
+        self.fc1 = nn.Linear(in_channels * image_size * image_size, fc1)
+        self.fc2 = nn.Linear(fc1, fc2)
+        self.fc3 = nn.Linear(fc2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.relu(self.fc1(x.flatten(1)))

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lepton.compress.config import CompressConfig
 from lepton.config import deep_merge, read_yaml, validate
 from lepton.train.config import TrainConfig
 
@@ -36,12 +37,14 @@ class RunConfig(BaseModel):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    compress: CompressConfig = CompressConfig()
 
 
 # --quick: a smoke test of every stage in well under two minutes.
 QUICK: dict[str, Any] = {
     "data": {"train_subset": 20000},
     "train": {"epochs": 1},
+    "compress": {"prune": {"epochs": 1}, "share": {"epochs": 1}},
 }
 
 

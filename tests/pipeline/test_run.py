@@ -25,8 +25,15 @@ def test_lepton_run_quick_end_to_end(tmp_path):
     assert len(train["per_class_accuracy"]) == 10
     env = metrics["env"]
     assert env["torch"] and env["seed"] == 0 and env["torch_threads"] >= 1 and "git" in env
+    compress = metrics["stages"]["compress"]
+    for key in ("file_bytes", "dense_bytes", "ratio", "test_accuracy", "baseline_test_accuracy"):
+        assert key in compress
+    assert compress["file_bytes"] == (out / "model.lep").stat().st_size
+    assert compress["dense_bytes"] == 4 * 431_080 and compress["ratio"] > 40
+    assert compress["baseline_test_accuracy"] == train["test_accuracy"]
+    assert compress["bit_exact"] and 0.5 < compress["test_accuracy"] <= 1.0
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 3 and "Baseline training" in html
+    assert html.count("data:image/png;base64") >= 7 and "Model compression" in html
     assert (out / "config.yaml").exists()
     ckpt = load_checkpoint(out / "model.safetensors")
     assert ckpt.meta["test_accuracy"] == pytest.approx(train["test_accuracy"])
@@ -34,8 +41,10 @@ def test_lepton_run_quick_end_to_end(tmp_path):
 
 def test_pipeline_api_on_digits(tmp_path):
     cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},
-                                     "train": {"epochs": 2}})
+                                     "train": {"epochs": 2},
+                                     "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0},
+                                                  "validation_size": 200}})
     result = run_pipeline(cfg, tmp_path, progress=False)
-    assert set(result.metrics["stages"]) == {"train"}
+    assert list(result.metrics["stages"]) == ["train", "compress"]
     assert result.metrics["dataset"]["name"] == "digits"
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))

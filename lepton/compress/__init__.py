@@ -1,0 +1,1 @@
+"""Model compression: pruning, weight sharing and quantization, distillation, and the `.lep` file."""

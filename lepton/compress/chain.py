@@ -1,0 +1,160 @@
+"""The Deep-Compression chain, end to end: prune → share weights → entropy-code into a `.lep` file.
+
+Every step is fine-tuned with the shared training loop (optionally distilling from the dense model)
+and measured on the test split. The final accuracy is measured on the model decoded from the file,
+never on the in-memory model, and the decoded model's outputs are checked bit for bit against it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from rich.console import Console
+from torch import nn
+
+from lepton.compress import presets
+from lepton.compress.config import CompressConfig
+from lepton.compress.container import encode_model, inspect_lep, load_lep, save_lep
+from lepton.compress.distill import distillation_objective
+from lepton.compress.prune import prune_gradual, sparsity_table
+from lepton.compress.sensitivity import choose_rates, sensitivity_scan
+from lepton.compress.share import kmeans_1d, share_weights
+from lepton.data.dataset import ImageDataset
+from lepton.models.registry import ModelSpec, count_params
+from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
+from lepton.train.loop import Objective, cross_entropy
+
+
+class StepRecord(BaseModel):
+    """One point of the accuracy-against-size curve."""
+
+    step: str
+    test_accuracy: float
+    bytes: int
+    ratio: float
+    kept: int
+
+
+class CompressReport(BaseModel):
+    file: str
+    file_bytes: int
+    dense_bytes: int
+    ratio: float
+    test_accuracy: float
+    baseline_test_accuracy: float
+    error_pp_vs_baseline: float
+    coder: str
+    huffman_bytes: int
+    ans_bytes: int
+    params: int
+    kept: int
+    bit_exact: bool
+    sparsity: dict[str, float]
+    bits: dict[str, int]
+    steps: list[StepRecord]
+    layers: list[dict[str, Any]]
+    sensitivity: dict[str, Any] | None
+    seconds: dict[str, float]
+
+
+def _train_cfg(cfg: CompressConfig, base: TrainConfig, epochs: int, lr: float, **update: Any) -> TrainConfig:
+    return base.model_copy(update={"epochs": epochs, "lr": lr, "batch_size": cfg.batch_size, "warmup_epochs": 0.0,
+                                   "schedule": "cosine", **update})
+
+
+def _kept(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(m.weight)) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+
+
+def share_biases(model: nn.Module, bits: int) -> None:
+    """Snap every bias to a k-means codebook of 2^bits values (post hoc; biases are few and robust)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2 ** bits:
+                centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2 ** bits)
+                m.bias.copy_(centroids[idx].reshape(m.bias.shape))
+
+
+def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: CompressConfig, base: TrainConfig,
+                   out: str | Path, *, progress: bool = True, console: Console | None = None) -> CompressReport:
+    """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged."""
+    console = console or Console(stderr=True, quiet=not progress)
+    seconds: dict[str, float] = {}
+    seed_everything(base.seed, base.threads)
+    dense_bytes = 4 * count_params(model)
+    x_train, y_train = data.tensors("train")
+    x_test, y_test = data.tensors("test")
+    n_val = min(cfg.validation_size, len(x_train) // 5)
+    x_val, y_val = x_train[-n_val:], y_train[-n_val:]
+    batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=base.seed)
+    teacher = copy.deepcopy(model).eval()
+    student = copy.deepcopy(model)
+    objective: Objective = (distillation_objective(teacher, temperature=cfg.distill.temperature,
+                                                   alpha=cfg.distill.alpha) if cfg.distill.enabled else cross_entropy)
+
+    def record(step: str, m: nn.Module, size: int) -> StepRecord:
+        acc = evaluate(m, x_test, y_test).accuracy
+        console.print(f"{step:>7}: test accuracy {100 * acc:.2f}%  {size:,} bytes  ({dense_bytes / size:.1f}x)")
+        return StepRecord(step=step, test_accuracy=acc, bytes=size, ratio=dense_bytes / size, kept=_kept(m))
+
+    steps = [record("dense", student, dense_bytes)]
+    baseline = steps[0].test_accuracy
+    metadata = {"dataset": data.summary(), "baseline_test_accuracy": baseline}
+
+    def file_size(m: nn.Module) -> int:
+        return len(encode_model(spec, m.state_dict(), coder=cfg.coder, metadata=metadata))
+
+    scan, rates = None, {}
+    if cfg.prune.enabled:
+        t = time.perf_counter()
+        scan = sensitivity_scan(student, x_val, y_val)
+        seconds["sensitivity"] = time.perf_counter() - t
+        sparsity = cfg.prune.sparsity
+        if sparsity == "preset":
+            sparsity = presets.sparsity_for(spec.name) or "auto"
+        if sparsity == "auto":
+            sparsity = choose_rates(scan, max_drop=cfg.prune.auto_max_drop)
+            console.print("auto sparsity: " + ", ".join(f"{k} {v:.3f}" for k, v in sparsity.items()))
+        t = time.perf_counter()
+        prune_gradual(student, batches, _train_cfg(cfg, base, cfg.prune.epochs, cfg.prune.lr), sparsity,
+                      scope=cfg.prune.scope, ramp_fraction=cfg.prune.ramp_fraction, objective=objective,
+                      progress=progress)
+        seconds["prune"] = time.perf_counter() - t
+        steps.append(record("pruned", student, file_size(student)))
+    rates = {r["layer"]: r["sparsity"] for r in sparsity_table(student)}
+    bits: dict[str, int] = {}
+    if cfg.share.enabled:
+        t = time.perf_counter()
+        sharing = share_weights(student, presets.bits_for(spec.name) if cfg.share.bits == "preset" else cfg.share.bits)
+        bits = dict(sharing.bits)
+        if cfg.share.epochs:
+            # Adam, not SGD: a centroid's gradient sums over its whole cluster, so its scale varies by layer.
+            fit(student, batches, _train_cfg(cfg, base, cfg.share.epochs, cfg.share.lr, optimizer="adam",
+                                             weight_decay=0.0), objective=objective, progress=progress, console=console)
+        sharing.finalize(student)
+        share_biases(student, cfg.share.bias_bits)
+        seconds["share"] = time.perf_counter() - t
+        steps.append(record("shared", student, file_size(student)))
+
+    t = time.perf_counter()
+    out = Path(out)
+    file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
+    decoded = load_lep(out).build_model()
+    bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
+    sizes = {c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata)) for c in ("ans", "huffman")}
+    seconds["code"] = time.perf_counter() - t
+    coded = record("coded", decoded, file_bytes)
+    steps.append(coded)
+    return CompressReport(
+        file=out.name, file_bytes=file_bytes, dense_bytes=dense_bytes, ratio=dense_bytes / file_bytes,
+        test_accuracy=coded.test_accuracy, baseline_test_accuracy=baseline,
+        error_pp_vs_baseline=round(100 * (baseline - coded.test_accuracy), 4), coder=cfg.coder,
+        huffman_bytes=sizes["huffman"], ans_bytes=sizes["ans"], params=count_params(decoded), kept=coded.kept,
+        bit_exact=bit_exact, sparsity=rates, bits=bits, steps=steps, layers=inspect_lep(out),
+        sensitivity=scan.model_dump() if scan is not None else None,
+        seconds={k: round(v, 2) for k, v in seconds.items()})

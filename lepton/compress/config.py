@@ -1,0 +1,87 @@
+"""The typed configuration of the compression chain (the ``compress`` section of a run config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LayerFloats = dict[str, float]
+LayerInts = dict[str, int]
+
+
+class PruneConfig(BaseModel):
+    """Gradual magnitude pruning (Zhu & Gupta's cubic ramp), then fine-tuning with the masks fixed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    sparsity: float | LayerFloats | Literal["auto", "preset"] = Field(
+        "preset", description="fraction of weights removed: one number, per layer {name: fraction}, 'auto' "
+                              "(per-layer rates from a sensitivity scan on held-out training images) or 'preset' "
+                              "(the tuned rates of lepton.compress.presets for known models, else 'auto')")
+    scope: Literal["layer", "global"] = "layer"
+    auto_max_drop: float = Field(0.004, ge=0, le=1, description="'auto': allowed one-shot accuracy drop per layer")
+    epochs: int = Field(8, ge=1, description="fine-tuning epochs, the ramp included")
+    ramp_fraction: float = Field(0.5, gt=0, le=1, description="share of the epochs spent ramping sparsity up")
+    lr: float = Field(0.02, gt=0)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _check_sparsity(cls, v: float | LayerFloats | str) -> float | LayerFloats | str:
+        values = [v] if isinstance(v, float) else list(v.values()) if isinstance(v, dict) else []
+        for s in values:
+            if not 0 <= s < 1:
+                raise ValueError(f"sparsity must be in [0, 1), got {s}")
+        return v
+
+
+    @model_validator(mode="after")
+    def _check_scope(self) -> PruneConfig:
+        if self.scope == "global" and not isinstance(self.sparsity, float):
+            raise ValueError("scope 'global' ranks all layers together and needs one sparsity number "
+                             f"(e.g. sparsity: 0.95), got {self.sparsity!r}")
+        return self
+
+
+class ShareConfig(BaseModel):
+    """k-means weight sharing (linear init), then centroid fine-tuning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    bits: int | LayerInts | Literal["preset"] = Field(
+        "preset", description="bits per shared weight: one number, per layer, or 'preset' (lepton.compress.presets)")
+    bias_bits: int = Field(5, ge=1, le=8, description="biases are shared too, post hoc, with this many bits")
+    epochs: int = Field(2, ge=0, description="centroid fine-tuning epochs (Adam)")
+    lr: float = Field(0.001, gt=0, description="Adam learning rate of the centroid fine-tuning")
+
+    @field_validator("bits")
+    @classmethod
+    def _check_bits(cls, v: int | LayerInts | str) -> int | LayerInts | str:
+        for b in [v] if isinstance(v, int) else v.values() if isinstance(v, dict) else []:
+            if not 1 <= b <= 8:
+                raise ValueError(f"bits must be in [1, 8], got {b}")
+        return v
+
+
+class DistillConfig(BaseModel):
+    """Use the dense model as the teacher during fine-tuning (Hinton et al.)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term; 1 - alpha for the labels")
+
+
+class CompressConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    prune: PruneConfig = PruneConfig()
+    share: ShareConfig = ShareConfig()
+    distill: DistillConfig = DistillConfig()
+    coder: Literal["ans", "huffman"] = "ans"
+    batch_size: int = Field(64, ge=1)
+    validation_size: int = Field(5000, ge=100, description="training images held out for the sensitivity scans")

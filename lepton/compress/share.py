@@ -1,0 +1,227 @@
+"""Deep Compression weight sharing: cluster each layer's nonzero weights into 2^b centroids (1-D k-means),
+then fine-tune only the centroids.
+
+After :func:`share_weights` a layer computes ``weight = where(mask, codebook[index], 0)``: ``codebook`` is a
+trainable ``nn.Parameter``, ``index`` and ``mask`` are buffers, and the original weight is frozen. Autograd
+through the indexing sums the gradient of every weight in a cluster into its centroid, which is exactly
+the centroid update of Han et al. (2016), so the ordinary :func:`lepton.train.fit` fine-tunes the codebooks.
+Because a centroid's gradient sums over its whole cluster (tens of thousands of weights in a large layer),
+plain SGD at a training learning rate diverges; fine-tune with ``optimizer="adam", lr=1e-3,
+weight_decay=0`` (Adam's step does not grow with the gradient's scale) for 1-3 epochs.
+:meth:`WeightSharing.finalize` bakes plain weights with at most 2^b distinct nonzero values and the same
+zeros, which the ``.lep`` container stores as codebook + indices + sparse positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lepton.errors import ConfigError
+
+Init = Literal["linear", "density", "random"]
+MAX_SHARE_BITS = 8  # the .lep codebook holds at most 256 values
+
+
+def kmeans_1d(values: torch.Tensor, k: int, *, init: Init = "linear", iters: int = 30,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on the scalars in ``values``; returns ``(centroids, assignments)``.
+
+    ``init``: ``"linear"`` spaces k centroids evenly over [min, max] (Deep Compression's recommendation:
+    it keeps the rare large weights), ``"density"`` puts them at evenly spaced quantiles, ``"random"``
+    picks k distinct values (Forgy, seeded by ``seed``). Iterates until no assignment changes or ``iters``
+    rounds; as in scikit-learn, an empty cluster is moved onto the point farthest from its centroid, so no
+    codebook entry is wasted. Computes in float64 on ``values``' device; centroids come back sorted
+    ascending in ``values``' dtype. When ``values`` has at most k distinct entries the centroids are
+    exactly those entries (fewer than k of them) and the clustering is lossless.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"kmeans_1d: k must be an int >= 1. Got {k} instead.")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ConfigError(f"kmeans_1d: iters must be an int >= 0. Got {iters} instead.")
+    if init not in ("linear", "density", "random"):
+        raise ConfigError(f"kmeans_1d: init must be 'linear', 'density' or 'random'. Got {init!r} instead.")
+    flat = values.detach().reshape(-1).to(torch.float64)
+    f64 = {"dtype": torch.float64, "device": flat.device}
+    distinct, inverse = torch.unique(flat, return_inverse=True)
+    if len(distinct) <= k:
+        return distinct.to(values.dtype), inverse
+    if init == "linear":
+        centroids = torch.linspace(float(distinct[0]), float(distinct[-1]), k, **f64)
+    elif init == "density":  # nearest-rank quantiles (torch.quantile refuses more than 16M values)
+        ranks = torch.linspace(0, len(flat) - 1, k, **f64).round().long()
+        centroids = flat.sort().values[ranks]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        centroids = distinct[torch.randperm(len(distinct), generator=g)[:k].to(flat.device)].sort().values
+    assign = _nearest(flat, centroids)
+    for _ in range(iters):
+        sums = torch.zeros(k, **f64).index_add_(0, assign, flat)
+        counts = torch.bincount(assign, minlength=k)
+        empty = (counts == 0).nonzero().squeeze(1)
+        if len(empty):  # as scikit-learn: an empty cluster takes the point farthest from its centroid
+            far = (flat - centroids[assign]).abs().topk(len(empty)).indices
+            sums.index_add_(0, assign[far], -flat[far])
+            counts.index_add_(0, assign[far], -torch.ones_like(far))
+            sums[empty], counts[empty] = flat[far], 1
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        centroids, order = centroids.sort()  # relocated clusters fall out of order
+        new = _nearest(flat, centroids)
+        if torch.equal(new, assign) and torch.equal(order, torch.arange(k, device=flat.device)):
+            break
+        assign = new
+    return centroids.to(values.dtype), assign
+
+
+def _nearest(flat: torch.Tensor, sorted_centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest of ``sorted_centroids`` (ties go to the lower one, as argmin would)."""
+    midpoints = (sorted_centroids[1:] + sorted_centroids[:-1]) / 2
+    return torch.searchsorted(midpoints, flat, right=False)
+
+
+def share_tensor(weight: torch.Tensor, bits: int, *, init: Init = "linear",
+                 iters: int = 30) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(codebook, index, mask)`` of ``weight``'s nonzero entries clustered into at most 2^bits values;
+    ``where(mask, codebook[index], 0)`` reconstructs the shared weight (index is 0 where mask is False)."""
+    mask = weight.detach() != 0
+    codebook, assign = kmeans_1d(weight.detach()[mask], 2 ** bits, init=init, iters=iters)
+    index = torch.zeros(weight.shape, dtype=torch.long, device=weight.device)
+    index[mask] = assign.to(weight.device)
+    return codebook.to(weight.device), index, mask
+
+
+class SharedWeight(nn.Module):
+    """Parametrization ``weight = where(mask, codebook[index], 0)`` with a trainable codebook."""
+
+    def __init__(self, codebook: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.codebook = nn.Parameter(codebook.clone())
+        self.register_buffer("index", index)
+        self.register_buffer("mask", mask)
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask, self.codebook[self.index], 0.0)
+
+
+def weight_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[str, nn.Module]:
+    """The Conv2d/Linear modules of ``model`` by qualified name: all of them, or those named in ``layers``."""
+    found = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    if layers is None:
+        return found
+    names = list(layers)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ConfigError(f"unknown layer(s) {unknown}: expected Conv2d/Linear layer names of the model, "
+                          f"i.e. some of {sorted(found)}.")
+    return {n: found[n] for n in names}
+
+
+def resolve_bits(model: nn.Module, bits: int | Mapping[str, int], layers: Iterable[str] | None, *,
+                 low: int, high: int, what: str) -> dict[str, int]:
+    """``{layer: bits}`` for an int (every selected layer) or a per-layer dict, validated to [low, high]."""
+    if isinstance(bits, Mapping):
+        if layers is not None:
+            raise ConfigError(f"{what}: pass either a per-layer bits dict or layers=, not both; the dict's keys "
+                              "already name the layers.")
+        chosen = weight_layers(model, bits.keys())
+        plan = {name: bits[name] for name in chosen}
+    else:
+        plan = {name: bits for name in weight_layers(model, layers)}
+    for name, b in plan.items():
+        if isinstance(b, bool) or not isinstance(b, int) or not low <= b <= high:
+            raise ConfigError(f"{what}: bits for layer {name!r} must be an int in [{low}, {high}]. Got {b!r} "
+                              "instead.")
+    if not plan:
+        raise ConfigError(f"{what}: no layer to compress; the model has no Conv2d or Linear layer, or the "
+                          "bits dict is empty. Name some of its Conv2d/Linear layers.")
+    return plan
+
+
+def check_plain_weight(module: nn.Module, name: str, what: str) -> None:
+    if parametrize.is_parametrized(module, "weight") or hasattr(module, "weight_orig"):
+        raise ConfigError(f"{what}: layer {name!r} already has a parametrization or pruning hook on its weight; "
+                          "finalize the previous step first (pruning: make the masks permanent).")
+
+
+class SharedLayer(BaseModel):
+    layer: str
+    bits: int
+    centroids: int
+    kept_weights: int
+    total_weights: int
+
+
+class SharingReport(BaseModel):
+    layers: list[SharedLayer]
+
+    @property
+    def index_bits(self) -> int:
+        """Bits of the cluster indices of all kept weights (before entropy coding)."""
+        return sum(r.bits * r.kept_weights for r in self.layers)
+
+
+@dataclass(frozen=True)
+class WeightSharing:
+    """What :func:`share_weights` did: the bit width and parametrization of each shared layer."""
+
+    bits: dict[str, int]
+    parametrizations: dict[str, SharedWeight] = field(repr=False)
+
+    def codebooks(self) -> dict[str, torch.Tensor]:
+        """The current (possibly fine-tuned) codebook of each shared layer, sorted as first clustered."""
+        return {name: p.codebook.detach().clone() for name, p in self.parametrizations.items()}
+
+    def report(self) -> SharingReport:
+        return SharingReport(layers=[
+            SharedLayer(layer=name, bits=self.bits[name], centroids=len(p.codebook), kept_weights=int(p.mask.sum()),
+                        total_weights=p.mask.numel()) for name, p in self.parametrizations.items()])
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """Replace each shared layer's parametrization in ``model`` (the shared model, or a deep copy of it) by
+        a plain trainable weight equal to its shared value; returns ``model``."""
+        modules = dict(model.named_modules())
+        for name in self.bits:
+            plist = getattr(getattr(modules.get(name), "parametrizations", None), "weight", None)
+            if plist is None or not isinstance(plist[0], SharedWeight):
+                raise ConfigError(f"finalize: layer {name!r} of this model is not weight-shared (already finalized, "
+                                  "or not the model passed to share_weights); pass the shared model.")
+        for name in self.bits:
+            parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
+            modules[name].weight.requires_grad_(True)
+        return model
+
+
+def share_weights(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,
+                  init: Init = "linear", iters: int = 30) -> WeightSharing:
+    """Share the weights of every Conv2d/Linear layer (or those in ``layers``, or the keys of a per-layer
+    ``bits`` dict) of ``model`` in place: nonzero weights -> at most 2^bits centroids, zeros stay zero.
+
+    Only the codebooks (plus biases and unshared layers) remain trainable, so ``fit`` fine-tunes centroids.
+    Layers whose weights are all zero are left as they are. Call ``.finalize(model)`` when done.
+    """
+    plan = resolve_bits(model, bits, layers, low=1, high=MAX_SHARE_BITS, what="share_weights")
+    modules = weight_layers(model, plan)
+    for name in plan:
+        check_plain_weight(modules[name], name, "share_weights")
+    done: dict[str, SharedWeight] = {}
+    for name, b in plan.items():
+        module = modules[name]
+        if not bool((module.weight != 0).any()):
+            continue
+        codebook, index, mask = share_tensor(module.weight, b, init=init, iters=iters)
+        done[name] = SharedWeight(codebook, index, mask)
+        parametrize.register_parametrization(module, "weight", done[name])
+        module.parametrizations.weight.original.requires_grad_(False)
+    return WeightSharing({name: plan[name] for name in done}, done)
+
+
+def distinct_nonzero(weight: torch.Tensor) -> int:
+    """How many distinct nonzero values ``weight`` holds (what the ``.lep`` codebook path needs <= 256)."""
+    w = weight.detach()
+    return int(torch.unique(w[w != 0]).numel())

@@ -1,0 +1,98 @@
+"""The whole chain (prune → share → code) on real data, with the file as the source of truth."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lepton.compress.chain import compress_model
+from lepton.compress.config import CompressConfig
+from lepton.compress.container import inspect_lep, load_lep
+from lepton.config import validate
+from lepton.errors import ConfigError
+from lepton.train import TrainConfig, evaluate
+from lepton.train.job import train_model
+
+BASE = TrainConfig(epochs=6, batch_size=32, seed=0, threads=1)
+CFG = CompressConfig(prune={"sparsity": 0.8, "epochs": 2}, share={"bits": 4, "epochs": 1}, batch_size=32,
+                     validation_size=200)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    return train_model(digits, "lenet-300-100", BASE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def compressed(trained, digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lep") / "digits.lep"
+    before = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    report = compress_model(trained.model, trained.spec, digits, CFG, BASE, out, progress=False)
+    return out, report, before
+
+
+def test_report_is_measured_on_the_decoded_file(compressed, digits):
+    out, report, _ = compressed
+    assert report.file_bytes == out.stat().st_size
+    assert report.ratio == pytest.approx(report.dense_bytes / report.file_bytes)
+    decoded = load_lep(out).build_model()
+    assert evaluate(decoded, *digits.tensors("test")).accuracy == report.test_accuracy
+    assert report.bit_exact
+    assert [s.step for s in report.steps] == ["dense", "pruned", "shared", "coded"]
+    assert report.ratio > 10 and report.test_accuracy > 0.85
+
+
+def test_the_file_holds_pruned_shared_weights(compressed):
+    out, report, _ = compressed
+    state = load_lep(out).state_dict
+    for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
+        w = state[name]
+        kept = w[w != 0]
+        assert kept.numel() == round(0.2 * w.numel())
+        assert torch.unique(kept).numel() <= 16
+    assert sum(r["bytes"] for r in inspect_lep(out)) == report.file_bytes
+
+
+def test_the_input_model_is_left_unchanged(compressed, trained):
+    _, _, before = compressed
+    for k, v in trained.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="prune.sparsity = 1.5: sparsity must be in"):
+        validate(CompressConfig, {"prune": {"sparsity": 1.5}})
+    with pytest.raises(ConfigError, match="needs one sparsity number"):
+        validate(CompressConfig, {"prune": {"scope": "global"}})
+    with pytest.raises(ConfigError, match="bits must be in"):
+        validate(CompressConfig, {"share": {"bits": {"fc1": 12}}})
+
+
+@pytest.mark.slow
+def test_cli_compress_inspect_and_eval(trained, digits, tmp_path):
+    from lepton.train import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "model", trained.model, trained.spec, extra={"dataset": digits.summary()})
+    out = tmp_path / "m.lep"
+
+    def lepton(*args):
+        return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, timeout=600)
+
+    r = lepton("compress", str(ckpt), "-o", str(out), "-q", "--format", "json", "--set", "compress.prune.sparsity=0.8",
+               "--set", "compress.prune.epochs=1", "--set", "compress.share.epochs=0", "--set", "compress.share.bits=5",
+               "--set", "compress.validation_size=200")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["file_bytes"] == out.stat().st_size and report["bit_exact"]
+    rows = json.loads(lepton("compress", "inspect", str(out), "--format", "json").stdout)
+    assert rows[-1]["tensor"] == "(header)" and sum(row["bytes"] for row in rows) == report["file_bytes"]
+    ev = json.loads(lepton("eval", str(out), "--format", "json").stdout)
+    assert ev["kind"] == "lep" and ev["accuracy"] == report["test_accuracy"]
+    bad = lepton("compress", str(ckpt), "-o", str(tmp_path / "m.bin"))
+    assert bad.returncode == 2 and "must end in .lep" in bad.stderr
+    truncated = tmp_path / "t.lep"
+    truncated.write_bytes(out.read_bytes()[:-7])
+    r = lepton("eval", str(truncated))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
