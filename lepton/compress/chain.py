@@ -22,6 +22,7 @@ from lepton.compress.config import CompressConfig
 from lepton.compress.container import encode_model, inspect_lep, load_lep, save_lep
 from lepton.compress.distill import distillation_objective
 from lepton.compress.prune import prune_gradual, sparsity_table
+from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import choose_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
@@ -130,7 +131,14 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     bits: dict[str, int] = {}
     if cfg.share.enabled:
         t = time.perf_counter()
-        sharing = share_weights(student, presets.bits_for(spec.name) if cfg.share.bits == "preset" else cfg.share.bits)
+        bits_cfg = cfg.share.bits
+        if bits_cfg == "preset":
+            bits_cfg = presets.bits_for(spec.name)
+        elif bits_cfg == "auto":
+            bits_cfg = choose_bits(student, x_val, y_val, candidates=(2, 3, 4, 5, 6, 7, 8),
+                                   max_drop=cfg.share.auto_max_drop, method="share")
+            console.print("auto bits: " + ", ".join(f"{k} {v}" for k, v in bits_cfg.items()))
+        sharing = share_weights(student, bits_cfg)
         bits = dict(sharing.bits)
         if cfg.share.epochs:
             # Adam, not SGD: a centroid's gradient sums over its whole cluster, so its scale varies by layer.

@@ -50,8 +50,11 @@ class ShareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    bits: int | LayerInts | Literal["preset"] = Field(
-        "preset", description="bits per shared weight: one number, per layer, or 'preset' (lepton.compress.presets)")
+    bits: int | LayerInts | Literal["auto", "preset"] = Field(
+        "preset", description="bits per shared weight: one number, per layer, 'auto' (per layer, the fewest bits "
+                              "whose one-layer accuracy drop stays within auto_max_drop) or 'preset' "
+                              "(lepton.compress.presets)")
+    auto_max_drop: float = Field(0.002, ge=0, le=1, description="'auto': allowed one-layer accuracy drop")
     bias_bits: int = Field(5, ge=1, le=8, description="biases are shared too, post hoc, with this many bits")
     epochs: int = Field(2, ge=0, description="centroid fine-tuning epochs (Adam)")
     lr: float = Field(0.001, gt=0, description="Adam learning rate of the centroid fine-tuning")

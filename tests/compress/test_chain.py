@@ -61,6 +61,15 @@ def test_the_input_model_is_left_unchanged(compressed, trained):
         assert torch.equal(v, before[k]), k
 
 
+def test_auto_rates_and_bits_come_from_the_sensitivity_scans(trained, digits, tmp_path):
+    cfg = CompressConfig(prune={"sparsity": "auto", "auto_max_drop": 0.02, "epochs": 1},
+                         share={"bits": "auto", "auto_max_drop": 0.02, "epochs": 0}, batch_size=32, validation_size=300)
+    report = compress_model(trained.model, trained.spec, digits, cfg, BASE, tmp_path / "auto.lep", progress=False)
+    assert set(report.bits) == {"fc1", "fc2", "fc3"} and all(2 <= b <= 8 for b in report.bits.values())
+    assert report.bit_exact and report.sensitivity is not None
+    assert any(s > 0 for s in report.sparsity.values())
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="prune.sparsity = 1.5: sparsity must be in"):
         validate(CompressConfig, {"prune": {"sparsity": 1.5}})
