@@ -38,7 +38,8 @@ def run(
         print_json(result.metrics)
         return
     for name, report in result.metrics["stages"].items():
-        acc, ratio = report.get("test_accuracy"), report.get("ratio")
+        acc = report.get("test_accuracy")
         console.print(f"[bold]{name}[/]: " + (f"test accuracy {100 * acc:.2f}%" if acc is not None else "done")
-                      + (f", {report['file_bytes']:,} bytes, {ratio:.1f}x smaller than fp32" if ratio else ""))
+                      + (f", {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than fp32"
+                         if name == "compress" else ""))
     console.print(f"results: {run_dir}/metrics.json · report: {run_dir}/report.html")

@@ -25,6 +25,15 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.safetensors if present")] = False,
+    nproc: Annotated[Optional[int], typer.Option(help="worker processes on this machine, via torchrun", rich_help_panel="Distributed")] = None,
+    nnodes: Annotated[Optional[int], typer.Option(help="machines taking part (needs --rdzv-endpoint)", rich_help_panel="Distributed")] = None,
+    node_rank: Annotated[Optional[int], typer.Option(help="this machine's rank (fixed-rank rendezvous)", rich_help_panel="Distributed")] = None,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT of the rendezvous", rich_help_panel="Distributed")] = None,
+    max_restarts: Annotated[Optional[int], typer.Option(help="restarts of the worker group after a failure", rich_help_panel="Distributed")] = None,
+    comm_hook: Annotated[Optional[str], typer.Option(help="gradient compression: none, fp16 or powersgd", rich_help_panel="Distributed")] = None,
+    powersgd_rank: Annotated[Optional[int], typer.Option(help="PowerSGD approximation rank", rich_help_panel="Distributed")] = None,
+    powersgd_warmup: Annotated[Optional[int], typer.Option(help="PowerSGD: plain all-reduce steps first", rich_help_panel="Distributed")] = None,
+    error_feedback: Annotated[Optional[bool], typer.Option("--error-feedback/--no-error-feedback", help="PowerSGD error feedback", rich_help_panel="Distributed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
 ) -> None:
@@ -34,9 +43,12 @@ def train(
       lepton train                                  # LeNet-5 on MNIST, the default recipe
       lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
       lepton train -c my_run.yaml --resume -o runs/mine
+      lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
+      torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
     """
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
+    from lepton.distributed.runtime import env_rank
     from lepton.pipeline.config import load_run_config
     from lepton.train.checkpoint import save_checkpoint
     from lepton.train.job import train_model
@@ -47,10 +59,20 @@ def train(
                                 ("train", "threads", threads), ("data", "train_subset", train_subset)):
         if value is not None:
             over.setdefault(section, {})[key] = value
+    for key, value in (("nproc", nproc), ("nnodes", nnodes), ("node_rank", node_rank), ("rdzv_endpoint", rdzv_endpoint),
+                       ("max_restarts", max_restarts)):
+        if value is not None:
+            over.setdefault("train", {}).setdefault("distributed", {})[key] = value
+    for key, value in (("kind", comm_hook), ("rank", powersgd_rank), ("warmup_steps", powersgd_warmup),
+                       ("error_feedback", error_feedback)):
+        if value is not None:
+            over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
     dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(dataset, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs, checkpoint_dir=out,
                       resume=resume, progress=not quiet)
+    if env_rank() != 0:  # a torchrun worker other than rank 0: rank 0 saves and reports
+        return
     path = save_checkpoint(out / "model", job.model, job.spec,
                            extra={"dataset": dataset.summary(), "test_accuracy": job.test.accuracy,
                                   "config": cfg.model_dump(mode="json")})

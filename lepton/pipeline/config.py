@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton.compress.config import CompressConfig
 from lepton.config import deep_merge, read_yaml, validate
+from lepton.data.store.config import PackConfig
+from lepton.edge.config import EdgeConfig
 from lepton.train.config import TrainConfig
 
 
@@ -18,6 +20,7 @@ class DataConfig(BaseModel):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")
+    pack: PackConfig = PackConfig()
 
 
 class ModelConfig(BaseModel):
@@ -38,13 +41,16 @@ class RunConfig(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
+    edge: EdgeConfig = EdgeConfig()
 
 
 # --quick: a smoke test of every stage in well under two minutes.
 QUICK: dict[str, Any] = {
-    "data": {"train_subset": 20000},
+    "data": {"train_subset": 20000, "pack": {"codec": "zstd", "codec_params": {"level": 3}, "compare": ["deflate", "zstd"],
+                                             "compare_samples": 1000, "loader_batches": 20}},
     "train": {"epochs": 1},
     "compress": {"prune": {"epochs": 1}, "share": {"epochs": 1}},
+    "edge": {"calibration_images": 256, "iterations": 200, "split_requests": 20},
 }
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lepton.distributed.config import DistributedConfig
+
 
 class TrainConfig(BaseModel):
     """Hyper-parameters of :func:`lepton.train.fit`. Unknown keys are refused."""
@@ -13,7 +15,10 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=1, description="passes over the training set")
-    batch_size: int = Field(64, ge=1, le=65536, description="samples per optimizer step")
+    batch_size: int = Field(64, ge=1, le=65536, description="samples per optimizer step and worker; the global "
+                            "batch is batch_size × workers")
+    accumulate: int = Field(1, ge=1, le=1024, description="split each batch into this many micro-batches whose "
+                            "gradients add up (less memory, same step; DDP syncs only the last)")
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=10, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -26,6 +31,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seeds weights init, shuffling and dropout")
     threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 keeps torch's default")
     eval_batch_size: int = Field(1000, ge=1)
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -33,4 +39,7 @@ class TrainConfig(BaseModel):
             raise ValueError("nesterov=true needs momentum > 0; set momentum (e.g. 0.9) or nesterov: false")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        if self.accumulate > self.batch_size:
+            raise ValueError(f"accumulate ({self.accumulate}) exceeds batch_size ({self.batch_size}); "
+                             "each micro-batch needs at least one sample")
         return self

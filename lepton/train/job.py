@@ -1,18 +1,29 @@
 """A whole training job on an in-memory dataset: seed, build, fit, evaluate. Used by ``lepton train``
-and by the pipeline's train stage, so both produce the same model from the same config."""
+and by the pipeline's train stage, so both produce the same model from the same config.
+
+With ``cfg.distributed.nproc > 1`` (or several nodes) the job launches its workers through torchrun
+(:mod:`lepton.distributed.launch`) and loads rank 0's checkpoint back; inside a worker started by
+torchrun (ours or the user's own ``torchrun -m lepton.train``) it joins the process group and trains.
+"""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from torch import nn
 
 from lepton.data.dataset import ImageDataset
+from lepton.distributed.launch import launch
+from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
 from lepton.models.registry import ModelSpec
 from lepton.train.batches import TensorBatches
+from lepton.train.checkpoint import load_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
 from lepton.train.loop import TrainReport, fit
@@ -30,12 +41,37 @@ class TrainedModel:
 def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_kwargs: dict[str, Any] | None = None,
                 checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                 console: Console | None = None) -> TrainedModel:
-    seed_everything(cfg.seed, cfg.threads)
-    spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
-    model = spec.build()
-    x_train, y_train = data.tensors("train")
-    x_test, y_test = data.tensors("test")
-    batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=cfg.seed)
-    report = fit(model, batches, cfg, spec=spec, eval_data=(x_test, y_test), checkpoint_dir=checkpoint_dir,
-                 resume=resume, progress=progress, console=console)
+    if cfg.distributed.launches and not launched_by_torchrun():
+        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress)
+    resume = resume or restart_count() > 0  # torchrun restarted the group after a failure
+    with worker_session(cfg.distributed):
+        seed_everything(cfg.seed, cfg.threads)
+        spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
+        model = spec.build()
+        x_train, y_train = data.tensors("train")
+        x_test, y_test = data.tensors("test")
+        batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=cfg.seed)
+        report = fit(model, batches, cfg, spec=spec, eval_data=(x_test, y_test), checkpoint_dir=checkpoint_dir,
+                     resume=resume, progress=progress, console=console)
     return TrainedModel(spec, model, report, evaluate(model, x_test, y_test, num_classes=data.num_classes))
+
+
+def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model_kwargs: dict[str, Any],
+                    checkpoint_dir: str | Path | None, resume: bool, progress: bool) -> TrainedModel:
+    """Hand the dataset and config to torchrun's workers in files; read rank 0's results back."""
+    with tempfile.TemporaryDirectory(prefix="lepton-dist-") as tmp:
+        out = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").unlink(missing_ok=True)
+        np.savez(Path(tmp) / "data.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+                 y_test=data.y_test)
+        job = {"data": str(Path(tmp) / "data.npz"), "name": data.name, "classes": list(data.classes),
+               "model": model_name, "model_kwargs": model_kwargs, "train": cfg.model_dump(mode="json"),
+               "out": str(out), "resume": resume, "progress": progress}
+        (Path(tmp) / "job.json").write_text(json.dumps(job))
+        launch(cfg.distributed, "lepton.distributed.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
+        report = TrainReport.model_validate_json((out / "report.json").read_text())
+        ckpt = load_checkpoint(out / "last")
+    model = ckpt.build_model()
+    x_test, y_test = data.tensors("test")
+    return TrainedModel(ckpt.spec, model, report, evaluate(model, x_test, y_test, num_classes=data.num_classes))

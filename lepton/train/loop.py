@@ -6,12 +6,17 @@ global step, forward, loss, backward, step, then the caller's ``after_step`` (e.
 masks); at epoch end, evaluate, record, checkpoint. The learning rate is a pure function of the
 global step and the shuffle of a pure function of (seed, epoch), so resuming from a checkpoint
 reproduces an uninterrupted run exactly.
+
+Under torch.distributed (a process group is initialised, e.g. by ``torchrun``) the same loop runs on
+every rank: the model is wrapped in DDP, each rank takes its slice of every global batch, epoch
+metrics are summed over ranks, and only rank 0 prints and writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from lepton.distributed.ddp import distribute
+from lepton.distributed.hooks import CommReport
+from lepton.distributed.runtime import current_world
 from lepton.models.registry import ModelSpec
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
@@ -56,6 +64,8 @@ class TrainReport(BaseModel):
     final_train_accuracy: float
     final_test_accuracy: float | None
     resumed_from_epoch: int | None = None
+    world_size: int = 1
+    communication: CommReport | None = None
     history: list[EpochRecord]
 
 
@@ -84,6 +94,28 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / max(total, 1)))
 
 
+def forward_backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
+                     micro_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and mean loss of the batch, its gradient accumulated over ``micro_batches`` slices (to
+    save memory); DDP all-reduces only with the last slice (``no_sync`` before)."""
+    if micro_batches == 1:
+        logits = model(x)
+        loss = objective(logits, y, x)
+        loss.backward()
+        return logits, loss
+    parts, total = [], torch.zeros(())
+    slices = list(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches)))
+    for j, (xs, ys) in enumerate(slices):
+        sync = j == len(slices) - 1 or not hasattr(model, "no_sync")
+        with nullcontext() if sync else model.no_sync():
+            logits = model(xs)
+            loss = objective(logits, ys, xs) * (len(ys) / len(y))  # weight so the sum is the batch mean
+            loss.backward()
+        parts.append(logits.detach())
+        total += loss.detach()
+    return torch.cat(parts), total
+
+
 def _set_epoch(batches: Batches, epoch: int) -> None:
     target = batches if hasattr(batches, "set_epoch") else getattr(batches, "sampler", None)
     if target is not None and hasattr(target, "set_epoch"):
@@ -99,7 +131,12 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
     ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch;
     with ``resume``, continue from it if present.
     """
-    console = console or Console(stderr=True, quiet=not progress)
+    world = current_world()
+    progress = progress and world.lead
+    console = console if console is not None and world.lead else Console(stderr=True, quiet=not progress)
+    comm = None
+    if world.size > 1:  # DDP: rank 0's weights everywhere, this rank's share of each global batch
+        model, train, comm = distribute(model, train, cfg.distributed.comm_hook, world, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     steps_per_epoch = len(train)
@@ -131,10 +168,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
                 lr = lr_at(cfg, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                logits = model(x)
-                loss = objective(logits, y, x)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                logits, loss = forward_backward(model, objective, x, y, cfg.accumulate)
                 optimizer.step()
                 if after_step is not None:
                     after_step(model)
@@ -145,6 +180,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
                     seen += len(y)
                 if i % 50 == 0:
                     bar.update(task, completed=i + 1, status=f"loss {loss.item():.4f}")
+            loss_sum, correct, seen_t = world.sum(loss_sum, correct, torch.tensor(seen))  # over all ranks
+            seen = int(seen_t)
             seconds = time.perf_counter() - t0
             bar.remove_task(task)
             record = EpochRecord(epoch=epoch + 1, lr=lr, train_loss=float(loss_sum) / max(seen, 1),
@@ -157,14 +194,17 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
             test = f"  test acc {record.test_accuracy:.4f}" if record.test_accuracy is not None else ""
             console.print(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  train acc "
                           f"{record.train_accuracy:.4f}{test}  {record.images_per_second:,.0f} img/s")
-            if ckpt_path is not None:
+            if ckpt_path is not None and world.lead:
                 save_checkpoint(ckpt_path, model, spec, optimizer=optimizer,  # type: ignore[arg-type]
                                 extra={"train": {"epoch": epoch + 1, "step": step, "config": cfg.model_dump(),
+                                                 "world_size": world.size,
                                                  "history": [r.model_dump() for r in history]}})
+            world.barrier()  # every rank resumes from the same checkpoint after a restart
     train_seconds = sum(r.seconds for r in history)
     images = sum(r.images_per_second * r.seconds for r in history)
     last = history[-1]
     return TrainReport(epochs=cfg.epochs, steps=step, train_seconds=train_seconds,
                        images_per_second=images / max(train_seconds, 1e-9), final_train_loss=last.train_loss,
                        final_train_accuracy=last.train_accuracy, final_test_accuracy=last.test_accuracy,
-                       resumed_from_epoch=resumed, history=history)
+                       resumed_from_epoch=resumed, world_size=world.size,
+                       communication=comm.report() if comm is not None else None, history=history)

@@ -45,6 +45,6 @@ def test_pipeline_api_on_digits(tmp_path):
                                      "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0},
                                                   "validation_size": 200}})
     result = run_pipeline(cfg, tmp_path, progress=False)
-    assert list(result.metrics["stages"]) == ["train", "compress"]
+    assert list(result.metrics["stages"]) == ["data", "train", "compress", "edge"]
     assert result.metrics["dataset"]["name"] == "digits"
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))

@@ -1,0 +1,86 @@
+"""Lossless codecs on MNIST / Fashion-MNIST train images: bytes, bits/pixel, ratio to xz -9e, MB/s.
+
+Every codec compresses the 60,000 x 28 x 28 train images in independent blocks of ``--block``
+images (as the packed store does), one thread; the byte count is the sum of the encoded blocks.
+The reference is ``xz -9e`` over the whole array as one stream (the issue's 7,820,300-byte bar
+for MNIST). Decoded blocks are compared with the originals, so every row is a verified round trip.
+
+    .venv/bin/python benchmarks/data_codecs.py                 # both datasets, all codecs
+    .venv/bin/python benchmarks/data_codecs.py --limit 6000    # a quick look on a subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lepton.data import load_fashion_mnist, load_mnist
+from lepton.data.codecs import CODECS, get_codec
+
+LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+
+
+@dataclass
+class CodecRow:
+    codec: str
+    nbytes: int
+    bits_per_pixel: float
+    ratio_to_xz: float
+    encode_mb_s: float
+    decode_mb_s: float
+
+
+def xz_reference(x: np.ndarray) -> int:
+    """Bytes of ``xz -9e`` over the whole array as one stream."""
+    return len(lzma.compress(x.tobytes(), preset=9 | lzma.PRESET_EXTREME))
+
+
+def codec_rows(x: np.ndarray, block: int, codecs: tuple[str, ...] = CODECS) -> list[CodecRow]:
+    """Encode and decode ``x`` block by block with each codec (one thread); verify the round trip."""
+    xz = xz_reference(x)
+    get_codec("lepton-cm").decode(get_codec("lepton-cm").encode(x[:1]), x.dtype, x[:1].shape)  # compile
+    rows = []
+    for name in codecs:
+        codec = get_codec(name)
+        blocks = [x[i:i + block] for i in range(0, len(x), block)]
+        t0 = time.perf_counter()
+        blobs = [codec.encode(b) for b in blocks]
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = [codec.decode(blob, b.dtype, b.shape) for blob, b in zip(blobs, blocks, strict=True)]
+        t_dec = time.perf_counter() - t0
+        if not all(np.array_equal(o, b) for o, b in zip(out, blocks, strict=True)):
+            raise SystemExit(f"{name}: round trip FAILED")
+        nbytes = sum(len(b) for b in blobs)
+        rows.append(CodecRow(name, nbytes, nbytes * 8 / x.size, xz / nbytes,
+                             x.nbytes / 1e6 / t_enc, x.nbytes / 1e6 / t_dec))
+    rows.append(CodecRow("xz -9e (whole array)", xz, xz * 8 / x.size, 1.0, float("nan"), float("nan")))
+    return rows
+
+
+def print_codec_table(dataset: str, x: np.ndarray, block: int, rows: list[CodecRow]) -> None:
+    print(f"\n{dataset}: {x.shape[0]} train images, {x.size:,} pixels, blocks of {block} images")
+    print(f"{'codec':22} {'bytes':>12} {'bits/px':>8} {'x vs xz':>8} {'enc MB/s':>9} {'dec MB/s':>9}")
+    for r in rows:
+        print(f"{r.codec:22} {r.nbytes:12,d} {r.bits_per_pixel:8.4f} {r.ratio_to_xz:8.3f} "
+              f"{r.encode_mb_s:9.2f} {r.decode_mb_s:9.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=list(LOADERS), choices=list(LOADERS))
+    ap.add_argument("--block", type=int, default=1000, help="images per independently coded block")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N train images")
+    ap.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
+    args = ap.parse_args()
+    for dataset in args.datasets:
+        x = LOADERS[dataset]().x_train[:args.limit]
+        print_codec_table(dataset, x, args.block, codec_rows(x, args.block, tuple(args.codecs)))
+
+
+if __name__ == "__main__":
+    main()

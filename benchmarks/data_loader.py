@@ -1,0 +1,76 @@
+"""LeNet-5 training throughput fed from the packed store against in-memory arrays (bar: >= 0.9x).
+
+For each dataset: pack the training images (the store's default `auto` image codec unless --codec),
+then time `--steps` SGD steps of LeNet-5 fed by in-memory tensors (`TensorBatches`) and by a DataLoader
+over the store (`store_batches`, with 0 and `--workers` worker processes), alternating for `--rounds`
+rounds; every store round opens the store afresh, so block decoding is inside the timed loop. Prints the
+median images/s and the ratio to in-memory.
+
+    .venv/bin/python benchmarks/data_loader.py [--datasets mnist fashion-mnist] [--codec auto]
+        [--steps 300] [--rounds 3] [--workers 2] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from lepton.data.sources import load_dataset
+from lepton.data.store import bits_per_pixel, open_store, pack_dataset, store_batches
+from lepton.data.store.dataset import training_throughput
+from lepton.models.registry import ModelSpec
+from lepton.train import TensorBatches, TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    ap.add_argument("--codec", default="auto")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args()
+    cfg = TrainConfig(batch_size=args.batch_size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            data = load_dataset(name)
+            path = Path(tmp) / f"{name}.lds"
+            t0 = time.perf_counter()
+            pack_dataset(data, path, image_codec=args.codec, splits=("train",))
+            pack_s = time.perf_counter() - t0
+            store = open_store(path)
+            codec = store.split("train").fields["images"].codec.name
+            spec = ModelSpec("lenet5", data.input_shape, data.num_classes)
+            x, y = data.tensors("train")
+            results: dict[str, list[float]] = {"in-memory": [], "store, 0 workers": [],
+                                               f"store, {args.workers} workers": []}
+            for r in range(args.rounds):
+                results["in-memory"].append(training_throughput(
+                    spec, TensorBatches(x, y, args.batch_size, seed=r), args.steps, cfg))
+                for workers in (0, args.workers):
+                    loader = store_batches(path, "train", args.batch_size, seed=r, workers=workers)
+                    results[f"store, {workers} workers"].append(training_throughput(spec, loader, args.steps, cfg))
+                    del loader
+            base = statistics.median(results["in-memory"])
+            for feed, values in results.items():
+                ips = statistics.median(values)
+                rows.append((name, codec, f"{store.file_bytes:,}", f"{bits_per_pixel(store):.3f}", f"{pack_s:.0f}",
+                             feed, f"{ips:,.0f}", f"{ips / base:.2f}", "yes" if ips / base >= 0.9 else "NO"))
+    head = ("dataset", "image codec", "store bytes", "bits/px", "pack s", "fed from", "images/s", "x in-memory",
+            ">= 0.9x")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(f"\n{args.steps} LeNet-5 SGD steps of {args.batch_size} images per measurement, median of {args.rounds} "
+          "rounds; the store's blocks are decoded inside the timed loop (fresh store each round).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""``lepton edge export|bench|split``: ONNX export + int8, latency benchmark, edge–cloud split planner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lepton.cli.app import app
+from lepton.cli.output import Format, console, print_json, print_table
+
+edge_app = typer.Typer(
+    no_args_is_help=True,
+    help="Take a model to the edge: ONNX export and int8, latency benchmark, edge–cloud split.\n\n"
+         "Examples:\n\n  lepton edge export runs/demo/model.safetensors -o model.onnx --int8 model.int8.onnx\n\n"
+         "  lepton edge bench model.int8.onnx --torch runs/demo/model.safetensors\n\n"
+         "  lepton edge split runs/demo/model.safetensors --bandwidth 10Mbit --rtt 20ms --edge-slowdown 8")
+app.add_typer(edge_app, name="edge")
+
+ModelArg = Annotated[Path, typer.Argument(help="a checkpoint (.safetensors + .json sidecar) or a .lep file")]
+DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one the model was trained on]")]
+
+
+def _load(model: Path, data: str | None):  # type: ignore[no-untyped-def]
+    from lepton.data.sources import load_dataset
+    from lepton.models.files import load_model_file
+
+    loaded = load_model_file(model)
+    name = data or loaded.meta.get("dataset", {}).get("name") or loaded.meta.get("dataset_name") or "mnist"
+    return loaded, load_dataset(name)
+
+
+@edge_app.command("export")
+def export_cmd(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="the fp32 .onnx file to write")] = Path("model.onnx"),
+    int8: Annotated[Optional[Path], typer.Option("--int8", help="also write an int8 (QDQ) .onnx file here")] = None,
+    calibration: Annotated[int, typer.Option(help="training images used to calibrate int8")] = 1024,
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    data: DataOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Export MODEL to ONNX (dynamic batch), check it against torch on the test set, optionally quantize to int8."""
+    from lepton.edge.bench import onnx_accuracy
+    from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
+    from lepton.edge.quantize import QuantizeConfig, calibration_sample, quantize_onnx
+
+    loaded, dataset = _load(model, data)
+    x_test, y_test = dataset.tensors("test")
+    report = export_onnx(loaded.model, out, input_shape=loaded.spec.input_shape, opset=opset)
+    rows = [{"file": str(out), "format": "onnx fp32", "bytes": report.bytes,
+             "max_abs_diff_vs_torch": max_abs_diff(loaded.model, onnx_session(out), x_test[:1000]),
+             "test_accuracy": onnx_accuracy(out, x_test.numpy(), y_test.numpy())}]
+    if int8 is not None:
+        x_train, _ = dataset.tensors("train")
+        q = quantize_onnx(out, int8, calibration_sample(x_train.numpy(), calibration),
+                          QuantizeConfig(calibration_images=calibration))
+        rows.append({"file": str(int8), "format": "onnx int8 QDQ", "bytes": q.bytes,
+                     "max_abs_diff_vs_torch": max_abs_diff(loaded.model, onnx_session(int8), x_test[:1000]),
+                     "test_accuracy": onnx_accuracy(int8, x_test.numpy(), y_test.numpy())})
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    print_table(rows, f"ONNX export of {model} (accuracy on {len(y_test)} test images)")
+
+
+@edge_app.command("bench")
+def bench_cmd(
+    onnx_file: Annotated[Path, typer.Argument(help="an .onnx file")],
+    torch_model: Annotated[Optional[Path], typer.Option(
+        "--torch", help="also time this model in PyTorch eager fp32")] = None,
+    threads: Annotated[int, typer.Option(help="intra-op threads (1 = one small edge core)")] = 1,
+    iterations: Annotated[int, typer.Option(help="timed batch-1 calls")] = 1000,
+    batch: Annotated[int, typer.Option(help="batch size for throughput")] = 256,
+    data: DataOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images."""
+    from lepton.data.sources import load_dataset
+    from lepton.edge.bench import BenchConfig, bench_onnx, bench_torch
+
+    cfg = BenchConfig(threads=threads, iterations=iterations, throughput_batch=batch)
+    loaded = None
+    if torch_model is not None:
+        loaded, dataset = _load(torch_model, data)
+    else:
+        dataset = load_dataset(data or "mnist")
+    images = dataset.tensors("test")[0][:batch].numpy()
+    reports = [bench_onnx(onnx_file, images, cfg)]
+    if loaded is not None:
+        reports.insert(0, bench_torch(loaded.model, images, cfg))
+    if fmt is Format.json:
+        print_json([r.model_dump() for r in reports])
+        return
+    print_table([r.model_dump() for r in reports], f"latency (batch 1, {threads} thread(s)) and throughput")
+
+
+@edge_app.command("split")
+def split_cmd(
+    model: ModelArg,
+    bandwidth: Annotated[str, typer.Option(help="link rate, e.g. 10Mbit, 500kbit, 2MB")] = "10Mbit",
+    rtt: Annotated[str, typer.Option(help="round-trip time, e.g. 20ms")] = "20ms",
+    edge_slowdown: Annotated[float, typer.Option(help="how many times slower the edge is than this host")] = 8.0,
+    cloud_speedup: Annotated[float, typer.Option(help="how many times faster the cloud is than this host")] = 1.0,
+    encoding: Annotated[str, typer.Option(help="tensor on the wire: fp32, int8 or int8+zstd")] = "fp32",
+    plot: Annotated[Optional[Path], typer.Option(help="write the split chart here (.png or .svg)")] = Path(
+        "split.png"),
+    run: Annotated[bool, typer.Option(
+        "--run/--no-run", help="run the best split for real over loopback HTTP")] = True,
+    requests: Annotated[int, typer.Option(help="images sent in the real run")] = 100,
+    data: DataOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
+    from pydantic import ValidationError
+
+    from lepton.edge.split import (NetworkProfile, parse_bandwidth, parse_duration_ms, plan_split, plot_plan,
+                                   profile_layers)
+    from lepton.edge.splitrun import run_split
+    from lepton.errors import ConfigError
+
+    if encoding not in ("fp32", "int8", "int8+zstd"):
+        raise ConfigError(f"--encoding {encoding!r} must be one of fp32, int8, int8+zstd.")
+    try:
+        net = NetworkProfile(bandwidth_bps=parse_bandwidth(bandwidth), rtt_ms=parse_duration_ms(rtt),
+                             edge_slowdown=edge_slowdown, cloud_speedup=cloud_speedup,
+                             encoding=encoding)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(f"--edge-slowdown and --cloud-speedup must be > 0 ({e.errors()[0]['msg']}).") from e
+    loaded, dataset = _load(model, data)
+    images = dataset.tensors("test")[0][:max(requests, 8)].numpy()
+    profile = profile_layers(loaded.model, images[:8])
+    plan = plan_split(profile, net)
+    local = plan_split(profile, net.model_copy(update={"bandwidth_bps": 1e12, "rtt_ms": 0.0, "edge_slowdown": 1.0,
+                                              "cloud_speedup": 1.0}))
+    measured = run_split(model, plan.best_cut, images[:requests], encoding=net.encoding) if run else None
+    if plot is not None:
+        plot_plan(plan, str(plot))
+    if fmt is Format.json:
+        print_json({"plan": plan.model_dump(), "measured": measured.model_dump() if measured else None,
+                    "predicted_loopback_ms": local.rows[plan.best_cut].total_ms})
+        return
+    print_table([r.model_dump() for r in plan.rows], "predicted latency per cut (ms)")
+    console.print(f"best cut: after {plan.best_after} (cut {plan.best_cut}) — predicted {plan.best_ms:.3f} ms; "
+                  f"cloud-only {plan.cloud_only_ms:.3f} ms, edge-only {plan.edge_only_ms:.3f} ms "
+                  f"({plan.speedup_vs_cloud_only:.2f}x vs cloud-only)")
+    if measured is not None:
+        console.print(f"real run over 127.0.0.1 ({measured.requests} requests, median): measured "
+                      f"{measured.total_ms:.3f} ms (edge {measured.edge_ms:.3f}, transfer {measured.transfer_ms:.3f}, "
+                      f"cloud {measured.cloud_ms:.3f}) beside predicted {local.rows[plan.best_cut].total_ms:.3f} ms "
+                      f"for this host with a free link; predictions agree with the whole model on "
+                      f"{measured.agreement:.1%} of images")
+    if plot is not None:
+        console.print(f"chart: {plot}")

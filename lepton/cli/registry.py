@@ -1,0 +1,112 @@
+"""``lepton push`` / ``lepton pull`` / ``lepton registry list``: versioned model artifacts in a folder or S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lepton.cli.app import app
+from lepton.cli.output import Format, console, print_json, print_table
+
+registry_app = typer.Typer(no_args_is_help=True, help="Inspect an artifact registry (a folder or s3://bucket/prefix).")
+app.add_typer(registry_app, name="registry")
+
+_URL_HELP = ("ROOT/NAME[:VERSION]: ROOT is a folder, file:///path or s3://bucket/prefix (endpoint from "
+             "AWS_ENDPOINT_URL); a bare NAME[:VERSION] uses $LEPTON_REGISTRY or the Lepton cache's registry")
+
+
+def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | str]:
+    from lepton.errors import ConfigError
+
+    out: dict[str, float | int | str] = {}
+    if path is not None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--metrics {path}: cannot read a JSON object from it ({e}).") from e
+        if not isinstance(data, dict) or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                                 for v in data.values()):
+            raise ConfigError(f"--metrics {path}: expected a flat JSON object of numbers or strings.")
+        out.update(data)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--metric {pair!r}: write KEY=VALUE, e.g. --metric test_accuracy=0.991.")
+        try:
+            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def push(
+    artifact: Annotated[Path, typer.Argument(help="the .onnx or .lep file to publish")],
+    url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the next integer version is used")],
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="KEY=VALUE for the manifest, repeatable")]
+    = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="a flat JSON object of metrics for the manifest")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Publish ARTIFACT as an immutable version with a manifest (name, version, sha256, size, metrics).
+
+    Examples:
+      lepton push model.onnx ./registry/lenet5:1 --metric test_accuracy=0.991
+      lepton push model.lep s3://my-bucket/models/lenet5
+      lepton push model.int8.onnx lenet5-int8
+    """
+    from lepton.edge.registry import push as push_artifact
+
+    m = push_artifact(artifact, url, metrics=_metrics(metric or [], metrics))
+    if fmt is Format.json:
+        print_json(m.model_dump(mode="json"))
+        return
+    console.print(f"published {m.name}:{m.version} ({m.size:,} bytes, sha256 {m.sha256[:16]}…)", highlight=False)
+
+
+@app.command()
+def pull(
+    url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the latest push is fetched")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file or folder [default: current folder]")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """Fetch a published artifact; it appears only after its size and SHA-256 match the manifest.
+
+    Examples:
+      lepton pull ./registry/lenet5:1 -o model.onnx
+      lepton pull s3://my-bucket/models/lenet5 -o models/
+    """
+    from lepton.edge.registry import pull as pull_artifact
+
+    m, path = pull_artifact(url, out)
+    if fmt is Format.json:
+        print_json({"path": str(path), "manifest": m.model_dump(mode="json")})
+        return
+    console.print(f"pulled {m.name}:{m.version} to {path} ({m.size:,} bytes, sha256 verified)", highlight=False)
+
+
+@registry_app.command("list")
+def list_artifacts(
+    root: Annotated[Optional[str], typer.Argument(help="a folder or s3://bucket/prefix [default: $LEPTON_REGISTRY]")]
+    = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+) -> None:
+    """List every published version with its size and metrics.
+
+    Examples:
+      lepton registry list ./registry
+      lepton registry list s3://my-bucket/models --format json
+    """
+    from lepton.edge.registry import Registry, default_registry
+
+    reg = Registry(root or default_registry())
+    rows = [{"name": m.name, "version": m.version, "kind": m.kind, "bytes": m.size, "sha256": m.sha256[:12],
+             "created": m.created, "metrics": json.dumps(m.metrics)}
+            for name in reg.names() for m in (reg.manifest(name, v) for v in reg.versions(name))]
+    if fmt is Format.json:
+        print_json(rows)
+        return
+    print_table(rows, reg.store.url) if rows else console.print(f"{reg.store.url}: no published artifacts")

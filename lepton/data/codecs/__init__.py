@@ -1,0 +1,93 @@
+"""Lossless codecs for typed array blocks, behind one small interface.
+
+A codec turns one array into bytes and back; the packed store records the codec's ``name`` and
+``params`` (JSON) beside the original dtype and shape, and rebuilds the codec with
+``get_codec(name, **params)`` to decode::
+
+    codec = get_codec("zstd", level=19)
+    blob = codec.encode(x)                      # bytes
+    y = codec.decode(blob, x.dtype, x.shape)    # == x, bit for bit
+
+``decode`` validates everything it reads and raises :class:`~lepton.errors.FormatError` on a
+truncated, corrupt or forged block (never a crash, hang or allocation beyond the expected size).
+``choose_codec`` implements the ``auto`` mode: the smallest candidate meeting a decode-speed floor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from lepton.data.codecs.general import DTYPES, DeflateCodec, LzmaCodec, ZstdCodec
+from lepton.errors import ConfigError, DataError
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """A lossless array codec. ``name`` and ``params`` are enough to rebuild it via get_codec."""
+
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def supports(self, dtype: Any, shape: tuple[int, ...]) -> bool:
+        """Whether this codec can encode an array of this dtype and shape."""
+
+    def encode(self, array: np.ndarray) -> bytes: ...
+
+    def decode(self, data: bytes, dtype: Any, shape: tuple[int, ...]) -> np.ndarray: ...
+
+
+def _cm(**params: Any) -> Codec:
+    from lepton.data.codecs.cm import CMCodec  # compiles numba kernels on first use
+    return CMCodec(**params)
+
+
+_FACTORIES = {"deflate": DeflateCodec, "zstd": ZstdCodec, "lzma": LzmaCodec, "lepton-cm": _cm}
+CODECS: tuple[str, ...] = tuple(_FACTORIES)
+AUTO_CANDIDATES: tuple[str, ...] = ("lepton-cm", "lzma", "zstd", "deflate")
+
+
+def get_codec(name: str, **params: Any) -> Codec:
+    """The codec called ``name`` with ``params`` (as stored in a file); ConfigError if unknown."""
+    if name not in _FACTORIES:
+        raise ConfigError(f"unknown codec {name!r}; expected one of {', '.join(CODECS)} (or 'auto')")
+    try:
+        return _FACTORIES[name](**params)
+    except TypeError as exc:
+        raise ConfigError(f"bad parameters {params} for codec {name!r}: {exc}") from None
+
+
+def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES,
+                 min_decode_mb_s: float = 10.0) -> Codec:
+    """The ``auto`` mode: encode ``sample`` with every candidate that supports it, time one decode
+    (one thread, best of two), and return the codec with the fewest bytes among those decoding at least
+    ``min_decode_mb_s`` MB/s (of raw array bytes). If none meets the floor, the fastest decoder wins.
+    """
+    sample = np.asarray(sample)
+    results: list[tuple[int, float, Codec]] = []
+    for name in candidates:
+        codec = get_codec(name)
+        if not codec.supports(sample.dtype, sample.shape):
+            continue
+        blob = codec.encode(sample)
+        seconds = float("inf")
+        for _ in range(2):  # the first decode may include one-time compilation; keep the best
+            t0 = time.perf_counter()
+            codec.decode(blob, sample.dtype, sample.shape)
+            seconds = min(seconds, max(time.perf_counter() - t0, 1e-9))
+        results.append((len(blob), sample.nbytes / 1e6 / seconds, codec))
+    if not results:
+        raise DataError(f"none of the codecs {list(candidates)} can encode a {sample.dtype} array")
+    fast = [r for r in results if r[1] >= min_decode_mb_s]
+    if fast:
+        return min(fast, key=lambda r: r[0])[2]
+    return max(results, key=lambda r: r[1])[2]
+
+
+__all__ = ["AUTO_CANDIDATES", "CODECS", "DTYPES", "Codec", "DeflateCodec", "LzmaCodec",
+           "ZstdCodec", "choose_codec", "get_codec"]

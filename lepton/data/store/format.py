@@ -1,0 +1,513 @@
+"""The packed data store (``.lds``, version 1): writer, reader, index validation and block checksums.
+
+Layout (spec in ``docs/data-store.md``): a 16-byte header, the block payloads back to back with no
+holes, the index (UTF-8 JSON), and a 56-byte footer holding the index's offset, length and SHA-256.
+The footer is written last and the file is renamed into place only once complete, so an interrupted
+write never leaves a store that looks complete. Every length and offset read from a file is checked
+against the file's size and the format's limits before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from lepton.data.codecs import AUTO_CANDIDATES, CODECS, DTYPES, Codec, choose_codec, get_codec
+from lepton.data.store.remote import ByteSource, open_source
+from lepton.errors import ConfigError, DataError, FormatError
+from lepton.utils.io import atomic_path
+
+MAGIC = b"\x89LDS\r\n\x1a\n"
+END_MAGIC = b"LDSINDEX"
+VERSION = 1
+HEADER = struct.Struct("<8sII")  # magic, version, flags (0)
+FOOTER = struct.Struct("<QQ32s8s")  # index offset, index length, SHA-256 of the index, end magic
+MAX_INDEX_BYTES = 64 << 20
+MAX_BLOCK_SAMPLES = 1 << 20
+MAX_DECODED_BLOCK_BYTES = 1 << 30
+MAX_ARRAY_BYTES = 1 << 30
+MAX_DIMS = 16
+DEFAULT_BLOCK_SAMPLES = 1000
+GENERAL = ("lzma", "zstd", "deflate")
+_NAME_OK = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _check_name(kind: str, name: Any, error: type[Exception]) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= _NAME_OK:
+        raise error(f"{kind} name {name!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    return name
+
+
+def resolve_codec(spec: str | Codec, sample: np.ndarray, *, min_decode_mb_s: float = 10.0) -> Codec:
+    """A codec object from a name or a codec. ``'auto'`` tries every available codec on ``sample``;
+    ``'general'`` only the general-purpose ones (for labels and other small fields)."""
+    if not isinstance(spec, str):
+        return spec
+    if spec == "general":
+        return choose_codec(sample, candidates=GENERAL, min_decode_mb_s=min_decode_mb_s)
+    if spec != "auto":
+        return get_codec(spec)
+    candidates = [name for name in AUTO_CANDIDATES if _available(name)]
+    return choose_codec(sample, candidates=candidates, min_decode_mb_s=min_decode_mb_s)
+
+
+def _available(name: str) -> bool:
+    try:
+        get_codec(name)
+    except ImportError:  # lepton-cm needs its compiled kernels; fall back to the general codecs
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------- writing
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What the index records for one field of a split: per-sample dtype and shape, and the codec."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    codec: Codec
+
+    @property
+    def sample_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype.name, "shape": list(self.shape),
+                "codec": {"name": self.codec.name, "params": dict(self.codec.params)}}
+
+
+class StoreWriter:
+    """Write a store: ``add_split`` for per-sample fields, ``add_array`` for whole arrays, then ``close``.
+
+    Use as a context manager; if the body raises, no file appears at ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, attrs: Mapping[str, Any] | None = None,
+                 block_samples: int = DEFAULT_BLOCK_SAMPLES, threads: int = 0) -> None:
+        if not 1 <= block_samples <= MAX_BLOCK_SAMPLES:
+            raise ConfigError(f"The 'block_samples' parameter must be an int in [1, {MAX_BLOCK_SAMPLES}]. "
+                              f"Got {block_samples} instead.")
+        self.path, self.block_samples = Path(path), block_samples
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self._index: dict[str, Any] = {"format": "lepton-data-store", "version": VERSION,
+                                       "attrs": json.loads(json.dumps(dict(attrs or {}))),
+                                       "splits": {}, "arrays": {}}
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._f: BinaryIO = open(self._tmp, "wb")
+        self._f.write(HEADER.pack(MAGIC, VERSION, 0))
+        self._offset = HEADER.size
+        self.encode_seconds: dict[str, float] = {}
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc_type, exc, tb)
+
+    def _append(self, blob: bytes) -> list[int]:
+        entry = [self._offset, len(blob), zlib.crc32(blob)]
+        self._f.write(blob)
+        self._offset += len(blob)
+        return entry
+
+    def add_split(self, name: str, fields: Mapping[str, np.ndarray], codecs: Mapping[str, str | Codec],
+                  *, progress: Callable[[int], None] | None = None) -> dict[str, FieldSpec]:
+        """Append split ``name``: equally long arrays (first axis = samples), cut into blocks, each block
+        of each field encoded independently. ``progress(samples_done)`` is called after each block."""
+        import time
+
+        _check_name("split", name, ConfigError)
+        if name in self._index["splits"]:
+            raise ConfigError(f"split {name!r} was already added to {self.path}")
+        if not fields:
+            raise DataError(f"split {name!r} has no fields")
+        arrays = {_check_name("field", k, ConfigError): _sample_array(name, k, v) for k, v in fields.items()}
+        counts = {len(a) for a in arrays.values()}
+        if len(counts) != 1:
+            raise DataError(f"split {name!r}: fields have different numbers of samples "
+                            f"{ {k: len(a) for k, a in arrays.items()} }")
+        n = counts.pop()
+        specs: dict[str, FieldSpec] = {}
+        for key, a in arrays.items():
+            spec = codecs.get(key, "auto")
+            codec = resolve_codec(spec, a[:self.block_samples])
+            if not codec.supports(a.dtype, a[:self.block_samples].shape):
+                raise ConfigError(f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
+                                  f"{list(a.shape[1:])}); choose another codec (e.g. zstd).")
+            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec)
+            if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:
+                raise ConfigError(f"field {key!r}: a block of {self.block_samples} samples would exceed "
+                                  f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples.")
+        starts = range(0, n, self.block_samples)
+        blocks: list[dict[str, list[int]]] = []
+
+        def encode(start: int) -> tuple[dict[str, bytes], dict[str, float]]:
+            out, secs = {}, {}
+            for key, a in arrays.items():
+                t0 = time.perf_counter()
+                out[key] = specs[key].codec.encode(a[start:start + self.block_samples])
+                secs[key] = time.perf_counter() - t0
+            return out, secs
+
+        with ThreadPoolExecutor(self.threads) as pool:  # zlib, lzma, zstd and numba kernels release the GIL
+            for start, (blobs, secs) in zip(starts, pool.map(encode, starts)):
+                blocks.append({key: self._append(blob) for key, blob in blobs.items()})
+                for key, s in secs.items():
+                    self.encode_seconds[f"{name}/{key}"] = self.encode_seconds.get(f"{name}/{key}", 0.0) + s
+                if progress is not None:
+                    progress(min(start + self.block_samples, n))
+        self._index["splits"][name] = {"samples": n, "block_samples": self.block_samples,
+                                       "fields": {k: s.to_json() for k, s in specs.items()}, "blocks": blocks}
+        return specs
+
+    def add_array(self, name: str, array: np.ndarray, codec: str | Codec = "auto") -> None:
+        """Store one whole array (e.g. PCA components) as a single checksummed block."""
+        _check_name("array", name, ConfigError)
+        a = np.asarray(array)
+        if a.dtype not in DTYPES or a.ndim > MAX_DIMS or a.nbytes > MAX_ARRAY_BYTES:
+            raise DataError(f"array {name!r}: {a.dtype}{list(a.shape)} is not storable (dtypes: "
+                            f"{', '.join(d.name for d in DTYPES)}; at most {MAX_DIMS} dims and 1 GiB)")
+        c = resolve_codec(codec, a)
+        entry = self._append(c.encode(a))
+        self._index["arrays"][name] = {**FieldSpec(a.dtype, a.shape, c).to_json(), "block": entry}
+
+    def close(self) -> Path:
+        """Write the index and the footer, fsync and rename into place; returns the store's path."""
+        if self._f.closed:
+            return self.path
+        index = json.dumps(self._index, separators=(",", ":"), allow_nan=False).encode()
+        offset = self._offset
+        self._f.write(index)
+        self._f.write(FOOTER.pack(offset, len(index), hashlib.sha256(index).digest(), END_MAGIC))
+        self._f.close()
+        self._atomic.__exit__(None, None, None)
+        return self.path
+
+    def abort(self, exc_type: Any = None, exc: Any = None, tb: Any = None) -> None:
+        """Drop the temporary file; nothing appears at ``path``."""
+        if not self._f.closed:
+            self._f.close()
+        self._atomic.__exit__(exc_type or RuntimeError, exc or RuntimeError("aborted"), tb)
+
+
+def _sample_array(split: str, key: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim < 1:
+        raise DataError(f"split {split!r}, field {key!r}: needs a first (sample) axis, got a scalar")
+    if a.ndim > MAX_DIMS + 1:
+        raise DataError(f"split {split!r}, field {key!r}: at most {MAX_DIMS} dimensions per sample")
+    dt = a.dtype.newbyteorder("=")
+    if dt not in DTYPES:
+        raise DataError(f"split {split!r}, field {key!r}: dtype {a.dtype} is not storable; "
+                        f"use one of {', '.join(d.name for d in DTYPES)}")
+    return np.ascontiguousarray(a, dtype=dt)
+
+
+# ----------------------------------------------------------------------------------------------------------- reading
+
+@dataclass(frozen=True)
+class SplitInfo:
+    name: str
+    samples: int
+    block_samples: int
+    fields: dict[str, FieldSpec]
+    blocks: list[dict[str, tuple[int, int, int]]]
+
+    def block_range(self, i: int) -> tuple[int, int]:
+        start = i * self.block_samples
+        return start, min(start + self.block_samples, self.samples)
+
+
+class Store:
+    """A packed store opened for reading (a local path or an fsspec URL); the index is validated on open.
+
+    Blocks are read and decoded on demand and kept in an LRU cache of ``cache_bytes`` decoded bytes.
+    After ``fork`` (DataLoader workers) the file is reopened in the child on first use.
+    """
+
+    def __init__(self, location: str | os.PathLike, *, cache_bytes: int = 256 << 20,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        self.location = str(location)
+        self.storage_options = storage_options
+        self.cache_bytes = cache_bytes
+        self._source: ByteSource | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+        self._cached = 0
+        src = self._src()
+        self.file_bytes = src.size
+        self.index_offset, self.index_bytes, index = _read_index(src)
+        self.version: int = index["version"]
+        self.attrs: dict[str, Any] = index["attrs"]
+        self.splits, self.arrays = _parse_index(index, self.location, self.index_offset)
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r}, splits={ {k: s.samples for k, s in self.splits.items()} })"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without the open file
+        state = self.__dict__.copy()
+        state.update(_source=None, _pid=-1, _lock=None, _cache=OrderedDict(), _cached=0)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _src(self) -> ByteSource:
+        if self._source is None or self._pid != os.getpid():
+            self._source = open_source(self.location, self.storage_options)
+            self._pid = os.getpid()
+        return self._source
+
+    def close(self) -> None:
+        if self._source is not None and self._pid == os.getpid():
+            self._source.close()
+        self._source = None
+        self._cache.clear()
+        self._cached = 0
+
+    def split(self, name: str) -> SplitInfo:
+        if name not in self.splits:
+            raise DataError(f"{self.location}: no split {name!r}; the store has {', '.join(self.splits) or 'none'}")
+        return self.splits[name]
+
+    def _decode(self, where: str, entry: tuple[int, int, int], spec: FieldSpec, shape: tuple[int, ...]) -> np.ndarray:
+        offset, length, crc = entry
+        blob = self._src().read(offset, length)
+        if zlib.crc32(blob) != crc:
+            raise FormatError(f"{self.location}: {where}: checksum mismatch (stored {crc:#010x}, computed "
+                              f"{zlib.crc32(blob):#010x}); the store is corrupt, re-pack it or fetch it again.")
+        try:
+            out = spec.codec.decode(blob, spec.dtype, shape)
+        except Exception as e:  # a checksum-valid block the codec refuses is forged: report, never crash
+            raise FormatError(f"{self.location}: {where}: cannot decode with {spec.codec.name}: {e}") from None
+        if out.dtype != spec.dtype or out.shape != shape:
+            raise FormatError(f"{self.location}: {where}: decoded {out.dtype}{list(out.shape)}, expected "
+                              f"{spec.dtype}{list(shape)}")
+        return out
+
+    def read_block(self, split: str, field: str, i: int) -> np.ndarray:
+        """Block ``i`` of ``field`` in ``split``, decoded (cached; do not modify the returned array)."""
+        info = self.split(split)
+        if field not in info.fields:
+            raise DataError(f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}")
+        if not 0 <= i < len(info.blocks):
+            raise DataError(f"{self.location}: split {split!r} has {len(info.blocks)} blocks, asked for block {i}")
+        key = (split, field, i)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        start, stop = info.block_range(i)
+        spec = info.fields[field]
+        out = self._decode(f"block {i} of split {split!r}, field {field!r}", info.blocks[i][field], spec,
+                           (stop - start, *spec.shape))
+        out.flags.writeable = False
+        with self._lock:
+            if key not in self._cache and out.nbytes <= self.cache_bytes:
+                self._cache[key] = out
+                self._cached += out.nbytes
+                while self._cached > self.cache_bytes:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached -= old.nbytes
+        return out
+
+    def read_field(self, split: str, field: str) -> np.ndarray:
+        """The whole field, all blocks concatenated (a fresh, writable array)."""
+        info = self.split(split)
+        spec = info.fields.get(field)
+        if spec is None:
+            raise DataError(f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}")
+        out = np.empty((info.samples, *spec.shape), dtype=spec.dtype)
+        for i in range(len(info.blocks)):
+            start, stop = info.block_range(i)
+            out[start:stop] = self.read_block(split, field, i)
+        return out
+
+    def take(self, split: str, field: str, indices: np.ndarray) -> np.ndarray:
+        """Samples ``indices`` (any order, repeats allowed) of ``field``, decoding only the blocks they touch."""
+        info = self.split(split)
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= info.samples):
+            raise IndexError(f"index out of range for split {split!r} of {info.samples} samples")
+        spec = info.fields[field] if field in info.fields else None
+        if spec is None:
+            raise DataError(f"{self.location}: split {split!r} has no field {field!r}")
+        out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
+        blocks = idx // info.block_samples
+        for b in np.unique(blocks):
+            sel = np.nonzero(blocks == b)[0]
+            out[sel] = self.read_block(split, field, int(b))[idx[sel] - int(b) * info.block_samples]
+        return out
+
+    def read_array(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            raise DataError(f"{self.location}: no array {name!r}; arrays: {', '.join(self.arrays) or 'none'}")
+        spec, entry = self.arrays[name]
+        return self._decode(f"array {name!r}", entry, spec, spec.shape).copy()
+
+    def field_bytes(self, split: str, field: str) -> int:
+        return sum(b[field][1] for b in self.split(split).blocks)
+
+
+def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
+    where = src.location
+    if src.size < HEADER.size + FOOTER.size:
+        raise FormatError(f"{where}: {src.size} bytes is too short to be a data store (truncated?)")
+    magic, version, flags = HEADER.unpack(src.read(0, HEADER.size))
+    if magic != MAGIC:
+        raise FormatError(f"{where}: not a Lepton data store (bad magic); pack one with `lepton data pack`.")
+    if version != VERSION or flags != 0:
+        raise FormatError(f"{where}: store format version {version} (flags {flags}) is not supported; this "
+                          f"Lepton reads version {VERSION}. Upgrade Lepton or re-pack the data.")
+    offset, length, digest, end = FOOTER.unpack(src.read(src.size - FOOTER.size, FOOTER.size))
+    if end != END_MAGIC:
+        raise FormatError(f"{where}: the footer is missing: the store is truncated or its write was interrupted.")
+    if length > MAX_INDEX_BYTES or offset < HEADER.size or offset + length != src.size - FOOTER.size:
+        raise FormatError(f"{where}: the footer's index extent ({length} bytes at {offset}) does not fit the "
+                          f"{src.size}-byte file; the store is corrupt.")
+    raw = src.read(offset, length)
+    if hashlib.sha256(raw).digest() != digest:
+        raise FormatError(f"{where}: the index fails its SHA-256 check; the store is corrupt.")
+    try:
+        index = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{where}: the index is not valid JSON ({e})") from None
+    if not isinstance(index, dict) or index.get("format") != "lepton-data-store" or index.get("version") != VERSION:
+        raise FormatError(f"{where}: the index is not a version-{VERSION} lepton-data-store index")
+    return offset, length, index
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _int(value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise FormatError(f"{what} = {value!r}: expected an integer in [{lo}, {hi}]")
+    return value
+
+
+def _field_spec(raw: Any, what: str) -> FieldSpec:
+    if not isinstance(raw, dict) or set(raw) != {"dtype", "shape", "codec"}:
+        raise FormatError(f"{what}: expected keys codec, dtype, shape")
+    if raw["dtype"] not in [d.name for d in DTYPES]:
+        raise FormatError(f"{what}: dtype {raw['dtype']!r} is not one the store accepts")
+    shape = raw["shape"]
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS:
+        raise FormatError(f"{what}: shape {shape!r} must be a list of at most {MAX_DIMS} integers")
+    shape = tuple(_int(s, 0, MAX_ARRAY_BYTES, f"{what}: shape") for s in shape)
+    codec = raw["codec"]
+    if not isinstance(codec, dict) or not isinstance(codec.get("params"), dict) or codec.get("name") not in CODECS:
+        name = codec.get("name") if isinstance(codec, dict) else codec
+        raise FormatError(f"{what}: unknown codec {name!r}; this Lepton knows {', '.join(CODECS)}")
+    try:
+        c = get_codec(codec["name"], **codec["params"])
+    except (ConfigError, ImportError) as e:
+        raise FormatError(f"{what}: codec {codec['name']!r} with params {codec['params']} is unusable: {e}") from None
+    return FieldSpec(np.dtype(raw["dtype"]), shape, c)
+
+
+def _extent(raw: Any, size: int, what: str) -> tuple[int, int, int]:
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise FormatError(f"{what}: expected [offset, length, crc32]")
+    return (_int(raw[0], HEADER.size, size, f"{what}: offset"), _int(raw[1], 0, size, f"{what}: length"),
+            _int(raw[2], 0, 2**32 - 1, f"{what}: crc32"))
+
+
+def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[dict[str, SplitInfo], dict[str, Any]]:
+    size = payload_end
+    for key in ("attrs", "splits", "arrays"):
+        if not isinstance(index.get(key), dict):
+            raise FormatError(f"{where}: index key {key!r} must be an object")
+    extents: list[tuple[int, int, str]] = []
+    splits: dict[str, SplitInfo] = {}
+    for name, raw in index["splits"].items():
+        _check_name("split", name, FormatError)
+        if not isinstance(raw, dict) or set(raw) != {"samples", "block_samples", "fields", "blocks"}:
+            raise FormatError(f"{where}: split {name!r}: expected keys blocks, block_samples, fields, samples")
+        n = _int(raw["samples"], 0, 2**40, f"{where}: split {name!r}: samples")
+        bs = _int(raw["block_samples"], 1, MAX_BLOCK_SAMPLES, f"{where}: split {name!r}: block_samples")
+        if not isinstance(raw["fields"], dict) or not raw["fields"]:
+            raise FormatError(f"{where}: split {name!r}: needs at least one field")
+        fields = {}
+        for fname, fraw in raw["fields"].items():
+            _check_name("field", fname, FormatError)
+            spec = fields[fname] = _field_spec(fraw, f"{where}: split {name!r}, field {fname!r}")
+            if spec.sample_bytes * bs > MAX_DECODED_BLOCK_BYTES:
+                raise FormatError(f"{where}: split {name!r}, field {fname!r}: a block would decode to more than "
+                                  f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB")
+        n_blocks = -(-n // bs)
+        if not isinstance(raw["blocks"], list) or len(raw["blocks"]) != n_blocks:
+            raise FormatError(f"{where}: split {name!r}: {n} samples in blocks of {bs} need {n_blocks} block "
+                              f"entries, the index has {len(raw['blocks']) if isinstance(raw['blocks'], list) else 'none'}")
+        blocks = []
+        for i, braw in enumerate(raw["blocks"]):
+            what = f"{where}: block {i} of split {name!r}"
+            if not isinstance(braw, dict) or set(braw) != set(fields):
+                raise FormatError(f"{what}: expected one entry per field ({', '.join(fields)})")
+            block = {f: _extent(braw[f], size, f"{what}, field {f!r}") for f in fields}
+            extents += [(o, ln, f"block {i} of split {name!r}, field {f!r}") for f, (o, ln, _) in block.items()]
+            blocks.append(block)
+        splits[name] = SplitInfo(name, n, bs, fields, blocks)
+    arrays: dict[str, Any] = {}
+    for name, raw in index["arrays"].items():
+        _check_name("array", name, FormatError)
+        what = f"{where}: array {name!r}"
+        if not isinstance(raw, dict) or "block" not in raw:
+            raise FormatError(f"{what}: expected keys block, codec, dtype, shape")
+        spec = _field_spec({k: v for k, v in raw.items() if k != "block"}, what)
+        if spec.sample_bytes > MAX_ARRAY_BYTES:
+            raise FormatError(f"{what}: would decode to more than {MAX_ARRAY_BYTES >> 20} MiB")
+        entry = _extent(raw["block"], size, what)
+        extents.append((entry[0], entry[1], f"array {name!r}"))
+        arrays[name] = (spec, entry)
+    _check_tiling(extents, where, payload_end)
+    return splits, arrays
+
+
+def _check_tiling(extents: list[tuple[int, int, str]], where: str, end: int) -> None:
+    """Blocks must cover the payload region back to back: no holes, no overlaps, nothing past the index."""
+    pos = HEADER.size
+    for offset, length, what in sorted(extents):
+        if offset != pos:
+            raise FormatError(f"{where}: {what}: offset {offset} is wrong (expected {pos}: blocks are stored back "
+                              "to back); the index is forged or corrupt.")
+        pos = offset + length
+        if pos > end:
+            raise FormatError(f"{where}: {what}: {length} bytes at {offset} run past the payload; the index is "
+                              "forged or corrupt.")
+    if pos != end:
+        raise FormatError(f"{where}: the blocks end at byte {pos} but the index starts at {end}; the index is "
+                          "forged or corrupt.")
+
+
+def open_store(location: str | os.PathLike, **kwargs: Any) -> Store:
+    """Open a packed store (path or fsspec URL) for reading; see :class:`Store`."""
+    return Store(location, **kwargs)

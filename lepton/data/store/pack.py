@@ -1,0 +1,150 @@
+"""Datasets in and out of the packed store: ``pack_dataset``, ``load_packed``, ``verify_store``, ``inspect_store``."""
+
+from __future__ import annotations
+
+import lzma
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from lepton.data.codecs import Codec
+from lepton.data.dataset import ImageDataset
+from lepton.data.store.dataset import IMAGES, LABELS
+from lepton.data.store.format import DEFAULT_BLOCK_SAMPLES, Store, StoreWriter
+from lepton.errors import DataError, FormatError
+
+SPLITS = ("train", "test")
+
+
+def pack_dataset(data: ImageDataset, path: str | os.PathLike, *, image_codec: str | Codec = "auto",
+                 label_codec: str | Codec = "general", block_samples: int = DEFAULT_BLOCK_SAMPLES,
+                 splits: tuple[str, ...] = SPLITS, attrs: dict[str, Any] | None = None,
+                 progress: Callable[[str, int], None] | None = None) -> Path:
+    """Write ``data``'s splits (fields ``images`` and ``labels``) to a store at ``path``, losslessly."""
+    meta = {"name": data.name, "classes": list(data.classes), "source": data.source, **(attrs or {})}
+    with StoreWriter(path, attrs=meta, block_samples=block_samples) as w:
+        for split in splits:
+            x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+            w.add_split(split, {IMAGES: x, LABELS: y}, {IMAGES: image_codec, LABELS: label_codec},
+                        progress=None if progress is None else (lambda done, s=split: progress(s, done)))
+    return Path(path)
+
+
+def load_packed(location: str | os.PathLike | Store, **store_options: Any) -> ImageDataset:
+    """The :class:`ImageDataset` a store holds (reduced stores are reconstructed by ``lepton.data.reduce``)."""
+    store = location if isinstance(location, Store) else Store(location, **store_options)
+    if "reduction" in store.attrs:
+        from lepton.data.reduce import reconstruct
+
+        return reconstruct(store)
+    parts = []
+    for split in SPLITS:
+        if split not in store.splits:
+            raise DataError(f"{store.location}: needs splits 'train' and 'test', has {', '.join(store.splits)}")
+        parts += [store.read_field(split, IMAGES), store.read_field(split, LABELS)]
+    return ImageDataset(str(store.attrs.get("name", "packed")), *parts,
+                        classes=tuple(store.attrs.get("classes", ())), source=store.location)
+
+
+class VerifyReport(BaseModel):
+    location: str
+    file_bytes: int
+    blocks: int
+    arrays: int
+    samples: dict[str, int]
+    decoded_bytes: int
+    seconds: float
+    errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def verify_store(location: str | os.PathLike | Store, *, reference: ImageDataset | None = None,
+                 **store_options: Any) -> VerifyReport:
+    """Check the index, every block's checksum and decode; with ``reference``, compare every sample too."""
+    t0 = time.perf_counter()
+    store = location if isinstance(location, Store) else Store(location, cache_bytes=0, **store_options)
+    errors: list[str] = []
+    blocks = decoded = 0
+    for name, info in store.splits.items():
+        for field in info.fields:
+            for i in range(len(info.blocks)):
+                blocks += 1
+                try:
+                    out = store.read_block(name, field, i)
+                except FormatError as e:
+                    errors.append(str(e))
+                    continue
+                decoded += out.nbytes
+                if reference is not None and name in SPLITS and field in (IMAGES, LABELS):
+                    start, stop = info.block_range(i)
+                    ref = getattr(reference, f"{'x' if field == IMAGES else 'y'}_{name}")[start:stop]
+                    if ref.dtype != out.dtype or not np.array_equal(ref, out):
+                        errors.append(f"block {i} of split {name!r}, field {field!r} differs from the source data")
+    for name in store.arrays:
+        try:
+            decoded += store.read_array(name).nbytes
+        except FormatError as e:
+            errors.append(str(e))
+    return VerifyReport(location=store.location, file_bytes=store.file_bytes, blocks=blocks, arrays=len(store.arrays),
+                        samples={k: s.samples for k, s in store.splits.items()}, decoded_bytes=decoded,
+                        seconds=time.perf_counter() - t0, errors=errors)
+
+
+def xz_bytes(array: np.ndarray) -> int:
+    """Size of ``xz -9e`` of the array's raw bytes as one stream (the general-purpose reference)."""
+    return len(lzma.compress(np.ascontiguousarray(array).tobytes(), preset=9 | lzma.PRESET_EXTREME))
+
+
+def inspect_store(location: str | os.PathLike | Store, *, xz: bool = False, **store_options: Any) -> list[dict[str, Any]]:
+    """One row per split and field: codec, samples, raw and stored bytes, bits per value, ratios; then the
+    store's overhead (header, index, footer) and the whole file. ``xz`` adds the xz -9e size of each field."""
+    store = location if isinstance(location, Store) else Store(location, **store_options)
+    rows: list[dict[str, Any]] = []
+    raw_total = 0
+    for name, info in store.splits.items():
+        for field, spec in info.fields.items():
+            raw = info.samples * spec.sample_bytes
+            stored = store.field_bytes(name, field)
+            raw_total += raw
+            values = info.samples * max(1, int(np.prod(spec.shape)))
+            row = {"split": name, "field": field, "dtype": spec.dtype.name, "shape": str(list(spec.shape)),
+                   "codec": spec.codec.name, "samples": info.samples, "blocks": len(info.blocks),
+                   "raw_bytes": raw, "stored_bytes": stored,
+                   "bits_per_value": 8 * stored / values if info.samples else 0.0,
+                   "ratio_vs_raw": raw / stored if stored else 0.0}
+            if xz:
+                ref = xz_bytes(store.read_field(name, field))
+                row |= {"xz_bytes": ref, "ratio_vs_xz": ref / stored if stored else 0.0}
+            rows.append(row)
+    for name, (spec, (_, length, _)) in store.arrays.items():
+        raw_total += spec.sample_bytes
+        rows.append({"split": "(array)", "field": name, "dtype": spec.dtype.name, "shape": str(list(spec.shape)),
+                     "codec": spec.codec.name, "raw_bytes": spec.sample_bytes, "stored_bytes": length})
+    overhead = store.file_bytes - sum(r["stored_bytes"] for r in rows)
+    rows.append({"split": "(store)", "field": "header+index+footer", "stored_bytes": overhead})
+    total = {"split": "(store)", "field": "total", "raw_bytes": raw_total, "stored_bytes": store.file_bytes,
+             "ratio_vs_raw": raw_total / store.file_bytes}
+    if xz:
+        total["xz_bytes"] = sum(r.get("xz_bytes", 0) for r in rows)
+        total["ratio_vs_xz"] = total["xz_bytes"] / store.file_bytes
+    rows.append(total)
+    return rows
+
+
+def bits_per_pixel(store: Store) -> float:
+    """Every byte of the file (images, labels, index, header, footer) in bits, per image pixel stored."""
+    reduced = store.attrs.get("reduction")
+    if isinstance(reduced, dict) and isinstance(reduced.get("image_shape"), list):
+        pixels = sum(info.samples for info in store.splits.values()) * int(np.prod(reduced["image_shape"]))
+    else:
+        pixels = sum(info.samples * int(np.prod(info.fields[IMAGES].shape))
+                     for info in store.splits.values() if IMAGES in info.fields)
+    return 8 * store.file_bytes / pixels if pixels else 0.0

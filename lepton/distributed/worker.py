@@ -1,0 +1,36 @@
+"""``python -m lepton.distributed.worker JOB.json``: one worker of a job that ``train_model`` launched.
+
+``JOB.json`` names a ``.npz`` of the dataset (written by the launching process), the model, the
+training config and the output folder. Every rank trains; rank 0 writes ``OUT/last.*`` after each
+epoch and ``OUT/report.json`` at the end. A worker restarted by torchrun resumes from ``OUT/last``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lepton.data.dataset import ImageDataset
+from lepton.distributed.runtime import env_rank
+from lepton.train.config import TrainConfig
+from lepton.utils.io import atomic_write_text
+
+
+def main(job_path: str) -> None:
+    from lepton.train.job import train_model
+
+    job = json.loads(Path(job_path).read_text())
+    with np.load(job["data"], allow_pickle=False) as z:
+        data = ImageDataset(job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"]))
+    out = Path(job["out"])
+    trained = train_model(data, job["model"], TrainConfig(**job["train"]), model_kwargs=job["model_kwargs"],
+                          checkpoint_dir=out, resume=job["resume"], progress=job["progress"])
+    if env_rank() == 0:
+        atomic_write_text(out / "report.json", trained.train.model_dump_json())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,107 @@
+"""Latency percentiles at batch 1 and throughput at a large batch, for ONNX Runtime and PyTorch eager,
+on a fixed number of threads (1 thread = one small edge core), after a warm-up."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from lepton.edge.export import onnx_session, run_session
+
+
+class BenchConfig(BaseModel):
+    """How to time a model: ``iterations`` timed batch-1 calls after ``warmup`` untimed ones, then
+    ``throughput_iterations`` calls at ``throughput_batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(default=1, ge=1, le=256)
+    warmup: int = Field(default=100, ge=0)
+    iterations: int = Field(default=1000, ge=10)
+    throughput_batch: int = Field(default=256, ge=1)
+    throughput_iterations: int = Field(default=20, ge=1)
+
+
+class LatencyReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_batch: int
+    images_per_second: float
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` intra-op threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, iterations: int) -> np.ndarray:
+    """Wall-clock seconds of each of ``iterations`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def _report(name: str, fn1: Callable[[], object], fnb: Callable[[], object], cfg: BenchConfig) -> LatencyReport:
+    t = time_calls(fn1, warmup=cfg.warmup, iterations=cfg.iterations) * 1e3
+    tb = time_calls(fnb, warmup=min(cfg.warmup, 2), iterations=cfg.throughput_iterations)
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return LatencyReport(name=name, threads=cfg.threads, p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99),
+                         mean_ms=float(t.mean()), throughput_batch=cfg.throughput_batch,
+                         images_per_second=cfg.throughput_batch / float(np.median(tb)))
+
+
+def _inputs(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    reps = -(-batch // len(images))
+    return images[:1].copy(), np.ascontiguousarray(np.concatenate([images] * reps)[:batch])
+
+
+def bench_onnx(path: str | Path, images: np.ndarray, cfg: BenchConfig | None = None, *,
+               name: str | None = None) -> LatencyReport:
+    """Time the ONNX file ``path`` in ONNX Runtime on real ``images`` (float32 [N, C, H, W])."""
+    cfg = cfg or BenchConfig()
+    session = onnx_session(path, threads=cfg.threads)
+    input_name = session.get_inputs()[0].name
+    x1, xb = _inputs(images, cfg.throughput_batch)
+    return _report(name or Path(path).name, lambda: session.run(None, {input_name: x1}),
+                   lambda: session.run(None, {input_name: xb}), cfg)
+
+
+def bench_torch(model: nn.Module, images: np.ndarray, cfg: BenchConfig | None = None, *,
+                name: str = "pytorch eager fp32") -> LatencyReport:
+    """Time ``model`` in PyTorch eager mode (fp32, inference mode) on the same inputs as :func:`bench_onnx`."""
+    cfg = cfg or BenchConfig()
+    model = model.eval()
+    x1, xb = (torch.from_numpy(a) for a in _inputs(images, cfg.throughput_batch))
+    with torch_threads(cfg.threads), torch.inference_mode():
+        return _report(name, lambda: model(x1), lambda: model(xb), cfg)
+
+
+def onnx_accuracy(path: str | Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the ONNX file ``path`` on ``images`` with integer ``labels``."""
+    logits = run_session(onnx_session(path, threads=torch.get_num_threads()), images)
+    return float((logits.argmax(1) == np.asarray(labels)).mean())

@@ -1,0 +1,31 @@
+"""The ``edge`` section of the run config (``lepton run``'s edge stage)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lepton.edge.split import Encoding, parse_bandwidth
+
+
+class EdgeConfig(BaseModel):
+    """The ``edge`` section of the run config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    opset: int = Field(default=17, ge=13, le=20)
+    calibration_images: int = Field(default=1024, ge=1, le=60000)
+    threads: int = Field(default=1, ge=1)
+    iterations: int = Field(default=1000, ge=10)
+    throughput_batch: int = Field(default=256, ge=1)
+    bandwidth: str = "10Mbit"
+    rtt_ms: float = Field(default=20.0, ge=0)
+    edge_slowdown: float = Field(default=8.0, gt=0)
+    encoding: Encoding = "int8+zstd"
+    split_requests: int = Field(default=100, ge=1)
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_bandwidth(v)  # raises ConfigError naming the accepted forms
+        return v

@@ -1,0 +1,378 @@
+"""An Open Inference Protocol (KServe V2) HTTP server for one ONNX model, with dynamic batching.
+
+Requests that arrive while the model is busy are queued; the batcher takes everything queued (up to
+``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more), runs ONE ONNX Runtime call on the
+concatenation, and hands each request its rows. The model runs on one worker thread, so the event loop
+keeps parsing and answering requests meanwhile. Every bad request gets a 4xx with ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lepton import __version__
+from lepton.edge.oip import (ORT_TO_OIP, InferRequest, InferResponse, ModelMetadata, ProtocolError, ServerMetadata,
+                             TensorMetadata, decode_input, encode_output)
+from lepton.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class ServeConfig(BaseModel):
+    """Options of ``lepton serve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    name: str | None = Field(None, pattern=_NAME.pattern, description="model name in URLs [default: file stem]")
+    version: str = Field("1", pattern=_NAME.pattern)
+    threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads")
+    max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
+    max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
+    max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
+    max_connections: int = Field(512, ge=1, description="concurrent connections before 503")
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    rows: int = 0
+    batches: int = 0
+    compute_s: float = 0.0
+    errors_4xx: int = 0
+
+
+@dataclass
+class ServedModel:
+    """An ONNX Runtime session and its protocol description."""
+
+    session: Any
+    name: str
+    version: str
+    source: str
+    inputs: list[TensorMetadata] = field(init=False)
+    outputs: list[TensorMetadata] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inputs = [_tensor_meta(t) for t in self.session.get_inputs()]
+        self.outputs = [_tensor_meta(t) for t in self.session.get_outputs()]
+
+    @property
+    def batchable(self) -> bool:
+        """Requests can be concatenated only if every input and output has a dynamic first axis."""
+        return all(t.shape and t.shape[0] == -1 for t in [*self.inputs, *self.outputs])
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(name=self.name, versions=[self.version], platform="onnxruntime_onnx",
+                             inputs=self.inputs, outputs=self.outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [t.name for t in self.outputs]
+        return dict(zip(names, self.session.run(names, feeds)))
+
+
+def _tensor_meta(t: Any) -> TensorMetadata:
+    datatype = ORT_TO_OIP.get(t.type)
+    if datatype is None:
+        raise ConfigError(f"model tensor {t.name!r} has type {t.type}, which the Open Inference Protocol server "
+                          f"cannot carry; supported: {', '.join(ORT_TO_OIP)}.")
+    return TensorMetadata(name=t.name, datatype=datatype, shape=[d if isinstance(d, int) and d >= 0 else -1
+                                                                 for d in t.shape])
+
+
+def load_served_model(path: str | Path, *, name: str | None = None, version: str = "1", threads: int = 1,
+                      workdir: str | Path | None = None) -> ServedModel:
+    """Open ``path`` for serving: an ``.onnx`` file directly; a ``.lep`` or checkpoint is exported to ONNX
+    first (into ``workdir``, default a fresh temporary folder)."""
+    from lepton.edge.export import export_onnx, onnx_session
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model file {str(path)!r} does not exist; pass a .onnx, .lep or .safetensors file.")
+    if path.suffix != ".onnx":
+        from lepton.models.files import load_model_file
+
+        loaded = load_model_file(path)
+        onnx_path = Path(workdir or tempfile.mkdtemp(prefix="lepton-serve-")) / f"{path.stem}.onnx"
+        export_onnx(loaded.model, onnx_path, input_shape=loaded.spec.input_shape)
+    else:
+        onnx_path = path
+    stem = name or path.stem
+    if not _NAME.fullmatch(stem):
+        raise ConfigError(f"model name {stem!r} cannot appear in a URL; pass --name with letters, digits, "
+                          "'.', '_', '-'.")
+    return ServedModel(onnx_session(onnx_path, threads=threads), stem, version, str(path))
+
+
+class Batcher:
+    """Collects concurrent requests into one model call; see the module docstring."""
+
+    def __init__(self, model: ServedModel, max_batch_size: int, max_delay_s: float, stats: Stats) -> None:
+        self.model, self.max_rows, self.max_delay_s, self.stats = model, max_batch_size, max_delay_s, stats
+        self.queue: asyncio.Queue[tuple[dict[str, np.ndarray], asyncio.Future]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-onnx")
+        self.task: asyncio.Task | None = None
+        self.carry: tuple[dict[str, np.ndarray], asyncio.Future] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.executor.shutdown(wait=True)
+
+    async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((feeds, future))
+        return await future
+
+    @staticmethod
+    def _rows(item: tuple[dict[str, np.ndarray], asyncio.Future]) -> int:
+        return len(next(iter(item[0].values())))
+
+    async def _next(self, timeout: float) -> tuple[dict[str, np.ndarray], asyncio.Future] | None:
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.carry is not None:
+                first, self.carry = self.carry, None
+            else:
+                first = await self.queue.get()
+            batch, rows = [first], self._rows(first)
+            deadline = loop.time() + self.max_delay_s
+            while self.model.batchable and rows < self.max_rows:
+                item = await self._next(deadline - loop.time())
+                if item is None:
+                    break
+                if rows + self._rows(item) > self.max_rows:
+                    self.carry = item  # it starts the next batch
+                    break
+                batch.append(item)
+                rows += self._rows(item)
+            batch = [(feeds, fut) for feeds, fut in batch if not fut.done()]  # clients that hung up
+            if batch:
+                await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        start = time.perf_counter()
+        try:
+            feeds = {k: np.concatenate([f[k] for f, _ in batch]) if len(batch) > 1 else batch[0][0][k]
+                     for k in batch[0][0]}
+            outputs = await loop.run_in_executor(self.executor, self.model.run, feeds)
+        except Exception as e:  # a failure on inputs that passed validation: a server error (500)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(RuntimeError(f"ONNX Runtime failed: {e}"))
+            return
+        self.stats.batches += 1
+        self.stats.rows += sum(self._rows(item) for item in batch)
+        self.stats.compute_s += time.perf_counter() - start
+        offset = 0
+        for f, fut in batch:
+            n = len(next(iter(f.values())))
+            if not fut.done():
+                fut.set_result({k: v[offset:offset + n] for k, v in outputs.items()})
+            offset += n
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app serving ``model`` under the Open Inference Protocol's REST routes."""
+    config = config or ServeConfig()
+    stats = Stats()
+    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="Lepton inference server", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.stats = stats
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(_req: Request, e: ProtocolError) -> JSONResponse:
+        stats.errors_4xx += 400 <= e.status < 500
+        return _error(e.status, e.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_req: Request, e: StarletteHTTPException) -> JSONResponse:
+        stats.errors_4xx += 400 <= e.status_code < 500
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_req: Request, e: RequestValidationError) -> JSONResponse:
+        stats.errors_4xx += 1
+        return _error(400, f"invalid request: {e.errors()}")
+
+    @app.exception_handler(Exception)
+    async def server_error(_req: Request, e: Exception) -> JSONResponse:
+        return _error(500, f"internal server error: {type(e).__name__}: {e}")
+
+    def check_model(name: str, version: str | None) -> None:
+        if name != model.name or (version is not None and version != model.version):
+            asked = name if version is None else f"{name} version {version}"
+            raise ProtocolError(404, f"model {asked!r} is not served here; this server serves {model.name!r} "
+                                     f"version {model.version!r}.")
+
+    @app.get("/v2")
+    async def server_metadata() -> ServerMetadata:
+        return ServerMetadata(name="lepton", version=__version__, extensions=["statistics"])
+
+    @app.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ready": batcher.task is not None and not batcher.task.done()}
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> ModelMetadata:
+        check_model(name, version)
+        return model.metadata()
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        check_model(name, version)
+        return {"name": model.name, "ready": True}
+
+    @app.get("/v2/models/{name}/stats")
+    async def model_stats(name: str) -> dict[str, Any]:
+        check_model(name, None)
+        return {"model_stats": [{"name": model.name, "version": model.version, "inference_count": stats.rows,
+                                 "request_count": stats.requests, "execution_count": stats.batches,
+                                 "mean_batch_rows": stats.rows / stats.batches if stats.batches else 0.0,
+                                 "compute_seconds": stats.compute_s, "rejected_requests": stats.errors_4xx}]}
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        check_model(name, version)
+        body = await _read_body(request, config.max_body_bytes)
+        if request.headers.get("inference-header-content-length"):
+            raise ProtocolError(400, "the binary tensor extension is not supported; send the tensors as JSON "
+                                     "(tritonclient: binary_data=False).")
+        try:
+            req = InferRequest.model_validate_json(body)
+        except ValidationError as e:
+            if any(err["type"] == "json_invalid" for err in e.errors()):
+                raise ProtocolError(400, f"the request body is not valid JSON: {e.errors()[0]['msg']}") from None
+            raise ProtocolError(400, "the request does not follow the Open Inference Protocol: " + "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])) from None
+        feeds = _feeds(req, model)
+        wanted = [o.name for o in req.outputs] if req.outputs else [t.name for t in model.outputs]
+        unknown = sorted(set(wanted) - {t.name for t in model.outputs})
+        if unknown:
+            raise ProtocolError(400, f"unknown output(s) {unknown}; the model's outputs are "
+                                     f"{[t.name for t in model.outputs]}.")
+        stats.requests += 1
+        outputs = await batcher.infer(feeds)
+        response = InferResponse(model_name=model.name, model_version=model.version, id=req.id,
+                                 outputs=[encode_output(n, outputs[n]) for n in wanted])
+        return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ProtocolError(413, f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
+                                 "bytes; send fewer samples per request.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"the request body is larger than the server's limit of {limit} bytes; "
+                                     "send fewer samples per request.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _feeds(req: InferRequest, model: ServedModel) -> dict[str, np.ndarray]:
+    given = [i.name for i in req.inputs]
+    expected = [t.name for t in model.inputs]
+    if len(set(given)) != len(given) or set(given) != set(expected):
+        raise ProtocolError(400, f"the request's inputs {given} do not match the model's inputs {expected}; "
+                                 "send each exactly once.")
+    specs = {t.name: t for t in model.inputs}
+    feeds = {i.name: decode_input(i, specs[i.name]) for i in req.inputs}
+    if len({len(a) for a in feeds.values()}) > 1:
+        raise ProtocolError(400, "all inputs must have the same batch size (first axis).")
+    return feeds
+
+
+def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                         access_log=False, limit_concurrency=config.max_connections,
+                                         timeout_graceful_shutdown=5))
+
+
+def serve(model: ServedModel, config: ServeConfig) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM shut down gracefully)."""
+    uvicorn_server(create_app(model, config), config).run()
+
+
+@contextlib.contextmanager
+def serve_in_thread(model: ServedModel, config: ServeConfig | None = None, *,
+                    startup_timeout_s: float = 30.0) -> Iterator[str]:
+    """Run the server on 127.0.0.1 and a free port in a background thread; yields its base URL and
+    always shuts it down on exit. For tests and benchmarks."""
+    config = (config or ServeConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn_server(create_app(model, config), config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lepton-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the inference server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

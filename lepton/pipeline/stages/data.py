@@ -1,0 +1,192 @@
+"""The data stage: pack the training data losslessly, verify it, measure codecs and reading from the store.
+
+Runs first. After verification the run's dataset is replaced by the arrays read back from the store, so
+the stages after it train on data that went through the packed format.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from matplotlib.figure import Figure
+from pydantic import BaseModel
+
+from lepton.data.codecs import get_codec
+from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
+from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
+from lepton.data.store.dataset import training_throughput
+from lepton.data.store.format import resolve_codec
+from lepton.errors import FormatError
+from lepton.models.registry import ModelSpec
+from lepton.pipeline.config import RunConfig
+from lepton.pipeline.state import RunState
+from lepton.report import html as H
+from lepton.report.html import plt
+from lepton.train import TensorBatches
+
+
+class CodecStats(BaseModel):
+    bytes: int
+    bits_per_pixel: float
+    encode_mb_s: float
+    decode_mb_s: float
+
+
+class LoaderStats(BaseModel):
+    batches: int
+    batch_size: int
+    workers: int
+    in_memory_images_per_second: float
+    store_images_per_second: float
+    ratio: float
+
+
+class DataStageReport(BaseModel):
+    store_file: str
+    store_bytes: int
+    raw_bytes: int
+    ratio: float
+    bits_per_pixel: float
+    image_codec: str
+    label_codec: str
+    verified: bool
+    pack_seconds: float
+    verify_seconds: float
+    compare_images: int
+    codecs: dict[str, CodecStats]
+    loader: LoaderStats
+    lossy: list[ReduceRow] | None = None
+    lossy_note: str | None = None
+
+
+def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
+    """Encode ``images`` in independent blocks with codec ``name`` (None if unavailable); one thread."""
+    try:
+        codec = resolve_codec(name, images[:block_samples])
+    except ImportError:
+        return None
+    blobs, t0 = [], time.perf_counter()
+    for s in range(0, len(images), block_samples):
+        blobs.append(codec.encode(images[s:s + block_samples]))
+    enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for s, blob in zip(range(0, len(images), block_samples), blobs):
+        part = images[s:s + block_samples]
+        if not np.array_equal(codec.decode(blob, part.dtype, part.shape), part):
+            raise FormatError(f"codec {name}: decoded block at sample {s} differs from its input")
+    dec = time.perf_counter() - t0
+    size, mb = sum(len(b) for b in blobs), images.nbytes / 1e6
+    return CodecStats(bytes=size, bits_per_pixel=8 * size / images.size, encode_mb_s=mb / max(enc, 1e-9),
+                      decode_mb_s=mb / max(dec, 1e-9))
+
+
+def codec_sizes(rows: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bars = ax.bar([r["codec"] for r in rows], [r["bits_per_pixel"] for r in rows], color="#4c78a8")
+    ax.bar_label(bars, fmt="%.3f")
+    ax.set_ylabel("bits / pixel")
+    ax.set_title("Size per codec")
+    return fig
+
+
+def lossy_curve(rows: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter([r["bytes"] for r in rows], [100 * r["test_accuracy"] for r in rows], color="#e45756")
+    for r in rows:
+        ax.annotate(r["data"], (r["bytes"], 100 * r["test_accuracy"]), fontsize=8, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("store bytes (log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Lossy reduction: size against accuracy")
+    return fig
+
+
+class DataStage:
+    name = "data"
+    title = "Data compression"
+
+    def enabled(self, config: RunConfig) -> bool:
+        return config.data.pack.enabled
+
+    def run(self, state: RunState) -> DataStageReport:
+        cfg, data = state.config.data.pack, state.require_dataset()
+        path = state.run_dir / "data.lds"
+        t0 = time.perf_counter()
+        codec = get_codec(cfg.codec, **cfg.codec_params) if cfg.codec_params else cfg.codec
+        pack_dataset(data, path, image_codec=codec, block_samples=cfg.block_samples)
+        pack_seconds = time.perf_counter() - t0
+        check = verify_store(path, reference=data)
+        if not check.ok:
+            raise FormatError(f"{path}: the packed store does not verify: {check.errors[0]}")
+        store = open_store(path)
+        state.dataset = load_packed(store)  # identical arrays (verified); later stages train on what the store holds
+        state.artifacts["data_store"] = path
+        state.console.print(f"packed {path.name}: {store.file_bytes:,} bytes, {bits_per_pixel(store):.3f} bits/pixel, "
+                            f"verified in {check.seconds:.1f} s")
+
+        sample = data.x_train[:cfg.compare_samples]
+        codecs = {}
+        for name in cfg.compare:
+            stats = measure_codec(name, sample, cfg.block_samples)
+            if stats is not None:
+                codecs[name] = stats
+                state.console.print(f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "
+                                    f"MB/s, decode {stats.decode_mb_s:.1f} MB/s")
+
+        tcfg = state.config.train
+        spec = ModelSpec(state.config.model.name, data.input_shape, data.num_classes, dict(state.config.model.kwargs))
+        x, y = data.tensors("train")
+        steps = min(cfg.loader_batches, len(x) // tcfg.batch_size)
+        mem = training_throughput(spec, TensorBatches(x, y, tcfg.batch_size, seed=tcfg.seed), steps, tcfg)
+        loader = store_batches(path, "train", tcfg.batch_size, seed=tcfg.seed, workers=cfg.workers)
+        packed = training_throughput(spec, loader, steps, tcfg)
+        info = store.split("train")
+        raw = sum(s.samples * f.sample_bytes for s in store.splits.values() for f in s.fields.values())
+        report = DataStageReport(
+            store_file=path.name, store_bytes=store.file_bytes, raw_bytes=raw, ratio=raw / store.file_bytes,
+            bits_per_pixel=bits_per_pixel(store), image_codec=info.fields["images"].codec.name,
+            label_codec=info.fields["labels"].codec.name, verified=True, pack_seconds=pack_seconds,
+            verify_seconds=check.seconds, compare_images=len(sample), codecs=codecs,
+            loader=LoaderStats(batches=steps, batch_size=tcfg.batch_size, workers=cfg.workers,
+                               in_memory_images_per_second=mem, store_images_per_second=packed, ratio=packed / mem))
+        if cfg.lossy.enabled:
+            report.lossy, report.lossy_note = self._lossy(state)
+        return report
+
+    def _lossy(self, state: RunState) -> tuple[list[ReduceRow], str]:
+        lossy, data = state.config.data.pack.lossy, state.require_dataset()
+        common = {"train_samples": lossy.train_samples, "epochs": lossy.epochs, "seed": state.config.train.seed,
+                  "model": state.config.model.name}
+        configs = [ReduceConfig(pca_variance=v, **common) for v in lossy.pca_variances]
+        configs += [ReduceConfig(bits=b, **common) for b in lossy.bits]
+        rows: list[ReduceRow] = []
+        baseline, note = None, ""
+        for i, rc in enumerate(configs):
+            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, baseline_accuracy=baseline)
+            baseline, note = rep.rows[0].test_accuracy, rep.note
+            rows += rep.rows[1:] if rows else rep.rows
+            state.console.print(f"  lossy {rc.label}: {rep.store_bytes:,} bytes, accuracy {rep.rows[1].test_accuracy:.4f}")
+        return rows, note
+
+    def html(self, report: DataStageReport, state: RunState) -> str:  # type: ignore[override]
+        rows = [{"codec": k, **v.model_dump()} for k, v in report.codecs.items()]
+        lo = report.loader
+        parts = [
+            H.kpis({"store": f"{report.store_bytes:,} B", "bits / pixel": f"{report.bits_per_pixel:.3f}",
+                    "ratio vs raw": f"{report.ratio:.2f}x", "image codec": report.image_codec,
+                    "verified": "yes" if report.verified else "NO",
+                    "loader vs memory": f"{lo.ratio:.2f}x"}),
+            H.figure(codec_sizes(rows), f"each codec on the first {report.compare_images:,} training images, "
+                                        f"blocks of the store's size, one thread"),
+            H.table(rows),
+            f"<p>DataLoader over the store ({lo.workers} workers) fed {lo.batches} LeNet training steps at "
+            f"{lo.store_images_per_second:,.0f} images/s against {lo.in_memory_images_per_second:,.0f} from "
+            f"in-memory tensors. The train stage trains on the arrays read back from <code>{report.store_file}</code>.</p>",
+        ]
+        if report.lossy:
+            parts += ["<h3>Lossy reduction: size against accuracy</h3>",
+                      H.figure(lossy_curve([r.model_dump() for r in report.lossy]), report.lossy_note or ""),
+                      H.table([r.model_dump() for r in report.lossy])]
+        return "".join(parts)

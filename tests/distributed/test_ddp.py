@@ -1,0 +1,96 @@
+"""End to end on 2 CPU worker processes launched by torchrun (gloo): DDP equals one process on the
+same global batch; a worker killed mid-epoch is restarted and the job resumes from the checkpoint;
+a single-process checkpoint resumes on 2 workers. Every launch is bounded in time."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lepton.train import TrainConfig, load_checkpoint
+from lepton.train.job import train_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    return max(float((pa - pb).abs().max()) for pa, pb in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_two_workers_equal_one_process_on_the_global_batch(digits, tmp_path):
+    data = digits.subset(1024, 200)
+    one = TrainConfig(epochs=2, batch_size=64, lr=0.05, seed=5, threads=1)
+    ref = train_model(data, "lenet-300-100", one, progress=False)
+    # 2 ranks × 32 = the same 64-sample global batches; accumulate=2 also exercises no_sync()
+    two = TrainConfig(**{**one.model_dump(), "batch_size": 32, "accumulate": 2,
+                         "distributed": {"nproc": 2, "timeout_s": 60}})
+    ddp = train_model(data, "lenet-300-100", two, checkpoint_dir=tmp_path, progress=False)
+    assert ddp.train.world_size == 2 and ddp.train.steps == ref.train.steps == 2 * 1024 // 64
+    assert _max_diff(ref.model, ddp.model) <= 1e-5
+    assert ddp.train.communication.bytes_last_step == ddp.train.communication.uncompressed_bytes_per_step
+    assert ddp.test.accuracy == ref.test.accuracy
+
+
+def _grandchildren() -> list[int]:
+    """PIDs of the workers: children of our torchrun child."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    children = {p for p, pp in parents.items() if pp == os.getpid()}
+    return [p for p, pp in parents.items() if pp in children]
+
+
+def test_killed_worker_restarts_and_resumes_from_the_checkpoint(mnist, tmp_path):
+    data = mnist.subset(3000, 500)
+    one = TrainConfig(epochs=3, batch_size=64, lr=0.05, seed=2, threads=1)
+    ref = train_model(data, "lenet5", one, progress=False)
+    two = TrainConfig(**{**one.model_dump(), "batch_size": 32,
+                         "distributed": {"nproc": 2, "max_restarts": 1, "timeout_s": 60}})
+    killed: list[int] = []
+
+    def kill_in_epoch_two() -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not killed:
+            meta = tmp_path / "last.json"
+            if meta.exists() and json.loads(meta.read_text())["train"]["epoch"] == 1:
+                workers = _grandchildren()
+                if workers:
+                    os.kill(workers[-1], signal.SIGKILL)
+                    killed.append(workers[-1])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_in_epoch_two, daemon=True)
+    killer.start()
+    ddp = train_model(data, "lenet5", two, checkpoint_dir=tmp_path, progress=False)
+    killer.join(5)
+    assert killed, "no worker was killed: the test did not exercise a restart"
+    assert ddp.train.resumed_from_epoch in (1, 2) and len(ddp.train.history) == 3
+    assert _max_diff(ref.model, ddp.model) <= 1e-4
+    assert ddp.test.accuracy == pytest.approx(ref.test.accuracy, abs=1 / 500)
+    assert not _grandchildren()
+
+
+def test_cli_resumes_a_single_process_checkpoint_on_two_workers(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = [sys.executable, "-m", "lepton.train", "--data", "digits", "--model", "lenet-300-100",
+              "--batch-size", "32", "--train-subset", "512", "--seed", "1", "-o", str(tmp_path), "--quiet"]
+    subprocess.run([*common, "--epochs", "1"], check=True, timeout=120, env=env)
+    assert load_checkpoint(tmp_path / "last").meta["train"]["world_size"] == 1
+    out = subprocess.run([*common, "--epochs", "2", "--nproc", "2", "--resume", "--comm-hook", "powersgd",
+                          "--powersgd-warmup", "4", "--format", "json"], check=True, timeout=180, env=env, capture_output=True, text=True)
+    result = json.loads(out.stdout)
+    last = load_checkpoint(tmp_path / "last").meta["train"]
+    assert last["epoch"] == 2 and last["world_size"] == 2 and len(last["history"]) == 2
+    assert 0.2 < result["test_accuracy"] <= 1  # twice chance after 16 steps
+    assert load_checkpoint(tmp_path / "model").meta["test_accuracy"] == result["test_accuracy"]

@@ -1,0 +1,195 @@
+"""The artifact registry: round trips on a folder and on a real S3-speaking server (moto on loopback),
+immutable versions, corrupted artifacts refused on pull, keys that escape the root refused."""
+
+import hashlib
+import json
+import os
+import threading
+
+import boto3
+import pytest
+
+from lepton.edge.registry import Manifest, Registry, RegistryError, parse_ref, pull, push, safe_key
+from lepton.errors import FormatError
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    path = tmp_path / "src" / "model.onnx"
+    path.parent.mkdir()
+    path.write_bytes(os.urandom(50_000))
+    return path
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """A fresh bucket on the moto server; boto3 finds the endpoint through AWS_ENDPOINT_URL like a real user's."""
+    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"lepton-{request.node.name.replace('_', '-')[:40].lower().rstrip('-')}"
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+def roundtrip(root, artifact, out):
+    m1 = push(artifact, f"{root}/lenet5", metrics={"test_accuracy": 0.991, "bytes": 50_000, "note": "fp32"})
+    assert (m1.name, m1.version, m1.kind, m1.file) == ("lenet5", "1", "onnx", "lenet5.onnx")
+    assert m1.sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest() and m1.size == 50_000
+    assert m1.metrics == {"test_accuracy": 0.991, "bytes": 50_000, "note": "fp32"}
+    artifact.write_bytes(b"v2" + artifact.read_bytes())
+    m2 = push(artifact, f"{root}/lenet5")
+    assert m2.version == "2"
+    got, path = pull(f"{root}/lenet5", out)  # latest
+    assert got == m2 and path == out / "lenet5.onnx" and path.read_bytes() == artifact.read_bytes()
+    got, path = pull(f"{root}/lenet5:1", out / "v1.onnx")
+    assert got == m1 and hashlib.sha256(path.read_bytes()).hexdigest() == m1.sha256
+    with pytest.raises(RegistryError, match="immutable"):
+        push(artifact, f"{root}/lenet5:1")
+    with pytest.raises(RegistryError, match="not published"):
+        pull(f"{root}/lenet5:9", out)
+    assert Registry(root).versions("lenet5") == ["1", "2"] and Registry(root).names() == ["lenet5"]
+    return m1
+
+
+def test_local_roundtrip(tmp_path, artifact):
+    m1 = roundtrip(tmp_path / "reg", artifact, tmp_path / "out")
+    manifest = json.loads((tmp_path / "reg/models/lenet5/1/manifest.json").read_text())
+    assert Manifest.model_validate(manifest) == m1
+    assert (tmp_path / "reg/blobs/sha256" / m1.sha256).stat().st_size == m1.size
+    assert not [p for p in (tmp_path / "reg").rglob("*") if p.name.endswith(".tmp")]  # no temporary leftovers
+
+
+@pytest.mark.timeout(60)
+def test_s3_roundtrip(s3, artifact, tmp_path):
+    client, bucket = s3
+    m1 = roundtrip(f"s3://{bucket}/models", artifact, tmp_path / "out")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert f"models/blobs/sha256/{m1.sha256}" in keys and "models/models/lenet5/1/manifest.json" in keys
+
+
+def corrupt_local(root, m):
+    blob = root / "blobs/sha256" / m.sha256
+    data = bytearray(blob.read_bytes())
+    data[1000] ^= 1
+    blob.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_corrupted_or_truncated_artifact_is_refused_and_nothing_is_written(where, request, artifact, tmp_path):
+    if where == "s3":
+        client, bucket = request.getfixturevalue("s3")
+        root = f"s3://{bucket}"
+    else:
+        root = tmp_path / "reg"
+    m = push(artifact, f"{root}/lenet5:1")
+    good = artifact.read_bytes()
+    for damaged in (good[:1000] + bytes([good[1000] ^ 1]) + good[1001:], good[:-1]):
+        if where == "s3":
+            client.put_object(Bucket=bucket, Key=f"blobs/sha256/{m.sha256}", Body=damaged)
+        else:
+            (root / "blobs/sha256" / m.sha256).write_bytes(damaged)
+        out = tmp_path / "out"
+        with pytest.raises(FormatError, match="corrupted"):
+            pull(f"{root}/lenet5:1", out)
+        assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("url", ["reg/..:1", "reg/lenet5:..", "reg/lenet5:../../etc", "reg/.hidden", "reg/a:b:c",
+                                 "reg/", "s3://bucket/"])
+def test_refs_that_escape_or_are_malformed_are_refused(url):
+    with pytest.raises(RegistryError):
+        parse_ref(url)
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "a\\..\\b", ""])
+def test_keys_that_escape_the_root_are_refused(key):
+    with pytest.raises(RegistryError, match="escapes"):
+        safe_key(key)
+
+
+def test_a_symlink_out_of_a_local_root_and_forged_manifests_are_refused(tmp_path, artifact):
+    root = tmp_path / "reg"
+    m = push(artifact, f"{root}/lenet5:1")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "models/evil").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError, match="outside the registry root"):
+        push(artifact, f"{root}/evil:1")
+    assert not any(outside.iterdir())
+    # a manifest copied under another name, and one whose sha256 points elsewhere
+    (root / "models/alias/1").mkdir(parents=True)
+    (root / "models/alias/1/manifest.json").write_text(m.model_dump_json())
+    with pytest.raises(FormatError, match="moved or forged"):
+        pull(f"{root}/alias:1", tmp_path)
+    forged = m.model_dump() | {"name": "forged", "sha256": "../../../../etc/passwd"}
+    (root / "models/forged/1").mkdir(parents=True)
+    (root / "models/forged/1/manifest.json").write_text(json.dumps(forged))
+    with pytest.raises(FormatError, match="invalid"):
+        pull(f"{root}/forged:1", tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_pushes_of_one_version_publish_exactly_one(tmp_path):
+    root = tmp_path / "reg"
+    files = []
+    for i in range(6):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(bytes([i]) * 20_000)
+        files.append(f)
+    results = [None] * len(files)
+
+    def push_one(i):
+        try:
+            results[i] = push(files[i], f"{root}/lenet5:1")
+        except RegistryError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=push_one, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    winners = [r for r in results if isinstance(r, Manifest)]
+    assert len(winners) == 1 and all(isinstance(r, RegistryError) for r in results if r is not winners[0])
+    _, path = pull(f"{root}/lenet5:1", tmp_path / "out")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == winners[0].sha256
+
+
+def test_push_pull_and_list_commands(tmp_path, artifact, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lepton.cli import commands  # noqa: F401  (registers the commands)
+    from lepton.cli.app import app
+
+    monkeypatch.setenv("LEPTON_REGISTRY", str(tmp_path / "default"))
+
+    def lepton(*args):
+        r = CliRunner().invoke(app, list(args))
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    assert lepton("push", str(artifact), "lenet5", "--metric", "test_accuracy=0.99",
+                  "--format", "json")["metrics"] == {"test_accuracy": 0.99}
+    pulled = lepton("pull", "lenet5:1", "-o", str(tmp_path / "got.onnx"), "--format", "json")
+    assert pulled["manifest"]["version"] == "1"
+    assert (tmp_path / "got.onnx").read_bytes() == artifact.read_bytes()
+    rows = lepton("registry", "list", "--format", "json")
+    assert [(row["name"], row["version"]) for row in rows] == [("lenet5", "1")]
+    with pytest.raises(RegistryError, match="may not contain"):
+        CliRunner().invoke(app, ["pull", "lenet5:../../x"], catch_exceptions=False)
