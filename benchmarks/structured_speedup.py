@@ -17,7 +17,7 @@ import torch
 
 from lepton.compress.structured import measure_latency, prune_channels, spec_for
 from lepton.data import load_mnist
-from lepton.models import ModelSpec, build_model, count_macs, count_params
+from lepton.models import ModelSpec, count_macs, count_params
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
 
 

@@ -61,7 +61,7 @@ def main() -> None:
     base = statistics.median(results["plain PyTorch loop"])
     print(f"\nLeNet-5 on MNIST, batch {args.batch_size}, {args.images:,} images per round, {args.rounds} rounds, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print(f"| loop | median images/s | all rounds | vs plain |\n|---|---|---|---|")
+    print("| loop | median images/s | all rounds | vs plain |\n|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)
         print(f"| {name} | {med:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} | {med / base:.3f}x |")

@@ -26,7 +26,8 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lepton.compress.share import MAX_SHARE_BITS, check_plain_weight, resolve_bits, share_tensor, weight_layers
+from lepton.compress.share import (MAX_SHARE_BITS, bake_weights, check_plain_weight, resolve_bits, share_tensor,
+                                   weight_layers)
 from lepton.errors import ConfigError
 from lepton.train.evaluate import evaluate
 
@@ -149,16 +150,7 @@ class QATHandle:
         """Bake each layer's weight in ``model`` (the QAT model, or a deep copy of it) to its quantized value
         (integer level x scale) as a plain trainable parameter; returns ``model``. Further training would
         leave the quantization grid."""
-        modules = dict(model.named_modules())
-        for name in self.bits:
-            plist = getattr(getattr(modules.get(name), "parametrizations", None), "weight", None)
-            if plist is None or not isinstance(plist[0], FakeQuantWeight):
-                raise ConfigError(f"finalize: layer {name!r} of this model has no QAT parametrization (already "
-                                  "finalized, or not the model passed to quantize_qat); pass the QAT model.")
-        for name in self.bits:
-            parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
-            modules[name].weight.requires_grad_(True)
-        return model
+        return bake_weights(model, self.bits, FakeQuantWeight, "has no QAT parametrization", "quantize_qat")
 
 
 def quantize_qat(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,

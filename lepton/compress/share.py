@@ -185,16 +185,24 @@ class WeightSharing:
     def finalize(self, model: nn.Module) -> nn.Module:
         """Replace each shared layer's parametrization in ``model`` (the shared model, or a deep copy of it) by
         a plain trainable weight equal to its shared value; returns ``model``."""
-        modules = dict(model.named_modules())
-        for name in self.bits:
-            plist = getattr(getattr(modules.get(name), "parametrizations", None), "weight", None)
-            if plist is None or not isinstance(plist[0], SharedWeight):
-                raise ConfigError(f"finalize: layer {name!r} of this model is not weight-shared (already finalized, "
-                                  "or not the model passed to share_weights); pass the shared model.")
-        for name in self.bits:
-            parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
-            modules[name].weight.requires_grad_(True)
-        return model
+        return bake_weights(model, self.bits, SharedWeight, "is not weight-shared", "share_weights")
+
+
+def bake_weights(model: nn.Module, layers: Iterable[str], kind: type[nn.Module], problem: str,
+                 installer: str) -> nn.Module:
+    """Replace the ``kind`` weight parametrization of each of ``layers`` by a plain trainable weight holding its
+    current value; refuses (before changing anything) a layer that does not carry one."""
+    modules = dict(model.named_modules())
+    layers = list(layers)
+    for name in layers:
+        plist = getattr(getattr(modules.get(name), "parametrizations", None), "weight", None)
+        if plist is None or not isinstance(plist[0], kind):
+            raise ConfigError(f"finalize: layer {name!r} of this model {problem} (already finalized, or not the "
+                              f"model passed to {installer}); pass that model.")
+    for name in layers:
+        parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
+        modules[name].weight.requires_grad_(True)
+    return model
 
 
 def share_weights(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,

@@ -6,19 +6,15 @@ from torch import nn
 
 from lepton.compress.distill import distill, distillation_objective
 from lepton.errors import ConfigError
-from lepton.models import ModelSpec
-from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
+from lepton.train import TensorBatches, evaluate
 
-CFG = TrainConfig(epochs=5, batch_size=32, lr=0.05, seed=0, threads=1)
+from tests.compress.conftest import DIGITS_CFG as CFG
+from tests.compress.conftest import train_lenet300_on_digits
 
 
 @pytest.fixture(scope="module")
 def teacher(digits):
-    seed_everything(CFG.seed, CFG.threads)
-    model = ModelSpec("lenet-300-100", digits.input_shape, digits.num_classes).build()
-    x, y = digits.tensors("train")
-    fit(model, TensorBatches(x, y, CFG.batch_size, seed=CFG.seed), CFG, progress=False)
-    return model
+    return train_lenet300_on_digits(digits)
 
 
 class _ModeRecorder(nn.Module):

@@ -9,20 +9,11 @@ from lepton.compress.quantize import (choose_bits, fake_quantize, post_training_
                                       quantize_tensor, scan_bits, snr_db)
 from lepton.compress.share import share_tensor
 from lepton.errors import ConfigError
-from lepton.models import ModelSpec
-from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
+from lepton.train import TensorBatches, evaluate, fit
 
-CFG = TrainConfig(epochs=5, batch_size=32, lr=0.05, seed=0, threads=1)
+from tests.compress.conftest import DIGITS_CFG as CFG
+
 LAYERS = ("fc1", "fc2", "fc3")
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    seed_everything(CFG.seed, CFG.threads)
-    model = ModelSpec("lenet-300-100", digits.input_shape, digits.num_classes).build()
-    x, y = digits.tensors("train")
-    fit(model, TensorBatches(x, y, CFG.batch_size, seed=CFG.seed), CFG, progress=False)
-    return model
 
 
 def test_snr_db_matches_the_power_ratio():

@@ -9,21 +9,11 @@ from torch.nn.utils import parametrize
 
 from lepton.compress.share import distinct_nonzero, kmeans_1d, share_weights
 from lepton.errors import ConfigError
-from lepton.models import ModelSpec
-from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
+from lepton.train import TensorBatches, evaluate, fit
 
-CFG = TrainConfig(epochs=5, batch_size=32, lr=0.05, seed=0, threads=1)
+from tests.compress.conftest import DIGITS_CFG as CFG
 # A centroid's gradient is the sum over its cluster (thousands of weights): Adam's scale-free steps suit it.
 FINE_TUNE = CFG.model_copy(update={"epochs": 3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "seed": 1})
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    seed_everything(CFG.seed, CFG.threads)
-    model = ModelSpec("lenet-300-100", digits.input_shape, digits.num_classes).build()
-    x, y = digits.tensors("train")
-    fit(model, TensorBatches(x, y, CFG.batch_size, seed=CFG.seed), CFG, progress=False)
-    return model
 
 
 def _prune(model: nn.Module, fraction: float) -> nn.Module:
