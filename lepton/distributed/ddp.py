@@ -39,18 +39,24 @@ def shard_batches(batches: Any, world: World) -> Any:
                       f"DistributedSampler, got {type(batches).__name__}; wrap your data in TensorBatches.")
 
 
+def wrap_ddp(model: nn.Module, hook: CommHookConfig) -> DistributedDataParallel:
+    """``DistributedDataParallel(model)`` with the bucket layout ``hook`` needs on this backend."""
+    device = next(model.parameters()).device
+    options: dict[str, Any] = {}
+    if hook.kind == "powersgd" and dist.get_backend() == "gloo":
+        # PowerSGD waits on nested all-reduces inside gloo's two callback threads; two buckets in flight
+        # can block both threads for good (seen on 2 CPU workers and in a world of one), so all gradients
+        # go in one bucket (an explicit bucket_cap_mb also sets the first bucket's cap).
+        options["bucket_cap_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20 + 1
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **options)
+
+
 def distribute(model: nn.Module, batches: Any, hook: CommHookConfig, world: World,
                seed: int) -> tuple[DistributedDataParallel, Any, CommCounter]:
     """Wrap ``model`` in DDP (rank 0's weights are broadcast to all), shard ``batches``, reseed the
     per-rank random streams (dropout, augmentation) and install ``hook`` behind a byte counter."""
     if isinstance(model, DistributedDataParallel):
         raise ConfigError("fit() wraps the model in DistributedDataParallel itself; pass the plain module.")
-    device = next(model.parameters()).device
-    options: dict[str, Any] = {}
-    if hook.kind == "powersgd" and dist.get_backend() == "gloo":
-        # PowerSGD waits on nested all-reduces inside gloo's two callback threads; two buckets in flight
-        # can block both threads for good (seen on 2 CPU workers), so all gradients go in one bucket.
-        options["bucket_cap_mb"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20 + 1
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **options)
+    ddp = wrap_ddp(model, hook)
     torch.manual_seed(seed + world.rank)
     return ddp, shard_batches(batches, world), register_comm_hook(ddp, hook)

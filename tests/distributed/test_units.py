@@ -7,6 +7,7 @@ import torch.distributed as dist
 from pydantic import ValidationError
 
 from lepton.distributed import CommHookConfig, DistributedConfig, register_comm_hook, torchrun_command
+from lepton.distributed.ddp import wrap_ddp
 from lepton.distributed.hooks import powersgd_numel
 from lepton.models import ModelSpec
 from lepton.train import TensorBatches
@@ -54,8 +55,9 @@ def world_of_one():
 def test_hook_bytes(world_of_one, kind):
     torch.manual_seed(0)
     model = ModelSpec("lenet5", (1, 28, 28), 10).build()
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    counter = register_comm_hook(ddp, CommHookConfig(kind=kind, rank=2, warmup_steps=2))
+    config = CommHookConfig(kind=kind, rank=2, warmup_steps=2)
+    ddp = wrap_ddp(model, config)  # the bucket layout fit() uses (one bucket for PowerSGD on gloo)
+    counter = register_comm_hook(ddp, config)
     params = [p for p in model.parameters()]
     plain = sum(4 * p.numel() for p in params)
     for _ in range(4):
