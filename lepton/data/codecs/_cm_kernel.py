@@ -34,6 +34,20 @@ def _h(a: int, b: int) -> int:
     return ((a * 0x2F0B3C5D + b * 0x5BD1E995 + 0x3C6EF372) ^ (a >> 7)) & 0xFFFFFFFF
 
 
+@nb.njit(cache=True, inline="always")
+def _adapt(packed, target: int, rec):
+    """One adaptive-counter update: probability (high 16 bits) moves toward ``target`` at the rate of its
+    hit count (low 16 bits), which saturates at LIMIT."""
+    t = np.int64(packed)
+    p = t >> 16
+    cnt = t & 0xFFFF
+    p = p + (((target - p) * rec[cnt]) >> 16)
+    p = min(max(p, 32), 65503)
+    if cnt < LIMIT:
+        cnt += 1
+    return np.uint32((p << 16) | cnt)
+
+
 @nb.njit(cache=True)
 def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
     """Encode ``images`` [N, H, W] uint8 into ``buf`` (returns bytes written), or decode ``buf`` into
@@ -162,23 +176,9 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
                     for q in range(nact):
                         i = ORDER[q]
                         weights[wset, i] += lr * err * st[i]
-                        t = np.int64(tables[i, idx[i]])
-                        p = t >> 16
-                        cnt = t & 0xFFFF
-                        p = p + (((target - p) * rec[cnt]) >> 16)
-                        p = min(max(p, 32), 65503)
-                        if cnt < LIMIT:
-                            cnt += 1
-                        tables[i, idx[i]] = np.uint32((p << 16) | cnt)
+                        tables[i, idx[i]] = _adapt(tables[i, idx[i]], target, rec)
                     for j2 in (lo, lo + 1):
-                        t = np.int64(apm[arow, j2])
-                        p = t >> 16
-                        cnt = t & 0xFFFF
-                        p = p + (((target - p) * rec[cnt]) >> 16)
-                        p = min(max(p, 32), 65503)
-                        if cnt < LIMIT:
-                            cnt += 1
-                        apm[arow, j2] = np.uint32((p << 16) | cnt)
+                        apm[arow, j2] = _adapt(apm[arow, j2], target, rec)
                     # next node
                     if node == 0:
                         if bit == 0:
