@@ -6,6 +6,7 @@ inference (1 thread) of the dense, the unstructured-pruned and a structured-prun
 fine-tuned) model.
 
     .venv/bin/python benchmarks/compress_lenet.py [--models lenet5 lenet-300-100] [--out runs/bench-compress]
+    .venv/bin/python benchmarks/compress_lenet.py --models lenet-300-100 --tt fc1=20   # + a tensor-train fc1
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def bench(name: str, out: Path, train_cfg: TrainConfig, cfg: CompressConfig) -> 
                        "macs": count_macs(structured, shape), "dense_macs": count_macs(job.model, shape),
                        "error": 1 - evaluate(structured, x_test, y_test).accuracy},
         "latency_p50_ms": latency, "train_seconds": train_s, "compress_seconds": compress_s,
-        "steps": [s.model_dump() for s in report.steps], "layers": report.layers,
+        "steps": [s.model_dump() for s in report.steps], "layers": report.layers, "tt": report.tt,
+        "recipe": report.recipe,
     }
 
 
@@ -69,10 +71,16 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["lenet-300-100", "lenet5"])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-compress"))
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    ap.add_argument("--tt", nargs="+", default=[], metavar="LAYER=RATIO",
+                    help="also replace these linear layers by tensor-train layers of at least RATIO fewer parameters")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     train_cfg = TrainConfig(epochs=args.epochs)
-    rows = [bench(m, args.out, train_cfg, CompressConfig()) for m in args.models]
+    cfg = CompressConfig()
+    if args.tt:
+        layers = {k: float(v) for k, _, v in (a.partition("=") for a in args.tt)}
+        cfg = CompressConfig(tt={"enabled": True, "layers": layers})
+    rows = [bench(m, args.out, train_cfg, cfg) for m in args.models]
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
 
     print(f"\nMNIST, torch {torch.__version__}, {torch.get_num_threads()} threads; sizes count every byte of the file\n")
@@ -81,7 +89,8 @@ def main() -> None:
     for r in rows:
         dc = DEEP_COMPRESSION[r["model"]]
         print(f"| {r['model']} | Deep Compression | — | {dc['error']} | {dc['size']} | {dc['ratio']} |")
-        print(f"| {r['model']} | Lepton (.lep, ANS) | {r['kept']:,} / {r['params']:,} "
+        tt = "".join(f" + TT {k} ({v['ratio']:.0f}x)" for k, v in r["tt"].items())
+        print(f"| {r['model']} | Lepton (.lep, ANS){tt} | {r['kept']:,} / {r['params']:,} "
               f"({100 * r['kept'] / r['params']:.2f}%) | {100 * r['baseline_error']:.2f}% → {100 * r['error']:.2f}% | "
               f"{r['dense_bytes'] / 1000:,.0f} KB → {r['file_bytes'] / 1000:.1f} KB | **{r['ratio']:.0f}x** |")
     print("\n| model | Huffman bytes | ANS bytes | decoded bit-exact |\n|---|---|---|---|")

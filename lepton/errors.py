@@ -19,3 +19,10 @@ class FormatError(LeptonError, ValueError):
 
 class DataError(LeptonError):
     """A dataset is missing, fails verification, or has the wrong shape or type."""
+
+
+class ResultOnOtherNode(LeptonError):
+    """A multi-node job finished, but global rank 0, which saves the result, ran on another machine.
+
+    Not a failure: the CLI prints the message and exits 0 on such a node.
+    """

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from lepton.errors import LeptonError
+from lepton.errors import LeptonError, ResultOnOtherNode
 
 app = typer.Typer(
     name="lepton",
@@ -24,6 +24,9 @@ def main() -> None:
 
     try:
         app()
+    except ResultOnOtherNode as e:  # a multi-node job that finished; rank 0's node holds the result
+        print(str(e), file=sys.stderr)
+        sys.exit(0)
     except LeptonError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

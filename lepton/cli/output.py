@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lepton.report.html import fmt
+from lepton.utils.text import fmt
 
 console = Console()
 

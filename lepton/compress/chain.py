@@ -8,6 +8,7 @@ never on the in-memory model, and the decoded model's outputs are checked bit fo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import choose_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
+from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, count_params
+from lepton.quantum.tensor_train import TTLinear, tt_for_ratio, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
 from lepton.train.loop import Objective, cross_entropy
 
@@ -56,6 +59,8 @@ class CompressReport(BaseModel):
     kept: int
     bit_exact: bool
     sparsity: dict[str, float]
+    tt: dict[str, dict[str, Any]] = {}
+    recipe: dict[str, Any] = {}
     bits: dict[str, int]
     steps: list[StepRecord]
     layers: list[dict[str, Any]]
@@ -69,7 +74,27 @@ def _train_cfg(cfg: CompressConfig, base: TrainConfig, epochs: int, lr: float, *
 
 
 def _kept(model: nn.Module) -> int:
-    return sum(int(torch.count_nonzero(m.weight)) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    """Non-zero conv/linear weights, plus every TT core element (TT layers are dense in their cores)."""
+    return sum(int(torch.count_nonzero(m.weight)) if isinstance(m, nn.Conv2d | nn.Linear)
+               else sum(c.numel() for c in m.cores) for m in model.modules()
+               if isinstance(m, nn.Conv2d | nn.Linear | TTLinear))
+
+
+def convert_to_tt(model: nn.Module, layers: dict[str, float], *, cores: int = 4) -> dict[str, dict[str, Any]]:
+    """Replace each named ``nn.Linear`` by its TT-SVD at the largest rank meeting the layer's ratio, in place."""
+    modules = dict(model.named_modules())
+    done: dict[str, dict[str, Any]] = {}
+    for name, ratio in layers.items():
+        layer = modules.get(name)
+        if not isinstance(layer, nn.Linear):
+            raise ConfigError(f"compress.tt.layers names {name!r}, which is not a linear layer of the model; its "
+                              f"linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
+        tt = tt_for_ratio(layer, ratio, cores=cores)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else model, attr, tt)
+        done[name] = {"ratio": round(tt.compression_ratio(), 2), "params": tt.num_params(),
+                      "dense_params": tt.dense_params(), "ranks": list(tt.ranks)}
+    return done
 
 
 def share_biases(model: nn.Module, bits: int) -> None:
@@ -85,6 +110,12 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
                    out: str | Path, *, progress: bool = True, console: Console | None = None) -> CompressReport:
     """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged."""
     console = console or Console(stderr=True, quiet=not progress)
+    recipe: dict[str, Any] = {}
+    if not cfg.tt.enabled:  # recipes are tuned on the plain architecture; TT layers want gentler steps
+        cfg, recipe = presets.recipe_for(spec.name, cfg)
+    if recipe:
+        console.print(f"tuned recipe for {spec.name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items())
+                      + " (set these keys to override)")
     seconds: dict[str, float] = {}
     seed_everything(base.seed, base.threads)
     dense_bytes = 4 * count_params(model)
@@ -110,6 +141,18 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     def file_size(m: nn.Module) -> int:
         return len(encode_model(spec, m.state_dict(), coder=cfg.coder, metadata=metadata))
 
+    tt_report: dict[str, dict[str, Any]] = {}
+    if cfg.tt.enabled:
+        t = time.perf_counter()
+        tt_report = convert_to_tt(student, cfg.tt.layers, cores=cfg.tt.cores)
+        spec = dataclasses.replace(spec, tt=tt_layout(student))
+        console.print("tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}" for k, v in tt_report.items()))
+        if cfg.tt.epochs:
+            fit(student, batches, _train_cfg(cfg, base, cfg.tt.epochs, cfg.tt.lr), objective=objective,
+                progress=progress, console=console)
+        seconds["tt"] = time.perf_counter() - t
+        steps.append(record("tt", student, file_size(student)))
+
     scan, rates = None, {}
     if cfg.prune.enabled:
         t = time.perf_counter()
@@ -117,7 +160,8 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         seconds["sensitivity"] = time.perf_counter() - t
         sparsity = cfg.prune.sparsity
         if sparsity == "preset":
-            sparsity = presets.sparsity_for(spec.name) or "auto"
+            preset = presets.sparsity_for(spec.name)
+            sparsity = {k: v for k, v in preset.items() if k not in tt_report} if preset else "auto"
         if sparsity == "auto":
             sparsity = choose_rates(scan, max_drop=cfg.prune.auto_max_drop)
             console.print("auto sparsity: " + ", ".join(f"{k} {v:.3f}" for k, v in sparsity.items()))
@@ -134,6 +178,8 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         bits_cfg = cfg.share.bits
         if bits_cfg == "preset":
             bits_cfg = presets.bits_for(spec.name)
+            if isinstance(bits_cfg, dict):
+                bits_cfg = {k: v for k, v in bits_cfg.items() if k not in tt_report}
         elif bits_cfg == "auto":
             bits_cfg = choose_bits(student, x_val, y_val, candidates=(2, 3, 4, 5, 6, 7, 8),
                                    max_drop=cfg.share.auto_max_drop, method="share")
@@ -163,6 +209,6 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         test_accuracy=coded.test_accuracy, baseline_test_accuracy=baseline,
         error_pp_vs_baseline=round(100 * (baseline - coded.test_accuracy), 4), coder=cfg.coder,
         huffman_bytes=sizes["huffman"], ans_bytes=sizes["ans"], params=count_params(decoded), kept=coded.kept,
-        bit_exact=bit_exact, sparsity=rates, bits=bits, steps=steps, layers=inspect_lep(out),
+        bit_exact=bit_exact, sparsity=rates, tt=tt_report, recipe=recipe, bits=bits, steps=steps, layers=inspect_lep(out),
         sensitivity=scan.model_dump() if scan is not None else None,
         seconds={k: round(v, 2) for k, v in seconds.items()})

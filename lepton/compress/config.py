@@ -78,6 +78,37 @@ class DistillConfig(BaseModel):
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term; 1 - alpha for the labels")
 
 
+class TTConfig(BaseModel):
+    """Replace named linear layers by tensor-train layers (TT-SVD, then fine-tuning) before pruning.
+
+    The TT cores are stored in the `.lep` like any other tensor (bytes counted the same way); pruning
+    and weight sharing then apply to the remaining conv/linear layers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    layers: dict[str, float] = Field(default_factory=dict,
+                                     description="layer -> minimum parameter ratio of its TT form, e.g. {fc1: 20}")
+    cores: int = Field(4, ge=2, le=8, description="TT cores per layer (modes from factorize(features, cores))")
+    epochs: int = Field(2, ge=0, description="fine-tuning epochs after the conversion")
+    lr: float = Field(0.01, gt=0)
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, ratio in v.items():
+            if ratio < 1:
+                raise ValueError(f"TT ratio of layer {name!r} must be >= 1, got {ratio}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_enabled(self) -> TTConfig:
+        if self.enabled and not self.layers:
+            raise ValueError("tt is enabled but names no layers; set e.g. layers: {fc1: 20}")
+        return self
+
+
 class CompressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,6 +116,7 @@ class CompressConfig(BaseModel):
     prune: PruneConfig = PruneConfig()
     share: ShareConfig = ShareConfig()
     distill: DistillConfig = DistillConfig()
+    tt: TTConfig = TTConfig()
     coder: Literal["ans", "huffman"] = "ans"
     batch_size: int = Field(64, ge=1)
     validation_size: int = Field(5000, ge=100, description="training images held out for the sensitivity scans")

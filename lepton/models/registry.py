@@ -72,12 +72,23 @@ class ModelSpec:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     kwargs: dict[str, Any] = field(default_factory=dict)
+    tt: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Layers replaced by tensor-train layers: ``{layer: {"in_modes", "out_modes", "ranks"}}``
+    (:func:`lepton.quantum.tensor_train.apply_tt_layout`); empty for the plain architecture."""
 
     def build(self) -> nn.Module:
-        return build_model(self.name, self.input_shape, self.num_classes, **self.kwargs)
+        model = build_model(self.name, self.input_shape, self.num_classes, **self.kwargs)
+        if self.tt:
+            from lepton.quantum.tensor_train import apply_tt_layout
+
+            apply_tt_layout(model, self.tt)
+        return model
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "input_shape": list(self.input_shape)}
+        d = {**asdict(self), "input_shape": list(self.input_shape)}
+        if not self.tt:
+            del d["tt"]  # files of plain models keep the layout they always had
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
@@ -86,7 +97,12 @@ class ModelSpec:
             if len(shape) != 3:
                 raise ValueError(f"input_shape must have 3 entries, got {len(shape)}")
             kwargs = dict(d.get("kwargs") or {})
-            return cls(str(d["name"]), shape, int(d["num_classes"]), kwargs)  # type: ignore[arg-type]
+            tt: dict[str, dict[str, list[int]]] = {}
+            if d.get("tt"):
+                from lepton.quantum.tensor_train import check_tt_layout
+
+                tt = check_tt_layout(d["tt"])
+            return cls(str(d["name"]), shape, int(d["num_classes"]), kwargs, tt)  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"invalid model spec {d!r}: {e}; expected name, input_shape [C, H, W], "
                               "num_classes and kwargs.") from e

@@ -11,6 +11,7 @@ from lepton.compress.config import CompressConfig
 from lepton.config import deep_merge, read_yaml, validate
 from lepton.data.store.config import PackConfig
 from lepton.edge.config import EdgeConfig
+from lepton.quantum.config import QuantumConfig
 from lepton.train.config import TrainConfig
 
 
@@ -42,6 +43,7 @@ class RunConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     compress: CompressConfig = CompressConfig()
     edge: EdgeConfig = EdgeConfig()
+    quantum: QuantumConfig = QuantumConfig()
 
 
 # --quick: a smoke test of every stage in well under two minutes.

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import nn
 
 from lepton.data.dataset import ImageDataset
 from lepton.errors import ConfigError
+from lepton.quantum.config import HybridConfig
 from lepton.quantum.layers import QuantumLayer
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
 
@@ -77,23 +78,6 @@ class HybridCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.quantum(torch.tanh(self.features(x)) * torch.pi))
-
-
-class HybridConfig(BaseModel):
-    """The hybrid experiment: which classes, how many qubits/layers, how long to train."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=2)
-    n_qubits: int = Field(8, ge=1, le=16)
-    n_layers: int = Field(3, ge=1, le=20)
-    reupload: bool = False
-    init_std: float | None = Field(0.1, ge=0, description="std of the initial quantum angles; None: U[0, 2π)")
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.05, gt=0, le=1)
-    train_subset: int | None = Field(None, ge=1, description="use only the first N training samples of the classes")
-    seed: int = Field(0, ge=0)
 
 
 class ModelResult(BaseModel):

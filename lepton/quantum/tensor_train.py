@@ -163,3 +163,101 @@ def tt_svd(weight: nn.Linear | torch.Tensor, in_modes: Sequence[int], out_modes:
         if bias is not None:
             layer.bias.copy_(bias.detach())
     return layer.to(device=device, dtype=dtype)
+
+
+def tt_for_ratio(linear: nn.Linear, ratio: float, *, cores: int = 4, in_modes: Sequence[int] | None = None,
+                 out_modes: Sequence[int] | None = None) -> TTLinear:
+    """TT-SVD of ``linear`` at the largest rank whose :meth:`TTLinear.compression_ratio` is still ≥ ``ratio``.
+
+    Modes default to ``factorize(features, cores)``. Raises ``ConfigError`` if even rank 1 is below ``ratio``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise ConfigError(f"tt_for_ratio converts an nn.Linear, got {type(linear).__name__}.")
+    if not isinstance(ratio, int | float) or ratio < 1:
+        raise ConfigError(f"The 'ratio' parameter of tt_for_ratio must be a number >= 1. Got {ratio!r}.")
+    ins = tuple(in_modes) if in_modes is not None else factorize(linear.in_features, cores)
+    outs = tuple(out_modes) if out_modes is not None else factorize(linear.out_features, cores)
+    lo, hi = 1, max(linear.in_features, linear.out_features)
+    if tt_svd(linear, ins, outs, max_rank=1).compression_ratio() < ratio:
+        raise ConfigError(f"no TT rank compresses a {linear.in_features}x{linear.out_features} layer {ratio}x with "
+                          f"modes {ins} x {outs}; ask for a smaller ratio or use more cores.")
+    while lo < hi:  # the ratio falls as the rank cap rises: bisect for the largest cap that still meets it
+        mid = (lo + hi + 1) // 2
+        if TTLinear(ins, outs, _capped_ranks(ins, outs, mid), bias=linear.bias is not None).compression_ratio() >= ratio:
+            lo = mid
+        else:
+            hi = mid - 1
+    return tt_svd(linear, ins, outs, max_rank=lo)
+
+
+def _capped_ranks(ins: Sequence[int], outs: Sequence[int], cap: int) -> list[int]:
+    """The inner ranks TT-SVD produces with ``max_rank=cap``: each is bounded by the unfolding's sides too."""
+    sizes = [m * n for m, n in zip(ins, outs)]
+    ranks, left = [], 1
+    for k in range(len(sizes) - 1):
+        r = min(cap, left * sizes[k], math.prod(sizes[k + 1:]))
+        ranks.append(r)
+        left = r
+    return ranks
+
+
+# Bounds on a TT layout read from a file (a .lep header or checkpoint sidecar), checked before allocating.
+MAX_CORES, MAX_MODE, MAX_RANK, MAX_CORE_ELEMENTS = 16, 1 << 20, 4096, 1 << 28
+
+
+def check_tt_layout(layout: object) -> dict[str, dict[str, list[int]]]:
+    """Validate ``{layer: {"in_modes": [...], "out_modes": [...], "ranks": [inner ranks]}}`` from untrusted
+    JSON: types, lengths and sizes, so that building it cannot allocate more than ``MAX_CORE_ELEMENTS``."""
+    if not isinstance(layout, dict):
+        raise ConfigError(f"TT layout must be a mapping of layer name -> modes and ranks, got {type(layout).__name__}.")
+    out: dict[str, dict[str, list[int]]] = {}
+    total = 0
+    for name, entry in layout.items():
+        if not isinstance(name, str) or not name or not isinstance(entry, dict) or set(entry) != {
+                "in_modes", "out_modes", "ranks"}:
+            raise ConfigError(f"TT layout entry {name!r} must map a layer name to exactly in_modes, out_modes "
+                              f"and ranks, got {entry!r}.")
+        ins, outs, ranks = entry["in_modes"], entry["out_modes"], entry["ranks"]
+        ok = all(isinstance(v, list) and all(type(i) is int for i in v) for v in (ins, outs, ranks))
+        if not ok or not 1 <= len(ins) <= MAX_CORES or len(outs) != len(ins) or len(ranks) != len(ins) - 1:
+            raise ConfigError(f"TT layout of {name!r}: in_modes and out_modes must be lists of the same length "
+                              f"(1..{MAX_CORES} ints) and ranks one int shorter, got {entry!r}.")
+        if any(not 1 <= v <= MAX_MODE for v in ins + outs) or any(not 1 <= r <= MAX_RANK for r in ranks):
+            raise ConfigError(f"TT layout of {name!r}: modes must be in [1, {MAX_MODE}] and ranks in "
+                              f"[1, {MAX_RANK}], got {entry!r}.")
+        full = [1, *ranks, 1]
+        total += sum(full[k] * ins[k] * outs[k] * full[k + 1] for k in range(len(ins))) + math.prod(outs)
+        if total > MAX_CORE_ELEMENTS or math.prod(ins) > MAX_CORE_ELEMENTS or math.prod(outs) > MAX_CORE_ELEMENTS:
+            raise ConfigError(f"TT layout of {name!r} describes more than {MAX_CORE_ELEMENTS} elements; refused.")
+        out[name] = {"in_modes": list(ins), "out_modes": list(outs), "ranks": list(ranks)}
+    return out
+
+
+def tt_layout(model: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """The layout of every :class:`TTLinear` in ``model`` (what :func:`apply_tt_layout` rebuilds)."""
+    return {name: {"in_modes": list(m.in_modes), "out_modes": list(m.out_modes), "ranks": list(m.ranks[1:-1])}
+            for name, m in model.named_modules() if isinstance(m, TTLinear)}
+
+
+def apply_tt_layout(model: nn.Module, layout: dict[str, dict[str, list[int]]]) -> nn.Module:
+    """Replace each named ``nn.Linear`` of ``model`` by an (untrained) :class:`TTLinear` of that layout, in place.
+
+    The shapes must agree: the product of ``in_modes`` is the layer's ``in_features``, of ``out_modes`` its
+    ``out_features``. Load the TT weights afterwards (``load_state_dict``).
+    """
+    modules = dict(model.named_modules())
+    for name, entry in check_tt_layout(layout).items():
+        layer = modules.get(name)
+        if not isinstance(layer, nn.Linear):
+            found = "no such layer" if layer is None else type(layer).__name__
+            raise ConfigError(f"TT layout names layer {name!r}, but the model has {found} there; "
+                              f"its linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
+        ins, outs = entry["in_modes"], entry["out_modes"]
+        if (math.prod(ins), math.prod(outs)) != (layer.in_features, layer.out_features):
+            raise ConfigError(f"TT layout of {name!r}: modes {ins} x {outs} give a {math.prod(ins)}x{math.prod(outs)} "
+                              f"layer, but {name} is {layer.in_features}x{layer.out_features}.")
+        parent_name, _, attr = name.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        tt = TTLinear(ins, outs, entry["ranks"], bias=layer.bias is not None)
+        setattr(parent, attr, tt.to(dtype=layer.weight.dtype, device=layer.weight.device))
+    return model

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lepton.utils.text import fmt  # noqa: E402
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
      padding:0 1em;color:#1d232b;line-height:1.45}
@@ -27,14 +29,6 @@ td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0} img{max-width:100%} pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 .muted{color:#66707a;font-size:.9em}
 """
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:

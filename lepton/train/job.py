@@ -21,6 +21,7 @@ from torch import nn
 from lepton.data.dataset import ImageDataset
 from lepton.distributed.launch import launch
 from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
+from lepton.errors import ResultOnOtherNode
 from lepton.models.registry import ModelSpec
 from lepton.train.batches import TensorBatches
 from lepton.train.checkpoint import load_checkpoint
@@ -70,6 +71,11 @@ def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model
                "out": str(out), "resume": resume, "progress": progress}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         launch(cfg.distributed, "lepton.distributed.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
+        if not (out / "report.json").exists() and cfg.distributed.nnodes > 1:
+            where = f"its folder {out}" if checkpoint_dir is not None else "its run folder"
+            raise ResultOnOtherNode(
+                f"training finished; global rank 0 ran on another node and saved the model in {where} there "
+                f"(give every node the same shared -o folder to find it here).")
         report = TrainReport.model_validate_json((out / "report.json").read_text())
         ckpt = load_checkpoint(out / "last")
     model = ckpt.build_model()

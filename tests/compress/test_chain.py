@@ -105,3 +105,46 @@ def test_cli_compress_inspect_and_eval(trained, digits, tmp_path):
     truncated.write_bytes(out.read_bytes()[:-7])
     r = lepton("eval", str(truncated))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_tensor_train_layers_are_one_more_method_of_the_chain(trained, digits, tmp_path):
+    """compress.tt: fc1 becomes a TTLinear (TT-SVD + fine-tuning), the rest is pruned and shared, and the
+    .lep stores the TT layout in its model spec and the cores like any tensor; decode is bit-exact."""
+    from lepton.quantum.tensor_train import TTLinear
+
+    cfg = CompressConfig.model_validate({**CFG.model_dump(), "tt": {"enabled": True, "layers": {"fc1": 4.0}, "epochs": 1},
+                                         "prune": {"sparsity": {"fc2": 0.8, "fc3": 0.5}, "epochs": 2}})
+    out = tmp_path / "tt.lep"
+    report = compress_model(trained.model, trained.spec, digits, cfg, BASE, out, progress=False)
+    assert [s.step for s in report.steps] == ["dense", "tt", "pruned", "shared", "coded"]
+    assert report.tt["fc1"]["ratio"] >= 4.0 and report.bit_exact
+    lep = load_lep(out)
+    assert set(lep.spec.tt) == {"fc1"} and lep.spec.tt["fc1"]["ranks"] == report.tt["fc1"]["ranks"][1:-1]
+    model = lep.build_model()
+    assert isinstance(model.fc1, TTLinear) and isinstance(trained.model.fc1, torch.nn.Linear)
+    assert sum(c.numel() for c in model.fc1.cores) + model.fc1.bias.numel() == report.tt["fc1"]["params"]
+    x, y = digits.tensors("test")
+    assert evaluate(model, x, y).accuracy == report.test_accuracy > 0.8
+    core_bytes = sum(r["bytes"] for r in report.layers if r["tensor"].startswith("fc1.cores."))
+    assert core_bytes > 0 and report.file_bytes == out.stat().st_size  # the cores are in the counted file
+    assert "fc1" not in report.sparsity
+
+
+def test_tt_config_errors_name_the_layer(trained, digits, tmp_path):
+    with pytest.raises(ConfigError, match="tt is enabled but names no layers"):
+        validate(CompressConfig, {"tt": {"enabled": True}}, source="config")
+    cfg = CompressConfig(tt={"enabled": True, "layers": {"conv9": 10.0}})
+    with pytest.raises(ConfigError, match="'conv9'.*fc1"):
+        compress_model(trained.model, trained.spec, digits, cfg, BASE, tmp_path / "x.lep", progress=False)
+
+
+def test_model_recipe_fills_only_the_keys_a_config_leaves_unset():
+    from lepton.compress import presets
+
+    cfg, applied = presets.recipe_for("lenet-300-100", CompressConfig())
+    assert applied == {"prune.epochs": 16, "prune.lr": 0.05, "distill.enabled": False}
+    assert (cfg.prune.epochs, cfg.prune.lr, cfg.distill.enabled) == (16, 0.05, False)
+    mine = validate(CompressConfig, {"prune": {"epochs": 3}, "distill": {"enabled": True}})
+    cfg, applied = presets.recipe_for("lenet-300-100", mine)
+    assert applied == {"prune.lr": 0.05} and cfg.prune.epochs == 3 and cfg.distill.enabled
+    assert presets.recipe_for("lenet5", mine) == (mine, {})

@@ -334,6 +334,9 @@ FORGERIES = {
     "gap bits on dense": (dict(edit=set_in("w", gap_direct_bits=3)), "gap_direct_bits"),
     "sparse-raw roles": (dict(edit=set_in("w", encoding="sparse-raw", gap_direct_bits=1)), "needs streams"),
     "bad spec": (dict(edit=lambda h: h["model"].update(input_shape=[1, 2])), "spec"),
+    "huge tt layout": (dict(edit=lambda h: h["model"].update(tt={"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [
+        1 << 20] * 4, "ranks": [4096] * 3}})), "more than"),
+    "malformed tt layout": (dict(edit=lambda h: h["model"].update(tt={"fc1": {"in_modes": "784"}})), "TT layout"),
 }
 
 

@@ -94,3 +94,54 @@ def test_cli_resumes_a_single_process_checkpoint_on_two_workers(tmp_path):
     assert last["epoch"] == 2 and last["world_size"] == 2 and len(last["history"]) == 2
     assert 0.2 < result["test_accuracy"] <= 1  # twice chance after 16 steps
     assert load_checkpoint(tmp_path / "model").meta["test_accuracy"] == result["test_accuracy"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_plain_torchrun_runs_lepton_train(tmp_path):
+    """Users who launch their own way: `torchrun --nproc-per-node 2 -m lepton.train …` trains with DDP."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "lepton.train",
+           "--data", "digits", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "32",
+           "--train-subset", "512", "-o", str(tmp_path), "--quiet", "--format", "json"]
+    out = subprocess.run(cmd, check=True, timeout=180, env=env, capture_output=True, text=True)
+    result = json.loads(out.stdout)  # only rank 0 prints
+    meta = load_checkpoint(tmp_path / "model").meta
+    assert load_checkpoint(tmp_path / "last").meta["train"]["world_size"] == 2
+    assert meta["test_accuracy"] == result["test_accuracy"] > 0.2  # chance is 0.1; 24 steps of 64
+
+
+def test_two_node_launch_on_loopback(tmp_path):
+    """The README's two-node example, both "nodes" on this machine: c10d rendezvous, one worker each.
+
+    The node that hosted global rank 0 reports the model; the other says where it is and exits 0.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = []
+    for node in ("a", "b"):
+        cmd = [sys.executable, "-m", "lepton", "train", "--data", "digits", "--model", "lenet-300-100",
+               "--epochs", "1", "--batch-size", "32", "--train-subset", "512", "--nnodes", "2", "--nproc", "1",
+               "--rdzv-endpoint", endpoint, "-o", str(tmp_path / node), "--quiet", "--format", "json"]
+        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=200) for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in outs]
+    lead = [i for i, (stdout, _) in enumerate(outs) if stdout.strip()]
+    assert len(lead) == 1, outs
+    other = 1 - lead[0]
+    assert "global rank 0 ran on another node" in outs[other][1]
+    folder = tmp_path / "ab"[lead[0]]
+    last = load_checkpoint(folder / "last").meta["train"]
+    assert last["world_size"] == 2 and last["epoch"] == 1
+    assert json.loads(outs[lead[0]][0])["test_accuracy"] == load_checkpoint(folder / "model").meta["test_accuracy"]
+    assert not (tmp_path / "ab"[other] / "model.safetensors").exists()

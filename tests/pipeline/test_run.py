@@ -48,3 +48,54 @@ def test_pipeline_api_on_digits(tmp_path):
     assert list(result.metrics["stages"]) == ["data", "train", "compress", "edge"]
     assert result.metrics["dataset"]["name"] == "digits"
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
+
+
+def test_quantum_stage_is_off_by_default_and_runs_when_enabled(tmp_path):
+    assert not load_run_config().quantum.enabled
+    cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},
+                                     "train": {"epochs": 1},
+                                     "compress": {"enabled": False}, "edge": {"enabled": False},
+                                     "quantum": {"enabled": True, "n_qubits": 4, "n_layers": 2, "epochs": 3,
+                                                 "batch_size": 32}})
+    result = run_pipeline(cfg, tmp_path, progress=False)
+    assert list(result.metrics["stages"]) == ["data", "train", "quantum"]
+    q = result.metrics["stages"]["quantum"]
+    assert q["classes"] == [0, 1, 2, 3] and q["n_qubits"] == 4 and q["features"] == "PCA-4"
+    assert [r["model"] for r in q["results"]][1:] == ["logistic regression on PCA-4", "tiny MLP on PCA-4"]
+    assert q["hybrid_test_accuracy"] == q["results"][0]["test_accuracy"] > 0.5  # 4 classes: chance is 0.25
+    qiskit = pytest.importorskip("qiskit")
+    circuit = qiskit.qasm2.loads((tmp_path / q["qasm_file"]).read_text())
+    assert circuit.num_qubits == 4
+    html = (tmp_path / "report.html").read_text()
+    assert "Quantum exploration" in html and "logistic regression on PCA-4" in html
+
+
+def test_quantum_stage_config_errors_name_the_key():
+    from lepton.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n_qubits"):
+        load_run_config(overrides={"quantum": {"enabled": True, "n_qubits": 40}})
+    with pytest.raises(ConfigError, match="qbits"):
+        load_run_config(overrides={"quantum": {"qbits": 8}})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_lepton_run_trains_on_two_workers(tmp_path):
+    """`lepton run --set train.distributed.nproc=2`: the train stage launches torchrun, later stages go on."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "lepton", "run", "--out", str(out), "--quiet",
+                        "--set", "data.dataset=digits", "--set", "model.name=lenet-300-100",
+                        "--set", "train.epochs=6", "--set", "train.batch_size=32", "--set", "train.threads=1",
+                        "--set", "train.distributed.nproc=2", "--set", "train.distributed.comm_hook.kind=fp16",
+                        "--set", "compress.prune.epochs=1", "--set", "compress.share.epochs=0",
+                        "--set", "compress.validation_size=200", "--set", "edge.enabled=false"],
+                       capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    train = metrics["stages"]["train"]
+    assert train["world_size"] == 2 and train["communication"]["hook"] == "fp16"
+    assert train["communication"]["compression_ratio"] == pytest.approx(2.0, rel=0.01)
+    assert train["test_accuracy"] > 0.8  # digits (chance 0.1), 6 epochs of 23 steps
+    assert metrics["stages"]["compress"]["test_accuracy"] > 0.5
+    assert load_checkpoint(out / "model.safetensors").meta["test_accuracy"] == train["test_accuracy"]

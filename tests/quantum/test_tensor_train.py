@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from lepton.errors import ConfigError
-from lepton.quantum.tensor_train import TTLinear, factorize, tt_svd
+from lepton.quantum.tensor_train import (TTLinear, apply_tt_layout, check_tt_layout, factorize, tt_for_ratio,
+                                         tt_layout, tt_svd)
 
 
 def test_factorize_products_and_balance() -> None:
@@ -82,3 +83,49 @@ def test_bad_modes_and_ranks_raise_config_error() -> None:
         tt_svd(nn.Linear(6, 6), (2, 3), (2, 3), max_rank=0)
     with pytest.raises(ConfigError, match="features"):
         TTLinear((2, 3), (2, 3), ranks=2)(torch.randn(2, 5))
+
+
+def test_tt_for_ratio_takes_the_largest_rank_that_meets_the_ratio() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(784, 300)
+    tt = tt_for_ratio(layer, 20)
+    assert tt.in_modes == (4, 4, 7, 7) and tt.out_modes == (3, 4, 5, 5) and tt.compression_ratio() >= 20
+    bigger = tt_svd(layer, tt.in_modes, tt.out_modes, max_rank=max(tt.ranks) + 1)
+    assert bigger.compression_ratio() < 20  # one more rank would miss the ratio
+    assert torch.equal(tt.bias, layer.bias)
+    with pytest.raises(ConfigError, match="no TT rank compresses"):
+        tt_for_ratio(nn.Linear(8, 8), 1000)
+
+
+def test_layout_round_trips_and_rebuilds_the_same_function() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 3))
+    model[0] = tt_for_ratio(model[0], 1.5, cores=2)
+    layout = tt_layout(model)
+    assert layout == {"0": {"in_modes": [3, 4], "out_modes": [4, 5], "ranks": [model[0].ranks[1]]}}
+    fresh = apply_tt_layout(nn.Sequential(nn.Linear(12, 20), nn.ReLU(), nn.Linear(20, 3)), layout)
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(5, 12)
+    assert torch.equal(fresh(x), model(x))
+
+
+@pytest.mark.parametrize("layout, match", [
+    ([], "must be a mapping"),
+    ({"fc1": {"in_modes": [4], "out_modes": [3]}}, "exactly in_modes, out_modes"),
+    ({"fc1": {"in_modes": [4, 4], "out_modes": [3], "ranks": []}}, "same length"),
+    ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [1.5]}}, "same length"),
+    ({"fc1": {"in_modes": [4, 0], "out_modes": [3, 3], "ranks": [2]}}, r"modes must be in \[1"),
+    ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [10**9]}}, r"ranks in \[1"),
+    ({"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [1 << 20] * 4, "ranks": [4096] * 3}}, "more than"),
+])
+def test_forged_layouts_are_refused_before_allocating(layout: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        check_tt_layout(layout)
+
+
+def test_layout_must_fit_the_model() -> None:
+    model = nn.Sequential(nn.Linear(12, 20))
+    with pytest.raises(ConfigError, match="has no such layer"):
+        apply_tt_layout(model, {"fc9": {"in_modes": [3, 4], "out_modes": [4, 5], "ranks": [2]}})
+    with pytest.raises(ConfigError, match="give a 12x21 layer"):
+        apply_tt_layout(model, {"0": {"in_modes": [3, 4], "out_modes": [3, 7], "ranks": [2]}})

@@ -3,8 +3,9 @@
 from lepton.pipeline.stages.compress import CompressStage
 from lepton.pipeline.stages.data import DataStage, DataStageReport
 from lepton.pipeline.stages.edge import EdgeStage, EdgeStageReport
+from lepton.pipeline.stages.quantum import QuantumStage, QuantumStageReport
 from lepton.pipeline.stages.train import TrainStage, TrainStageReport
 
-STAGES = [DataStage(), TrainStage(), CompressStage(), EdgeStage()]
+STAGES = [DataStage(), TrainStage(), CompressStage(), EdgeStage(), QuantumStage()]
 
-__all__ = ["STAGES", "CompressStage", "DataStage", "DataStageReport", "EdgeStage", "EdgeStageReport", "TrainStage", "TrainStageReport"]
+__all__ = ["STAGES", "CompressStage", "DataStage", "DataStageReport", "EdgeStage", "EdgeStageReport", "QuantumStage", "QuantumStageReport", "TrainStage", "TrainStageReport"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from lepton.distributed.hooks import CommReport
 from lepton.models.registry import count_macs, count_params, layer_table
 from lepton.pipeline.config import RunConfig
 from lepton.pipeline.state import RunState
@@ -30,6 +31,8 @@ class TrainStageReport(BaseModel):
     per_class_accuracy: list[float]
     confusion: list[list[int]]
     checkpoint: str
+    world_size: int = 1
+    communication: CommReport | None = None
     history: list[EpochRecord]
 
 
@@ -56,7 +59,8 @@ class TrainStage:
             train_seconds=report.train_seconds, images_per_second=report.images_per_second,
             train_accuracy=report.final_train_accuracy, test_accuracy=ev.accuracy, test_loss=ev.loss,
             test_samples=ev.samples, per_class_accuracy=ev.per_class_accuracy, confusion=ev.confusion,
-            checkpoint=ckpt.name, history=report.history)
+            checkpoint=ckpt.name, world_size=report.world_size, communication=report.communication,
+            history=report.history)
 
     def html(self, report: TrainStageReport, state: RunState) -> str:  # type: ignore[override]
         classes = state.require_dataset().classes
@@ -64,7 +68,9 @@ class TrainStage:
             H.kpis({"test accuracy": f"{100 * report.test_accuracy:.2f}%", "parameters": report.params,
                     "MACs / image": report.macs, "fp32 size": f"{report.fp32_bytes / 1024:,.1f} KiB",
                     "train time": f"{report.train_seconds:.0f} s",
-                    "throughput": f"{report.images_per_second:,.0f} img/s"}),
+                    "throughput": f"{report.images_per_second:,.0f} img/s", "workers": report.world_size}),
+            "" if report.communication is None else
+            H.table([report.communication.model_dump()]),
             H.figure(plots.training_curves([r.model_dump() for r in report.history]),
                      "Training curves (test measured after each epoch; the final model is the last epoch's)"),
             H.figure(plots.per_class_accuracy(report.per_class_accuracy, classes)),

@@ -1,0 +1,80 @@
+"""The optional quantum stage: train the hybrid PCA → variational circuit → linear classifier on the run's
+dataset beside classical baselines on the same features, and export the trained circuit (JSON + OpenQASM)."""
+
+from __future__ import annotations
+
+import html
+
+import torch
+from pydantic import BaseModel
+
+from lepton.pipeline.config import RunConfig
+from lepton.pipeline.state import RunState
+from lepton.quantum.circuit import Circuit
+from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
+from lepton.quantum.config import HybridConfig, QuantumConfig
+from lepton.quantum.hybrid import ModelResult, run_hybrid
+from lepton.quantum.qasm import to_qasm
+from lepton.report import html as H
+from lepton.report import quantum_plots as P
+from lepton.utils.io import atomic_write_text
+
+
+class QuantumStageReport(BaseModel):
+    classes: list[int]
+    n_train: int
+    n_test: int
+    features: str
+    n_qubits: int
+    n_layers: int
+    hybrid_test_accuracy: float
+    best_classical_test_accuracy: float
+    hybrid_seconds_per_epoch: float
+    results: list[ModelResult]
+    circuit: str
+    circuit_file: str
+    qasm_file: str
+
+
+class QuantumStage:
+    name = "quantum"
+    title = "Quantum exploration (simulated)"
+
+    def enabled(self, config: RunConfig) -> bool:
+        return config.quantum.enabled
+
+    def run(self, state: RunState) -> QuantumStageReport:
+        cfg: QuantumConfig = state.config.quantum
+        data = state.require_dataset()
+        hybrid_cfg = HybridConfig.model_validate(cfg.model_dump(include=set(HybridConfig.model_fields)))
+        report = run_hybrid(data, hybrid_cfg, progress=state.progress)
+        circuit = Circuit.from_dict(report.circuit_spec)
+        weights = torch.tensor(report.weights, dtype=torch.float64).reshape(circuit.weight_shape)
+        circuit_path, qasm_path = state.run_dir / "circuit.json", state.run_dir / "circuit.qasm"
+        save_circuit(circuit_path, TrainedCircuit(circuit, weights, report.sample_angles,
+                                                  {"dataset": data.name, "classes": cfg.classes}))
+        atomic_write_text(qasm_path, to_qasm(circuit, weights, report.sample_angles, version=cfg.qasm_version))
+        state.artifacts["circuit"], state.artifacts["qasm"] = circuit_path, qasm_path
+        hybrid, classical = report.results[0], report.results[1:]
+        return QuantumStageReport(
+            classes=report.classes, n_train=report.n_train, n_test=report.n_test, features=report.features,
+            n_qubits=cfg.n_qubits, n_layers=cfg.n_layers, hybrid_test_accuracy=hybrid.test_accuracy,
+            best_classical_test_accuracy=max(r.test_accuracy for r in classical),
+            hybrid_seconds_per_epoch=hybrid.seconds_per_epoch, results=report.results, circuit=report.circuit,
+            circuit_file=circuit_path.name, qasm_file=qasm_path.name)
+
+    def html(self, report: QuantumStageReport, state: RunState) -> str:  # type: ignore[override]
+        rows = [r.model_dump() for r in report.results]
+        return "".join([
+            H.kpis({"hybrid accuracy": f"{100 * report.hybrid_test_accuracy:.2f}%",
+                    "best classical": f"{100 * report.best_classical_test_accuracy:.2f}%",
+                    "qubits × layers": f"{report.n_qubits} × {report.n_layers}",
+                    "quantum s/epoch": f"{report.hybrid_seconds_per_epoch:.1f} s",
+                    "classes": ", ".join(map(str, report.classes))}),
+            H.figure(P.accuracy_bars(rows), f"{report.features} features of {report.n_train:,} training images; "
+                                            f"test on {report.n_test:,}. A statevector simulation: no speed-up claimed."),
+            H.table(rows),
+            f"<h3>The trained circuit</h3><pre>{html.escape(report.circuit)}</pre>"
+            f"<p class='muted'>Saved as {html.escape(report.circuit_file)}; OpenQASM with the trained angles and the "
+            f"first test sample's inputs bound: {html.escape(report.qasm_file)}.</p>",
+        ])
