@@ -16,22 +16,8 @@ import torch
 
 from lepton.data import load_mnist
 from lepton.models import build_model
-from lepton.quantum.tensor_train import TTLinear, tt_svd
+from lepton.quantum.tensor_train import tt_for_ratio
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
-
-
-def pick_rank(fc1: torch.nn.Linear, in_modes: tuple[int, ...], out_modes: tuple[int, ...],
-              ratio: float) -> TTLinear:
-    """The TT-SVD of ``fc1`` at the largest max_rank whose compression ratio is still ≥ ``ratio``."""
-    best = None
-    for r in range(1, 65):
-        tt = tt_svd(fc1, in_modes, out_modes, max_rank=r)
-        if tt.compression_ratio() < ratio:
-            break
-        best = tt
-    if best is None:
-        raise SystemExit(f"no rank reaches {ratio}x with modes {in_modes} x {out_modes}")
-    return best
 
 
 def main() -> None:
@@ -54,7 +40,7 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     dense_acc = evaluate(model, x_te, y_te).accuracy
 
-    tt = pick_rank(model.fc1, tuple(args.in_modes), tuple(args.out_modes), args.ratio)
+    tt = tt_for_ratio(model.fc1, args.ratio, in_modes=args.in_modes, out_modes=args.out_modes)
     model.fc1 = tt
     svd_acc = evaluate(model, x_te, y_te).accuracy
     t0 = time.perf_counter()

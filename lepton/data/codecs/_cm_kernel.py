@@ -4,10 +4,16 @@ One function, :func:`run`, both encodes and decodes, so the model the decoder re
 encoder's by construction. Every pixel is binarised as a "zero?" flag and, when non-zero, the 8
 bits of its value from the most significant down (a binary tree whose node number joins every
 context). Each binary decision is predicted by ``NMODELS`` adaptive context models (hashed tables
-of probability + hit count, over causal neighbours W N NW NE WW NN NNE, a gradient predictor and
-the pixel position), whose stretched probabilities a gated logistic mixer combines; an adaptive
-probability map refines the mix. The arithmetic coder is the 32-bit carry-less coder of lpaq with
-16-bit probabilities.
+of probability + hit count over causal neighbours W N NW NE WW NN NNE NWW, a gradient predictor,
+several linear predictors, the image's dominant near-white value so far, and the pixel position).
+Two fixed-point logistic mixers with different weight-set selectors (tree node x activity; tree
+depth x strongest neighbour), whose learning rates start high and decay with each set's use,
+combine the models' stretched probabilities; their average is refined by two interpolated adaptive
+probability maps. The arithmetic coder is the 32-bit carry-less coder of lpaq with 16-bit
+probabilities.
+
+When all eight neighbours are zero (most MNIST pixels) only the position and predictor models, the
+first mixer and the first probability map run.
 """
 
 from __future__ import annotations
@@ -17,10 +23,19 @@ import math
 import numba as nb
 import numpy as np
 
-NMODELS = 8
-MIXSETS = 257 * 8  # mixer weight sets: tree node x activity bucket
-ORDER = np.array([5, 4, 0, 1, 2, 3, 6, 7])  # models by usefulness; the fast path uses the first 2
+NMODELS = 9
+NFAST = 2  # models 0 (position) and 1 (predictor) are the only ones the all-zero fast path runs
+MIXSETS = 257 * 10  # mixer 1 weight sets: tree node x activity bucket (0..8)
+MIXSETS2 = 9 * 32  # mixer 2 weight sets: tree depth x (max(W, N, NW, NE) >> 3)
+NW_ = NMODELS + 2  # weight-row length: models, bias, one zero pad
 LIMIT = 255  # counter hit-count cap (sets the slowest adaptation rate)
+REC_D = 2.5  # counter rate is 1 / (hits + REC_D)
+LR_MIN, LR_K, LR_D = 0.005, 2.0, 20.0  # mixer rate LR_MIN + LR_K / (updates + LR_D)
+WINIT = 0.15  # initial mixer weight
+APMW = 0.6  # final p = (1 - APMW) * mixer + APMW * mean of the two maps
+BIAS = 77  # the mixers' constant input, 0.3 in stretch * 256 units
+LRN = 8192  # learning-rate schedule table length (update counts saturate here)
+MAXTBITS = 21  # context-table size cap (log2 entries per model)
 
 
 @nb.njit(cache=True, inline="always")
@@ -36,42 +51,68 @@ def _h(a: int, b: int) -> int:
 
 @nb.njit(cache=True, inline="always")
 def _adapt(packed, target: int, rec):
-    """One adaptive-counter update: probability (high 16 bits) moves toward ``target`` at the rate of its
-    hit count (low 16 bits), which saturates at LIMIT."""
+    """One adaptive-counter update: probability (high 16 bits, stored XOR 0x8000 so that an all-zero
+    slot means p = 1/2 and no hits) moves toward ``target`` at the rate of its hit count (low 16
+    bits), which saturates at LIMIT."""
     t = np.int64(packed)
-    p = t >> 16
+    p = (t >> 16) ^ 0x8000
     cnt = t & 0xFFFF
     p = p + (((target - p) * rec[cnt]) >> 16)
     p = min(max(p, 32), 65503)
     if cnt < LIMIT:
         cnt += 1
-    return np.uint32((p << 16) | cnt)
+    return np.uint32(((p ^ 0x8000) << 16) | cnt)
+
+
+@nb.njit(cache=True, inline="always")
+def _apm(a, row: int, lo: int, fr: float) -> float:
+    return (((a[row, lo] >> 16) ^ 0x8000) * (1.0 - fr) + ((a[row, lo + 1] >> 16) ^ 0x8000) * fr) * (1.0 / 65536.0)
+
+
+def run(images: np.ndarray, buf: np.ndarray, encode: bool, tbits: int) -> int:
+    """Encode ``images`` [N, H, W] uint8 into ``buf`` (returns bytes written), or decode ``buf`` into
+    ``images`` (returns bytes read; reading past the end sees zeros). Context tables hold
+    2**min(tbits, MAXTBITS) entries per model; they start all-zero (= empty), which ``np.zeros``
+    provides without a fill pass."""
+    tables = np.zeros((NMODELS, 1 << min(tbits, MAXTBITS)), dtype=np.uint32)
+    return _run(images, buf, encode, tables)
 
 
 @nb.njit(cache=True)
-def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
-    """Encode ``images`` [N, H, W] uint8 into ``buf`` (returns bytes written), or decode ``buf`` into
-    ``images`` (returns bytes read; reading past the end sees zeros). Tables hold 2**tbits entries."""
+def _run(images, buf, encode, tables):  # one tight loop is the point
     n_img, height, width = images.shape
-    mask = (1 << tbits) - 1
-    tables = np.empty((NMODELS, 1 << tbits), dtype=np.uint32)
-    tables[:] = (32768 << 16)
-    weights = np.full((MIXSETS, NMODELS + 1), 0.3, dtype=np.float32)
-    apm = np.empty((257 * 4, 33), dtype=np.uint32)
+    mask = tables.shape[1] - 1
+    weights = np.full((MIXSETS, NW_), int(WINIT * 65536), dtype=np.int64)  # 16.16 fixed point
+    weights2 = np.full((MIXSETS2, NW_), int(WINIT * 65536), dtype=np.int64)
+    wcnt = np.zeros(MIXSETS, dtype=np.int64)
+    wcnt2 = np.zeros(MIXSETS2, dtype=np.int64)
+    lrt = np.empty(LRN, dtype=np.float64)
+    for i in range(LRN):
+        lrt[i] = (LR_MIN + LR_K / (i + LR_D)) * 262144.0
+    apm = np.empty((257 * 8, 33), dtype=np.uint32)  # (node, activity) x stretch(p) buckets
+    apm2 = np.empty((257 * 64, 33), dtype=np.uint32)  # (node, W >> 5, N >> 5) x stretch(p) buckets
     for i in range(33):
         v = int(65536.0 / (1.0 + math.exp(-((i - 16) / 2.0))))
         v = min(max(v, 64), 65472)
-        apm[:, i] = (v << 16)
+        apm[:, i] = ((v ^ 0x8000) << 16)
+        apm2[:, i] = ((v ^ 0x8000) << 16)
     rec = np.empty(LIMIT + 1, dtype=np.int64)
     for i in range(LIMIT + 1):
-        rec[i] = int(65536.0 / (i + 1.6))
+        rec[i] = int(65536.0 / (i + REC_D))
     hashes = np.empty(NMODELS, dtype=np.int64)
     idx = np.empty(NMODELS, dtype=np.int64)
     base = np.empty(NMODELS, dtype=np.int64)
-    stretch_tab = np.empty(4096, dtype=np.float64)
+    stretch_tab = np.empty(4096, dtype=np.int64)  # stretch(p) * 256 by the top 12 bits of p
     for i in range(4096):
-        stretch_tab[i] = _stretch(i * 16 + 8)
-    st = np.empty(NMODELS + 1, dtype=np.float64)
+        stretch_tab[i] = round(_stretch(i * 16 + 8) * 256.0)
+    sq = np.empty(4097, dtype=np.float64)  # squash(d) for d = (i - 2048) / 128
+    for i in range(4097):
+        sq[i] = 1.0 / (1.0 + math.exp(-(i - 2048) / 128.0))
+    st = np.zeros(NW_, dtype=np.int64)
+    st[NMODELS] = BIAS
+    satc = np.zeros(256, dtype=np.int64)
+    sel2 = 0
+    a2sel = 0
     x1 = 0
     x2 = 0xFFFFFFFF
     x = 0
@@ -83,6 +124,8 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
             pos += 1
     for k in range(n_img):
         img = images[k]
+        satc[:] = 0  # per-image counts of values >= 240; mode = the most frequent so far (0: none)
+        mode = 0
         for r in range(height):
             for c in range(width):
                 w = img[r, c - 1] if c > 0 else 0
@@ -96,54 +139,87 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
                 grad = int(n) + int(w) - int(nw)
                 pred = min(max(grad, 0), 255)
                 act = abs(int(w) - int(nw)) + abs(int(n) - int(nw)) + abs(int(n) - int(ne))
-                abucket = 0 if act == 0 else (1 if act < 8 else (2 if act < 32 else (3 if act < 96 else 4)))
+                abucket = 0 if act == 0 else (1 if act < 8 else (2 if act < 32 else (3 if act < 96 else
+                          (4 if act < 192 else (7 if act < 384 else 8)))))
+                fast = False
                 if w == 0 and n == 0 and nw == 0 and ne == 0:
-                    abucket = 5 if (ww | nn | nne | nww) == 0 else 6
-                hashes[0] = _h(1, (int(w) << 8) | n)
-                hashes[1] = _h(2, ((w >> 3) << 15) | ((n >> 3) << 10) | ((nw >> 3) << 5) | (ne >> 3))
-                hashes[2] = _h(3, ((n >> 2) << 12) | ((ne >> 2) << 6) | (nn >> 2))
-                hashes[3] = _h(4, ((w >> 2) << 12) | ((ww >> 2) << 6) | (nw >> 2))
-                hashes[4] = _h(5, (pred << 4) | abucket)
-                hashes[5] = _h(6, (r << 8) | (c << 1) | (1 if (w | n) else 0))
-                hashes[6] = _h(7, ((w >> 4) << 20) | ((n >> 4) << 16) | ((nw >> 4) << 12) | ((ne >> 4) << 8)
-                               | ((ww >> 4) << 4) | (nn >> 4))
-                hashes[7] = _h(8, ((nne >> 3) << 15) | ((nww >> 3) << 10) | ((int(n) + int(ne) + int(w)) // 24))
+                    if (ww | nn | nne | nww) == 0:
+                        abucket = 5
+                        fast = True
+                    else:
+                        abucket = 6
+                hashes[0] = _h(6, (r << 8) | (c << 1) | (1 if (w | n) else 0))
+                hashes[1] = _h(5, (pred << 4) | abucket)
+                nact = NFAST
+                if not fast:
+                    nact = NMODELS
+                    mx = max(max(w, n), max(nw, ne))
+                    p1 = min(max(int(n) + int(ne) - int(nne), 0), 255)
+                    p3 = min(max(2 * int(n) - int(nn), 0), 255)
+                    p4 = min(max(2 * int(w) - int(ww), 0), 255)
+                    hashes[2] = _h(1, (int(w) << 8) | n)
+                    hashes[3] = _h(3, ((n >> 2) << 12) | ((ne >> 2) << 6) | (nn >> 2))
+                    hashes[4] = _h(4, ((w >> 2) << 12) | ((ww >> 2) << 6) | (nw >> 2))
+                    hashes[5] = _h(8, ((nne >> 3) << 15) | ((nww >> 3) << 10) | ((int(n) + int(ne) + int(w)) // 24))
+                    hashes[6] = _h(9, (mode << 16) | ((mx >> 3) << 8) | ((w >> 5) << 3) | (n >> 5))
+                    hashes[7] = _h(10, ((p1 >> 2) << 8) | (w >> 4))
+                    hashes[8] = _h(12, ((p3 >> 3) << 8) | (p4 >> 3))
+                    sel2 = mx >> 3
+                    a2sel = ((w >> 5) << 3) | (n >> 5)
+                arsel = abucket if abucket < 3 else (3 if abucket != 5 else 4)
                 value = int(img[r, c]) if encode else 0
                 node = 0
+                depth = 0
                 cur_grp = -1
-                # all 8 neighbours zero: every neighbour context is constant, so only the position
-                # and predictor models carry information; skip the rest (most MNIST pixels)
-                nact = 2 if abucket == 5 else NMODELS
                 while True:
                     if encode:
-                        bit = (1 if value != 0 else 0) if node == 0 else (value >> (8 - _depth(node))) & 1
+                        bit = (1 if value != 0 else 0) if node == 0 else (value >> (8 - depth)) & 1
                     # predict
                     grp = node >> 4
                     if grp != cur_grp:  # 16 consecutive nodes share one 64-byte cache line per model
                         cur_grp = grp
-                        for q in range(nact):
-                            i = ORDER[q]
+                        for i in range(nact):
                             base[i] = ((hashes[i] ^ (grp * 0x9E3779B1)) & mask) & ~15
-                    for q in range(nact):
-                        i = ORDER[q]
+                    for i in range(nact):
                         j = base[i] | (node & 15)
                         idx[i] = j
-                        st[i] = stretch_tab[np.int64(tables[i, j]) >> 20]
-                    wset = node * 8 + abucket
-                    dot = 0.3 * weights[wset, NMODELS]
-                    for q in range(nact):
-                        i = ORDER[q]
-                        dot += weights[wset, i] * st[i]
-                    dot = min(max(dot, -15.0), 15.0)
-                    pm = 1.0 / (1.0 + math.exp(-dot))
-                    # adaptive probability map on (node, coarse activity), interpolated over stretch(pm)
+                        st[i] = stretch_tab[(np.int64(tables[i, j]) >> 20) ^ 0x800]
+                    wset = node * 10 + abucket
+                    wr1 = weights[wset]
+                    if fast:
+                        a1 = wr1[0] * st[0] + wr1[1] * st[1] + wr1[NMODELS] * BIAS
+                    else:
+                        a1 = 0
+                        for i in range(NW_):
+                            a1 += wr1[i] * st[i]
+                    d1 = (a1 >> 16) * (1.0 / 256.0)
+                    d1 = min(max(d1, -15.99), 15.99)
+                    p1m = sq[int(d1 * 128.0 + 2048.5)]
+                    if fast:
+                        dot = d1
+                        pm = p1m
+                    else:
+                        wset2 = depth * 32 + sel2
+                        wr2 = weights2[wset2]
+                        a2 = 0
+                        for i in range(NW_):
+                            a2 += wr2[i] * st[i]
+                        d2 = (a2 >> 16) * (1.0 / 256.0)
+                        d2 = min(max(d2, -15.99), 15.99)
+                        dot = 0.5 * (d1 + d2)
+                        pm = sq[int(dot * 128.0 + 2048.5)]
+                    # adaptive probability maps, interpolated over stretch(pm)
                     s = (dot + 8.0) * 2.0
                     s = min(max(s, 0.0), 31.999)
                     lo = int(s)
                     fr = s - lo
-                    arow = node * 4 + (abucket if abucket < 3 else 3)
-                    pa = ((apm[arow, lo] >> 16) * (1.0 - fr) + (apm[arow, lo + 1] >> 16) * fr) / 65536.0
-                    pf = 0.5 * pm + 0.5 * pa
+                    arow = node * 8 + arsel
+                    pa = _apm(apm, arow, lo, fr)
+                    if fast:
+                        pf = 0.5 * pm + 0.5 * pa
+                    else:
+                        arow2 = node * 64 + a2sel
+                        pf = (1.0 - APMW) * pm + APMW * 0.5 * (pa + _apm(apm2, arow2, lo, fr))
                     p16 = int(pf * 65536.0)
                     p16 = min(max(p16, 24), 65512)
                     # code the bit (p16 = P(bit == 1))
@@ -169,16 +245,31 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
                         x1 = (x1 << 8) & 0xFFFFFFFF
                         x2 = ((x2 << 8) & 0xFFFFFFFF) | 255
                     # update
-                    err = bit - pm
-                    lr = 0.02
-                    weights[wset, NMODELS] += lr * err * 0.3
                     target = bit << 16
-                    for q in range(nact):
-                        i = ORDER[q]
-                        weights[wset, i] += lr * err * st[i]
+                    c1 = wcnt[wset]
+                    if c1 < LRN - 1:
+                        wcnt[wset] = c1 + 1
+                    e1 = int(lrt[c1] * (bit - p1m))
+                    if fast:
+                        wr1[0] += (st[0] * e1) >> 10
+                        wr1[1] += (st[1] * e1) >> 10
+                        wr1[NMODELS] += (BIAS * e1) >> 10
+                    else:
+                        for i in range(NW_):
+                            wr1[i] += (st[i] * e1) >> 10
+                    for i in range(nact):
                         tables[i, idx[i]] = _adapt(tables[i, idx[i]], target, rec)
-                    for j2 in (lo, lo + 1):
-                        apm[arow, j2] = _adapt(apm[arow, j2], target, rec)
+                    apm[arow, lo] = _adapt(apm[arow, lo], target, rec)
+                    apm[arow, lo + 1] = _adapt(apm[arow, lo + 1], target, rec)
+                    if not fast:
+                        c2 = wcnt2[wset2]
+                        if c2 < LRN - 1:
+                            wcnt2[wset2] = c2 + 1
+                        e2 = int(lrt[c2] * (bit - sq[int(d2 * 128.0 + 2048.5)]))
+                        for i in range(NW_):
+                            wr2[i] += (st[i] * e2) >> 10
+                        apm2[arow2, lo] = _adapt(apm2[arow2, lo], target, rec)
+                        apm2[arow2, lo + 1] = _adapt(apm2[arow2, lo + 1], target, rec)
                     # next node
                     if node == 0:
                         if bit == 0:
@@ -188,8 +279,14 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
                         node = node * 2 + bit
                         if node >= 256:
                             break
+                    depth += 1
                 if not encode:
                     img[r, c] = 0 if node == 0 else node - 256
+                v = int(img[r, c])
+                if v >= 240:
+                    satc[v] += 1
+                    if satc[v] > satc[mode]:
+                        mode = v
     if encode:
         for _ in range(4):
             buf[pos] = x1 >> 24
@@ -197,12 +294,3 @@ def run(images, buf, encode, tbits):  # noqa: C901 - one tight loop is the point
             pos += 1
         return pos
     return pos
-
-
-@nb.njit(cache=True, inline="always")
-def _depth(node: int) -> int:
-    d = 0
-    while node > 1:
-        node >>= 1
-        d += 1
-    return d + 1

@@ -5,9 +5,10 @@ The array's last two axes are the image height and width (``[N, H, W]``, ``[H, W
 empty for every block and learns as it codes (see :mod:`lepton.data.codecs._cm_kernel`), so the
 stream holds no separately stored model parameters.
 
-Stream layout: ``b"LCM"``, a version byte (1), the CRC-32 of the raw pixels (4 bytes,
+Stream layout: ``b"LCM"``, a version byte (2), the CRC-32 of the raw pixels (4 bytes,
 little-endian), then the arithmetic-coded bits. The decoder checks that the coder consumed the
-stream exactly and that the CRC matches, so corruption raises FormatError.
+stream exactly and that the CRC matches, so corruption raises FormatError; a stream of another
+version (1 was the earlier, smaller model) is refused with a FormatError naming its version.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from lepton.data.codecs.general import check_dtype, check_shape
 from lepton.errors import DataError, FormatError
 
-MAGIC = b"LCM\x01"
+MAGIC = b"LCM\x02"
 HEADER = len(MAGIC) + 4
 # Each pixel costs at least one binary decision at p <= 65512/65536, i.e. >= 0.00053 bits, so a
 # stream of b bytes can hold at most ~15,100 * b pixels; more is a forged shape.
@@ -37,7 +38,8 @@ def _planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _tbits(pixels: int) -> int:
-    """Context-table size (log2 entries) for a block: small blocks get small, quickly-zeroed tables."""
+    """Context-table size (log2 entries) for a block: small blocks get small tables (the kernel caps
+    it at ``_cm_kernel.MAXTBITS``)."""
     return min(22, max(12, (pixels * 4).bit_length()))
 
 
@@ -80,8 +82,11 @@ class CMCodec:
                               "only codes uint8")
         shp = check_shape(shape)
         data = bytes(data)
+        if len(data) >= len(MAGIC) and data[:3] == MAGIC[:3] and data[3] != MAGIC[3]:
+            raise FormatError(f"lepton-cm: stream version {data[3]} is not supported (this decoder reads "
+                              f"version {MAGIC[3]}, b'LCM\\x02'); re-encode the block")
         if len(data) < HEADER or data[:len(MAGIC)] != MAGIC:
-            raise FormatError("lepton-cm: missing or unknown stream header (expected b'LCM\\x01')")
+            raise FormatError("lepton-cm: missing or unknown stream header (expected b'LCM\\x02')")
         crc = int.from_bytes(data[len(MAGIC):HEADER], "little")
         stream = np.frombuffer(data, dtype=np.uint8, offset=HEADER).copy()  # the kernel takes a writable buffer
         planes = _planes(shp)
