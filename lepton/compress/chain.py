@@ -29,7 +29,7 @@ from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, count_params
-from lepton.quantum.tensor_train import TTLinear, tt_for_ratio, tt_layout
+from lepton.quantum.tensor_train import TTLinear, replace_module, tt_for_ratio, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
 from lepton.train.loop import Objective, cross_entropy
 
@@ -90,8 +90,7 @@ def convert_to_tt(model: nn.Module, layers: dict[str, float], *, cores: int = 4)
             raise ConfigError(f"compress.tt.layers names {name!r}, which is not a linear layer of the model; its "
                               f"linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
         tt = tt_for_ratio(layer, ratio, cores=cores)
-        parent_name, _, attr = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, attr, tt)
+        replace_module(model, name, tt)
         done[name] = {"ratio": round(tt.compression_ratio(), 2), "params": tt.num_params(),
                       "dense_params": tt.dense_params(), "ranks": list(tt.ranks)}
     return done

@@ -256,8 +256,12 @@ def apply_tt_layout(model: nn.Module, layout: dict[str, dict[str, list[int]]]) -
         if (math.prod(ins), math.prod(outs)) != (layer.in_features, layer.out_features):
             raise ConfigError(f"TT layout of {name!r}: modes {ins} x {outs} give a {math.prod(ins)}x{math.prod(outs)} "
                               f"layer, but {name} is {layer.in_features}x{layer.out_features}.")
-        parent_name, _, attr = name.rpartition(".")
-        parent = modules[parent_name] if parent_name else model
         tt = TTLinear(ins, outs, entry["ranks"], bias=layer.bias is not None)
-        setattr(parent, attr, tt.to(dtype=layer.weight.dtype, device=layer.weight.device))
+        replace_module(model, name, tt.to(dtype=layer.weight.dtype, device=layer.weight.device))
     return model
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` of ``model`` (e.g. ``"features.3"``), in place."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
