@@ -129,12 +129,19 @@ def test_two_node_launch_on_loopback(tmp_path):
         cmd = [sys.executable, "-m", "lepton", "train", "--data", "digits", "--model", "lenet-300-100",
                "--epochs", "1", "--batch-size", "32", "--train-subset", "512", "--nnodes", "2", "--nproc", "1",
                "--rdzv-endpoint", endpoint, "-o", str(tmp_path / node), "--quiet", "--format", "json"]
-        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True))  # one process group per "node": launcher + workers
+    stray = []
     try:
         outs = [p.communicate(timeout=200) for p in nodes]
     finally:
-        for p in nodes:
-            p.kill()
+        for p in nodes:  # whatever happened, leave no launcher, agent or worker behind
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+                stray.append(p.pid)
+            except ProcessLookupError:
+                pass
+    assert not stray, "processes of a finished node were still running"
     assert [p.returncode for p in nodes] == [0, 0], [err[-2000:] for _, err in outs]
     lead = [i for i, (stdout, _) in enumerate(outs) if stdout.strip()]
     assert len(lead) == 1, outs
