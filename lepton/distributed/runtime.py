@@ -3,6 +3,7 @@ a timeout on every collective, reduce metrics, and always tear the group down.""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,4 +89,5 @@ def worker_session(cfg: DistributedConfig) -> Iterator[World]:
     try:
         yield current_world()
     finally:
+        gc.collect()  # free DDP reducers and comm-hook state (reference cycles) while their group still exists
         dist.destroy_process_group()
