@@ -27,9 +27,8 @@ from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import choose_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
-from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, count_params
-from lepton.quantum.tensor_train import TTLinear, replace_module, tt_for_ratio, tt_layout
+from lepton.quantum.tensor_train import TTLinear, convert_linears, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
 from lepton.train.loop import Objective, cross_entropy
 
@@ -80,22 +79,6 @@ def _kept(model: nn.Module) -> int:
                if isinstance(m, nn.Conv2d | nn.Linear | TTLinear))
 
 
-def convert_to_tt(model: nn.Module, layers: dict[str, float], *, cores: int = 4) -> dict[str, dict[str, Any]]:
-    """Replace each named ``nn.Linear`` by its TT-SVD at the largest rank meeting the layer's ratio, in place."""
-    modules = dict(model.named_modules())
-    done: dict[str, dict[str, Any]] = {}
-    for name, ratio in layers.items():
-        layer = modules.get(name)
-        if not isinstance(layer, nn.Linear):
-            raise ConfigError(f"compress.tt.layers names {name!r}, which is not a linear layer of the model; its "
-                              f"linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
-        tt = tt_for_ratio(layer, ratio, cores=cores)
-        replace_module(model, name, tt)
-        done[name] = {"ratio": round(tt.compression_ratio(), 2), "params": tt.num_params(),
-                      "dense_params": tt.dense_params(), "ranks": list(tt.ranks)}
-    return done
-
-
 def share_biases(model: nn.Module, bits: int) -> None:
     """Snap every bias to a k-means codebook of 2^bits values (post hoc; biases are few and robust)."""
     with torch.no_grad():
@@ -143,7 +126,7 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     tt_report: dict[str, dict[str, Any]] = {}
     if cfg.tt.enabled:
         t = time.perf_counter()
-        tt_report = convert_to_tt(student, cfg.tt.layers, cores=cfg.tt.cores)
+        tt_report = convert_linears(student, cfg.tt.layers, cores=cfg.tt.cores)
         spec = dataclasses.replace(spec, tt=tt_layout(student))
         console.print("tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}" for k, v in tt_report.items()))
         if cfg.tt.epochs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -177,17 +178,27 @@ def tt_for_ratio(linear: nn.Linear, ratio: float, *, cores: int = 4, in_modes: S
         raise ConfigError(f"The 'ratio' parameter of tt_for_ratio must be a number >= 1. Got {ratio!r}.")
     ins = tuple(in_modes) if in_modes is not None else factorize(linear.in_features, cores)
     outs = tuple(out_modes) if out_modes is not None else factorize(linear.out_features, cores)
-    lo, hi = 1, max(linear.in_features, linear.out_features)
-    if tt_svd(linear, ins, outs, max_rank=1).compression_ratio() < ratio:
+    _check_modes(ins, outs)
+    bias = linear.out_features if linear.bias is not None else 0
+    dense = linear.in_features * linear.out_features + bias
+
+    def meets(cap: int) -> bool:
+        return dense >= ratio * (tt_core_elements(ins, outs, _capped_ranks(ins, outs, cap)) + bias)
+
+    if not meets(1):
         raise ConfigError(f"no TT rank compresses a {linear.in_features}x{linear.out_features} layer {ratio}x with "
                           f"modes {ins} x {outs}; ask for a smaller ratio or use more cores.")
+    lo, hi = 1, max(linear.in_features, linear.out_features)
     while lo < hi:  # the ratio falls as the rank cap rises: bisect for the largest cap that still meets it
         mid = (lo + hi + 1) // 2
-        if TTLinear(ins, outs, _capped_ranks(ins, outs, mid), bias=linear.bias is not None).compression_ratio() >= ratio:
-            lo = mid
-        else:
-            hi = mid - 1
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid - 1)
     return tt_svd(linear, ins, outs, max_rank=lo)
+
+
+def tt_core_elements(in_modes: Sequence[int], out_modes: Sequence[int], ranks: Sequence[int]) -> int:
+    """Elements of the cores of a TT layer with these modes and inner ``ranks`` (``r0 = rd = 1``)."""
+    full = [1, *ranks, 1]
+    return sum(full[k] * m * n * full[k + 1] for k, (m, n) in enumerate(zip(in_modes, out_modes)))
 
 
 def _capped_ranks(ins: Sequence[int], outs: Sequence[int], cap: int) -> list[int]:
@@ -225,8 +236,7 @@ def check_tt_layout(layout: object) -> dict[str, dict[str, list[int]]]:
         if any(not 1 <= v <= MAX_MODE for v in ins + outs) or any(not 1 <= r <= MAX_RANK for r in ranks):
             raise ConfigError(f"TT layout of {name!r}: modes must be in [1, {MAX_MODE}] and ranks in "
                               f"[1, {MAX_RANK}], got {entry!r}.")
-        full = [1, *ranks, 1]
-        total += sum(full[k] * ins[k] * outs[k] * full[k + 1] for k in range(len(ins))) + math.prod(outs)
+        total += tt_core_elements(ins, outs, ranks) + math.prod(outs)
         if total > MAX_CORE_ELEMENTS or math.prod(ins) > MAX_CORE_ELEMENTS or math.prod(outs) > MAX_CORE_ELEMENTS:
             raise ConfigError(f"TT layout of {name!r} describes more than {MAX_CORE_ELEMENTS} elements; refused.")
         out[name] = {"in_modes": list(ins), "out_modes": list(outs), "ranks": list(ranks)}
@@ -245,13 +255,8 @@ def apply_tt_layout(model: nn.Module, layout: dict[str, dict[str, list[int]]]) -
     The shapes must agree: the product of ``in_modes`` is the layer's ``in_features``, of ``out_modes`` its
     ``out_features``. Load the TT weights afterwards (``load_state_dict``).
     """
-    modules = dict(model.named_modules())
     for name, entry in check_tt_layout(layout).items():
-        layer = modules.get(name)
-        if not isinstance(layer, nn.Linear):
-            found = "no such layer" if layer is None else type(layer).__name__
-            raise ConfigError(f"TT layout names layer {name!r}, but the model has {found} there; "
-                              f"its linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
+        layer = _linear_at(model, name, "TT layout")
         ins, outs = entry["in_modes"], entry["out_modes"]
         if (math.prod(ins), math.prod(outs)) != (layer.in_features, layer.out_features):
             raise ConfigError(f"TT layout of {name!r}: modes {ins} x {outs} give a {math.prod(ins)}x{math.prod(outs)} "
@@ -265,3 +270,25 @@ def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at the dotted path ``name`` of ``model`` (e.g. ``"features.3"``), in place."""
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def convert_linears(model: nn.Module, layers: dict[str, float], *, cores: int = 4) -> dict[str, dict[str, Any]]:
+    """Replace each named ``nn.Linear`` of ``model`` by its TT-SVD at the largest rank whose parameter ratio is
+    still ≥ the layer's ratio (:func:`tt_for_ratio`), in place; returns per layer ratio, params and ranks."""
+    done: dict[str, dict[str, Any]] = {}
+    for name, ratio in layers.items():
+        tt = tt_for_ratio(_linear_at(model, name, "compress.tt.layers"), ratio, cores=cores)
+        replace_module(model, name, tt)
+        done[name] = {"ratio": round(tt.compression_ratio(), 2), "params": tt.num_params(),
+                      "dense_params": tt.dense_params(), "ranks": list(tt.ranks)}
+    return done
+
+
+def _linear_at(model: nn.Module, name: str, what: str) -> nn.Linear:
+    modules = dict(model.named_modules())
+    layer = modules.get(name)
+    if not isinstance(layer, nn.Linear):
+        found = "no such layer" if layer is None else type(layer).__name__
+        raise ConfigError(f"{what} names layer {name!r}, but the model has {found} there; "
+                          f"its linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
+    return layer
