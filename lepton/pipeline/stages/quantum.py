@@ -12,7 +12,7 @@ from lepton.pipeline.config import RunConfig
 from lepton.pipeline.state import RunState
 from lepton.quantum.circuit import Circuit
 from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
-from lepton.quantum.config import HybridConfig, QuantumConfig
+from lepton.quantum.config import QuantumConfig
 from lepton.quantum.hybrid import ModelResult, run_hybrid
 from lepton.quantum.qasm import to_qasm
 from lepton.report import html as H
@@ -46,8 +46,7 @@ class QuantumStage:
     def run(self, state: RunState) -> QuantumStageReport:
         cfg: QuantumConfig = state.config.quantum
         data = state.require_dataset()
-        hybrid_cfg = HybridConfig.model_validate(cfg.model_dump(include=set(HybridConfig.model_fields)))
-        report = run_hybrid(data, hybrid_cfg, progress=state.progress)
+        report = run_hybrid(data, cfg, progress=state.progress)  # a QuantumConfig is a HybridConfig
         circuit = Circuit.from_dict(report.circuit_spec)
         weights = torch.tensor(report.weights, dtype=torch.float64).reshape(circuit.weight_shape)
         circuit_path, qasm_path = state.run_dir / "circuit.json", state.run_dir / "circuit.qasm"
