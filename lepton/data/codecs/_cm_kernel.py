@@ -35,7 +35,6 @@ WINIT = 0.15  # initial mixer weight
 APMW = 0.6  # final p = (1 - APMW) * mixer + APMW * mean of the two maps
 BIAS = 77  # the mixers' constant input, 0.3 in stretch * 256 units
 LRN = 8192  # learning-rate schedule table length (update counts saturate here)
-MAXTBITS = 21  # context-table size cap (log2 entries per model)
 
 
 @nb.njit(cache=True, inline="always")
@@ -71,10 +70,9 @@ def _apm(a, row: int, lo: int, fr: float) -> float:
 
 def run(images: np.ndarray, buf: np.ndarray, encode: bool, tbits: int) -> int:
     """Encode ``images`` [N, H, W] uint8 into ``buf`` (returns bytes written), or decode ``buf`` into
-    ``images`` (returns bytes read; reading past the end sees zeros). Context tables hold
-    2**min(tbits, MAXTBITS) entries per model; they start all-zero (= empty), which ``np.zeros``
-    provides without a fill pass."""
-    tables = np.zeros((NMODELS, 1 << min(tbits, MAXTBITS)), dtype=np.uint32)
+    ``images`` (returns bytes read; reading past the end sees zeros). Context tables hold 2**tbits
+    entries per model; they start all-zero (= empty), which ``np.zeros`` provides without a fill pass."""
+    tables = np.zeros((NMODELS, 1 << tbits), dtype=np.uint32)
     return _run(images, buf, encode, tables)
 
 
