@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lepton.compress.config import CompressConfig
+
 SPARSITY: dict[str, dict[str, float]] = {
     "lenet5": {"conv1": 0.4, "conv2": 0.9, "fc1": 0.985, "fc2": 0.9},
     "lenet-300-100": {"fc1": 0.95, "fc2": 0.92, "fc3": 0.7},
@@ -34,8 +36,8 @@ def bits_for(model_name: str) -> dict[str, int] | int:
     return BITS.get(model_name, DEFAULT_BITS)
 
 
-def recipe_for(model_name: str, cfg: Any) -> tuple[Any, dict[str, Any]]:
-    """``cfg`` (a CompressConfig) with the model's recipe applied to the keys it leaves unset, and what changed
+def recipe_for(model_name: str, cfg: CompressConfig) -> tuple[CompressConfig, dict[str, Any]]:
+    """``cfg`` with the model's recipe applied to the keys it leaves unset, and what changed
     as ``{"section.key": value}``."""
     applied: dict[str, Any] = {}
     update: dict[str, Any] = {}
