@@ -62,11 +62,21 @@ def get_codec(name: str, **params: Any) -> Codec:
         raise ConfigError(f"bad parameters {params} for codec {name!r}: {exc}") from None
 
 
+def fit_codec(codec: Codec, array: np.ndarray) -> Codec:
+    """``codec`` fitted to ``array`` if it learns a model (``lepton-cm`` without one); else ``codec``."""
+    fit = getattr(codec, "fit", None)
+    if callable(fit) and not getattr(codec, "model", ""):
+        return fit(array)
+    return codec
+
+
 def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES,
                  min_decode_mb_s: float = 10.0) -> Codec:
     """The ``auto`` mode: encode ``sample`` with every candidate that supports it, time one decode
     (one thread, best of two), and return the codec with the fewest bytes among those decoding at least
     ``min_decode_mb_s`` MB/s (of raw array bytes). If none meets the floor, the fastest decoder wins.
+    A codec that learns a model is fitted to ``sample`` first, and the model's bytes are left out (a
+    store keeps one per field); the codec returned is unfitted, for the caller to fit to the field.
     """
     sample = np.asarray(sample)
     results: list[tuple[int, float, Codec]] = []
@@ -74,11 +84,12 @@ def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDA
         codec = get_codec(name)
         if not codec.supports(sample.dtype, sample.shape):
             continue
-        blob = codec.encode(sample)
+        fitted = fit_codec(codec, sample)  # a learned model is stored once per field, not per block
+        blob = fitted.encode(sample)
         seconds = float("inf")
         for _ in range(2):  # the first decode may include one-time compilation; keep the best
             t0 = time.perf_counter()
-            codec.decode(blob, sample.dtype, sample.shape)
+            fitted.decode(blob, sample.dtype, sample.shape)
             seconds = min(seconds, max(time.perf_counter() - t0, 1e-9))
         results.append((len(blob), sample.nbytes / 1e6 / seconds, codec))
     if not results:
@@ -90,4 +101,4 @@ def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDA
 
 
 __all__ = ["AUTO_CANDIDATES", "CODECS", "DTYPES", "Codec", "DeflateCodec", "LzmaCodec",
-           "ZstdCodec", "choose_codec", "get_codec"]
+           "ZstdCodec", "choose_codec", "fit_codec", "get_codec"]

@@ -1,32 +1,48 @@
-"""``lepton-cm``: lossless context-mixing coder for uint8 images (MNIST-like greyscale blocks).
+"""``lepton-cm``: lossless context-model + rANS coder for uint8 images (MNIST-like greyscale blocks).
 
 The array's last two axes are the image height and width (``[N, H, W]``, ``[H, W]``, or
-``[N, C, H, W]`` as ``N*C`` planes); a 0-d or 1-d array is coded as one row. The model starts
-empty for every block and learns as it codes (see :mod:`lepton.data.codecs._cm_kernel`), so the
-stream holds no separately stored model parameters.
+``[N, C, H, W]`` as ``N*C`` planes); a 0-d or 1-d array is coded as one row. Each pixel is one rANS
+symbol drawn from the distribution of the leaf of a learned context tree its causal neighbourhood
+falls into (:mod:`lepton.data.codecs.cm_model`, :mod:`lepton.data.codecs._cm_kernel`).
 
-Stream layout: ``b"LCM"``, a version byte (2), the CRC-32 of the raw pixels (4 bytes,
-little-endian), then the arithmetic-coded bits. The decoder checks that the coder consumed the
-stream exactly and that the CRC matches, so corruption raises FormatError; a stream of another
-version (1 was the earlier, smaller model) is refused with a FormatError naming its version.
+Where the model lives:
+
+- In a packed store, :meth:`CMCodec.fit` learns one model from the whole field and the store keeps
+  it (lzma, base64) in the field's codec ``params``; it is counted in the file's bytes, and every
+  block stays independently decodable with it.
+- A codec without a model (``get_codec("lepton-cm")``) fits one to each array it encodes and embeds
+  it in the stream, so the stream stands alone.
+
+Stream layout: ``b"LCM"``, a version byte (3), the CRC-32 of the raw pixels (4 bytes, little-endian),
+a kind byte, then for kind 0 (the codec's model) the model's CRC-32, or for kind 1 (embedded) the
+model's length (u32) and bytes; then the rANS words (uint32, little-endian). The decoder checks that
+the coder read the words exactly, ended in its initial state, and that the CRC matches, so
+corruption raises FormatError; streams of other versions (1 and 2 were adaptive bitwise mixers)
+are refused with a FormatError naming the version.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from lepton.data.codecs.general import check_dtype, check_shape
-from lepton.errors import DataError, FormatError
+from lepton.errors import ConfigError, DataError, FormatError
 
-MAGIC = b"LCM\x02"
-HEADER = len(MAGIC) + 4
-# Each pixel costs at least one binary decision at p <= 65512/65536, i.e. >= 0.00053 bits, so a
-# stream of b bytes can hold at most ~15,100 * b pixels; more is a forged shape.
-MAX_PIXELS_PER_BYTE = 16_384
+MAGIC = b"LCM\x03"
+HEADER = len(MAGIC) + 4 + 1
+KIND_FIELD, KIND_EMBEDDED = 0, 1
+# A pixel costs at least -log2(65535/65536) bits (the most probable symbol of a leaf), so b bytes
+# hold at most ~363,000 * b pixels; more is a forged shape.
+MAX_PIXELS_PER_BYTE = 363_000
+PIXELS_PER_LEAF = 8192  # an embedded model gets at most one leaf per this many pixels (measured best on MNIST)
 
 
 def _planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -37,21 +53,47 @@ def _planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return 1, 1, (shape[0] if shape else 1)
 
 
-def _tbits(pixels: int) -> int:
-    """Context-table size (log2 entries per model) for a block: small blocks get small tables; 2**21
-    entries cap it (2**22 measured only ~0.1% smaller streams, for twice the memory to clear)."""
-    return min(21, max(12, (pixels * 4).bit_length()))
-
-
 @dataclass(frozen=True)
 class CMCodec:
-    """Context-mixing arithmetic coder for uint8 images; ``params`` is empty (nothing to tune)."""
+    """Context-tree rANS coder for uint8 images.
 
+    ``model``: a fitted model (base64), as a store keeps it; empty = fit one per array and embed it.
+    ``leaves``: the tree's size when fitting; ``fit_pixels``: how many pixels the tree is grown on
+    (all pixels are counted into the leaves); ``min_leaf``: the fewest fitting pixels per leaf.
+    """
+
+    model: str = ""
+    leaves: int = 2048
+    fit_pixels: int = 4_000_000
+    min_leaf: int = 100
     name: str = field(init=False, default="lepton-cm")
+
+    def __post_init__(self) -> None:
+        for key, lo in (("leaves", 1), ("fit_pixels", 1), ("min_leaf", 1)):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= (1 << 16 if key == "leaves" else 1 << 40):
+                raise ConfigError(f"lepton-cm: {key} must be a positive int (leaves <= 65536), got {v!r}")
+        if not isinstance(self.model, str):
+            raise ConfigError("lepton-cm: model must be a base64 string")
+        if self.model:
+            _ = self._model  # parse and validate now, not at the first block
 
     @property
     def params(self) -> dict[str, Any]:
-        return {}
+        out: dict[str, Any] = {"leaves": self.leaves}
+        if self.model:
+            out["model"] = self.model
+        return out
+
+    @cached_property
+    def _model(self) -> Any:
+        from lepton.data.codecs.cm_model import CMModel
+
+        try:
+            blob = base64.b64decode(self.model, validate=True)
+        except (binascii.Error, ValueError):
+            raise FormatError("lepton-cm: the stored model is not valid base64") from None
+        return CMModel.from_bytes(blob)
 
     def supports(self, dtype: Any, shape: tuple[int, ...]) -> bool:
         try:
@@ -59,23 +101,48 @@ class CMCodec:
         except TypeError:
             return False
 
-    def encode(self, array: np.ndarray) -> bytes:
-        from lepton.data.codecs._cm_kernel import run
-
+    def _images(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
         if array.dtype != np.uint8:
             raise DataError(f"lepton-cm codes uint8 images only, got dtype {array.dtype}; "
                             "use 'zstd' or 'lzma' for other arrays")
-        images = np.ascontiguousarray(array).reshape(_planes(array.shape))
+        return np.ascontiguousarray(array).reshape(_planes(array.shape))
+
+    def fit(self, array: np.ndarray) -> CMCodec:
+        """A codec with a model learned from ``array`` (all of it counted; the tree grown on up to
+        ``fit_pixels`` pixels), for every block of a field."""
+        from lepton.data.codecs import cm_model
+
+        images = self._images(array)
+        if images.size == 0:
+            images = np.zeros((1, 1, 1), np.uint8)
+        m = cm_model.fit(images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels)
+        return CMCodec(model=base64.b64encode(m.to_bytes()).decode(), leaves=self.leaves,
+                       fit_pixels=self.fit_pixels, min_leaf=self.min_leaf)
+
+    def encode(self, array: np.ndarray) -> bytes:
+        from lepton.data.codecs import _cm_kernel as K
+        from lepton.data.codecs import cm_model
+
+        images = self._images(array)
         header = MAGIC + zlib.crc32(images.tobytes()).to_bytes(4, "little")
         if images.size == 0:
-            return header
-        buf = np.empty(images.size * 13 + 64, dtype=np.uint8)  # > 9 decisions x 11.4 bits worst case
-        n = run(images, buf, True, _tbits(images.size))
-        return header + buf[:n].tobytes()
+            return header + bytes([KIND_FIELD]) + b"\0\0\0\0"
+        if self.model:
+            m = self._model
+            head = header + bytes([KIND_FIELD]) + m.crc.to_bytes(4, "little")
+        else:
+            m = cm_model.fit(images, leaves=min(self.leaves, max(1, images.size // PIXELS_PER_LEAF)),
+                             min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels)
+            blob = m.to_bytes()
+            head = header + bytes([KIND_EMBEDDED]) + struct.pack("<I", len(blob)) + blob
+        words = np.empty(images.size + 4, dtype=np.uint32)  # < 1 word per pixel (escape + raw: 24 bits) + state
+        first = K.encode(images, *m.bfs, m.fast(*images.shape[1:]), m.start, m.freq, words)
+        return head + words[first:].astype("<u4").tobytes()
 
     def decode(self, data: bytes, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        from lepton.data.codecs._cm_kernel import run
+        from lepton.data.codecs import _cm_kernel as K
+        from lepton.data.codecs.cm_model import CMModel
 
         if check_dtype(dtype, decoding=True) != np.uint8:
             raise FormatError(f"lepton-cm: stored dtype is {np.dtype(dtype).name}, but lepton-cm "
@@ -84,24 +151,46 @@ class CMCodec:
         data = bytes(data)
         if len(data) >= len(MAGIC) and data[:3] == MAGIC[:3] and data[3] != MAGIC[3]:
             raise FormatError(f"lepton-cm: stream version {data[3]} is not supported (this decoder reads "
-                              f"version {MAGIC[3]}, b'LCM\\x02'); re-encode the block")
-        if len(data) < HEADER or data[:len(MAGIC)] != MAGIC:
-            raise FormatError("lepton-cm: missing or unknown stream header (expected b'LCM\\x02')")
-        crc = int.from_bytes(data[len(MAGIC):HEADER], "little")
-        stream = np.frombuffer(data, dtype=np.uint8, offset=HEADER).copy()  # the kernel takes a writable buffer
+                              f"version {MAGIC[3]}, b'LCM\\x03'); re-encode the block")
+        if len(data) < HEADER + 4 or data[:len(MAGIC)] != MAGIC:
+            raise FormatError("lepton-cm: missing or unknown stream header (expected b'LCM\\x03')")
+        crc = int.from_bytes(data[len(MAGIC):len(MAGIC) + 4], "little")
+        kind = data[HEADER - 1]
+        (value,) = struct.unpack_from("<I", data, HEADER)
+        body = HEADER + 4
         planes = _planes(shp)
         pixels = planes[0] * planes[1] * planes[2]
-        if pixels > MAX_PIXELS_PER_BYTE * max(stream.size, 1):
-            raise FormatError(f"lepton-cm: {stream.size} bytes cannot hold {pixels} pixels; "
+        if pixels == 0:
+            if len(data) != body:
+                raise FormatError("lepton-cm: extra bytes after an empty block")
+            return np.zeros(shp, np.uint8)
+        if kind == KIND_FIELD:
+            if not self.model:
+                raise FormatError("lepton-cm: this block was coded with a field's shared model, but the "
+                                  "codec has none; read it through its store")
+            m = self._model
+            if value != m.crc:
+                raise FormatError(f"lepton-cm: the block was coded with model CRC {value:#010x}, the field's "
+                                  f"model has {m.crc:#010x}; the store is inconsistent")
+        elif kind == KIND_EMBEDDED:
+            if value > len(data) - body:
+                raise FormatError(f"lepton-cm: embedded model of {value} bytes overruns the "
+                                  f"{len(data)}-byte block")
+            m = CMModel.from_bytes(data[body:body + value])
+            body += value
+        else:
+            raise FormatError(f"lepton-cm: unknown model kind {kind} (expected 0 or 1)")
+        if (len(data) - body) % 4:
+            raise FormatError("lepton-cm: the rANS payload is not whole 32-bit words; the block is truncated")
+        words = np.frombuffer(data, dtype="<u4", offset=body).astype(np.uint32)
+        if pixels > MAX_PIXELS_PER_BYTE * max(4 * words.size, 1):
+            raise FormatError(f"lepton-cm: {4 * words.size} bytes cannot hold {pixels} pixels; "
                               "the stored shape is forged or the block is truncated")
         images = np.zeros(planes, dtype=np.uint8)
-        if images.size:
-            used = run(images, stream, False, _tbits(images.size))
-            if used != stream.size:
-                raise FormatError(f"lepton-cm: the coder used {used} of {stream.size} stream bytes; "
-                                  "the block is truncated or corrupt")
-        elif stream.size:
-            raise FormatError("lepton-cm: extra bytes after an empty block")
+        used, state = K.decode(images, *m.bfs, m.fast(*planes[1:]), m.cum, words)
+        if used != words.size or state != K.RANS_L:
+            raise FormatError(f"lepton-cm: the coder read {used} of {words.size} words and ended in state "
+                              f"{state:#x}; the block is truncated or corrupt")
         if zlib.crc32(images.tobytes()) != crc:
             raise FormatError("lepton-cm: decoded pixels fail the CRC-32 check; the block is corrupt")
         return images.reshape(shp)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lepton.data.codecs import AUTO_CANDIDATES, CODECS, DTYPES, Codec, choose_codec, get_codec
+from lepton.data.codecs import AUTO_CANDIDATES, CODECS, DTYPES, Codec, choose_codec, fit_codec, get_codec
 from lepton.data.store.remote import ByteSource, open_source
 from lepton.errors import ConfigError, DataError, FormatError
 from lepton.utils.io import atomic_path
@@ -153,6 +153,7 @@ class StoreWriter:
             if not codec.supports(a.dtype, a[:self.block_samples].shape):
                 raise ConfigError(f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
                                   f"{list(a.shape[1:])}); choose another codec (e.g. zstd).")
+            codec = fit_codec(codec, a)
             specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec)
             if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:
                 raise ConfigError(f"field {key!r}: a block of {self.block_samples} samples would exceed "
@@ -429,8 +430,9 @@ def _field_spec(raw: Any, what: str) -> FieldSpec:
         raise FormatError(f"{what}: unknown codec {name!r}; this Lepton knows {', '.join(CODECS)}")
     try:
         c = get_codec(codec["name"], **codec["params"])
-    except (ConfigError, ImportError) as e:
-        raise FormatError(f"{what}: codec {codec['name']!r} with params {codec['params']} is unusable: {e}") from None
+    except (ConfigError, FormatError, ImportError) as e:
+        params = {k: (v if len(str(v)) < 80 else f"<{len(str(v))} chars>") for k, v in codec["params"].items()}
+        raise FormatError(f"{what}: codec {codec['name']!r} with params {params} is unusable: {e}") from None
     return FieldSpec(np.dtype(raw["dtype"]), shape, c)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import BaseModel
 
-from lepton.data.codecs import get_codec
+from lepton.data.codecs import fit_codec, get_codec
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
 from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
 from lepton.data.store.dataset import training_throughput
@@ -61,11 +61,13 @@ class DataStageReport(BaseModel):
 
 
 def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
-    """Encode ``images`` in independent blocks with codec ``name`` (None if unavailable); one thread."""
+    """Encode ``images`` in independent blocks with codec ``name`` (None if unavailable); one thread. A
+    codec that learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
     try:
-        codec = resolve_codec(name, images[:block_samples])
+        codec = fit_codec(resolve_codec(name, images[:block_samples]), images)
     except ImportError:
         return None
+    model = len(getattr(codec, "model", "")) * 3 // 4  # a learned model (lepton-cm) is stored once, counted here
     blobs, t0 = [], time.perf_counter()
     for s in range(0, len(images), block_samples):
         blobs.append(codec.encode(images[s:s + block_samples]))
@@ -76,7 +78,7 @@ def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecSta
         if not np.array_equal(codec.decode(blob, part.dtype, part.shape), part):
             raise FormatError(f"codec {name}: decoded block at sample {s} differs from its input")
     dec = time.perf_counter() - t0
-    size, mb = sum(len(b) for b in blobs), images.nbytes / 1e6
+    size, mb = sum(len(b) for b in blobs) + model, images.nbytes / 1e6
     return CodecStats(bytes=size, bits_per_pixel=8 * size / images.size, encode_mb_s=mb / max(enc, 1e-9),
                       decode_mb_s=mb / max(dec, 1e-9))
 

@@ -1,0 +1,264 @@
+"""The learned model of ``lepton-cm``: a decision tree over causal pixel features and one value
+distribution per leaf, fitted to the images it will code and stored in a few compact bytes.
+
+The tree is grown with scikit-learn (``DecisionTreeClassifier``, log-loss, best-first to ``leaves``
+leaves) on the features of a sample of the pixels (:mod:`lepton.data.codecs._cm_kernel`); the leaf
+distributions then count every pixel of the images. Each count is stored as a one-byte log-ratio to
+the leaf's largest count (two steps per octave; 0 = not stored), and the 16-bit rANS frequencies
+are rebuilt from those bytes with integer arithmetic only, so encoder and decoder agree on every
+platform. Values seen only once in a leaf are not stored: they and any value the leaf never saw cost
+an escape (its weight is the number of values seen once, Good-Turing style) plus 8 raw bits.
+(Measured on MNIST: finer steps or keeping the singletons cost more table bytes than they save.)
+
+Serialized model (before lzma): ``b"LCMT"``, version 1, NFEAT, leaves (u32), tree bytes (u32), the
+tree in preorder (a node is its feature id, then an int16 threshold for an internal node, or
+``255`` for a leaf), then the leaves' [leaves, 257] byte table. ``from_bytes`` validates everything
+(counts, feature ids, preorder shape, depth) and raises FormatError on a forged or truncated model.
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from lepton.data.codecs import _cm_kernel as K
+from lepton.errors import FormatError
+
+MAGIC = b"LCMT"
+VERSION = 1
+HEAD = struct.Struct("<4sBBII")
+MAX_LEAVES = 1 << 16
+MAX_DEPTH = 16  # the kernels walk a complete tree of 2**depth slots
+MAX_MODEL_BYTES = 16 << 20
+STEPS = 2  # quantized log-count steps per octave
+MIN_COUNT = 2  # rarer values of a leaf go through the escape
+
+
+def _weights() -> np.ndarray:
+    """W[q] ~ 2**((q - 255) / STEPS) * 2**40 for q >= 1 (W[0] = 0), by an integer recurrence (it
+    reaches 0 for q below ~175; such values still get frequency 1)."""
+    w = np.zeros(256, dtype=np.int64)
+    w[255] = 1 << 40
+    for q in range(254, 0, -1):
+        w[q] = (int(w[q + 1]) * 46341) >> 16  # 46341 / 65536 = 2 ** (-1 / 2)
+    return w
+
+
+WEIGHTS = _weights()
+
+
+def quantize_counts(counts: np.ndarray) -> np.ndarray:
+    """[L, 256] counts -> [L, NSYM] log-ratio bytes (0 = absent); the escape weighs the singletons."""
+    counts = np.asarray(counts, dtype=np.float64)
+    esc = np.maximum(((counts > 0) & (counts < MIN_COUNT)).sum(1), 1).astype(np.float64)
+    full = np.concatenate([np.where(counts >= MIN_COUNT, counts, 0), esc[:, None]], axis=1)
+    top = full.max(1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        q = 255 + np.round(STEPS * np.log2(full / top))
+    q = np.where(full > 0, np.clip(q, 1, 255), 0)
+    return q.astype(np.uint8)
+
+
+def frequencies(q: np.ndarray) -> np.ndarray:
+    """[L, NSYM] log-ratio bytes -> [L, NSYM] int64 frequencies summing to 2**16, >= 1 where q > 0.
+
+    Integer arithmetic only: every platform rebuilds the same table from the same bytes."""
+    w = WEIGHTS[q]
+    total = w.sum(1, keepdims=True)
+    present = q > 0
+    f = np.where(present, np.maximum((w * K.TOTAL) // np.maximum(total, 1), 1), 0)
+    for i in range(f.shape[0]):  # fix each row's sum on its largest entries
+        diff = K.TOTAL - int(f[i].sum())
+        while diff != 0:
+            j = int(np.argmax(f[i]))
+            step = diff if diff > 0 else -min(-diff, int(f[i, j]) - 1)
+            f[i, j] += step
+            diff -= step
+    return f
+
+
+@dataclass(frozen=True)
+class CMModel:
+    """A fitted tree and its leaves' log-ratio bytes.
+
+    ``tree``: [nodes, 3] int32 rows (feature id, threshold, right child) in preorder, so an internal
+    node's left child is the next row (go left when feature <= threshold); a leaf row is
+    (LEAF, leaf number, 0), leaves numbered in preorder. ``q``: [leaves, NSYM] uint8.
+    """
+
+    tree: np.ndarray
+    q: np.ndarray
+
+    @property
+    def leaves(self) -> int:
+        return int(self.q.shape[0])
+
+    @cached_property
+    def freq(self) -> np.ndarray:
+        return frequencies(self.q)
+
+    @cached_property
+    def start(self) -> np.ndarray:
+        return np.concatenate([np.zeros((self.leaves, 1), np.int64), np.cumsum(self.freq, 1)[:, :-1]], 1)
+
+    @cached_property
+    def cum(self) -> np.ndarray:
+        """[leaves, NSYM + 1] int32 cumulative frequencies (the decoder's search table)."""
+        return np.concatenate([np.zeros((self.leaves, 1), np.int64), np.cumsum(self.freq, 1)], 1).astype(np.int32)
+
+    @cached_property
+    def bfs(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The kernels' form (see ``_cm_kernel._leaf``): the tree completed to its depth and stored
+        breadth-first, a leaf above the bottom level standing in for its whole subtree."""
+        depth_of = np.zeros(len(self.tree), np.int64)
+        for i, (fid, _, right) in enumerate(self.tree.tolist()):
+            if fid != K.LEAF:
+                depth_of[i + 1] = depth_of[right] = depth_of[i] + 1
+        depth = int(depth_of.max())
+        bfs = np.full(max(1, (1 << depth) - 1), 32767 + 32768, dtype=np.int32)  # feature 0 <= 32767: go left
+        leafmap = np.zeros(1 << depth, dtype=np.int32)
+        stack = [(0, 0, 0)]  # (tree row, bfs slot, level)
+        while stack:
+            row, slot, level = stack.pop()
+            fid, t, right = (int(v) for v in self.tree[row])
+            if level == depth:
+                leafmap[slot - (1 << depth) + 1] = t
+            elif fid == K.LEAF:  # the leaf fills its subtree: always go left down to the bottom
+                stack.append((row, 2 * slot + 1, level + 1))
+            else:
+                bfs[slot] = (fid << 16) | (t + 32768)
+                stack += [(row + 1, 2 * slot + 1, level + 1), (right, 2 * slot + 2, level + 1)]
+        return bfs, leafmap, depth
+
+    def fast(self, height: int, width: int) -> np.ndarray:
+        """Leaves of the all-zero neighbourhood per (mode, r, c) for small planes; empty otherwise."""
+        if height * width > 4096:
+            return np.zeros((1, 0, 0), np.int32)
+        if (height, width) not in self._fast:
+            self._fast[height, width] = K.fast_leaves(*self.bfs, height, width)
+        return self._fast[height, width]
+
+    @cached_property
+    def _fast(self) -> dict[tuple[int, int], np.ndarray]:
+        return {}
+
+    def to_bytes(self) -> bytes:
+        tree = bytearray()
+        for fid, t, _ in self.tree.tolist():
+            tree += bytes([K.LEAF]) if fid == K.LEAF else struct.pack("<Bh", fid, t)
+        body = HEAD.pack(MAGIC, VERSION, K.NFEAT, self.leaves, len(tree)) + bytes(tree) + self.q.tobytes()
+        return lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
+
+    @cached_property
+    def crc(self) -> int:
+        return zlib.crc32(self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> CMModel:
+        try:
+            dec = lzma.LZMADecompressor()
+            body = dec.decompress(blob, MAX_MODEL_BYTES + 1)
+        except lzma.LZMAError as e:
+            raise FormatError(f"lepton-cm model: not a valid compressed model ({e})") from None
+        if len(body) > MAX_MODEL_BYTES or not dec.eof or dec.unused_data:
+            raise FormatError("lepton-cm model: truncated, oversized or followed by extra bytes")
+        if len(body) < HEAD.size:
+            raise FormatError("lepton-cm model: shorter than its header")
+        magic, version, nfeat, leaves, tree_len = HEAD.unpack_from(body)
+        if magic != MAGIC or version != VERSION or nfeat != K.NFEAT:
+            raise FormatError(f"lepton-cm model: header {magic!r} v{version} with {nfeat} features is not "
+                              f"{MAGIC!r} v{VERSION} with {K.NFEAT}; re-encode with this version")
+        if not 1 <= leaves <= MAX_LEAVES or len(body) != HEAD.size + tree_len + leaves * K.NSYM:
+            raise FormatError(f"lepton-cm model: {leaves} leaves and a {tree_len}-byte tree do not match "
+                              f"its {len(body)} bytes")
+        q = np.frombuffer(body, np.uint8, offset=HEAD.size + tree_len).reshape(leaves, K.NSYM).copy()
+        if (q[:, K.ESC] == 0).any():
+            raise FormatError("lepton-cm model: a leaf has no escape weight")
+        return cls(_parse_tree(body[HEAD.size:HEAD.size + tree_len], leaves), q)
+
+
+def _parse_tree(tree: bytes, leaves: int) -> np.ndarray:
+    """Preorder bytes -> the [nodes, 3] tree; FormatError unless it is exactly one well-formed tree."""
+    rows: list[list[int]] = []
+    pending: list[tuple[int, int]] = []  # internal nodes whose right child comes next, with their depth
+    pos = n_leaves = depth = 0
+    while True:
+        if pos >= len(tree):
+            raise FormatError("lepton-cm model: the tree ends inside a node")
+        fid = tree[pos]
+        if fid == K.LEAF:
+            rows.append([K.LEAF, n_leaves, 0])
+            n_leaves += 1
+            pos += 1
+            if n_leaves > leaves:
+                raise FormatError(f"lepton-cm model: the tree has more leaves than its {leaves} distributions")
+            if not pending:
+                break
+            parent, depth = pending.pop()
+            rows[parent][2] = len(rows)
+            continue
+        if fid >= K.NFEAT or pos + 3 > len(tree):
+            raise FormatError(f"lepton-cm model: node {len(rows)} has feature id {fid} (expected < {K.NFEAT}) "
+                              "or is truncated")
+        rows.append([fid, struct.unpack_from("<h", tree, pos + 1)[0], -1])
+        pos += 3
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise FormatError(f"lepton-cm model: the tree is deeper than {MAX_DEPTH}")
+        pending.append((len(rows) - 1, depth))
+    if pos != len(tree) or n_leaves != leaves:
+        raise FormatError(f"lepton-cm model: the tree has {n_leaves} leaves for {leaves} distributions "
+                          f"and {len(tree) - pos} stray bytes")
+    return np.array(rows, dtype=np.int32)
+
+
+def _preorder(t: Any) -> np.ndarray:
+    """A fitted sklearn ``tree_`` as the [nodes, 3] preorder tree (integer thresholds: the features are
+    integers, so ``x <= 2.5`` is ``x <= 2``)."""
+    rows: list[list[int]] = []
+    stack: list[tuple[int, int]] = [(0, -1)]  # (sklearn node, row of the parent waiting for its right child)
+    n_leaves = 0
+    while stack:
+        node, parent = stack.pop()
+        if parent >= 0:
+            rows[parent][2] = len(rows)
+        if t.children_left[node] < 0:
+            rows.append([K.LEAF, n_leaves, 0])
+            n_leaves += 1
+        else:
+            rows.append([int(t.feature[node]), int(np.floor(t.threshold[node])), -1])
+            here = len(rows) - 1
+            stack += [(int(t.children_right[node]), here), (int(t.children_left[node]), -1)]
+    return np.array(rows, dtype=np.int32)
+
+
+def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, max_depth: int = 14,
+        seed: int = 0) -> CMModel:
+    """Grow the tree (at most ``leaves`` leaves, ``max_depth`` levels) on the features of up to
+    ``max_fit_pixels`` pixels of ``images`` [N, H, W] (whole images, evenly spaced), then count every
+    pixel of ``images`` into its leaf."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    n, h, w = images.shape
+    take = max(1, min(n, max_fit_pixels // max(1, h * w)))
+    sample = images[np.linspace(0, n - 1, take).round().astype(np.int64)] if n > take else images
+    rows = np.empty((sample.size, K.NFEAT), dtype=np.int16)
+    K.feature_rows(np.ascontiguousarray(sample), rows)
+    with warnings.catch_warnings():  # few pixels with many distinct values look like regression to sklearn
+        warnings.simplefilter("ignore", UserWarning)
+        fitted = DecisionTreeClassifier(criterion="log_loss", max_leaf_nodes=max(2, leaves),
+                                        min_samples_leaf=max(1, min_leaf), max_depth=max_depth,
+                                        random_state=seed)
+        fitted.fit(rows, sample.reshape(-1))
+    tree = _preorder(fitted.tree_)
+    n_leaves = int((tree[:, 0] == K.LEAF).sum())
+    shape_only = CMModel(tree, np.ones((n_leaves, K.NSYM), np.uint8))
+    counts = K.leaf_counts(np.ascontiguousarray(images), *shape_only.bfs, n_leaves)
+    return CMModel(tree, quantize_counts(counts))
