@@ -52,7 +52,7 @@ def codec_rows(x: np.ndarray, block: int, codecs: tuple[str, ...] = CODECS) -> l
     for name in codecs:
         t0 = time.perf_counter()
         codec = fit_codec(get_codec(name), x)
-        model = len(getattr(codec, "model", "")) * 3 // 4  # base64 -> bytes
+        model = len(getattr(codec, "model", b""))  # a learned model, stored once per field
         if model:
             print(f"  {name}: model fitted in {time.perf_counter() - t0:.1f} s, {model:,} bytes")
         blocks = [x[i:i + block] for i in range(0, len(x), block)]

@@ -87,6 +87,31 @@ def _rewrite_index(src, dst, edit):
     return dst
 
 
+def test_cm_store_keeps_one_model_per_field_counted_and_checked(tmp_path, mnist):
+    x, y = mnist.x_train[:2000], mnist.y_train[:2000]
+    path = tmp_path / "cm.lds"
+    with StoreWriter(path, block_samples=500) as w:
+        w.add_split("train", {"images": x, "labels": y}, {"images": get_codec("lepton-cm", leaves=128),
+                                                           "labels": "general"})
+    s = Store(path)
+    spec = s.split("train").fields["images"]
+    assert spec.model is not None and spec.codec.model  # one model, read back and checked at open
+    assert np.array_equal(s.read_field("train", "images"), x)
+    assert s.field_bytes("train", "images") == spec.model[1] + sum(b["images"][1] for b in s.split("train").blocks)
+    assert 8 * s.field_bytes("train", "images") / x.size < 1.3  # the model counted, still well below xz's ~1.45
+    raw = bytearray(path.read_bytes())
+    raw[spec.model[0] + spec.model[1] // 2] ^= 0x01
+    bad = tmp_path / "flip.lds"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="model of split 'train', field 'images': checksum mismatch"):
+        Store(bad)
+
+    def drop_model(ix):
+        del ix["splits"]["train"]["fields"]["images"]["model"]
+    with pytest.raises(FormatError, match="offset"):  # its bytes no longer belong to anything
+        Store(_rewrite_index(path, tmp_path / "nomodel.lds", drop_model))
+
+
 def test_bit_flip_in_a_block_is_refused_naming_the_block(digits_store, tmp_path):
     s = Store(digits_store)
     offset, length, _ = s.split("train").blocks[3]["images"]

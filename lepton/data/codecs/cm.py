@@ -8,8 +8,8 @@ falls into (:mod:`lepton.data.codecs.cm_model`, :mod:`lepton.data.codecs._cm_ker
 Where the model lives:
 
 - In a packed store, :meth:`CMCodec.fit` learns one model from the whole field and the store keeps
-  it (lzma, base64) in the field's codec ``params``; it is counted in the file's bytes, and every
-  block stays independently decodable with it.
+  its bytes (``CMCodec.model``) once, as a checksummed blob beside the field's blocks; it is counted
+  in the file's bytes, and every block stays independently decodable with it.
 - A codec without a model (``get_codec("lepton-cm")``) fits one to each array it encodes and embeds
   it in the stream, so the stream stands alone.
 
@@ -23,8 +23,6 @@ are refused with a FormatError naming the version.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -57,12 +55,12 @@ def _planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
 class CMCodec:
     """Context-tree rANS coder for uint8 images.
 
-    ``model``: a fitted model (base64), as a store keeps it; empty = fit one per array and embed it.
+    ``model``: a fitted model's bytes, as a store keeps them; empty = fit one per array and embed it.
     ``leaves``: the tree's size when fitting; ``fit_pixels``: how many pixels the tree is grown on
     (all pixels are counted into the leaves); ``min_leaf``: the fewest fitting pixels per leaf.
     """
 
-    model: str = ""
+    model: bytes = field(default=b"", repr=False)
     leaves: int = 2048
     fit_pixels: int = 4_000_000
     min_leaf: int = 100
@@ -73,27 +71,21 @@ class CMCodec:
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= (1 << 16 if key == "leaves" else 1 << 40):
                 raise ConfigError(f"lepton-cm: {key} must be a positive int (leaves <= 65536), got {v!r}")
-        if not isinstance(self.model, str):
-            raise ConfigError("lepton-cm: model must be a base64 string")
+        if not isinstance(self.model, bytes):
+            raise ConfigError("lepton-cm: model must be bytes (CMCodec.fit makes them)")
         if self.model:
             _ = self._model  # parse and validate now, not at the first block
 
     @property
     def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"leaves": self.leaves}
-        if self.model:
-            out["model"] = self.model
-        return out
+        """The JSON parameters; a fitted ``model`` travels separately (a store keeps it as a blob)."""
+        return {"leaves": self.leaves}
 
     @cached_property
     def _model(self) -> Any:
         from lepton.data.codecs.cm_model import CMModel
 
-        try:
-            blob = base64.b64decode(self.model, validate=True)
-        except (binascii.Error, ValueError):
-            raise FormatError("lepton-cm: the stored model is not valid base64") from None
-        return CMModel.from_bytes(blob)
+        return CMModel.from_bytes(self.model)
 
     def supports(self, dtype: Any, shape: tuple[int, ...]) -> bool:
         try:
@@ -117,7 +109,7 @@ class CMCodec:
         if images.size == 0:
             images = np.zeros((1, 1, 1), np.uint8)
         m = cm_model.fit(images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels)
-        return CMCodec(model=base64.b64encode(m.to_bytes()).decode(), leaves=self.leaves,
+        return CMCodec(model=m.to_bytes(), leaves=self.leaves,
                        fit_pixels=self.fit_pixels, min_leaf=self.min_leaf)
 
     def encode(self, array: np.ndarray) -> bytes:

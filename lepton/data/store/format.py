@@ -19,6 +19,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -81,14 +82,18 @@ class FieldSpec:
     dtype: np.dtype
     shape: tuple[int, ...]
     codec: Codec
+    model: tuple[int, int, int] | None = None  # [offset, length, crc32] of the codec's learned model, if any
 
     @property
     def sample_bytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
     def to_json(self) -> dict[str, Any]:
-        return {"dtype": self.dtype.name, "shape": list(self.shape),
-                "codec": {"name": self.codec.name, "params": dict(self.codec.params)}}
+        out = {"dtype": self.dtype.name, "shape": list(self.shape),
+               "codec": {"name": self.codec.name, "params": dict(self.codec.params)}}
+        if self.model is not None:
+            out["model"] = list(self.model)
+        return out
 
 
 class StoreWriter:
@@ -154,7 +159,9 @@ class StoreWriter:
                 raise ConfigError(f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
                                   f"{list(a.shape[1:])}); choose another codec (e.g. zstd).")
             codec = fit_codec(codec, a)
-            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec)
+            model = getattr(codec, "model", b"")  # a learned model: stored once, before the field's blocks
+            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec,
+                                   tuple(self._append(model)) if model else None)
             if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:
                 raise ConfigError(f"field {key!r}: a block of {self.block_samples} samples would exceed "
                                   f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples.")
@@ -261,6 +268,10 @@ class Store:
         self.version: int = index["version"]
         self.attrs: dict[str, Any] = index["attrs"]
         self.splits, self.arrays = _parse_index(index, self.location, self.index_offset)
+        for info in self.splits.values():
+            for fname, spec in info.fields.items():
+                if spec.model is not None:
+                    info.fields[fname] = self._with_model(spec, f"split {info.name!r}, field {fname!r}")
 
     def __repr__(self) -> str:
         return f"Store({self.location!r}, splits={ {k: s.samples for k, s in self.splits.items()} })"
@@ -292,6 +303,18 @@ class Store:
         self._source = None
         self._cache.clear()
         self._cached = 0
+
+    def _with_model(self, spec: FieldSpec, where: str) -> FieldSpec:
+        """``spec`` with its codec rebuilt around the learned model the store holds for it."""
+        offset, length, crc = spec.model
+        blob = self._src().read(offset, length)
+        if zlib.crc32(blob) != crc:
+            raise FormatError(f"{self.location}: the model of {where}: checksum mismatch; the store is corrupt")
+        try:
+            codec = get_codec(spec.codec.name, **spec.codec.params, model=blob)
+        except (ConfigError, FormatError) as e:
+            raise FormatError(f"{self.location}: the model of {where} is unusable: {e}") from None
+        return dataclasses.replace(spec, codec=codec)
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
@@ -374,7 +397,10 @@ class Store:
         return self._decode(f"array {name!r}", entry, spec, spec.shape).copy()
 
     def field_bytes(self, split: str, field: str) -> int:
-        return sum(b[field][1] for b in self.split(split).blocks)
+        """The field's stored bytes: its blocks and its codec's learned model, if any."""
+        info = self.split(split)
+        model = info.fields[field].model
+        return sum(b[field][1] for b in info.blocks) + (model[1] if model else 0)
 
 
 def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
@@ -415,9 +441,11 @@ def _int(value: Any, lo: int, hi: int, what: str) -> int:
     return value
 
 
-def _field_spec(raw: Any, what: str) -> FieldSpec:
-    if not isinstance(raw, dict) or set(raw) != {"dtype", "shape", "codec"}:
-        raise FormatError(f"{what}: expected keys codec, dtype, shape")
+def _field_spec(raw: Any, what: str, size: int = 0) -> FieldSpec:
+    """A field's spec from the index; its codec is built without a learned model (``Store`` reads the
+    ``model`` extent, checks it and rebuilds the codec with it)."""
+    if not isinstance(raw, dict) or not {"dtype", "shape", "codec"} <= set(raw) <= {"dtype", "shape", "codec", "model"}:
+        raise FormatError(f"{what}: expected keys codec, dtype, shape (and model)")
     if raw["dtype"] not in [d.name for d in DTYPES]:
         raise FormatError(f"{what}: dtype {raw['dtype']!r} is not one the store accepts")
     shape = raw["shape"]
@@ -433,7 +461,8 @@ def _field_spec(raw: Any, what: str) -> FieldSpec:
     except (ConfigError, FormatError, ImportError) as e:
         params = {k: (v if len(str(v)) < 80 else f"<{len(str(v))} chars>") for k, v in codec["params"].items()}
         raise FormatError(f"{what}: codec {codec['name']!r} with params {params} is unusable: {e}") from None
-    return FieldSpec(np.dtype(raw["dtype"]), shape, c)
+    model = _extent(raw["model"], size, f"{what}: model") if "model" in raw else None
+    return FieldSpec(np.dtype(raw["dtype"]), shape, c, model)
 
 
 def _extent(raw: Any, size: int, what: str) -> tuple[int, int, int]:
@@ -461,7 +490,9 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
         fields = {}
         for fname, fraw in raw["fields"].items():
             _check_name("field", fname, FormatError)
-            spec = fields[fname] = _field_spec(fraw, f"{where}: split {name!r}, field {fname!r}")
+            spec = fields[fname] = _field_spec(fraw, f"{where}: split {name!r}, field {fname!r}", size)
+            if spec.model is not None:
+                extents.append((spec.model[0], spec.model[1], f"the model of split {name!r}, field {fname!r}"))
             if spec.sample_bytes * bs > MAX_DECODED_BLOCK_BYTES:
                 raise FormatError(f"{where}: split {name!r}, field {fname!r}: a block would decode to more than "
                                   f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB")

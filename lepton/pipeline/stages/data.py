@@ -67,7 +67,7 @@ def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecSta
         codec = fit_codec(resolve_codec(name, images[:block_samples]), images)
     except ImportError:
         return None
-    model = len(getattr(codec, "model", "")) * 3 // 4  # a learned model (lepton-cm) is stored once, counted here
+    model = len(getattr(codec, "model", b""))  # a learned model (lepton-cm) is stored once, counted here
     blobs, t0 = [], time.perf_counter()
     for s in range(0, len(images), block_samples):
         blobs.append(codec.encode(images[s:s + block_samples]))
