@@ -90,16 +90,10 @@ def _reference_features(x: np.ndarray) -> np.ndarray:
     NNE, NWW, NNW, NEE, WWW, NNEE = at(-2, 1), at(-1, -2), at(-2, -1), at(-1, 2), at(0, -3), at(-2, 2)
     r, c = np.indices((h, w))
     flat = x.reshape(n, -1).astype(np.int64)
-    mode = np.zeros_like(flat)  # most frequent value >= 240 among the pixels before, first to lead wins ties
+    mode = np.zeros_like(flat)  # the image's most frequent value >= 240 (smallest on a tie; 0: none)
     for k in range(n):
-        seen: dict[int, int] = {}
-        best = 0
-        for i, v in enumerate(flat[k]):
-            mode[k, i] = best
-            if v >= 240:
-                seen[v] = seen.get(v, 0) + 1
-                if best == 0 or seen[v] > seen[best]:
-                    best = v
+        high = np.bincount(flat[k][flat[k] >= 240], minlength=256)
+        mode[k] = high.argmax() if high.any() else 0
     med = np.where(NW >= np.maximum(W, N), np.minimum(W, N), np.where(NW <= np.minimum(W, N), np.maximum(W, N),
                                                                        W + N - NW))
     cols = [W, N, NW, NE, WW, NN, NNE, NWW, NNW, NEE, WWW, NNEE, np.broadcast_to(r, x.shape),
@@ -140,8 +134,9 @@ def test_cm_codes_each_block_within_a_hair_of_its_models_entropy(mnist):
     assert same(codec.decode(blob, x.dtype, x.shape), x)
     m = codec._model
     feats = _reference_features(x)
-    leaves = np.array([_tree_leaf(m.tree, f) for f in feats])
-    v = x.reshape(-1).astype(np.int64)
+    modes = feats[::28 * 28, 14]  # each image's near-white level, sent first with the model's last row
+    leaves = np.concatenate([np.full(len(x), m.leaves), [_tree_leaf(m.tree, f) for f in feats]])
+    v = np.concatenate([modes, x.reshape(-1)]).astype(np.int64)
     p = m.freq[leaves, v] / 65536
     esc = m.freq[leaves, 256] / 65536
     ideal = np.where(p > 0, -np.log2(np.where(p > 0, p, 1)), 8 - np.log2(esc)).sum()
@@ -177,9 +172,10 @@ def _model_blob(tree: bytes, leaves: int, q: np.ndarray | None = None, nfeat: in
     from lepton.data.codecs.cm_model import HEAD, MAGIC
 
     if q is None:
-        q = np.zeros((leaves, 257), np.uint8)
+        q = np.zeros((leaves + 1, 257), np.uint8)
         q[:, :10], q[:, 256] = 250, 255
-    body = HEAD.pack(MAGIC, 1, nfeat, leaves, len(tree)) + tree + q.tobytes()
+    table = np.packbits(q > 0, axis=1).tobytes() + q[q > 0].tobytes()  # bitmap, then the stored entries
+    body = HEAD.pack(MAGIC, 1, nfeat, leaves, len(tree)) + tree + table
     return lzma.compress(body)
 
 
@@ -203,7 +199,7 @@ def test_forged_cm_models_are_refused(tree, leaves, message):
     else:
         with pytest.raises(FormatError, match=message):
             CMCodec(model=blob)
-    no_escape = np.zeros((leaves, 257), np.uint8)
+    no_escape = np.zeros((leaves + 1, 257), np.uint8)
     with pytest.raises(FormatError, match="escape"):
         CMCodec(model=_model_blob(tree, leaves, no_escape))
     with pytest.raises(FormatError, match="features"):

@@ -11,7 +11,9 @@ neighbours outside the image read as 0):
 ====  ============================================================================================
  0-11 W, N, NW, NE, WW, NN, NNE, NWW, NNW, NEE, WWW, NNEE (the neighbours, named by compass steps)
  12   row r          13  column c
- 14   the image's dominant near-white value so far (most frequent value >= 240; 0 while none)
+ 14   the image's near-white level: its most frequent value >= 240 (the smallest on a tie; 0 if
+      none), sent once per image before its pixels (side information, coded with its own
+      distribution)
  15   gradient predictor clip(N + W - NW, 0, 255)
  16   max(W, N, NW, NE)       17  N + NE - NNE      18  2W - WW      19  2N - NN
  20   activity |W - NW| + |N - NW| + |N - NE|       21  W + N + NW + NE
@@ -92,12 +94,17 @@ def _features(p, r: int, c: int, mode: int, f) -> None:
 
 
 @nb.njit(cache=True, inline="always")
-def _next_mode(counts, mode: int, v: int) -> int:
-    if v >= 240:
-        counts[v - 240] += 1
-        if mode == 0 or counts[v - 240] > counts[mode - 240]:
-            return v
-    return mode
+def _image_mode(img) -> int:
+    """The image's most frequent value >= 240 (the smallest on a tie), 0 if it has none."""
+    counts = np.zeros(16, dtype=np.int64)
+    for v in img.ravel():
+        if v >= 240:
+            counts[v - 240] += 1
+    best = 0
+    for i in range(16):
+        if counts[i] > counts[best]:
+            best = i
+    return 0 if counts[best] == 0 else 240 + best
 
 
 @nb.njit(cache=True, inline="always")
@@ -151,42 +158,37 @@ def feature_rows(images, rows):
     """Features of every pixel of ``images`` [N, H, W], as ``rows`` [N*H*W, NFEAT] (int16)."""
     n_img, height, width = images.shape
     f = np.empty(NFEAT, dtype=np.int64)
-    counts = np.zeros(16, dtype=np.int64)
     i = 0
     pad = np.zeros((height + PAD_T, width + PAD_L + PAD_R), dtype=np.uint8)
     for k in range(n_img):
         img = images[k]
         pad[PAD_T:, PAD_L:PAD_L + width] = img
-        counts[:] = 0
-        mode = 0
+        mode = _image_mode(img)
         for r in range(height):
             for c in range(width):
                 _features(pad, r, c, mode, f)
                 for j in range(NFEAT):
                     rows[i, j] = f[j]
                 i += 1
-                mode = _next_mode(counts, mode, int(img[r, c]))
 
 
 @nb.njit(cache=True, nogil=True)
 def leaf_counts(images, bfs, leafmap, depth, n_leaves):
-    """How often each value occurs in each leaf over ``images``: [n_leaves, 256] int64."""
+    """How often each value occurs in each leaf over ``images``, and in row ``n_leaves`` how often
+    each near-white level does: [n_leaves + 1, 256] int64."""
     n_img, height, width = images.shape
-    out = np.zeros((n_leaves, 256), dtype=np.int64)
+    out = np.zeros((n_leaves + 1, 256), dtype=np.int64)
     f = np.empty(NFEAT, dtype=np.int64)
-    counts = np.zeros(16, dtype=np.int64)
     pad = np.zeros((height + PAD_T, width + PAD_L + PAD_R), dtype=np.uint8)
     for k in range(n_img):
         img = images[k]
         pad[PAD_T:, PAD_L:PAD_L + width] = img
-        counts[:] = 0
-        mode = 0
+        mode = _image_mode(img)
+        out[n_leaves, mode] += 1
         for r in range(height):
             for c in range(width):
                 _features(pad, r, c, mode, f)
-                v = int(img[r, c])
-                out[_leaf(bfs, leafmap, depth, f), v] += 1
-                mode = _next_mode(counts, mode, v)
+                out[_leaf(bfs, leafmap, depth, f), img[r, c]] += 1
     return out
 
 
@@ -208,16 +210,17 @@ def fast_leaves(bfs, leafmap, depth, height, width):
 @nb.njit(cache=True, nogil=True)
 def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
     """rANS-code ``images`` [N, H, W] into ``buf`` (uint32 words, filled from the end); returns the
-    index of the first word written. ``start``/``freq`` [n_leaves, NSYM] are the leaf distributions.
+    index of the first word written. ``start``/``freq`` [n_leaves + 1, NSYM] are the leaf
+    distributions and, last, the near-white levels'.
 
-    Coding order: the images in groups of LANES, pixel by pixel in raster order, and within a pixel
-    position image by image (what lets the decoder find several leaves at once)."""
+    Coding order: the images in groups of LANES; a group's levels, then its pixels in raster order,
+    and within a pixel position image by image (what lets the decoder find several leaves at once)."""
     n_img, height, width = images.shape
-    n_px = n_img * height * width
-    leaves = np.empty(n_px, dtype=np.int32)
-    values = np.empty(n_px, dtype=np.uint8)
+    n_sym = n_img * (height * width + 1)
+    mode_row = start.shape[0] - 1
+    leaves = np.empty(n_sym, dtype=np.int32)
+    values = np.empty(n_sym, dtype=np.uint8)
     f = np.empty((LANES, NFEAT), dtype=np.int64)
-    counts = np.zeros((LANES, 16), dtype=np.int64)
     mode = np.zeros(LANES, dtype=np.int64)
     node = np.zeros(LANES, dtype=np.int64)
     act = np.zeros(LANES, dtype=np.int64)
@@ -229,20 +232,20 @@ def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
         lanes = min(LANES, n_img - g)
         for j in range(lanes):
             pad[j, PAD_T:, PAD_L:PAD_L + width] = images[g + j]
-        counts[:] = 0
-        mode[:] = 0
+            mode[j] = _image_mode(images[g + j])
+            leaves[i] = mode_row
+            values[i] = mode[j]
+            i += 1
         for r in range(height):
             for c in range(width):
                 _lane_leaves(pad, r, c, mode, lanes, bfs, leafmap, depth, fast, use_fast, f, node, act, leaf)
                 for j in range(lanes):
-                    v = int(images[g + j, r, c])
                     leaves[i] = leaf[j]
-                    values[i] = v
+                    values[i] = images[g + j, r, c]
                     i += 1
-                    mode[j] = _next_mode(counts[j], mode[j], v)
     x = np.int64(RANS_L)
     pos = buf.shape[0]
-    for i in range(n_px - 1, -1, -1):
+    for i in range(n_sym - 1, -1, -1):
         leaf = leaves[i]
         v = int(values[i])
         if freq[leaf, v] == 0:  # a value this leaf never saw: escape, then 8 raw bits
@@ -283,17 +286,16 @@ def _find(cum, leaf: int, slot: int) -> int:
 def decode(images, bfs, leafmap, depth, fast, cum, words):
     """Decode ``words`` into ``images`` [N, H, W] (in the encoder's order); returns (words read, final
     state). A consistent stream is read exactly and ends in state RANS_L; reading past the end sees
-    zeros."""
+    zeros; a near-white level that is not 0 or 240..255 stops the decoder with words read = -1."""
     n_img, height, width = images.shape
     nw_ = words.shape[0]
     f = np.empty((LANES, NFEAT), dtype=np.int64)
-    counts = np.zeros((LANES, 16), dtype=np.int64)
     mode = np.zeros(LANES, dtype=np.int64)
     leaf = np.zeros(LANES, dtype=np.int64)
+    mode_row = cum.shape[0] - 1
     node = np.zeros(LANES, dtype=np.int64)
     act = np.zeros(LANES, dtype=np.int64)
     use_fast = fast.shape[1] == height and fast.shape[2] == width
-    mask = TOTAL - 1
     if nw_ < 2 or words[0] >= 1 << 31:  # the encoder's final state is below 2**63
         return 0, np.int64(0)
     x = (np.int64(words[0]) << 32) | np.int64(words[1])
@@ -303,28 +305,36 @@ def decode(images, bfs, leafmap, depth, fast, cum, words):
     pad = np.zeros((LANES, height + PAD_T, width + PAD_L + PAD_R), dtype=np.uint8)
     for g in range(0, n_img, LANES):
         lanes = min(LANES, n_img - g)
-        counts[:] = 0
-        mode[:] = 0
+        for j in range(lanes):
+            s, x, pos = _decode_symbol(cum, mode_row, x, words, pos)
+            if s != 0 and s < 240:
+                return -1, x
+            mode[j] = s
         for r in range(height):
             for c in range(width):
                 _lane_leaves(pad, r, c, mode, lanes, bfs, leafmap, depth, fast, use_fast, f, node, act, leaf)
                 for j in range(lanes):
-                    lf = leaf[j]
-                    slot = x & mask
-                    s = 0 if slot < cum[lf, 1] else _find(cum, lf, slot)
-                    st = np.int64(cum[lf, s])
-                    x = (np.int64(cum[lf, s + 1]) - st) * (x >> PREC) + slot - st
-                    if x < RANS_L:
-                        x = (x << 32) | (np.int64(words[pos]) if pos < nw_ else 0)
-                        pos += 1
-                    if s == ESC:
-                        slot = x & mask
-                        s = slot >> 8
-                        x = 256 * (x >> PREC) + slot - (s << 8)
-                        if x < RANS_L:
-                            x = (x << 32) | (np.int64(words[pos]) if pos < nw_ else 0)
-                            pos += 1
+                    s, x, pos = _decode_symbol(cum, leaf[j], x, words, pos)
                     images[g + j, r, c] = s
                     pad[j, r + PAD_T, c + PAD_L] = s
-                    mode[j] = _next_mode(counts[j], mode[j], s)
     return pos, x
+
+
+@nb.njit(cache=True, inline="always")
+def _decode_symbol(cum, row: int, x, words, pos: int):
+    """One value with distribution ``row`` (an escape reads 8 raw bits); returns (value, state, pos)."""
+    slot = x & (TOTAL - 1)
+    s = 0 if slot < cum[row, 1] else _find(cum, row, slot)
+    st = np.int64(cum[row, s])
+    x = (np.int64(cum[row, s + 1]) - st) * (x >> PREC) + slot - st
+    if x < RANS_L:
+        x = (x << 32) | (np.int64(words[pos]) if pos < words.shape[0] else 0)
+        pos += 1
+    if s == ESC:
+        slot = x & (TOTAL - 1)
+        s = slot >> 8
+        x = 256 * (x >> PREC) + slot - (s << 8)
+        if x < RANS_L:
+            x = (x << 32) | (np.int64(words[pos]) if pos < words.shape[0] else 0)
+            pos += 1
+    return s, x, pos

@@ -23,6 +23,7 @@ are refused with a FormatError naming the version.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -56,21 +57,23 @@ class CMCodec:
     """Context-tree rANS coder for uint8 images.
 
     ``model``: a fitted model's bytes, as a store keeps them; empty = fit one per array and embed it.
-    ``leaves``: the tree's size when fitting; ``fit_pixels``: how many pixels the tree is grown on
-    (all pixels are counted into the leaves); ``min_leaf``: the fewest fitting pixels per leaf.
+    ``leaves``: the tree's size when fitting, ``depth`` its most levels (<= 16); ``fit_pixels``: how
+    many pixels the tree is grown on (all pixels are counted into the leaves); ``min_leaf``: the
+    fewest fitting pixels per leaf.
     """
 
     model: bytes = field(default=b"", repr=False)
     leaves: int = 2048
-    fit_pixels: int = 4_000_000
-    min_leaf: int = 100
+    fit_pixels: int = 8_000_000
+    min_leaf: int = 150
+    depth: int = 16
     name: str = field(init=False, default="lepton-cm")
 
     def __post_init__(self) -> None:
-        for key, lo in (("leaves", 1), ("fit_pixels", 1), ("min_leaf", 1)):
+        for key, hi in (("leaves", 1 << 16), ("fit_pixels", 1 << 40), ("min_leaf", 1 << 40), ("depth", 16)):
             v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= (1 << 16 if key == "leaves" else 1 << 40):
-                raise ConfigError(f"lepton-cm: {key} must be a positive int (leaves <= 65536), got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ConfigError(f"lepton-cm: {key} must be an int in [1, {hi}], got {v!r}")
         if not isinstance(self.model, bytes):
             raise ConfigError("lepton-cm: model must be bytes (CMCodec.fit makes them)")
         if self.model:
@@ -108,9 +111,9 @@ class CMCodec:
         images = self._images(array)
         if images.size == 0:
             images = np.zeros((1, 1, 1), np.uint8)
-        m = cm_model.fit(images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels)
-        return CMCodec(model=m.to_bytes(), leaves=self.leaves,
-                       fit_pixels=self.fit_pixels, min_leaf=self.min_leaf)
+        m = cm_model.fit(images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels,
+                         max_depth=self.depth)
+        return dataclasses.replace(self, model=m.to_bytes())
 
     def encode(self, array: np.ndarray) -> bytes:
         from lepton.data.codecs import _cm_kernel as K
@@ -125,10 +128,11 @@ class CMCodec:
             head = header + bytes([KIND_FIELD]) + m.crc.to_bytes(4, "little")
         else:
             m = cm_model.fit(images, leaves=min(self.leaves, max(1, images.size // PIXELS_PER_LEAF)),
-                             min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels)
+                             min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels, max_depth=self.depth)
             blob = m.to_bytes()
             head = header + bytes([KIND_EMBEDDED]) + struct.pack("<I", len(blob)) + blob
-        words = np.empty(images.size + 4, dtype=np.uint32)  # < 1 word per pixel (escape + raw: 24 bits) + state
+        # < 1 word per symbol (an escape and 8 raw bits: < 24 bits); a symbol per pixel and per image
+        words = np.empty(images.size + len(images) + 4, dtype=np.uint32)
         first = K.encode(images, *m.bfs, m.fast(*images.shape[1:]), m.start, m.freq, words)
         return head + words[first:].astype("<u4").tobytes()
 
@@ -180,6 +184,8 @@ class CMCodec:
                               "the stored shape is forged or the block is truncated")
         images = np.zeros(planes, dtype=np.uint8)
         used, state = K.decode(images, *m.bfs, m.fast(*planes[1:]), m.cum, words)
+        if used < 0:
+            raise FormatError("lepton-cm: an image's near-white level decoded out of range; the block is corrupt")
         if used != words.size or state != K.RANS_L:
             raise FormatError(f"lepton-cm: the coder read {used} of {words.size} words and ended in state "
                               f"{state:#x}; the block is truncated or corrupt")

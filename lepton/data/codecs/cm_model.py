@@ -12,7 +12,9 @@ an escape (its weight is the number of values seen once, Good-Turing style) plus
 
 Serialized model (before lzma): ``b"LCMT"``, version 1, NFEAT, leaves (u32), tree bytes (u32), the
 tree in preorder (a node is its feature id, then an int16 threshold for an internal node, or
-``255`` for a leaf), then the leaves' [leaves, 257] byte table. ``from_bytes`` validates everything
+``255`` for a leaf), then the [leaves + 1, 257] byte table (the leaves, then the distribution of the
+images' near-white levels, which are sent once per image) as a bitmap of its non-zero entries
+(``np.packbits`` by row) followed by those entries in row order. ``from_bytes`` validates everything
 (counts, feature ids, preorder shape, depth) and raises FormatError on a forged or truncated model.
 """
 
@@ -86,11 +88,12 @@ def frequencies(q: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CMModel:
-    """A fitted tree and its leaves' log-ratio bytes.
+    """A fitted tree, its leaves' log-ratio bytes, and those of the images' near-white levels.
 
     ``tree``: [nodes, 3] int32 rows (feature id, threshold, right child) in preorder, so an internal
     node's left child is the next row (go left when feature <= threshold); a leaf row is
-    (LEAF, leaf number, 0), leaves numbered in preorder. ``q``: [leaves, NSYM] uint8.
+    (LEAF, leaf number, 0), leaves numbered in preorder. ``q``: [leaves + 1, NSYM] uint8, the last row
+    for the per-image near-white level (feature 14).
     """
 
     tree: np.ndarray
@@ -98,7 +101,7 @@ class CMModel:
 
     @property
     def leaves(self) -> int:
-        return int(self.q.shape[0])
+        return int(self.q.shape[0]) - 1
 
     @cached_property
     def freq(self) -> np.ndarray:
@@ -106,12 +109,12 @@ class CMModel:
 
     @cached_property
     def start(self) -> np.ndarray:
-        return np.concatenate([np.zeros((self.leaves, 1), np.int64), np.cumsum(self.freq, 1)[:, :-1]], 1)
+        return np.concatenate([np.zeros((len(self.q), 1), np.int64), np.cumsum(self.freq, 1)[:, :-1]], 1)
 
     @cached_property
     def cum(self) -> np.ndarray:
         """[leaves, NSYM + 1] int32 cumulative frequencies (the decoder's search table)."""
-        return np.concatenate([np.zeros((self.leaves, 1), np.int64), np.cumsum(self.freq, 1)], 1).astype(np.int32)
+        return np.concatenate([np.zeros((len(self.q), 1), np.int64), np.cumsum(self.freq, 1)], 1).astype(np.int32)
 
     @cached_property
     def bfs(self) -> tuple[np.ndarray, np.ndarray, int]:
@@ -153,7 +156,8 @@ class CMModel:
         tree = bytearray()
         for fid, t, _ in self.tree.tolist():
             tree += bytes([K.LEAF]) if fid == K.LEAF else struct.pack("<Bh", fid, t)
-        body = HEAD.pack(MAGIC, VERSION, K.NFEAT, self.leaves, len(tree)) + bytes(tree) + self.q.tobytes()
+        table = np.packbits(self.q > 0, axis=1).tobytes() + self.q[self.q > 0].tobytes()
+        body = HEAD.pack(MAGIC, VERSION, K.NFEAT, self.leaves, len(tree)) + bytes(tree) + table
         return lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
 
     @cached_property
@@ -175,12 +179,21 @@ class CMModel:
         if magic != MAGIC or version != VERSION or nfeat != K.NFEAT:
             raise FormatError(f"lepton-cm model: header {magic!r} v{version} with {nfeat} features is not "
                               f"{MAGIC!r} v{VERSION} with {K.NFEAT}; re-encode with this version")
-        if not 1 <= leaves <= MAX_LEAVES or len(body) != HEAD.size + tree_len + leaves * K.NSYM:
-            raise FormatError(f"lepton-cm model: {leaves} leaves and a {tree_len}-byte tree do not match "
+        bitmap = (leaves + 1) * ((K.NSYM + 7) // 8)
+        if not 1 <= leaves <= MAX_LEAVES or len(body) < HEAD.size + tree_len + bitmap:
+            raise FormatError(f"lepton-cm model: {leaves} leaves and a {tree_len}-byte tree do not fit "
                               f"its {len(body)} bytes")
-        q = np.frombuffer(body, np.uint8, offset=HEAD.size + tree_len).reshape(leaves, K.NSYM).copy()
+        at = HEAD.size + tree_len
+        bits = np.frombuffer(body, np.uint8, count=bitmap, offset=at).reshape(leaves + 1, -1)
+        present = np.unpackbits(bits, axis=1, count=K.NSYM).astype(bool)
+        values = np.frombuffer(body, np.uint8, offset=at + bitmap)
+        if len(values) != present.sum() or (values == 0).any():
+            raise FormatError(f"lepton-cm model: {len(values)} table bytes for {present.sum()} stored values "
+                              "(or a stored value of 0)")
+        q = np.zeros((leaves + 1, K.NSYM), np.uint8)
+        q[present] = values
         if (q[:, K.ESC] == 0).any():
-            raise FormatError("lepton-cm model: a leaf has no escape weight")
+            raise FormatError("lepton-cm model: a distribution has no escape weight")
         return cls(_parse_tree(body[HEAD.size:HEAD.size + tree_len], leaves), q)
 
 
@@ -239,11 +252,11 @@ def _preorder(t: Any) -> np.ndarray:
     return np.array(rows, dtype=np.int32)
 
 
-def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, max_depth: int = 14,
+def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, max_depth: int = 16,
         seed: int = 0) -> CMModel:
     """Grow the tree (at most ``leaves`` leaves, ``max_depth`` levels) on the features of up to
     ``max_fit_pixels`` pixels of ``images`` [N, H, W] (whole images, evenly spaced), then count every
-    pixel of ``images`` into its leaf."""
+    pixel of ``images`` into its leaf (and every image's near-white level into the last row)."""
     from sklearn.tree import DecisionTreeClassifier
 
     n, h, w = images.shape
@@ -259,6 +272,6 @@ def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, 
         fitted.fit(rows, sample.reshape(-1))
     tree = _preorder(fitted.tree_)
     n_leaves = int((tree[:, 0] == K.LEAF).sum())
-    shape_only = CMModel(tree, np.ones((n_leaves, K.NSYM), np.uint8))
+    shape_only = CMModel(tree, np.ones((n_leaves + 1, K.NSYM), np.uint8))
     counts = K.leaf_counts(np.ascontiguousarray(images), *shape_only.bfs, n_leaves)
     return CMModel(tree, quantize_counts(counts))
