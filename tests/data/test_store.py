@@ -65,6 +65,21 @@ def test_full_mnist_pack_unpack_byte_for_byte(tmp_path, mnist):
     assert verify_store(path, reference=mnist).ok
 
 
+@pytest.mark.slow
+def test_full_mnist_pack_unpack_with_lepton_cm(tmp_path, mnist):
+    """The full MNIST (70,000 images) through lepton-cm, byte for byte; a small tree keeps the fit short."""
+    cm = get_codec("lepton-cm", leaves=256, fit_pixels=300_000)
+    path = pack_dataset(mnist, tmp_path / "mnist.lds", image_codec=cm)
+    back = load_packed(path)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        a, b = getattr(mnist, name), getattr(back, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    s = Store(path)
+    train, test = s.split("train").fields["images"], s.split("test").fields["images"]
+    assert train.codec.model == test.codec.model  # fitted once, on the first split
+    assert 8 * s.field_bytes("train", "images") / mnist.x_train.size < 1.1
+
+
 def test_inspect_counts_every_byte(digits_store, digits):
     rows = inspect_store(digits_store, xz=True)
     total = rows[-1]

@@ -30,8 +30,11 @@ def pack_dataset(data: ImageDataset, path: str | os.PathLike, *, image_codec: st
     with StoreWriter(path, attrs=meta, block_samples=block_samples) as w:
         for split in splits:
             x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-            w.add_split(split, {IMAGES: x, LABELS: y}, {IMAGES: image_codec, LABELS: label_codec},
-                        progress=None if progress is None else (lambda done, s=split: progress(s, done)))
+            specs = w.add_split(split, {IMAGES: x, LABELS: y}, {IMAGES: image_codec, LABELS: label_codec},
+                                progress=None if progress is None else (lambda done, s=split: progress(s, done)))
+            # the next split reuses the codecs as chosen and fitted here (a learned model is fitted once, on
+            # the first split, and stored again beside each later split's blocks)
+            image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
     return Path(path)
 
 
