@@ -249,6 +249,9 @@ class Store:
     """A packed store opened for reading (a local path or an fsspec URL); the index is validated on open.
 
     Blocks are read and decoded on demand and kept in an LRU cache of ``cache_bytes`` decoded bytes.
+    ``take`` (random samples, as a shuffled loader asks) fills a whole decoded copy of the field instead
+    when the field fits in half of ``cache_bytes``: each block is decoded once, on first touch, and a
+    batch is then one gather from one array instead of one lookup per block it touches.
     After ``fork`` (DataLoader workers) the file is reopened in the child on first use.
     """
 
@@ -262,6 +265,7 @@ class Store:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._cached = 0
+        self._whole: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # field -> (array, blocks decoded)
         src = self._src()
         self.file_bytes = src.size
         self.index_offset, self.index_bytes, index = _read_index(src)
@@ -284,7 +288,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without the open file
         state = self.__dict__.copy()
-        state.update(_source=None, _pid=-1, _lock=None, _cache=OrderedDict(), _cached=0)
+        state.update(_source=None, _pid=-1, _lock=None, _cache=OrderedDict(), _cached=0, _whole={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -303,6 +307,7 @@ class Store:
         self._source = None
         self._cache.clear()
         self._cached = 0
+        self._whole.clear()
 
     def _with_model(self, spec: FieldSpec, where: str) -> FieldSpec:
         """``spec`` with its codec rebuilt around the learned model the store holds for it."""
@@ -383,8 +388,18 @@ class Store:
         spec = info.fields[field] if field in info.fields else None
         if spec is None:
             raise DataError(f"{self.location}: split {split!r} has no field {field!r}")
-        out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
         blocks = idx // info.block_samples
+        if info.samples * spec.sample_bytes <= self.cache_bytes // 2:
+            with self._lock:
+                whole, done = self._whole.setdefault((split, field), (
+                    np.empty((info.samples, *spec.shape), dtype=spec.dtype), np.zeros(len(info.blocks), dtype=bool)))
+            for b in np.unique(blocks[~done[blocks]]):
+                start, stop = info.block_range(int(b))
+                whole[start:stop] = self._decode(f"block {b} of split {split!r}, field {field!r}",
+                                                 info.blocks[b][field], spec, (stop - start, *spec.shape))
+                done[b] = True
+            return whole[idx]
+        out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
         for b in np.unique(blocks):
             sel = np.nonzero(blocks == b)[0]
             out[sel] = self.read_block(split, field, int(b))[idx[sel] - int(b) * info.block_samples]
