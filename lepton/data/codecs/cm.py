@@ -90,6 +90,11 @@ class CMCodec:
 
         return CMModel.from_bytes(self.model)
 
+    @cached_property
+    def _model_crc(self) -> int:
+        """CRC-32 of the model's stored bytes: what each block names as the model it was coded with."""
+        return zlib.crc32(self.model)
+
     def supports(self, dtype: Any, shape: tuple[int, ...]) -> bool:
         try:
             return np.dtype(dtype) == np.uint8
@@ -125,7 +130,7 @@ class CMCodec:
             return header + bytes([KIND_FIELD]) + b"\0\0\0\0"
         if self.model:
             m = self._model
-            head = header + bytes([KIND_FIELD]) + m.crc.to_bytes(4, "little")
+            head = header + bytes([KIND_FIELD]) + self._model_crc.to_bytes(4, "little")
         else:
             m = cm_model.fit(images, leaves=min(self.leaves, max(1, images.size // PIXELS_PER_LEAF)),
                              min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels, max_depth=self.depth)
@@ -165,9 +170,9 @@ class CMCodec:
                 raise FormatError("lepton-cm: this block was coded with a field's shared model, but the "
                                   "codec has none; read it through its store")
             m = self._model
-            if value != m.crc:
+            if value != self._model_crc:
                 raise FormatError(f"lepton-cm: the block was coded with model CRC {value:#010x}, the field's "
-                                  f"model has {m.crc:#010x}; the store is inconsistent")
+                                  f"model has {self._model_crc:#010x}; the store is inconsistent")
         elif kind == KIND_EMBEDDED:
             if value > len(data) - body:
                 raise FormatError(f"lepton-cm: embedded model of {value} bytes overruns the "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import lzma
 import struct
 import warnings
-import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -159,10 +158,6 @@ class CMModel:
         table = np.packbits(self.q > 0, axis=1).tobytes() + self.q[self.q > 0].tobytes()
         body = HEAD.pack(MAGIC, VERSION, K.NFEAT, self.leaves, len(tree)) + bytes(tree) + table
         return lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
-
-    @cached_property
-    def crc(self) -> int:
-        return zlib.crc32(self.to_bytes())
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CMModel:

@@ -9,6 +9,7 @@ against the file's size and the format's limits before anything is allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,7 +20,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -456,7 +456,7 @@ def _int(value: Any, lo: int, hi: int, what: str) -> int:
     return value
 
 
-def _field_spec(raw: Any, what: str, size: int = 0) -> FieldSpec:
+def _field_spec(raw: Any, what: str, size: int) -> FieldSpec:
     """A field's spec from the index; its codec is built without a learned model (``Store`` reads the
     ``model`` extent, checks it and rebuilds the codec with it)."""
     if not isinstance(raw, dict) or not {"dtype", "shape", "codec"} <= set(raw) <= {"dtype", "shape", "codec", "model"}:
@@ -473,9 +473,8 @@ def _field_spec(raw: Any, what: str, size: int = 0) -> FieldSpec:
         raise FormatError(f"{what}: unknown codec {name!r}; this Lepton knows {', '.join(CODECS)}")
     try:
         c = get_codec(codec["name"], **codec["params"])
-    except (ConfigError, FormatError, ImportError) as e:
-        params = {k: (v if len(str(v)) < 80 else f"<{len(str(v))} chars>") for k, v in codec["params"].items()}
-        raise FormatError(f"{what}: codec {codec['name']!r} with params {params} is unusable: {e}") from None
+    except (ConfigError, ImportError) as e:
+        raise FormatError(f"{what}: codec {codec['name']!r} with params {codec['params']} is unusable: {e}") from None
     model = _extent(raw["model"], size, f"{what}: model") if "model" in raw else None
     return FieldSpec(np.dtype(raw["dtype"]), shape, c, model)
 
@@ -528,9 +527,9 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
     for name, raw in index["arrays"].items():
         _check_name("array", name, FormatError)
         what = f"{where}: array {name!r}"
-        if not isinstance(raw, dict) or "block" not in raw:
+        if not isinstance(raw, dict) or "block" not in raw or "model" in raw:
             raise FormatError(f"{what}: expected keys block, codec, dtype, shape")
-        spec = _field_spec({k: v for k, v in raw.items() if k != "block"}, what)
+        spec = _field_spec({k: v for k, v in raw.items() if k != "block"}, what, size)
         if spec.sample_bytes > MAX_ARRAY_BYTES:
             raise FormatError(f"{what}: would decode to more than {MAX_ARRAY_BYTES >> 20} MiB")
         entry = _extent(raw["block"], size, what)
