@@ -15,7 +15,7 @@ from lepton.data.codecs import DTYPES, get_codec
 from lepton.data.store import (PackedImageDataset, Store, StoreWriter, inspect_store, load_packed, pack_dataset,
                                store_batches, verify_store)
 from lepton.data.store.format import FOOTER, HEADER
-from lepton.errors import FormatError
+from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
 from lepton.train import TensorBatches, TrainConfig, fit, seed_everything
 
@@ -136,6 +136,8 @@ def test_bit_flip_in_a_block_is_refused_naming_the_block(digits_store, tmp_path)
     bad.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match=r"block 3 of split 'train', field 'images': checksum mismatch"):
         Store(bad).read_field("train", "images")
+    with pytest.raises(FormatError, match=r"block 3 of split 'train', field 'images': checksum mismatch"):
+        Store(bad, threads=2).take("train", "images", np.arange(s.split("train").samples)[::-1])
     report = verify_store(bad)
     assert not report.ok and len(report.errors) == 1 and "block 3" in report.errors[0]
     assert np.array_equal(Store(bad).read_block("train", "images", 2), s.read_block("train", "images", 2))
@@ -226,6 +228,22 @@ def test_dataset_random_access_matches_raw_arrays(digits_store, digits):
     assert len(ds) == len(digits.x_train)
     x, y = ds.__getitems__([5, 1400, 5, 0])
     assert torch.equal(x, x_ref[[5, 1400, 5, 0]]) and torch.equal(y, y_ref[[5, 1400, 5, 0]])
+
+
+def test_shuffled_take_decodes_the_field_once_on_threads(digits_store, digits):
+    order = np.random.default_rng(0).permutation(len(digits.x_train))
+    for threads in (1, 2):
+        s = Store(digits_store, threads=threads)
+        first = s.take("train", "images", order[:64])  # touches most blocks: a shuffled pass decodes them all
+        whole, done = s._whole["train", "images"]
+        assert done.all() and np.array_equal(whole, digits.x_train)
+        assert np.array_equal(first, digits.x_train[order[:64]])
+        assert np.array_equal(s.take("train", "images", order), digits.x_train[order])
+    s = Store(digits_store)
+    s.take("train", "images", np.array([5, 7]))  # one block: decoded alone
+    assert s._whole["train", "images"][1].sum() == 1
+    with pytest.raises(ConfigError, match="threads must be an int >= 0"):
+        Store(digits_store, threads=-1)
 
 
 @pytest.mark.timeout(120)

@@ -270,16 +270,15 @@ def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
 
 @nb.njit(cache=True, inline="always")
 def _find(cum, leaf: int, slot: int) -> int:
-    """The symbol s of ``leaf`` with cum[s] <= slot < cum[s + 1] (zero-width symbols are skipped)."""
-    lo = 0
-    hi = NSYM  # cum[leaf, NSYM] == TOTAL > slot
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if cum[leaf, mid] <= slot:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    """The symbol s of ``leaf`` with cum[s] <= slot < cum[s + 1] (zero-width symbols are skipped): nine
+    halving steps without branches (cum[leaf, NSYM] == TOTAL > slot stops the search at NSYM - 1)."""
+    s = 0
+    step = 256
+    while step > 0:
+        t = s + step
+        s = t if cum[leaf, min(t, NSYM)] <= slot else s
+        step >>= 1
+    return s
 
 
 @nb.njit(cache=True, nogil=True)

@@ -113,8 +113,9 @@ def store_batches(store: Store | str | os.PathLike, split: str, batch_size: int,
 
 def training_throughput(spec: ModelSpec, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int,
                         cfg: TrainConfig) -> float:
-    """Images/s of ``steps`` SGD training steps of ``spec``'s model fed by ``batches``; everything the batches
-    cost (reading, decoding, collating) is inside the timed loop."""
+    """Images/s of ``steps`` SGD training steps of ``spec``'s model fed by ``batches`` (iterated again, epoch
+    after epoch, if one pass has fewer steps); everything the batches cost (reading, decoding, collating)
+    is inside the timed loop."""
     from lepton.train.seed import seed_everything
 
     seed_everything(cfg.seed, cfg.threads)
@@ -129,10 +130,18 @@ def training_throughput(spec: ModelSpec, batches: Iterable[tuple[torch.Tensor, t
 
     for _ in range(3):  # untimed warm-up on a synthetic batch: first-call allocations, kernel selection
         step(torch.rand(cfg.batch_size, *spec.input_shape), torch.zeros(cfg.batch_size, dtype=torch.long))
-    seen, t0 = 0, time.perf_counter()
-    for i, (x, y) in enumerate(batches):
-        step(x, y)
-        seen += len(y)
-        if i + 1 >= steps:
-            break
+    seen, done, epoch, t0 = 0, 0, 0, time.perf_counter()
+    while done < steps:  # epoch after epoch (reshuffled where the batches have ``set_epoch``) until ``steps``
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        n = done
+        for x, y in batches:
+            step(x, y)
+            seen += len(y)
+            done += 1
+            if done >= steps:
+                break
+        if done == n:
+            raise ValueError("training_throughput: the batches are empty")
+        epoch += 1
     return seen / max(time.perf_counter() - t0, 1e-9)

@@ -245,21 +245,31 @@ class SplitInfo:
         return start, min(start + self.block_samples, self.samples)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class Store:
     """A packed store opened for reading (a local path or an fsspec URL); the index is validated on open.
 
     Blocks are read and decoded on demand and kept in an LRU cache of ``cache_bytes`` decoded bytes.
     ``take`` (random samples, as a shuffled loader asks) fills a whole decoded copy of the field instead
     when the field fits in half of ``cache_bytes``: each block is decoded once, on first touch, and a
-    batch is then one gather from one array instead of one lookup per block it touches.
+    batch is then one gather from one array instead of one lookup per block it touches. A batch that
+    touches a quarter of the field's undecoded blocks or more (a shuffled pass) decodes all the rest at
+    once, on ``threads`` threads (0 = one per usable core).
     After ``fork`` (DataLoader workers) the file is reopened in the child on first use.
     """
 
     def __init__(self, location: str | os.PathLike, *, cache_bytes: int = 256 << 20,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, threads: int = 0) -> None:
+        if not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"Store: threads must be an int >= 0 (0 = one per core), got {threads!r}")
         self.location = str(location)
         self.storage_options = storage_options
         self.cache_bytes = cache_bytes
+        self.threads = threads or usable_cores()
         self._source: ByteSource | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -326,12 +336,19 @@ class Store:
             raise DataError(f"{self.location}: no split {name!r}; the store has {', '.join(self.splits) or 'none'}")
         return self.splits[name]
 
-    def _decode(self, where: str, entry: tuple[int, int, int], spec: FieldSpec, shape: tuple[int, ...]) -> np.ndarray:
+    def _read(self, where: str, entry: tuple[int, int, int]) -> bytes:
+        """A block's stored bytes, checksum verified."""
         offset, length, crc = entry
         blob = self._src().read(offset, length)
         if zlib.crc32(blob) != crc:
             raise FormatError(f"{self.location}: {where}: checksum mismatch (stored {crc:#010x}, computed "
                               f"{zlib.crc32(blob):#010x}); the store is corrupt, re-pack it or fetch it again.")
+        return blob
+
+    def _decode(self, where: str, entry: tuple[int, int, int], spec: FieldSpec, shape: tuple[int, ...]) -> np.ndarray:
+        return self._decode_blob(where, self._read(where, entry), spec, shape)
+
+    def _decode_blob(self, where: str, blob: bytes, spec: FieldSpec, shape: tuple[int, ...]) -> np.ndarray:
         try:
             out = spec.codec.decode(blob, spec.dtype, shape)
         except Exception as e:  # a checksum-valid block the codec refuses is forged: report, never crash
@@ -393,17 +410,41 @@ class Store:
             with self._lock:
                 whole, done = self._whole.setdefault((split, field), (
                     np.empty((info.samples, *spec.shape), dtype=spec.dtype), np.zeros(len(info.blocks), dtype=bool)))
-            for b in np.unique(blocks[~done[blocks]]):
-                start, stop = info.block_range(int(b))
-                whole[start:stop] = self._decode(f"block {b} of split {split!r}, field {field!r}",
-                                                 info.blocks[b][field], spec, (stop - start, *spec.shape))
-                done[b] = True
+            todo = np.unique(blocks[~done[blocks]])
+            if len(todo) * 4 >= len(info.blocks):  # a shuffled pass, which touches every block within a few batches
+                todo = np.nonzero(~done)[0]
+            if len(todo):
+                self._fill(split, field, whole, done, todo)
             return whole[idx]
         out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
         for b in np.unique(blocks):
             sel = np.nonzero(blocks == b)[0]
             out[sel] = self.read_block(split, field, int(b))[idx[sel] - int(b) * info.block_samples]
         return out
+
+    def _fill(self, split: str, field: str, whole: np.ndarray, done: np.ndarray, todo: np.ndarray) -> None:
+        """Decode blocks ``todo`` of ``field`` into ``whole`` on up to ``threads`` threads (the codecs'
+        kernels release the GIL); the reads stay on this thread."""
+        info = self.split(split)
+        spec = info.fields[field]
+        jobs = []
+        for b in todo.tolist():
+            where = f"block {b} of split {split!r}, field {field!r}"
+            start, stop = info.block_range(b)
+            jobs.append((b, where, self._read(where, info.blocks[b][field]), (stop - start, *spec.shape)))
+
+        def run(job: tuple[int, str, bytes, tuple[int, ...]]) -> None:
+            b, where, blob, shape = job
+            start, stop = info.block_range(b)
+            whole[start:stop] = self._decode_blob(where, blob, spec, shape)
+            done[b] = True
+
+        if self.threads > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
+                list(pool.map(run, jobs))
+        else:
+            for job in jobs:
+                run(job)
 
     def read_array(self, name: str) -> np.ndarray:
         if name not in self.arrays:
