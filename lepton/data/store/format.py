@@ -411,8 +411,9 @@ class Store:
                 whole, done = self._whole.setdefault((split, field), (
                     np.empty((info.samples, *spec.shape), dtype=spec.dtype), np.zeros(len(info.blocks), dtype=bool)))
             todo = np.unique(blocks[~done[blocks]])
-            if len(todo) * 4 >= len(info.blocks):  # a shuffled pass, which touches every block within a few batches
-                todo = np.nonzero(~done)[0]
+            left = np.nonzero(~done)[0]
+            if len(todo) * 4 >= len(left):  # a shuffled pass, which touches every block within a few batches
+                todo = left
             if len(todo):
                 self._fill(split, field, whole, done, todo)
             return whole[idx]
@@ -430,13 +431,12 @@ class Store:
         jobs = []
         for b in todo.tolist():
             where = f"block {b} of split {split!r}, field {field!r}"
-            start, stop = info.block_range(b)
-            jobs.append((b, where, self._read(where, info.blocks[b][field]), (stop - start, *spec.shape)))
+            jobs.append((b, where, self._read(where, info.blocks[b][field])))
 
-        def run(job: tuple[int, str, bytes, tuple[int, ...]]) -> None:
-            b, where, blob, shape = job
+        def run(job: tuple[int, str, bytes]) -> None:
+            b, where, blob = job
             start, stop = info.block_range(b)
-            whole[start:stop] = self._decode_blob(where, blob, spec, shape)
+            whole[start:stop] = self._decode_blob(where, blob, spec, (stop - start, *spec.shape))
             done[b] = True
 
         if self.threads > 1 and len(jobs) > 1:
