@@ -244,6 +244,9 @@ def test_shuffled_take_decodes_the_field_once_on_threads(digits_store, digits):
     assert s._whole["train", "images"][1].sum() == 1
     with pytest.raises(ConfigError, match="threads must be an int >= 0"):
         Store(digits_store, threads=-1)
+    with pytest.raises(ConfigError, match="StoreWriter: threads must be an int >= 0"):
+        StoreWriter(digits_store.parent / "never.lds", threads=-1)
+    assert not (digits_store.parent / "never.lds").exists()
 
 
 @pytest.mark.timeout(120)

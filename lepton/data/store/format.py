@@ -96,6 +96,18 @@ class FieldSpec:
         return out
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _threads(threads: int, who: str, most: int | None = None) -> int:
+    """A validated thread count; 0 means one per usable core (at most ``most``)."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise ConfigError(f"{who}: threads must be an int >= 0 (0 = one per core), got {threads!r}")
+    return threads or min(usable_cores(), most or usable_cores())
+
+
 class StoreWriter:
     """Write a store: ``add_split`` for per-sample fields, ``add_array`` for whole arrays, then ``close``.
 
@@ -108,7 +120,7 @@ class StoreWriter:
             raise ConfigError(f"The 'block_samples' parameter must be an int in [1, {MAX_BLOCK_SAMPLES}]. "
                               f"Got {block_samples} instead.")
         self.path, self.block_samples = Path(path), block_samples
-        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.threads = _threads(threads, "StoreWriter", most=4)
         self._index: dict[str, Any] = {"format": "lepton-data-store", "version": VERSION,
                                        "attrs": json.loads(json.dumps(dict(attrs or {}))),
                                        "splits": {}, "arrays": {}}
@@ -245,11 +257,6 @@ class SplitInfo:
         return start, min(start + self.block_samples, self.samples)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS reports one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 class Store:
     """A packed store opened for reading (a local path or an fsspec URL); the index is validated on open.
 
@@ -264,12 +271,10 @@ class Store:
 
     def __init__(self, location: str | os.PathLike, *, cache_bytes: int = 256 << 20,
                  storage_options: dict[str, Any] | None = None, threads: int = 0) -> None:
-        if not isinstance(threads, int) or threads < 0:
-            raise ConfigError(f"Store: threads must be an int >= 0 (0 = one per core), got {threads!r}")
+        self.threads = _threads(threads, "Store")
         self.location = str(location)
         self.storage_options = storage_options
         self.cache_bytes = cache_bytes
-        self.threads = threads or usable_cores()
         self._source: ByteSource | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -411,10 +416,10 @@ class Store:
                 whole, done = self._whole.setdefault((split, field), (
                     np.empty((info.samples, *spec.shape), dtype=spec.dtype), np.zeros(len(info.blocks), dtype=bool)))
             todo = np.unique(blocks[~done[blocks]])
-            left = np.nonzero(~done)[0]
-            if len(todo) * 4 >= len(left):  # a shuffled pass, which touches every block within a few batches
-                todo = left
-            if len(todo):
+            if len(todo):  # (every batch of a warm epoch skips this)
+                left = np.nonzero(~done)[0]
+                if len(todo) * 4 >= len(left):  # a shuffled pass, which touches every block within a few batches
+                    todo = left
                 self._fill(split, field, whole, done, todo)
             return whole[idx]
         out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
