@@ -239,6 +239,11 @@ def test_shuffled_take_decodes_the_field_once_on_threads(digits_store, digits):
         assert done.all() and np.array_equal(whole, digits.x_train)
         assert np.array_equal(first, digits.x_train[order[:64]])
         assert np.array_equal(s.take("train", "images", order), digits.x_train[order])
+        assert s._complete["train", "images"] is whole and not whole.flags.writeable  # later takes: one gather
+        with pytest.raises(IndexError):
+            s.take("train", "images", np.array([0, -1]))  # no wrap-around on the decoded field's fast path
+        with pytest.raises(IndexError):
+            s.take("train", "images", np.array([len(order)]))
     s = Store(digits_store)
     s.take("train", "images", np.array([5, 7]))  # one block: decoded alone
     assert s._whole["train", "images"][1].sum() == 1

@@ -76,8 +76,8 @@ class CMCodec:
                 raise ConfigError(f"lepton-cm: {key} must be an int in [1, {hi}], got {v!r}")
         if not isinstance(self.model, bytes):
             raise ConfigError("lepton-cm: model must be bytes (CMCodec.fit makes them)")
-        if self.model:
-            _ = self._model  # parse and validate now, not at the first block
+        if self.model:  # parse, validate and build the decoder's tables now, not at the first block
+            _ = self._model.cum, self._model.bfs
 
     @property
     def params(self) -> dict[str, Any]:

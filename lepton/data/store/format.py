@@ -281,6 +281,7 @@ class Store:
         self._cache: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._cached = 0
         self._whole: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # field -> (array, blocks decoded)
+        self._complete: dict[tuple[str, str], np.ndarray] = {}  # the fields of ``_whole`` with every block decoded
         src = self._src()
         self.file_bytes = src.size
         self.index_offset, self.index_bytes, index = _read_index(src)
@@ -303,7 +304,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers get a copy without the open file
         state = self.__dict__.copy()
-        state.update(_source=None, _pid=-1, _lock=None, _cache=OrderedDict(), _cached=0, _whole={})
+        state.update(_source=None, _pid=-1, _lock=None, _cache=OrderedDict(), _cached=0, _whole={}, _complete={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -323,6 +324,7 @@ class Store:
         self._cache.clear()
         self._cached = 0
         self._whole.clear()
+        self._complete.clear()
 
     def _with_model(self, spec: FieldSpec, where: str) -> FieldSpec:
         """``spec`` with its codec rebuilt around the learned model the store holds for it."""
@@ -403,8 +405,11 @@ class Store:
 
     def take(self, split: str, field: str, indices: np.ndarray) -> np.ndarray:
         """Samples ``indices`` (any order, repeats allowed) of ``field``, decoding only the blocks they touch."""
-        info = self.split(split)
         idx = np.asarray(indices, dtype=np.int64)
+        full = self._complete.get((split, field))
+        if full is not None and (not idx.size or idx.min() >= 0):  # every block decoded: one gather
+            return full[idx]  # (an index past the end raises IndexError)
+        info = self.split(split)
         if idx.size and (idx.min() < 0 or idx.max() >= info.samples):
             raise IndexError(f"index out of range for split {split!r} of {info.samples} samples")
         spec = info.fields[field] if field in info.fields else None
@@ -412,15 +417,21 @@ class Store:
             raise DataError(f"{self.location}: split {split!r} has no field {field!r}")
         blocks = idx // info.block_samples
         if info.samples * spec.sample_bytes <= self.cache_bytes // 2:
+            key = (split, field)
             with self._lock:
-                whole, done = self._whole.setdefault((split, field), (
-                    np.empty((info.samples, *spec.shape), dtype=spec.dtype), np.zeros(len(info.blocks), dtype=bool)))
+                if key not in self._whole:
+                    self._whole[key] = (np.empty((info.samples, *spec.shape), dtype=spec.dtype),
+                                        np.zeros(len(info.blocks), dtype=bool))
+                whole, done = self._whole[key]
             todo = np.unique(blocks[~done[blocks]])
-            if len(todo):  # (every batch of a warm epoch skips this)
+            if len(todo):
                 left = np.nonzero(~done)[0]
                 if len(todo) * 4 >= len(left):  # a shuffled pass, which touches every block within a few batches
                     todo = left
                 self._fill(split, field, whole, done, todo)
+                if done.all():
+                    whole.flags.writeable = False
+                    self._complete[key] = whole
             return whole[idx]
         out = np.empty((len(idx), *spec.shape), dtype=spec.dtype)
         for b in np.unique(blocks):
