@@ -350,8 +350,11 @@ def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
 
 
 def serve(model: ServedModel, config: ServeConfig) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM shut down gracefully)."""
-    uvicorn_server(create_app(model, config), config).run()
+    """Serve until interrupted (Ctrl-C / SIGTERM shut down gracefully, then raise KeyboardInterrupt)."""
+    server = uvicorn_server(create_app(model, config), config)
+    server.run()  # uvicorn re-raises the signal that stopped it once it has shut down ...
+    if server.should_exit:  # ... but if that was lost, a stop by signal still ends as an interrupt
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
