@@ -350,7 +350,8 @@ def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
 
 
 def serve(model: ServedModel, config: ServeConfig) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM shut down gracefully, then raise KeyboardInterrupt)."""
+    """Serve until interrupted: Ctrl-C or SIGTERM shuts down gracefully, then uvicorn re-raises the
+    signal (Ctrl-C ends as KeyboardInterrupt, which the CLI turns into exit status 130)."""
     server = uvicorn_server(create_app(model, config), config)
     server.run()  # uvicorn re-raises the signal that stopped it once it has shut down ...
     if server.should_exit:  # ... but if that was lost, a stop by signal still ends as an interrupt

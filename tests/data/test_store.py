@@ -242,7 +242,7 @@ def test_shuffled_take_decodes_the_field_once_on_threads(digits_store, digits):
         assert s._complete["train", "images"] is whole and not whole.flags.writeable  # later takes: one gather
         with pytest.raises(IndexError):
             s.take("train", "images", np.array([0, -1]))  # no wrap-around on the decoded field's fast path
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match="index out of range for split 'train'"):
             s.take("train", "images", np.array([len(order)]))
     s = Store(digits_store)
     s.take("train", "images", np.array([5, 7]))  # one block: decoded alone

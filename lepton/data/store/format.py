@@ -407,8 +407,8 @@ class Store:
         """Samples ``indices`` (any order, repeats allowed) of ``field``, decoding only the blocks they touch."""
         idx = np.asarray(indices, dtype=np.int64)
         full = self._complete.get((split, field))
-        if full is not None and (not idx.size or idx.min() >= 0):  # every block decoded: one gather
-            return full[idx]  # (an index past the end raises IndexError)
+        if full is not None and (not idx.size or (idx.min() >= 0 and idx.max() < len(full))):
+            return full[idx]  # every block decoded: one gather (bad indices take the checked path below)
         info = self.split(split)
         if idx.size and (idx.min() < 0 or idx.max() >= info.samples):
             raise IndexError(f"index out of range for split {split!r} of {info.samples} samples")
