@@ -108,16 +108,21 @@ def _image_mode(img) -> int:
 
 
 @nb.njit(cache=True, inline="always")
-def _leaf(bfs, leafmap, depth: int, f) -> int:
-    """The leaf of features ``f`` in a complete binary tree of ``depth`` levels stored breadth-first:
-    ``bfs[node]`` packs (feature id << 16) | (threshold + 32768), the children of node i are 2i + 1
-    (feature <= threshold) and 2i + 2, and ``leafmap`` numbers the 2**depth bottom slots. A fixed
-    number of branch-free steps, so several pixels' descents overlap in the CPU."""
+def _step(nodes, node: int, f) -> int:
+    """One step down the tree (see ``CMModel.nodes``): the left child, or the right one (left + 1)
+    when the node's feature exceeds its threshold; a leaf steps to itself."""
+    v = nodes[node]
+    return (v >> 32) + (f[v & 0xFF] > ((v >> 8) & 0xFFFF) - 32768)
+
+
+@nb.njit(cache=True, inline="always")
+def _leaf(nodes, leafmap, depth: int, f) -> int:
+    """The leaf of features ``f``: ``depth`` branch-free steps from the root (a leaf reached early
+    steps to itself), so several pixels' descents overlap in the CPU."""
     node = 0
     for _ in range(depth):
-        v = bfs[node]
-        node = 2 * node + 1 + (f[v >> 16] > (v & 0xFFFF) - 32768)
-    return leafmap[node - (1 << depth) + 1]
+        node = _step(nodes, node, f)
+    return leafmap[node]
 
 
 @nb.njit(cache=True, inline="always")
@@ -131,26 +136,25 @@ def _quiet(p, r: int, c: int) -> bool:
 
 
 @nb.njit(cache=True, inline="always")
-def _lane_leaves(pad, r: int, c: int, mode, lanes: int, bfs, leafmap, depth: int, fast, use_fast: bool,
+def _lane_leaves(pad, r: int, c: int, mode, lanes: int, nodes, leafmap, depth: int, fast, use_fast: bool,
                  f, node, act, leaf) -> None:
-    """``leaf[j]`` for pixel (r, c) of each of the first ``lanes`` images. The descents of the lanes
-    not served by the fast table run level by level side by side, so their load chains overlap."""
+    """``leaf[j]`` for pixel (r, c) of each of the first ``lanes`` images. The lanes not served by the
+    fast table get their features in rows 0, 1, ... of ``f`` (``act`` maps a row back to its lane) and
+    descend level by level side by side, so their load chains overlap."""
     na = 0
     for j in range(lanes):
         if use_fast and _quiet(pad[j], r, c):
             leaf[j] = fast[0 if mode[j] == 0 else mode[j] - 239, r, c]
         else:
-            _features(pad[j], r, c, mode[j], f[j])
+            _features(pad[j], r, c, mode[j], f[na])
             act[na] = j
             node[na] = 0
             na += 1
     for _ in range(depth):
         for a in range(na):
-            v = bfs[node[a]]
-            node[a] = 2 * node[a] + 1 + (f[act[a], v >> 16] > (v & 0xFFFF) - 32768)
-    base = (1 << depth) - 1
+            node[a] = _step(nodes, node[a], f[a])
     for a in range(na):
-        leaf[act[a]] = leafmap[node[a] - base]
+        leaf[act[a]] = leafmap[node[a]]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -173,7 +177,7 @@ def feature_rows(images, rows):
 
 
 @nb.njit(cache=True, nogil=True)
-def leaf_counts(images, bfs, leafmap, depth, n_leaves):
+def leaf_counts(images, nodes, leafmap, depth, n_leaves):
     """How often each value occurs in each leaf over ``images``, and in row ``n_leaves`` how often
     each near-white level does: [n_leaves + 1, 256] int64."""
     n_img, height, width = images.shape
@@ -188,12 +192,12 @@ def leaf_counts(images, bfs, leafmap, depth, n_leaves):
         for r in range(height):
             for c in range(width):
                 _features(pad, r, c, mode, f)
-                out[_leaf(bfs, leafmap, depth, f), img[r, c]] += 1
+                out[_leaf(nodes, leafmap, depth, f), img[r, c]] += 1
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def fast_leaves(bfs, leafmap, depth, height, width):
+def fast_leaves(nodes, leafmap, depth, height, width):
     """The leaf of every (mode, r, c) whose twelve neighbours are all zero: [FAST_MODES, H, W]."""
     out = np.empty((FAST_MODES, height, width), dtype=np.int32)
     f = np.zeros(NFEAT, dtype=np.int64)
@@ -203,12 +207,12 @@ def fast_leaves(bfs, leafmap, depth, height, width):
                 f[12] = r
                 f[13] = c
                 f[14] = 0 if m == 0 else 239 + m
-                out[m, r, c] = _leaf(bfs, leafmap, depth, f)
+                out[m, r, c] = _leaf(nodes, leafmap, depth, f)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
+def encode(images, nodes, leafmap, depth, fast, start, freq, buf):
     """rANS-code ``images`` [N, H, W] into ``buf`` (uint32 words, filled from the end); returns the
     index of the first word written. ``start``/``freq`` [n_leaves + 1, NSYM] are the leaf
     distributions and, last, the near-white levels'.
@@ -220,7 +224,7 @@ def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
     mode_row = start.shape[0] - 1
     leaves = np.empty(n_sym, dtype=np.int32)
     values = np.empty(n_sym, dtype=np.uint8)
-    f = np.empty((LANES, NFEAT), dtype=np.int64)
+    f = np.empty((LANES, NFEAT), dtype=np.int32)
     mode = np.zeros(LANES, dtype=np.int64)
     node = np.zeros(LANES, dtype=np.int64)
     act = np.zeros(LANES, dtype=np.int64)
@@ -238,7 +242,7 @@ def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
             i += 1
         for r in range(height):
             for c in range(width):
-                _lane_leaves(pad, r, c, mode, lanes, bfs, leafmap, depth, fast, use_fast, f, node, act, leaf)
+                _lane_leaves(pad, r, c, mode, lanes, nodes, leafmap, depth, fast, use_fast, f, node, act, leaf)
                 for j in range(lanes):
                     leaves[i] = leaf[j]
                     values[i] = images[g + j, r, c]
@@ -270,25 +274,26 @@ def encode(images, bfs, leafmap, depth, fast, start, freq, buf):
 
 @nb.njit(cache=True, inline="always")
 def _find(cum, leaf: int, slot: int) -> int:
-    """The symbol s of ``leaf`` with cum[s] <= slot < cum[s + 1] (zero-width symbols are skipped): nine
-    halving steps without branches (cum[leaf, NSYM] == TOTAL > slot stops the search at NSYM - 1)."""
+    """The symbol s of ``leaf`` with cum[s] <= slot < cum[s + 1] (zero-width symbols are skipped):
+    eight halving steps without branches over 0..255, then the escape (256), whose upper end is
+    TOTAL (stored as 0 in the uint16 table, so it is never read here)."""
     s = 0
-    step = 256
+    step = 128
     while step > 0:
         t = s + step
-        s = t if cum[leaf, min(t, NSYM)] <= slot else s
+        s = t if cum[leaf, t] <= slot else s
         step >>= 1
-    return s
+    return ESC if cum[leaf, ESC] <= slot else s
 
 
 @nb.njit(cache=True, nogil=True)
-def decode(images, bfs, leafmap, depth, fast, cum, words):
+def decode(images, nodes, leafmap, depth, fast, cum, words):
     """Decode ``words`` into ``images`` [N, H, W] (in the encoder's order); returns (words read, final
     state). A consistent stream is read exactly and ends in state RANS_L; reading past the end sees
     zeros; a near-white level that is not 0 or 240..255 stops the decoder with words read = -1."""
     n_img, height, width = images.shape
     nw_ = words.shape[0]
-    f = np.empty((LANES, NFEAT), dtype=np.int64)
+    f = np.empty((LANES, NFEAT), dtype=np.int32)
     mode = np.zeros(LANES, dtype=np.int64)
     leaf = np.zeros(LANES, dtype=np.int64)
     mode_row = cum.shape[0] - 1
@@ -311,7 +316,7 @@ def decode(images, bfs, leafmap, depth, fast, cum, words):
             mode[j] = s
         for r in range(height):
             for c in range(width):
-                _lane_leaves(pad, r, c, mode, lanes, bfs, leafmap, depth, fast, use_fast, f, node, act, leaf)
+                _lane_leaves(pad, r, c, mode, lanes, nodes, leafmap, depth, fast, use_fast, f, node, act, leaf)
                 for j in range(lanes):
                     s, x, pos = _decode_symbol(cum, leaf[j], x, words, pos)
                     images[g + j, r, c] = s
@@ -325,7 +330,8 @@ def _decode_symbol(cum, row: int, x, words, pos: int):
     slot = x & (TOTAL - 1)
     s = 0 if slot < cum[row, 1] else _find(cum, row, slot)
     st = np.int64(cum[row, s])
-    x = (np.int64(cum[row, s + 1]) - st) * (x >> PREC) + slot - st
+    # the frequency, in 1..TOTAL, from the uint16 table whose last column (TOTAL) is stored as 0
+    x = (((np.int64(cum[row, s + 1]) - st - 1) & (TOTAL - 1)) + 1) * (x >> PREC) + slot - st
     if x < RANS_L:
         x = (x << 32) | (np.int64(words[pos]) if pos < words.shape[0] else 0)
         pos += 1

@@ -77,7 +77,7 @@ class CMCodec:
         if not isinstance(self.model, bytes):
             raise ConfigError("lepton-cm: model must be bytes (CMCodec.fit makes them)")
         if self.model:  # parse, validate and build the decoder's tables now, not at the first block
-            _ = self._model.cum, self._model.bfs
+            _ = self._model.cum, self._model.nodes
 
     @property
     def params(self) -> dict[str, Any]:
@@ -138,7 +138,7 @@ class CMCodec:
             head = header + bytes([KIND_EMBEDDED]) + struct.pack("<I", len(blob)) + blob
         # < 1 word per symbol (an escape and 8 raw bits: < 24 bits); a symbol per pixel and per image
         words = np.empty(images.size + len(images) + 4, dtype=np.uint32)
-        first = K.encode(images, *m.bfs, m.fast(*images.shape[1:]), m.start, m.freq, words)
+        first = K.encode(images, *m.nodes, m.fast(*images.shape[1:]), m.start, m.freq, words)
         return head + words[first:].astype("<u4").tobytes()
 
     def decode(self, data: bytes, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -188,7 +188,7 @@ class CMCodec:
             raise FormatError(f"lepton-cm: {4 * words.size} bytes cannot hold {pixels} pixels; "
                               "the stored shape is forged or the block is truncated")
         images = np.zeros(planes, dtype=np.uint8)
-        used, state = K.decode(images, *m.bfs, m.fast(*planes[1:]), m.cum, words)
+        used, state = K.decode(images, *m.nodes, m.fast(*planes[1:]), m.cum, words)
         if used < 0:
             raise FormatError("lepton-cm: an image's near-white level decoded out of range; the block is corrupt")
         if used != words.size or state != K.RANS_L:

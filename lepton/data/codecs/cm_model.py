@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import lzma
 import struct
+from collections import deque
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,7 +37,7 @@ MAGIC = b"LCMT"
 VERSION = 1
 HEAD = struct.Struct("<4sBBII")
 MAX_LEAVES = 1 << 16
-MAX_DEPTH = 16  # the kernels walk a complete tree of 2**depth slots
+MAX_DEPTH = 16  # the deepest tree the kernels accept
 MAX_MODEL_BYTES = 16 << 20
 STEPS = 2  # quantized log-count steps per octave
 MIN_COUNT = 2  # rarer values of a leaf go through the escape
@@ -112,39 +113,49 @@ class CMModel:
 
     @cached_property
     def cum(self) -> np.ndarray:
-        """[leaves, NSYM + 1] int32 cumulative frequencies (the decoder's search table)."""
-        return np.concatenate([np.zeros((len(self.q), 1), np.int64), np.cumsum(self.freq, 1)], 1).astype(np.int32)
+        """[leaves + 1, NSYM + 1] uint16 cumulative frequencies, the decoder's search table (half the
+        cache of int32). Only the last column, TOTAL = 2**16, does not fit and is stored as 0 (every
+        other entry is below TOTAL, because the escape's frequency is >= 1); a decoded symbol's
+        frequency, in 1..TOTAL, is then ((cum[s + 1] - cum[s] - 1) mod 2**16) + 1."""
+        cum = np.concatenate([np.zeros((len(self.q), 1), np.int64), np.cumsum(self.freq, 1)], 1)
+        return (cum & 0xFFFF).astype(np.uint16)
 
     @cached_property
-    def bfs(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """The kernels' form (see ``_cm_kernel._leaf``): the tree completed to its depth and stored
-        breadth-first, a leaf above the bottom level standing in for its whole subtree."""
-        depth_of = np.zeros(len(self.tree), np.int64)
-        for i, (fid, _, right) in enumerate(self.tree.tolist()):
-            if fid != K.LEAF:
-                depth_of[i + 1] = depth_of[right] = depth_of[i] + 1
-        depth = int(depth_of.max())
-        bfs = np.full(max(1, (1 << depth) - 1), 32767 + 32768, dtype=np.int32)  # feature 0 <= 32767: go left
-        leafmap = np.zeros(1 << depth, dtype=np.int32)
-        stack = [(0, 0, 0)]  # (tree row, bfs slot, level)
-        while stack:
-            row, slot, level = stack.pop()
-            fid, t, right = (int(v) for v in self.tree[row])
-            if level == depth:
-                leafmap[slot - (1 << depth) + 1] = t
-            elif fid == K.LEAF:  # the leaf fills its subtree: always go left down to the bottom
-                stack.append((row, 2 * slot + 1, level + 1))
+    def nodes(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The kernels' form of the tree (see ``_cm_kernel._leaf``): ``(nodes, leafmap, depth)``.
+
+        ``nodes[i]`` (int64) packs ``(left child << 32) | ((threshold + 32768) << 8) | feature``;
+        nodes are numbered breadth-first, so the right child is ``left + 1``. A leaf is its own left
+        child with threshold 32767 (no feature exceeds it), so a descent of exactly ``depth`` steps
+        (the deepest leaf's level) ends on every path's leaf; ``leafmap[i]`` is node i's leaf number.
+        The table is 8 bytes per node (~32 KB for 2,048 leaves), so a descent stays in L1."""
+        rows = [tuple(int(v) for v in r) for r in self.tree.tolist()]
+        nodes = np.zeros(len(rows), np.int64)
+        leafmap = np.zeros(len(rows), np.int32)
+        level = np.zeros(len(rows), np.int64)
+        number = {0: 0}  # tree row (preorder) -> node number (breadth-first)
+        queue, nxt = deque([0]), 1
+        while queue:
+            row = queue.popleft()
+            i = number[row]
+            fid, t, right = rows[row]
+            if fid == K.LEAF:
+                nodes[i] = (i << 32) | (0xFFFF << 8)
+                leafmap[i] = t
             else:
-                bfs[slot] = (fid << 16) | (t + 32768)
-                stack += [(row + 1, 2 * slot + 1, level + 1), (right, 2 * slot + 2, level + 1)]
-        return bfs, leafmap, depth
+                number[row + 1], number[right] = nxt, nxt + 1
+                level[nxt] = level[nxt + 1] = level[i] + 1
+                queue += (row + 1, right)
+                nodes[i] = (nxt << 32) | ((t + 32768) << 8) | fid
+                nxt += 2
+        return nodes, leafmap, int(level.max())
 
     def fast(self, height: int, width: int) -> np.ndarray:
         """Leaves of the all-zero neighbourhood per (mode, r, c) for small planes; empty otherwise."""
         if height * width > 4096:
             return np.zeros((1, 0, 0), np.int32)
         if (height, width) not in self._fast:
-            self._fast[height, width] = K.fast_leaves(*self.bfs, height, width)
+            self._fast[height, width] = K.fast_leaves(*self.nodes, height, width)
         return self._fast[height, width]
 
     @cached_property
@@ -268,5 +279,5 @@ def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, 
     tree = _preorder(fitted.tree_)
     n_leaves = int((tree[:, 0] == K.LEAF).sum())
     shape_only = CMModel(tree, np.ones((n_leaves + 1, K.NSYM), np.uint8))
-    counts = K.leaf_counts(np.ascontiguousarray(images), *shape_only.bfs, n_leaves)
+    counts = K.leaf_counts(np.ascontiguousarray(images), *shape_only.nodes, n_leaves)
     return CMModel(tree, quantize_counts(counts))
