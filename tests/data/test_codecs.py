@@ -125,7 +125,7 @@ def _tree_leaf(tree: np.ndarray, f: np.ndarray) -> int:
 
 def test_cm_codes_each_block_within_a_hair_of_its_models_entropy(mnist):
     """rANS against the ideal code length sum(-log2 p) of the stored model, leaves found by a plain
-    preorder walk over independently computed features (not the kernels' breadth-first tree)."""
+    preorder walk over independently computed features (not the kernels' node table)."""
     from lepton.data.codecs.cm import HEADER, CMCodec
 
     codec = CMCodec(leaves=256, fit_pixels=400_000).fit(mnist.x_train[:3000])
