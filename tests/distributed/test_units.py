@@ -49,6 +49,9 @@ def test_torchrun_command_lines():
     assert "--node-rank=1" in static and "--master-addr=h" in static and "--master-port=1234" in static
 
 
+CHECKED = "hook bytes checked"
+
+
 def check_hook_bytes(kind: str) -> None:
     """Four DDP steps of LeNet-5 in a world of one with the ``kind`` hook; the byte accounting is checked
     against the parameter sizes and PowerSGD's own statistics. Runs in a child process (test_hook_bytes)."""
@@ -74,6 +77,7 @@ def check_hook_bytes(kind: str) -> None:
             assert report.bytes_last_step == expected and report.bytes_total == 2 * plain + 2 * expected
             assert 4 * report.powersgd_numel_after == 2 * expected and 4 * report.powersgd_numel_before == 2 * plain
             assert report.compression_ratio > 10
+        print(CHECKED, flush=True)  # every check passed; what follows is teardown
     finally:
         ddp = counter = None  # drop the DDP reducer and the hook state, then collect their cycles,
         gc.collect()  # while the group still exists
@@ -84,8 +88,13 @@ def check_hook_bytes(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["none", "fp16", "powersgd"])
 def test_hook_bytes(kind):
     """In a child process: gloo's worker threads of an in-process group can outlive the group and abort
-    the interpreter later (a CI run died that way in the next test; cf. pytorch/pytorch#179291)."""
-    code = f"from tests.distributed.test_units import check_hook_bytes; check_hook_bytes({kind!r})"
+    the interpreter later (a CI run died that way in the next test; cf. pytorch/pytorch#179291). The child
+    prints a marker once every check has passed and skips the interpreter's teardown (``os._exit``); a
+    gloo abort during ``destroy_process_group`` ("terminate called without an active exception", seen
+    once in a fresh-clone CI run) after the marker is that upstream teardown bug, not a failed check."""
+    code = (f"import os; from tests.distributed.test_units import check_hook_bytes; check_hook_bytes({kind!r}); "
+            "os._exit(0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
                        cwd=Path(__file__).resolve().parents[2], env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert CHECKED in r.stdout, r.stderr[-3000:]
+    assert r.returncode == 0 or "terminate called without an active exception" in r.stderr, r.stderr[-3000:]
