@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import lzma
 import struct
-from collections import deque
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
