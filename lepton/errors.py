@@ -26,3 +26,8 @@ class ResultOnOtherNode(LeptonError):
 
     Not a failure: the CLI prints the message and exits 0 on such a node.
     """
+
+
+class UntrustedCodeError(LeptonError):
+    """A model name, file or config asks Lepton to import and run Python code, and the user did not allow it
+    (``--trust-code`` / ``trust_code=True``)."""

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from lepton.cli.app import app
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -39,6 +39,7 @@ def compress_checkpoint(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Compress CHECKPOINT into OUT (.lep): prune, share weights, entropy-code; accuracy measured on the file."""
     from lepton.compress.chain import compress_model
@@ -53,7 +54,8 @@ def compress_checkpoint(
     cfg = load_run_config(config, overrides=parse_overrides(set_ or []))
     ckpt = load_checkpoint(checkpoint)
     dataset = load_dataset(data or ckpt.meta.get("dataset", {}).get("name", "mnist"))
-    report = compress_model(ckpt.build_model(), ckpt.spec, dataset, cfg.compress, cfg.train, out, progress=not quiet)
+    report = compress_model(ckpt.build_model(trust_code=trust_code), ckpt.spec, dataset, cfg.compress, cfg.train, out,
+                            progress=not quiet, trust_code=trust_code)
     if fmt is Format.json:
         print_json(report.model_dump(mode="json"))
         return

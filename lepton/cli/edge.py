@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 edge_app = typer.Typer(
     no_args_is_help=True,
@@ -22,11 +22,11 @@ ModelArg = Annotated[Path, typer.Argument(help="a checkpoint (.safetensors + .js
 DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one the model was trained on]")]
 
 
-def _load(model: Path, data: str | None):  # type: ignore[no-untyped-def]
+def _load(model: Path, data: str | None, trust_code: bool):  # type: ignore[no-untyped-def]
     from lepton.data.sources import load_dataset
     from lepton.models.files import load_model_file
 
-    loaded = load_model_file(model)
+    loaded = load_model_file(model, trust_code=trust_code)
     name = data or loaded.meta.get("dataset", {}).get("name") or loaded.meta.get("dataset_name") or "mnist"
     return loaded, load_dataset(name)
 
@@ -40,13 +40,14 @@ def export_cmd(
     opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
     data: DataOpt = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), check it against torch on the test set, optionally quantize to int8."""
     from lepton.edge.bench import onnx_accuracy
     from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
     from lepton.edge.quantize import QuantizeConfig, calibration_sample, quantize_onnx
 
-    loaded, dataset = _load(model, data)
+    loaded, dataset = _load(model, data, trust_code)
     x_test, y_test = dataset.tensors("test")
     report = export_onnx(loaded.model, out, input_shape=loaded.spec.input_shape, opset=opset)
     rows = [{"file": str(out), "format": "onnx fp32", "bytes": report.bytes,
@@ -75,6 +76,7 @@ def bench_cmd(
     batch: Annotated[int, typer.Option(help="batch size for throughput")] = 256,
     data: DataOpt = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images."""
     from lepton.data.sources import load_dataset
@@ -83,7 +85,7 @@ def bench_cmd(
     cfg = BenchConfig(threads=threads, iterations=iterations, throughput_batch=batch)
     loaded = None
     if torch_model is not None:
-        loaded, dataset = _load(torch_model, data)
+        loaded, dataset = _load(torch_model, data, trust_code)
     else:
         dataset = load_dataset(data or "mnist")
     images = dataset.tensors("test")[0][:batch].numpy()
@@ -111,6 +113,7 @@ def split_cmd(
     requests: Annotated[int, typer.Option(help="images sent in the real run")] = 100,
     data: DataOpt = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
     from pydantic import ValidationError
@@ -128,13 +131,14 @@ def split_cmd(
                              encoding=encoding)  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(f"--edge-slowdown and --cloud-speedup must be > 0 ({e.errors()[0]['msg']}).") from e
-    loaded, dataset = _load(model, data)
+    loaded, dataset = _load(model, data, trust_code)
     images = dataset.tensors("test")[0][:max(requests, 8)].numpy()
     profile = profile_layers(loaded.model, images[:8])
     plan = plan_split(profile, net)
     local = plan_split(profile, net.model_copy(update={"bandwidth_bps": 1e12, "rtt_ms": 0.0, "edge_slowdown": 1.0,
                                               "cloud_speedup": 1.0}))
-    measured = run_split(model, plan.best_cut, images[:requests], encoding=net.encoding) if run else None
+    measured = run_split(model, plan.best_cut, images[:requests], encoding=net.encoding,
+                         trust_code=trust_code) if run else None
     if plot is not None:
         plot_plan(plan, str(plot))
     if fmt is Format.json:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.output import Format, console, print_json
+from lepton.cli.output import Format, TrustCode, console, print_json
 
 
 @app.command()
@@ -20,6 +20,7 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table or json (prints metrics.json)")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Run the whole chain and write OUT/metrics.json, OUT/report.html and the artifacts.
 
@@ -33,7 +34,7 @@ def run(
 
     cfg = load_run_config(config, quick=quick, overrides=parse_overrides(set_ or []))
     run_dir = out or Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    result = run_pipeline(cfg, run_dir, progress=not quiet)
+    result = run_pipeline(cfg, run_dir, progress=not quiet, trust_code=trust_code)
     if fmt is Format.json:
         print_json(result.metrics)
         return

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.output import console
+from lepton.cli.output import TrustCode, console
 
 
 @app.command()
@@ -23,6 +23,7 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="most rows one batched model call runs")] = 64,
     max_delay_ms: Annotated[float, typer.Option(help="longest wait for more concurrent requests to batch")] = 1.0,
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies are refused with 413")] = 8.0,
+    trust_code: TrustCode = False,
 ) -> None:
     """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
 
@@ -49,7 +50,7 @@ def serve(
                                     for err in e.errors())) from None
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
         served = load_served_model(model, name=config.name, version=config.version, threads=config.threads,
-                                   workdir=workdir)
+                                   workdir=workdir, trust_code=trust_code)
         console.print(f"serving {served.name!r} version {served.version} from {model} on "
                       f"http://{config.host}:{config.port}/v2/models/{served.name} (Ctrl-C stops)", highlight=False)
         run_server(served, config)

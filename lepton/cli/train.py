@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 
 @app.command()
@@ -36,6 +36,7 @@ def train(
     error_feedback: Annotated[Optional[bool], typer.Option("--error-feedback/--no-error-feedback", help="PowerSGD error feedback", rich_help_panel="Distributed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Train a model; write OUT/model.safetensors + OUT/model.json (and OUT/last.* after each epoch).
 
@@ -70,7 +71,7 @@ def train(
     cfg = load_run_config(config, overrides=over)
     dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(dataset, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs, checkpoint_dir=out,
-                      resume=resume, progress=not quiet)
+                      resume=resume, progress=not quiet, trust_code=trust_code)
     if env_rank() != 0:  # a torchrun worker other than rank 0: rank 0 saves and reports
         return
     path = save_checkpoint(out / "model", job.model, job.spec,
@@ -85,7 +86,7 @@ def train(
                       f"{job.train.images_per_second:,.0f} img/s · saved {path}")
 
 
-def evaluate_file(path: Path, data: str | None) -> dict[str, Any]:
+def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> dict[str, Any]:
     """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
@@ -93,7 +94,7 @@ def evaluate_file(path: Path, data: str | None) -> dict[str, Any]:
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
-    loaded = load_model_file(path)
+    loaded = load_model_file(path, trust_code=trust_code)
     dataset = load_dataset(data or loaded.meta.get("dataset", {}).get("name", "mnist"))
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
@@ -109,6 +110,7 @@ def eval_(
     model_file: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")],
     data: Annotated[Optional[str], typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    trust_code: TrustCode = False,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
 
@@ -117,7 +119,7 @@ def eval_(
       lepton eval runs/demo/model.lep
       lepton eval runs/train/model.safetensors --data mnist:/data/mnist --format json
     """
-    result = evaluate_file(model_file, data)
+    result = evaluate_file(model_file, data, trust_code=trust_code)
     if fmt is Format.json:
         print_json(result)
         return

@@ -89,8 +89,14 @@ def share_biases(model: nn.Module, bits: int) -> None:
 
 
 def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: CompressConfig, base: TrainConfig,
-                   out: str | Path, *, progress: bool = True, console: Console | None = None) -> CompressReport:
-    """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged."""
+                   out: str | Path, *, progress: bool = True, console: Console | None = None,
+                   trust_code: bool = False) -> CompressReport:
+    """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged.
+
+    A model outside the registry is written with its architecture as data (:meth:`ModelSpec.with_graph`);
+    one torch.fx cannot trace is re-read from ``out`` through its factory, which needs ``trust_code=True``.
+    """
+    spec = spec.with_graph(model)
     console = console or Console(stderr=True, quiet=not progress)
     recipe: dict[str, Any] = {}
     if not cfg.tt.enabled:  # recipes are tuned on the plain architecture; TT layers want gentler steps
@@ -180,7 +186,7 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     t = time.perf_counter()
     out = Path(out)
     file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
-    decoded = load_lep(out).build_model()
+    decoded = load_lep(out).build_model(trust_code=trust_code)
     bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
     sizes = {c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata)) for c in ("ans", "huffman")}
     seconds["code"] = time.perf_counter() - t

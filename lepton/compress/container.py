@@ -107,13 +107,10 @@ class LepModel:
     header: dict[str, Any]
     metadata: dict[str, Any]
 
-    def build_model(self) -> nn.Module:
-        model = self.spec.build()
-        try:
-            model.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as e:
-            raise FormatError(f"the .lep weights do not fit model {self.spec.name!r}: {e}") from e
-        return model
+    def build_model(self, *, trust_code: bool = False) -> nn.Module:
+        """The model with these weights; checked on the meta device first (:meth:`ModelSpec.load`). A file
+        naming a ``package.module:factory`` without a graph runs that code only with ``trust_code=True``."""
+        return self.spec.load(self.state_dict, trust_code=trust_code, what="the .lep file")
 
 
 # ---- tensors as bit patterns -------------------------------------------------------------------------------

@@ -165,25 +165,27 @@ def reconstruct(store: Store) -> ImageDataset:
                         source=store.location)
 
 
-def short_accuracy(data: ImageDataset, train_x: np.ndarray, cfg: ReduceConfig) -> float:
+def short_accuracy(data: ImageDataset, train_x: np.ndarray, cfg: ReduceConfig, *, trust_code: bool = False) -> float:
     """Test accuracy (original test images) of LeNet-5 trained for ``cfg.epochs`` on ``train_x[:train_samples]``."""
     from lepton.train.config import TrainConfig
     from lepton.train.job import train_model
 
     n = min(cfg.train_samples, len(train_x))
     subset = ImageDataset(data.name, train_x[:n], data.y_train[:n], data.x_test, data.y_test, data.classes)
-    job = train_model(subset, cfg.model, TrainConfig(epochs=cfg.epochs, seed=cfg.seed), progress=False)
+    job = train_model(subset, cfg.model, TrainConfig(epochs=cfg.epochs, seed=cfg.seed), progress=False,
+                      trust_code=trust_code)
     return job.test.accuracy
 
 
 def reduce_dataset(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig, *,
-                   baseline_accuracy: float | None = None) -> ReduceReport:
+                   baseline_accuracy: float | None = None, trust_code: bool = False) -> ReduceReport:
     """Write the reduced store and measure what it costs: bytes, ratio to raw, LeNet-5 accuracy vs original."""
     store = write_reduced(data, path, cfg)
     recon = reconstruct(store)
     raw = data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
-    base = short_accuracy(data, data.x_train, cfg) if baseline_accuracy is None else baseline_accuracy
-    acc = short_accuracy(data, recon.x_train, cfg)
+    base = (short_accuracy(data, data.x_train, cfg, trust_code=trust_code) if baseline_accuracy is None
+            else baseline_accuracy)
+    acc = short_accuracy(data, recon.x_train, cfg, trust_code=trust_code)
     rows = [ReduceRow(data="original (raw uint8)", bytes=raw, ratio=1.0, test_accuracy=base, accuracy_delta=0.0),
             ReduceRow(data=cfg.label, bytes=store.file_bytes, ratio=raw / store.file_bytes, test_accuracy=acc,
                       accuracy_delta=acc - base)]

@@ -1,7 +1,7 @@
 """``python -m lepton.distributed.worker JOB.json``: one worker of a job that ``train_model`` launched.
 
 ``JOB.json`` names a ``.npz`` of the dataset (written by the launching process), the model, the
-training config and the output folder. Every rank trains; rank 0 writes ``OUT/last.*`` after each
+training config, the output folder and whether the user allowed their model's code (``--trust-code``). Every rank trains; rank 0 writes ``OUT/last.*`` after each
 epoch and ``OUT/report.json`` at the end. A worker restarted by torchrun resumes from ``OUT/last``.
 """
 
@@ -27,7 +27,8 @@ def main(job_path: str) -> None:
         data = ImageDataset(job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"]))
     out = Path(job["out"])
     trained = train_model(data, job["model"], TrainConfig(**job["train"]), model_kwargs=job["model_kwargs"],
-                          checkpoint_dir=out, resume=job["resume"], progress=job["progress"])
+                          checkpoint_dir=out, resume=job["resume"], progress=job["progress"],
+                          trust_code=job["trust_code"])
     if env_rank() == 0:
         atomic_write_text(out / "report.json", trained.train.model_dump_json())
 

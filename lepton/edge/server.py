@@ -100,7 +100,7 @@ def _tensor_meta(t: Any) -> TensorMetadata:
 
 
 def load_served_model(path: str | Path, *, name: str | None = None, version: str = "1", threads: int = 1,
-                      workdir: str | Path | None = None) -> ServedModel:
+                      workdir: str | Path | None = None, trust_code: bool = False) -> ServedModel:
     """Open ``path`` for serving: an ``.onnx`` file directly; a ``.lep`` or checkpoint is exported to ONNX
     first (into ``workdir``, default a fresh temporary folder)."""
     from lepton.edge.export import export_onnx, onnx_session
@@ -111,7 +111,7 @@ def load_served_model(path: str | Path, *, name: str | None = None, version: str
     if path.suffix != ".onnx":
         from lepton.models.files import load_model_file
 
-        loaded = load_model_file(path)
+        loaded = load_model_file(path, trust_code=trust_code)
         onnx_path = Path(workdir or tempfile.mkdtemp(prefix="lepton-serve-")) / f"{path.stem}.onnx"
         export_onnx(loaded.model, onnx_path, input_shape=loaded.spec.input_shape)
     else:

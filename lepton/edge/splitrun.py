@@ -45,11 +45,11 @@ class SplitRun(BaseModel):
     agreement: float  # fraction of images whose split prediction equals the whole model's
 
 
-def _serve(model_file: str, cut: int) -> None:
+def _serve(model_file: str, cut: int, trust_code: bool) -> None:
     torch.set_num_threads(1)
     from lepton.models.files import load_model_file
 
-    _, tail = head_tail(layer_chain(load_model_file(model_file).model), cut)
+    _, tail = head_tail(layer_chain(load_model_file(model_file, trust_code=trust_code).model), cut)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -84,17 +84,18 @@ def _serve(model_file: str, cut: int) -> None:
 
 
 def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding: Encoding = "fp32",
-              warmup: int = 5, timeout_s: float = 60.0) -> SplitRun:
+              warmup: int = 5, timeout_s: float = 60.0, trust_code: bool = False) -> SplitRun:
     """Run ``model_file`` split at ``cut`` on each of ``images`` (one request per image, batch 1)."""
     from lepton.models.files import load_model_file
 
-    model = load_model_file(model_file).model
+    model = load_model_file(model_file, trust_code=trust_code).model
     chain = layer_chain(model)
     head, _ = head_tail(chain, cut)
     images = np.ascontiguousarray(images, dtype=np.float32)
     if len(images) == 0:
         raise ConfigError("run_split needs at least one image.")
-    proc = subprocess.Popen([sys.executable, "-m", "lepton.edge.splitrun", str(model_file), str(cut)],
+    proc = subprocess.Popen([sys.executable, "-m", "lepton.edge.splitrun", str(model_file), str(cut),
+                             "trust-code" if trust_code else "no-trust-code"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -139,4 +140,4 @@ def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]))
+    _serve(sys.argv[1], int(sys.argv[2]), sys.argv[3] == "trust-code")

@@ -19,15 +19,18 @@ class LoadedModel:
     kind: str  # "checkpoint" or "lep"
 
 
-def load_model_file(path: str | Path) -> LoadedModel:
-    """Verify and load ``path``; the returned model is in eval mode."""
+def load_model_file(path: str | Path, *, trust_code: bool = False) -> LoadedModel:
+    """Verify and load ``path``; the returned model is in eval mode.
+
+    No code named by the file runs: the architecture comes from the registry or from the file's graph. A file
+    that only names a ``package.module:factory`` loads with ``trust_code=True`` alone."""
     path = Path(path)
     if path.suffix == ".lep":
         from lepton.compress.container import load_lep
 
         lep = load_lep(path)
-        return LoadedModel(lep.build_model().eval(), lep.spec, lep.metadata, "lep")
+        return LoadedModel(lep.build_model(trust_code=trust_code).eval(), lep.spec, lep.metadata, "lep")
     from lepton.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    return LoadedModel(ckpt.build_model().eval(), ckpt.spec, ckpt.meta, "checkpoint")
+    return LoadedModel(ckpt.build_model(trust_code=trust_code).eval(), ckpt.spec, ckpt.meta, "checkpoint")

@@ -1,17 +1,26 @@
-"""Build models by registry name or by ``package.module:factory``, and count their parameters and MACs."""
+"""Build models by registry name, from a stored graph, or (only when trusted) by ``package.module:factory``;
+count their parameters and MACs.
+
+A name that is not in the registry is Python code: :func:`resolve_factory` imports it only with
+``trust_code=True`` and says so on stderr. Files never need that for models Lepton saved itself, since
+those carry their architecture as data (:mod:`lepton.models.graph`).
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from lepton.errors import ConfigError
+from lepton.errors import ConfigError, FormatError, UntrustedCodeError
+from lepton.models.graph import build_graph, capture, check_graph
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -21,13 +30,30 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 }
 
 
-def resolve_factory(name: str) -> Callable[..., nn.Module]:
-    """The callable behind a registry name or ``package.module:factory``."""
+MAX_SIDE = 8192  # input height and width
+MAX_CHANNELS = 4096
+MAX_CLASSES = 1_000_000
+MAX_MODEL_ELEMENTS = 1 << 28  # parameters and buffers of a model built from a file (1 GiB of float32)
+
+
+def resolve_factory(name: str, *, trust_code: bool = False) -> Callable[..., nn.Module]:
+    """The callable behind a registry name or ``package.module:factory``.
+
+    A ``package.module:factory`` is imported only with ``trust_code=True`` (it runs that module's code);
+    otherwise :class:`UntrustedCodeError` says what the name asks for and how to allow it.
+    """
     if name in MODELS:
         return MODELS[name][0]
     if ":" not in name:
         raise ConfigError(f"unknown model {name!r}: use one of {', '.join(MODELS)} or 'package.module:factory'.")
     module_name, _, attr = name.partition(":")
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"model {name!r} is Python code: building it would import module {module_name!r} and call {attr!r}. "
+            "Lepton runs user code only when asked: if you trust it, pass --trust-code (CLI) or "
+            "trust_code=True (Python).")
+    print(f"lepton: --trust-code: importing {module_name!r} and calling {attr!r} to build the model",
+          file=sys.stderr)
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
@@ -38,13 +64,14 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def build_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
-                **kwargs: Any) -> nn.Module:
+def build_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, *,
+                trust_code: bool = False, **kwargs: Any) -> nn.Module:
     """Instantiate ``name`` for images of ``input_shape`` (C, H, W) and ``num_classes`` outputs.
 
-    User factories receive ``in_channels``, ``image_size`` and ``num_classes`` if they accept them.
+    User factories (``package.module:factory``, only with ``trust_code=True``) receive ``in_channels``,
+    ``image_size`` and ``num_classes`` if they accept them.
     """
-    factory = resolve_factory(name)
+    factory = resolve_factory(name, trust_code=trust_code)
     c, h, w = input_shape
     if h != w:
         raise ConfigError(f"model {name!r}: images must be square, got {h}x{w}.")
@@ -66,7 +93,12 @@ def build_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model: what checkpoints and model files record."""
+    """Everything needed to rebuild a model: what checkpoints and model files record.
+
+    ``name`` is a registry name, or for any other model a label (its ``package.module:factory`` when it came
+    from one); such a model is rebuilt from ``graph``, its architecture as data, and only when a file has
+    no graph from the factory itself, which needs ``trust_code=True``.
+    """
 
     name: str
     input_shape: tuple[int, int, int] = (1, 28, 28)
@@ -75,37 +107,154 @@ class ModelSpec:
     tt: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """Layers replaced by tensor-train layers: ``{layer: {"in_modes", "out_modes", "ranks"}}``
     (:func:`lepton.quantum.tensor_train.apply_tt_layout`); empty for the plain architecture."""
+    graph: dict[str, Any] | None = None
+    """The architecture as data (:mod:`lepton.models.graph`) of a model outside the registry."""
 
-    def build(self) -> nn.Module:
-        model = build_model(self.name, self.input_shape, self.num_classes, **self.kwargs)
+    @property
+    def needs_code(self) -> bool:
+        """Whether building this spec would import user code (no registry name and no stored graph)."""
+        return self.graph is None and self.name not in MODELS
+
+    def build(self, *, trust_code: bool = False) -> nn.Module:
+        """A freshly initialised model; a user factory runs only with ``trust_code=True``."""
+        if self.graph is not None:
+            model: nn.Module = build_graph(self.graph)
+        else:
+            model = build_model(self.name, self.input_shape, self.num_classes, trust_code=trust_code, **self.kwargs)
         if self.tt:
             from lepton.quantum.tensor_train import apply_tt_layout
 
             apply_tt_layout(model, self.tt)
         return model
 
+    def with_graph(self, model: nn.Module) -> ModelSpec:
+        """This spec carrying ``model``'s architecture as data when it is not a registry model, so that files
+        saved from it load without the user's code. A model torch.fx cannot trace keeps the bare name (files
+        saved from it then need ``trust_code=True`` to load), and a note on stderr says so."""
+        if self.name in MODELS or self.graph is not None:
+            return self
+        try:
+            graph = capture(model)
+        except ConfigError as e:
+            print(f"lepton: note: {e} Files saved from it will need --trust-code to load.", file=sys.stderr)
+            return self
+        return replace(self, graph=graph)
+
+    def load(self, state_dict: Mapping[str, torch.Tensor], *, trust_code: bool = False,
+             what: str = "the model file") -> nn.Module:
+        """The model with ``state_dict`` loaded, checked before anything real is allocated.
+
+        The spec is first built on the meta device (no memory, no user code unless trusted): its size is
+        bounded by :data:`MAX_MODEL_ELEMENTS`, a stored graph must run on ``input_shape``, and every weight's
+        name, shape and dtype must match ``state_dict``. Anything else raises FormatError naming ``what``.
+        """
+        expected = self._meta_state(trust_code, what)
+        if expected is not None:
+            _compare_state(expected, state_dict, what, self.name)
+        model = self.build(trust_code=trust_code)
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise FormatError(f"{what}: the weights do not fit model {self.name!r}: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+        return model
+
+    def _meta_state(self, trust_code: bool, what: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]] | None:
+        if self.needs_code and not trust_code:
+            resolve_factory(self.name)  # raises UntrustedCodeError with what the file asks for
+        try:
+            with torch.device("meta"):
+                model = self.build(trust_code=trust_code)
+                state = model.state_dict()
+                n = sum(t.numel() for t in state.values())
+                if n > MAX_MODEL_ELEMENTS:
+                    raise FormatError(f"{what}: model {self.name!r} would have {n:,} parameters and buffers, over "
+                                      f"the limit of {MAX_MODEL_ELEMENTS:,}; the file is forged or corrupted.")
+                if self.graph is not None:
+                    model.eval()(torch.empty(1, *self.input_shape))
+        except (FormatError, UntrustedCodeError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a forged spec may make torch raise anything; no real memory used
+            if self.needs_code:
+                return None  # a trusted factory that cannot build on the meta device: check after the real build
+            raise FormatError(f"{what}: model {self.name!r} cannot be built for input {list(self.input_shape)} "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the spec is invalid."
+                              ) from None
+        return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+
     def to_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "input_shape": list(self.input_shape)}
         if not self.tt:
             del d["tt"]  # files of plain models keep the layout they always had
+        if self.graph is None:
+            del d["graph"]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        try:
-            shape = tuple(int(v) for v in d["input_shape"])
-            if len(shape) != 3:
-                raise ValueError(f"input_shape must have 3 entries, got {len(shape)}")
-            kwargs = dict(d.get("kwargs") or {})
-            tt: dict[str, dict[str, list[int]]] = {}
-            if d.get("tt"):
-                from lepton.quantum.tensor_train import check_tt_layout
+    def from_dict(cls, d: Any) -> ModelSpec:
+        """A spec from a file's JSON, every field checked (types, ranges, the graph's allow-lists)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"invalid model spec: expected an object, got {type(d).__name__}.")
+        unknown = set(d) - {"name", "input_shape", "num_classes", "kwargs", "tt", "graph"}
+        missing = {"name", "input_shape", "num_classes"} - set(d)
+        if unknown or missing:
+            raise ConfigError(f"invalid model spec: {'unknown keys ' + ', '.join(sorted(unknown)) if unknown else ''}"
+                              f"{'; ' if unknown and missing else ''}"
+                              f"{'missing ' + ', '.join(sorted(missing)) if missing else ''}; expected name, "
+                              "input_shape [C, H, W], num_classes, kwargs (and tt, graph).")
+        name, shape, classes = d["name"], d["input_shape"], d["num_classes"]
+        if not isinstance(name, str) or not 1 <= len(name) <= 256:
+            raise ConfigError(f"invalid model spec: name must be a string of 1 to 256 characters, got {name!r:.80}.")
+        limits = (MAX_CHANNELS, MAX_SIDE, MAX_SIDE)
+        if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(
+                _is_int(v) and 1 <= v <= hi for v, hi in zip(shape, limits)):
+            raise ConfigError(f"invalid model spec: input_shape must be [C, H, W] with 1 <= C <= {MAX_CHANNELS} and "
+                              f"1 <= H, W <= {MAX_SIDE}, got {shape!r:.80}.")
+        if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
+            raise ConfigError(f"invalid model spec: num_classes must be an integer in [1, {MAX_CLASSES}], "
+                              f"got {classes!r:.40}.")
+        kwargs = d.get("kwargs") or {}
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() and _plain(v)
+                                                   for k, v in kwargs.items()):
+            raise ConfigError(f"invalid model spec: kwargs must map argument names to numbers, strings, booleans "
+                              f"or lists of them, got {kwargs!r:.80}.")
+        tt: dict[str, dict[str, list[int]]] = {}
+        if d.get("tt"):
+            from lepton.quantum.tensor_train import check_tt_layout
 
-                tt = check_tt_layout(d["tt"])
-            return cls(str(d["name"]), shape, int(d["num_classes"]), kwargs, tt)  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"invalid model spec {d!r}: {e}; expected name, input_shape [C, H, W], "
-                              "num_classes and kwargs.") from e
+            tt = check_tt_layout(d["tt"])
+        graph = d.get("graph")
+        if graph is not None:
+            if name in MODELS:
+                raise ConfigError(f"invalid model spec: {name!r} is a registry model and carries no graph.")
+            check_graph(graph, error=ConfigError)
+        return cls(name, tuple(shape), classes, dict(kwargs), tt, graph)  # type: ignore[arg-type]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plain(v: Any, depth: int = 0) -> bool:
+    """A JSON scalar (finite numbers) or a short list of them: what a factory argument may be in a file."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return not isinstance(v, str) or len(v) <= 256
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return isinstance(v, list) and depth < 4 and len(v) <= 256 and all(_plain(x, depth + 1) for x in v)
+
+
+def _compare_state(expected: dict[str, tuple[tuple[int, ...], torch.dtype]], state: Mapping[str, torch.Tensor],
+                   what: str, name: str) -> None:
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} {state[k].dtype} vs {list(shape)} {dtype}"
+             for k, (shape, dtype) in expected.items()
+             if k in state and (tuple(state[k].shape) != shape or state[k].dtype != dtype)]
+    if missing or extra or wrong:
+        parts = [f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", extra), ("file vs model", wrong)) if items]
+        raise FormatError(f"{what}: the weights do not fit model {name!r} ({'; '.join(parts)}).")
 
 
 def count_params(model: nn.Module) -> int:

@@ -33,11 +33,12 @@ class RunResult:
 
 
 def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = True,
-                 console: Console | None = None, stages: list[Stage] | None = None) -> RunResult:
+                 console: Console | None = None, stages: list[Stage] | None = None,
+                 trust_code: bool = False) -> RunResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True, quiet=not progress)
-    state = RunState(config=config, run_dir=run_dir, console=console, progress=progress)
+    state = RunState(config=config, run_dir=run_dir, console=console, progress=progress, trust_code=trust_code)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     env = environment(seed=config.train.seed)
 

@@ -23,6 +23,8 @@ class RunState:
     run_dir: Path
     console: Console
     progress: bool = True
+    trust_code: bool = False
+    """The user allowed the config's ``package.module:factory`` model to run (``lepton run --trust-code``)."""
     dataset: ImageDataset | None = None
     spec: ModelSpec | None = None
     model: nn.Module | None = None

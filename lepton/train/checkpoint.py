@@ -32,13 +32,10 @@ class Checkpoint:
     optimizer_state: dict[str, Any] | None
     meta: dict[str, Any]
 
-    def build_model(self) -> nn.Module:
-        model = self.spec.build()
-        try:
-            model.load_state_dict(self.model_state)
-        except RuntimeError as e:
-            raise FormatError(f"checkpoint weights do not fit model {self.spec.name!r}: {e}") from e
-        return model
+    def build_model(self, *, trust_code: bool = False) -> nn.Module:
+        """The model with these weights; checked on the meta device first (:meth:`ModelSpec.load`). A sidecar
+        naming a ``package.module:factory`` without a graph runs that code only with ``trust_code=True``."""
+        return self.spec.load(self.model_state, trust_code=trust_code, what="the checkpoint")
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:

@@ -41,14 +41,21 @@ class TrainedModel:
 
 def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_kwargs: dict[str, Any] | None = None,
                 checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                console: Console | None = None) -> TrainedModel:
+                console: Console | None = None, trust_code: bool = False) -> TrainedModel:
+    """Train ``model_name`` on ``data``; a ``package.module:factory`` runs only with ``trust_code=True``.
+
+    The returned spec (and every checkpoint) carries a user model's architecture as data, so that files
+    saved from it load without the user's code.
+    """
     if cfg.distributed.launches and not launched_by_torchrun():
-        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress)
+        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress,
+                               trust_code)
     resume = resume or restart_count() > 0  # torchrun restarted the group after a failure
     with worker_session(cfg.distributed):
         seed_everything(cfg.seed, cfg.threads)
         spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
-        model = spec.build()
+        model = spec.build(trust_code=trust_code)
+        spec = spec.with_graph(model)
         x_train, y_train = data.tensors("train")
         x_test, y_test = data.tensors("test")
         batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=cfg.seed)
@@ -58,7 +65,7 @@ def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_
 
 
 def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model_kwargs: dict[str, Any],
-                    checkpoint_dir: str | Path | None, resume: bool, progress: bool) -> TrainedModel:
+                    checkpoint_dir: str | Path | None, resume: bool, progress: bool, trust_code: bool) -> TrainedModel:
     """Hand the dataset and config to torchrun's workers in files; read rank 0's results back."""
     with tempfile.TemporaryDirectory(prefix="lepton-dist-") as tmp:
         out = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
@@ -68,7 +75,7 @@ def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model
                  y_test=data.y_test)
         job = {"data": str(Path(tmp) / "data.npz"), "name": data.name, "classes": list(data.classes),
                "model": model_name, "model_kwargs": model_kwargs, "train": cfg.model_dump(mode="json"),
-               "out": str(out), "resume": resume, "progress": progress}
+               "out": str(out), "resume": resume, "progress": progress, "trust_code": trust_code}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         launch(cfg.distributed, "lepton.distributed.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
         if not (out / "report.json").exists() and cfg.distributed.nnodes > 1:
@@ -78,6 +85,6 @@ def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model
                 f"(give every node the same shared -o folder to find it here).")
         report = TrainReport.model_validate_json((out / "report.json").read_text())
         ckpt = load_checkpoint(out / "last")
-    model = ckpt.build_model()
+    model = ckpt.build_model(trust_code=trust_code)
     x_test, y_test = data.tensors("test")
     return TrainedModel(ckpt.spec, model, report, evaluate(model, x_test, y_test, num_classes=data.num_classes))

@@ -112,14 +112,14 @@ def store_batches(store: Store | str | os.PathLike, split: str, batch_size: int,
 
 
 def training_throughput(spec: ModelSpec, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int,
-                        cfg: TrainConfig) -> float:
+                        cfg: TrainConfig, *, trust_code: bool = False) -> float:
     """Images/s of ``steps`` SGD training steps of ``spec``'s model fed by ``batches`` (iterated again, epoch
     after epoch, if one pass has fewer steps); everything the batches cost (reading, decoding, collating)
     is inside the timed loop."""
     from lepton.train.seed import seed_everything
 
     seed_everything(cfg.seed, cfg.threads)
-    model = spec.build()
+    model = spec.build(trust_code=trust_code)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:

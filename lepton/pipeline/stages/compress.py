@@ -22,12 +22,13 @@ class CompressStage:
             raise RuntimeError("the compress stage needs the trained model of the train stage")
         path = state.run_dir / "model.lep"
         report = compress_model(state.model, state.spec, state.require_dataset(), state.config.compress,
-                                state.config.train, path, progress=state.progress, console=state.console)
+                                state.config.train, path, progress=state.progress, console=state.console,
+                                trust_code=state.trust_code)
         state.artifacts["lep"] = path
         return report
 
     def html(self, report: CompressReport, state: RunState) -> str:  # type: ignore[override]
-        decoded = load_lep(state.run_dir / report.file).build_model()
+        decoded = load_lep(state.run_dir / report.file).build_model(trust_code=state.trust_code)
         parts = [
             H.kpis({"file": f"{report.file_bytes:,} B", "ratio vs fp32": f"{report.ratio:.1f}x",
                     "test accuracy (decoded file)": f"{100 * report.test_accuracy:.2f}%",

@@ -141,9 +141,10 @@ class DataStage:
         spec = ModelSpec(state.config.model.name, data.input_shape, data.num_classes, dict(state.config.model.kwargs))
         x, y = data.tensors("train")
         steps = min(cfg.loader_batches, len(x) // tcfg.batch_size)
-        mem = training_throughput(spec, TensorBatches(x, y, tcfg.batch_size, seed=tcfg.seed), steps, tcfg)
+        mem = training_throughput(spec, TensorBatches(x, y, tcfg.batch_size, seed=tcfg.seed), steps, tcfg,
+                                  trust_code=state.trust_code)
         loader = store_batches(path, "train", tcfg.batch_size, seed=tcfg.seed, workers=cfg.workers)
-        packed = training_throughput(spec, loader, steps, tcfg)
+        packed = training_throughput(spec, loader, steps, tcfg, trust_code=state.trust_code)
         info = store.split("train")
         raw = sum(s.samples * f.sample_bytes for s in store.splits.values() for f in s.fields.values())
         report = DataStageReport(
@@ -166,7 +167,8 @@ class DataStage:
         rows: list[ReduceRow] = []
         baseline, note = None, ""
         for i, rc in enumerate(configs):
-            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, baseline_accuracy=baseline)
+            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, baseline_accuracy=baseline,
+                                 trust_code=state.trust_code)
             baseline, note = rep.rows[0].test_accuracy, rep.note
             rows += rep.rows[1:] if rows else rep.rows
             state.console.print(f"  lossy {rc.label}: {rep.store_bytes:,} bytes, accuracy {rep.rows[1].test_accuracy:.4f}")

@@ -67,7 +67,7 @@ class EdgeStage:
         cfg: EdgeConfig = state.config.edge
         source = state.artifacts.get("lep")  # the compressed model; without compression, the trained one
         if source is not None:
-            loaded = load_model_file(source)
+            loaded = load_model_file(source, trust_code=state.trust_code)
             model, spec = loaded.model, loaded.spec
         elif state.model is not None and state.spec is not None:
             model, spec = state.model.eval(), state.spec

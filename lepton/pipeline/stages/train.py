@@ -46,7 +46,7 @@ class TrainStage:
     def run(self, state: RunState) -> TrainStageReport:
         cfg, data = state.config, state.require_dataset()
         job = train_model(data, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs,
-                          progress=state.progress, console=state.console)
+                          progress=state.progress, console=state.console, trust_code=state.trust_code)
         spec, model, report, ev = job.spec, job.model, job.train, job.test
         ckpt = save_checkpoint(state.run_dir / "model", model, spec,
                                extra={"dataset": data.summary(), "test_accuracy": ev.accuracy})
