@@ -26,14 +26,16 @@ from typing import Any
 
 from lepton.errors import FormatError
 
-__all__ = ["expect_dict", "expect_list", "loads"]
+__all__ = ["MAX_DEPTH", "expect_dict", "expect_list", "loads", "nesting_depth"]
+
+MAX_DEPTH = 64  # arrays/objects inside one another; every Lepton format needs fewer than 10
 
 # A JSON string (escapes included), or an unterminated one running to the end; brackets inside never count.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-def loads(data: bytes | bytearray | memoryview | str, what: str, *, max_depth: int = 64) -> Any:
+def loads(data: bytes | bytearray | memoryview | str, what: str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``data`` (UTF-8 bytes or text) as strict JSON; ``what`` names it in errors ("the .lds index")."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
@@ -78,12 +80,17 @@ def _kind(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} {text[:40] + '…' if len(text) > 40 else text}"
 
 
-def _check_depth(text: str, what: str, max_depth: int) -> None:
-    """Refuse nesting deeper than ``max_depth`` in one linear pass, without recursion or parsing."""
+def nesting_depth(text: str) -> int:
+    """How deeply ``text``'s arrays/objects nest (0 for a scalar), in one linear pass without recursion;
+    brackets inside strings do not count. Writers use it to refuse what :func:`loads` would refuse."""
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    if len(brackets) <= max_depth:  # cannot nest deeper than the number of brackets
+    return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
+
+
+def _check_depth(text: str, what: str, max_depth: int) -> None:
+    if len(_NOT_BRACKET.sub("", text)) <= max_depth:  # cannot nest deeper than it has brackets
         return
-    depth = max(accumulate(1 if c in "[{" else -1 for c in brackets))
+    depth = nesting_depth(text)
     if depth > max_depth:
         raise FormatError(f"{what} nests JSON arrays/objects {depth} levels deep, over the limit of {max_depth}; "
                           "the file is forged or corrupted.")
@@ -94,13 +101,13 @@ def _object(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
     if len(obj) != len(pairs):
         seen: set[str] = set()
         key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise FormatError(f"{what} repeats the JSON key {key!r} in one object; keys must be unique, the file is "
+        raise FormatError(f"{what} has the duplicate JSON key {key!r} in one object; keys must be unique, the file is "
                           "forged or corrupted.")
     return obj
 
 
 def _constant(token: str, what: str) -> Any:
-    raise FormatError(f"{what} contains {token}, which is not JSON; only finite numbers are allowed, the file is "
+    raise FormatError(f"{what} contains {token}, which is not valid JSON; only finite numbers are allowed, the file is "
                       "forged or corrupted.")
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lepton.errors import FormatError
-from lepton.utils.strict_json import expect_dict, expect_list, loads
+from lepton.utils.strict_json import expect_dict, expect_list, loads, nesting_depth
 
 _SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
             | st.text())
@@ -46,8 +46,8 @@ def test_bracket_soup_never_crashes(text):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ('{"a": 1, "b": 2, "a": 3}', "repeats the JSON key 'a'"),
-    ('[{"x": {"k": 1, "k": 1}}]', "repeats the JSON key 'k'"),
+    ('{"a": 1, "b": 2, "a": 3}', "duplicate JSON key 'a'"),
+    ('[{"x": {"k": 1, "k": 1}}]', "duplicate JSON key 'k'"),
     ("[NaN]", "NaN"),
     ('{"w": Infinity}', "Infinity"),
     ("[-Infinity]", "-Infinity"),
@@ -84,6 +84,7 @@ def test_depth_limit_is_inclusive_and_ignores_brackets_in_strings():
         loads("[[[1]]]", "doc", max_depth=2)
     quoted = json.dumps(["[" * 1000 + '\\"{' * 100])
     assert loads(quoted, "doc", max_depth=1) == json.loads(quoted)
+    assert (nesting_depth(quoted), nesting_depth("3"), nesting_depth('{"a": [[], {}]}')) == (1, 0, 3)
 
 
 def test_expect_helpers_name_the_value_and_the_type():
