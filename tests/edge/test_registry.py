@@ -9,8 +9,7 @@ import threading
 import boto3
 import pytest
 
-from lepton.edge.registry import (Manifest, Registry, RegistryError, RegistryWarning, parse_ref, pull, push,
-                                  safe_key)
+from lepton.edge.registry import Manifest, Registry, RegistryError, RegistryWarning, parse_ref, pull, push, safe_key
 from lepton.errors import FormatError
 
 
