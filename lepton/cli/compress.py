@@ -46,6 +46,7 @@ def compress_checkpoint(
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
     from lepton.errors import ConfigError
+    from lepton.models.files import trained_dataset
     from lepton.pipeline.config import load_run_config
     from lepton.train.checkpoint import load_checkpoint
 
@@ -53,7 +54,7 @@ def compress_checkpoint(
         raise ConfigError(f"--out {out}: the compressed model file must end in .lep (e.g. -o model.lep).")
     cfg = load_run_config(config, overrides=parse_overrides(set_ or []))
     ckpt = load_checkpoint(checkpoint)
-    dataset = load_dataset(data or ckpt.meta.get("dataset", {}).get("name", "mnist"))
+    dataset = load_dataset(data or trained_dataset(ckpt.meta, checkpoint) or "mnist")
     report = compress_model(ckpt.build_model(trust_code=trust_code), ckpt.spec, dataset, cfg.compress, cfg.train, out,
                             progress=not quiet, trust_code=trust_code)
     if fmt is Format.json:

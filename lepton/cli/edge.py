@@ -24,10 +24,10 @@ DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one 
 
 def _load(model: Path, data: str | None, trust_code: bool):  # type: ignore[no-untyped-def]
     from lepton.data.sources import load_dataset
-    from lepton.models.files import load_model_file
+    from lepton.models.files import load_model_file, trained_dataset
 
     loaded = load_model_file(model, trust_code=trust_code)
-    name = data or loaded.meta.get("dataset", {}).get("name") or loaded.meta.get("dataset_name") or "mnist"
+    name = data or trained_dataset(loaded.meta, model) or "mnist"
     return loaded, load_dataset(name)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,13 +22,15 @@ _URL_HELP = ("ROOT/NAME[:VERSION]: ROOT is a folder, file:///path or s3://bucket
 
 def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | str]:
     from lepton.errors import ConfigError
+    from lepton.utils import strict_json
 
     out: dict[str, float | int | str] = {}
     if path is not None:
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--metrics {path}: cannot read a JSON object from it ({e}).") from e
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"--metrics {path}: cannot read it ({e.strerror}); give a JSON file of metrics.") from e
+        data = strict_json.loads(raw, f"--metrics {path}")
         if not isinstance(data, dict) or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
                                                  for v in data.values()):
             raise ConfigError(f"--metrics {path}: expected a flat JSON object of numbers or strings.")
@@ -79,9 +83,17 @@ def pull(
       lepton pull ./registry/lenet5:1 -o model.onnx
       lepton pull s3://my-bucket/models/lenet5 -o models/
     """
+    from lepton.edge.registry import RegistryWarning
     from lepton.edge.registry import pull as pull_artifact
 
-    m, path = pull_artifact(url, out)
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always", RegistryWarning)
+        m, path = pull_artifact(url, out)
+    for w in skipped:  # a skipped version: one clear line; anything else as Python would show it
+        if issubclass(w.category, RegistryWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if fmt is Format.json:
         print_json({"path": str(path), "manifest": m.model_dump(mode="json")})
         return
@@ -103,9 +115,13 @@ def list_artifacts(
     from lepton.edge.registry import Registry, default_registry
 
     reg = Registry(root or default_registry())
-    rows = [{"name": m.name, "version": m.version, "kind": m.kind, "bytes": m.size, "sha256": m.sha256[:12],
-             "created": m.created, "metrics": json.dumps(m.metrics)}
-            for name in reg.names() for m in (reg.manifest(name, v) for v in reg.versions(name))]
+    rows = []
+    for name in reg.names():
+        good, bad = reg.scan(name)  # a bad manifest is reported and skipped, never hides the other versions
+        rows += [{"name": m.name, "version": m.version, "kind": m.kind, "bytes": m.size, "sha256": m.sha256[:12],
+                  "created": m.created, "metrics": json.dumps(m.metrics)} for m in good]
+        for problem in bad.values():
+            print(f"warning: {problem}; not listed.", file=sys.stderr)
     if fmt is Format.json:
         print_json(rows)
         return

@@ -90,12 +90,12 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> 
     """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
-    from lepton.models.files import load_model_file
+    from lepton.models.files import load_model_file, trained_dataset
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
     loaded = load_model_file(path, trust_code=trust_code)
-    dataset = load_dataset(data or loaded.meta.get("dataset", {}).get("name", "mnist"))
+    dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
                         f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on.")

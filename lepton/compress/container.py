@@ -35,6 +35,7 @@ from lepton.compress.coding.bits import (bucket_symbol_limit, bucket_widths, buc
                                          unpack_bits)
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
+from lepton.utils import strict_json
 from lepton.utils.io import atomic_write_bytes
 
 MAGIC = b"\x89LEP\r\n\x1a\n"
@@ -210,11 +211,14 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[st
 
 def _json(obj: Any, what: str) -> bytes:
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what} must be JSON-serialisable (str keys; str, int, float, bool, None, lists, "
                           f"dicts; no NaN): {e}.") from e
+    if strict_json.nesting_depth(text) > strict_json.MAX_DEPTH:
+        raise ConfigError(f"{what} nests lists/dicts {strict_json.nesting_depth(text)} levels deep; a .lep header "
+                          f"allows at most {strict_json.MAX_DEPTH}, so flatten the metadata.")
+    return text.encode("utf-8")
 
 
 def deflate_header(text: bytes) -> bytes:
@@ -279,17 +283,6 @@ def encode_model(spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], *, cod
 
 # ---- parsing and decoding ----------------------------------------------------------------------------------
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise FormatError(f".lep header: duplicate JSON key among {sorted(keys)}.")
-    return dict(pairs)
-
-
-def _no_constant(token: str) -> None:
-    raise FormatError(f".lep header: {token} is not valid JSON.")
-
-
 def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
     """Check the preamble, header and stream layout (lengths, offsets, counts, CRCs) without decoding."""
     if len(data) < PREAMBLE.size or data[:8] != MAGIC:
@@ -306,11 +299,7 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
     if zlib.crc32(raw_header) != crc:
         raise FormatError(f".lep header CRC32 {zlib.crc32(raw_header):08x} does not match the stored {crc:08x}; "
                           "the file is corrupted.")
-    try:
-        obj = json.loads(inflate_header(raw_header).decode("utf-8"), object_pairs_hook=_no_duplicates,
-                         parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as e:
-        raise FormatError(f".lep header is not valid UTF-8 JSON ({e}).") from e
+    obj = strict_json.loads(inflate_header(raw_header), "the .lep header")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise FormatError(f".lep header: format tag {obj.get('format') if isinstance(obj, dict) else None!r}, "
                           f"expected {FORMAT!r}.")

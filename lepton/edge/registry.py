@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lepton.errors import ConfigError, FormatError, LeptonError
+from lepton.utils import strict_json
 from lepton.utils.io import atomic_path, sha256_file
 
 MANIFEST_FORMAT = "lepton-artifact"
@@ -43,6 +44,10 @@ _CHUNK = 1 << 20
 
 class RegistryError(LeptonError):
     """A registry URL, key or artifact is invalid, missing, already published or fails verification."""
+
+
+class RegistryWarning(UserWarning):
+    """A published version was skipped because its manifest is invalid (the message says which and why)."""
 
 
 class Manifest(BaseModel):
@@ -286,11 +291,23 @@ class Registry:
     def __init__(self, root: str | Path, *, s3_client: Any | None = None) -> None:
         self.store = open_store(root, s3_client=s3_client)
 
-    def versions(self, name: str) -> list[str]:
-        """Published versions of ``name`` (those with a manifest), oldest push first."""
+    def scan(self, name: str) -> tuple[list[Manifest], dict[str, str]]:
+        """The published versions of ``name``: the valid manifests, oldest push first, and for each version
+        whose manifest is unreadable, forged or invalid, the one-line reason (so one bad version never hides
+        the others)."""
         found = [v for v in self.store.list_dirs(f"models/{check_segment(name, 'model name')}")
                  if _SEGMENT.fullmatch(v) and self.store.exists(manifest_key(name, v))]
-        return sorted(found, key=lambda v: (self.manifest(name, v).created, v))
+        good, bad = [], {}
+        for v in found:
+            try:
+                good.append(self.manifest(name, v))
+            except FormatError as e:
+                bad[v] = str(e)
+        return sorted(good, key=lambda m: (m.created, m.version)), bad
+
+    def versions(self, name: str) -> list[str]:
+        """Published versions of ``name`` with a valid manifest, oldest push first (see :meth:`scan`)."""
+        return [m.version for m in self.scan(name)[0]]
 
     def names(self) -> list[str]:
         return [n for n in self.store.list_dirs("models") if _SEGMENT.fullmatch(n)]
@@ -301,10 +318,13 @@ class Registry:
             raise RegistryError(f"{self.store.url}: {name}:{version} is not published "
                                 f"(published: {', '.join(self._plain_versions(name)) or 'none'}).")
         raw = self.store.read_bytes(key, MAX_MANIFEST_BYTES)
+        what = f"{self.store.url}: the manifest of {name}:{version}"
         try:
-            m = Manifest.model_validate(json.loads(raw))
-        except (ValueError, ValidationError) as e:
-            raise FormatError(f"{self.store.url}: the manifest of {name}:{version} is invalid: {e}") from e
+            m = Manifest.model_validate(strict_json.loads(raw, what))
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise FormatError(f"{what} is invalid: field {'.'.join(map(str, err['loc'])) or '(top level)'}: "
+                              f"{err['msg']} ({len(e.errors())} problem(s) in all); re-push the version.") from None
         if (m.name, m.version) != (name, version):
             raise FormatError(f"{self.store.url}: the manifest at {key} describes {m.name}:{m.version}, "
                               f"not {name}:{version}; it was moved or forged.")
@@ -346,11 +366,14 @@ class Registry:
 
     def resolve(self, name: str, version: str | None) -> Manifest:
         if version is None:
-            versions = self.versions(name)
-            if not versions:
-                raise RegistryError(f"{self.store.url}: no published version of {name!r} "
-                                    f"(models: {', '.join(self.names()) or 'none'}).")
-            version = versions[-1]
+            good, bad = self.scan(name)
+            for problem in bad.values():
+                warnings.warn(f"{problem}; skipped it when choosing the latest version.", RegistryWarning,
+                              stacklevel=2)
+            if not good:
+                raise RegistryError(f"{self.store.url}: no published version of {name!r} with a valid manifest "
+                                    f"(invalid: {', '.join(bad) or 'none'}; models: {', '.join(self.names()) or 'none'}).")
+            return good[-1]
         return self.manifest(name, version)
 
     def pull(self, name: str, version: str | None = None, out: str | Path | None = None) -> tuple[Manifest, Path]:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from lepton.edge.bench import torch_threads
 from lepton.edge.split import Encoding, decode_tensor, encode_tensor, head_tail, layer_chain
 from lepton.errors import ConfigError, LeptonError
+from lepton.utils import strict_json
 
 _MAX_BODY = 64 << 20
 
@@ -119,7 +120,7 @@ def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding:
                         "X-Shape": ",".join(map(str, z.shape)), "X-Encoding": encoding,
                         "Content-Type": "application/octet-stream"})
                     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                        reply = json.loads(resp.read())
+                        reply = strict_json.loads(resp.read(), f"the cloud process's reply from {url}")
                     logits, cloud_ms, sent = np.asarray(reply["logits"]), reply["cloud_ms"], len(data)
                 end = time.perf_counter()
                 if i >= 0:

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
 
 
@@ -34,3 +35,20 @@ def load_model_file(path: str | Path, *, trust_code: bool = False) -> LoadedMode
 
     ckpt = load_checkpoint(path)
     return LoadedModel(ckpt.build_model(trust_code=trust_code).eval(), ckpt.spec, ckpt.meta, "checkpoint")
+
+
+def trained_dataset(meta: dict[str, Any], where: str | Path) -> str | None:
+    """The name of the dataset a model file's free metadata says it was trained on (``dataset.name``, or a
+    plain ``dataset_name``), or None when it says nothing. A wrong-typed entry is a :class:`FormatError` naming
+    the file, rather than a silent guess: the caller only asks when no ``--data`` was given, which is the fix."""
+    dataset, name = meta.get("dataset"), meta.get("dataset_name")
+    if dataset is not None:
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("name"), (str, type(None))):
+            shown = repr(dataset if not isinstance(dataset, dict) else dataset.get("name"))
+            raise FormatError(f"{where}: the metadata's 'dataset' is {shown[:60]}, expected an object whose 'name' "
+                              "is a string; pass --data NAME to choose the dataset.")
+        name = dataset.get("name") or name
+    if name is not None and not isinstance(name, str):
+        raise FormatError(f"{where}: the metadata's 'dataset_name' is {name!r:.60}, expected a string; pass "
+                          "--data NAME to choose the dataset.")
+    return name or None

@@ -7,6 +7,7 @@ OpenQASM 2 lacks, so such circuits are refused.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -48,6 +49,9 @@ def to_qasm(circuit: Circuit, weights: Any = None, inputs: Any = None, *, versio
     for op in circuit.ops:
         args = [_value(p, w, xs) for p in op.params]
         wires = ", ".join(f"q[{q}]" for q in op.wires)
+        if not all(math.isfinite(a) for a in args):
+            raise ConfigError(f"to_qasm: {op.gate} on {wires} has angle(s) {args}; OpenQASM needs finite angles, so "
+                              "check the weights and inputs for NaN or infinity.")
         if op.gate == "ROT":
             q = wires
             lines += [f"rz({args[0]:.17g}) {q};", f"ry({args[1]:.17g}) {q};", f"rz({args[2]:.17g}) {q};"]

@@ -19,7 +19,7 @@ import time
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -30,6 +30,7 @@ from torch import nn
 from lepton.distributed.ddp import distribute
 from lepton.distributed.hooks import CommReport
 from lepton.distributed.runtime import current_world
+from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
@@ -54,6 +55,21 @@ class EpochRecord(BaseModel):
     seconds: float
     images_per_second: float
 
+
+
+def _resume_point(meta: dict[str, Any], stem: Path) -> tuple[list[EpochRecord], int]:
+    """The epoch records and the finished epoch count a resumable checkpoint's sidecar keeps under ``train``."""
+    train = meta.get("train")
+    try:
+        history = [EpochRecord.model_validate(r) for r in train["history"]]  # type: ignore[index]
+        epoch = train["epoch"]  # type: ignore[index]
+        if type(epoch) is not int or epoch < 0:
+            raise ValueError(f"epoch {epoch!r}")
+    except (TypeError, KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise FormatError(f"{stem}.json: the key 'train' must hold 'epoch' (an int >= 0) and 'history' (a list of "
+                          f"epoch records) to resume ({type(e).__name__}); delete the checkpoint or train without "
+                          "resuming.") from None
+    return history, epoch
 
 class TrainReport(BaseModel):
     epochs: int
@@ -150,8 +166,8 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
         getattr(model, "module", model).load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             optimizer.load_state_dict(ckpt.optimizer_state)
-        history = [EpochRecord(**r) for r in ckpt.meta["train"]["history"]]
-        start_epoch = resumed = ckpt.meta["train"]["epoch"]
+        history, start_epoch = _resume_point(ckpt.meta, ckpt_path)
+        resumed = start_epoch
         console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

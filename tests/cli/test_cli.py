@@ -89,3 +89,23 @@ def test_help_has_examples():
     for cmd in ("train", "eval", "run", "info"):
         r = lepton(cmd, "--help")
         assert r.returncode == 0 and "Examples" in r.stdout
+
+
+def test_wrong_typed_dataset_metadata_is_one_clear_line(tmp_path):
+    """A forged `.lep` / sidecar whose free metadata has a non-object `dataset`: exit 2, one line, no traceback."""
+    from lepton.compress.container import save_lep
+    from lepton.models import ModelSpec
+    from lepton.train.checkpoint import save_checkpoint
+
+    spec = ModelSpec("lenet-300-100", (1, 8, 8), 10)
+    model = spec.build()
+    save_lep(tmp_path / "m.lep", spec, model.state_dict(), metadata={"dataset": 5})
+    save_checkpoint(tmp_path / "c", model, spec, extra={"dataset": ["digits"]})
+    for args, shown in ((["eval", str(tmp_path / "m.lep")], "is 5"),
+                        (["edge", "export", str(tmp_path / "m.lep"), "-o", str(tmp_path / "m.onnx")], "is 5"),
+                        (["compress", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.lep")],
+                         "is ['digits']")):
+        r = lepton(*args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert f"the metadata's 'dataset' {shown}, expected an object" in r.stderr and "--data" in r.stderr

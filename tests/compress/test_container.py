@@ -355,7 +355,7 @@ def test_malformed_json_is_refused():
     data = golden(GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD)
     for header, message in ((GOLDEN_ANS_HEADER.replace('"note":"golden"', '"note":NaN'), "not valid JSON"),
                             (GOLDEN_ANS_HEADER.replace('"metadata"', '"version":1,"metadata"'), "duplicate"),
-                            (GOLDEN_ANS_HEADER[:-1], "not valid UTF-8 JSON")):
+                            (GOLDEN_ANS_HEADER[:-1], "not valid JSON")):
         with pytest.raises(FormatError, match=message):
             decode_model(golden(header, GOLDEN_ANS_PAYLOAD))
     raw = deflate_header(b'{"format":"lepton-model","x":"\xff"}')
@@ -363,6 +363,27 @@ def test_malformed_json_is_refused():
         decode_model(MAGIC + struct.pack("<IQI", 1, len(raw), zlib.crc32(raw)) + raw)
     with pytest.raises(FormatError, match="header length"):
         decode_model(data[:12] + struct.pack("<Q", 1 << 40) + data[20:])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h.replace('"note":"golden"', '"note":' + "[" * 100_000 + "]" * 100_000), "100002 levels deep"),
+    (lambda h: h.replace('"note":"golden"', '"note":1e999'), "1e999, which overflows"),
+    (lambda h: h.replace('"note":"golden"', '"note":-Infinity'), "-Infinity"),
+    (lambda h: h.replace('"note":"golden"', '"note":' + "7" * 5000), "more than 4300 digits"),
+    (lambda h: h.replace('"note":"golden"', '"note":1,"note":2'), "duplicate JSON key 'note'"),
+])
+def test_strict_json_attacks_with_valid_crcs_are_refused(edit, message):
+    with pytest.raises(FormatError, match=f"^the .lep header .*{message}") as info:
+        decode_model(golden(edit(GOLDEN_ANS_HEADER), GOLDEN_ANS_PAYLOAD))
+    assert "\n" not in str(info.value)
+
+
+def test_metadata_deeper_than_a_reader_allows_is_refused_on_write():
+    deep = {}
+    for _ in range(70):
+        deep = {"x": deep}
+    with pytest.raises(ConfigError, match="levels deep; a .lep header allows at most 64"):
+        encode_model(SPEC, {}, metadata=deep)
 
 
 def test_forged_streams_with_valid_crcs_are_refused():

@@ -173,6 +173,42 @@ def test_forged_index_is_refused(digits_store, tmp_path, edit, message):
         Store(_rewrite_index(digits_store, tmp_path / "forged.lds", edit))
 
 
+def _rewrite_index_text(src, dst, edit):
+    """Like :func:`_rewrite_index`, but ``edit`` rewrites the index's JSON text (for what json.dumps never writes)."""
+    raw = src.read_bytes()
+    offset, length, _, end = FOOTER.unpack(raw[-FOOTER.size:])
+    new = edit(raw[offset:offset + length].decode()).encode()
+    dst.write_bytes(raw[:offset] + new + FOOTER.pack(offset, len(new), hashlib.sha256(new).digest(), end))
+    return dst
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('"attrs":{', '"attrs":{"deep":' + "[" * 100_000 + "]" * 100_000 + ",", 1),
+     "100002 levels deep, over the limit of 64"),
+    (lambda t: t.replace('"block_samples":', '"block_samples":1e999,"x":', 1), "1e999, which overflows"),
+    (lambda t: t.replace('"attrs":{', '"attrs":{"w":NaN,', 1), "NaN"),
+    (lambda t: t.replace('"version":1', '"version":1,"version":1', 1), "duplicate JSON key 'version'"),
+    (lambda t: t.replace('"attrs":{', '"attrs":{"n":' + "1" * 5000 + ",", 1), "more than 4300 digits"),
+])
+def test_index_json_attacks_with_a_valid_checksum_are_refused(digits_store, tmp_path, edit, message):
+    bad = _rewrite_index_text(digits_store, tmp_path / "forged.lds", edit)
+    assert bad.read_bytes() != digits_store.read_bytes()
+    with pytest.raises(FormatError, match=f"forged.lds: the index .*{message}") as info:
+        Store(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_attrs_a_reader_would_refuse_are_refused_on_write(tmp_path):
+    deep: dict = {}
+    for _ in range(70):
+        deep = {"x": deep}
+    with pytest.raises(ConfigError, match="attrs nest 71 levels deep; a store index allows at most 63"):
+        StoreWriter(tmp_path / "deep.lds", attrs=deep)
+    with pytest.raises(ConfigError, match="attrs must be JSON"):
+        StoreWriter(tmp_path / "nan.lds", attrs={"w": float("nan")})
+    assert not list(tmp_path.iterdir())
+
+
 def test_forged_block_length_within_file_is_refused(digits_store, tmp_path):
     """A consistent-looking index whose block claims more samples than its stream holds."""
     def shrink(ix):

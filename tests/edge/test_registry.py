@@ -9,7 +9,7 @@ import threading
 import boto3
 import pytest
 
-from lepton.edge.registry import Manifest, Registry, RegistryError, parse_ref, pull, push, safe_key
+from lepton.edge.registry import Manifest, Registry, RegistryError, RegistryWarning, parse_ref, pull, push, safe_key
 from lepton.errors import FormatError
 
 
@@ -193,3 +193,64 @@ def test_push_pull_and_list_commands(tmp_path, artifact, monkeypatch):
     assert [(row["name"], row["version"]) for row in rows] == [("lenet5", "1")]
     with pytest.raises(RegistryError, match="may not contain"):
         CliRunner().invoke(app, ["pull", "lenet5:../../x"], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[" * 100_000 + "]" * 100_000, "100000 levels deep"),
+    ('{"size": 1e999}', "1e999, which overflows"),
+    ('{"name": "lenet5", "name": "lenet5"}', "duplicate JSON key 'name'"),
+    ("\xff", "not valid UTF-8"),
+    ('{"name": 5}', "is invalid: field"),
+    ("[]", "top level"),
+])
+def test_a_bad_manifest_is_refused_and_never_hides_the_other_versions(tmp_path, artifact, text, needle):
+    from typer.testing import CliRunner
+
+    from lepton.cli import commands  # noqa: F401  (registers the commands)
+    from lepton.cli.app import app
+
+    root = tmp_path / "reg"
+    m1 = push(artifact, f"{root}/lenet5:1")
+    push(artifact, f"{root}/other:1")
+    (root / "models/lenet5/2").mkdir(parents=True)
+    (root / "models/lenet5/2/manifest.json").write_text(text, encoding="latin-1")
+    with pytest.raises(FormatError, match=f"the manifest of lenet5:2 .*{needle}") as info:
+        Registry(root).manifest("lenet5", "2")
+    assert "\n" not in str(info.value)
+    good, bad = Registry(root).scan("lenet5")
+    assert good == [m1] and list(bad) == ["2"] and needle in bad["2"]
+    assert Registry(root).versions("lenet5") == ["1"]
+    with pytest.warns(RegistryWarning, match="lenet5:2 .*skipped it when choosing the latest version"):
+        got, _ = pull(f"{root}/lenet5", tmp_path / "out")
+    assert got == m1
+    with pytest.raises(FormatError, match="the manifest of lenet5:2"):
+        pull(f"{root}/lenet5:2", tmp_path / "out")
+
+    listed = CliRunner().invoke(app, ["registry", "list", str(root), "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(r["name"], r["version"]) for r in json.loads(listed.stdout)] == [("lenet5", "1"), ("other", "1")]
+    assert listed.stderr.count("\n") == 1 and listed.stderr.startswith("warning: ") and "lenet5:2" in listed.stderr
+    pulled = CliRunner().invoke(app, ["pull", f"{root}/lenet5", "-o", str(tmp_path / "cli"), "--format", "json"])
+    assert pulled.exit_code == 0 and json.loads(pulled.stdout)["manifest"]["version"] == "1"
+    assert pulled.stderr.startswith("warning: ") and "lenet5:2" in pulled.stderr and "Traceback" not in pulled.stderr
+
+
+def test_only_bad_manifests_give_one_clear_error(tmp_path):
+    root = tmp_path / "reg"
+    (root / "models/lenet5/1").mkdir(parents=True)
+    (root / "models/lenet5/1/manifest.json").write_text("[" * 5000)
+    with pytest.warns(RegistryWarning), pytest.raises(RegistryError, match="no published version of 'lenet5' with "
+                                                                           "a valid manifest \\(invalid: 1;"):
+        pull(f"{root}/lenet5", tmp_path)
+
+
+def test_metrics_file_is_parsed_strictly(tmp_path):
+    from lepton.cli.registry import _metrics
+
+    bad = tmp_path / "m.json"
+    for text, needle in (('{"acc": NaN}', "NaN"), ('{"acc": 1e999}', "overflows"), ("[" * 100_000, "levels deep")):
+        bad.write_text(text)
+        with pytest.raises(FormatError, match=f"--metrics .*m.json .*{needle}"):
+            _metrics([], bad)
+    bad.write_text('{"acc": 0.5}')
+    assert _metrics(["n=3"], bad) == {"acc": 0.5, "n": 3}

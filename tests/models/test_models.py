@@ -59,3 +59,18 @@ def test_bad_factory_arguments():
 
 def test_registry_descriptions():
     assert set(MODELS) == {"lenet5", "lenet5-classic", "lenet-300-100"}
+
+
+def test_trained_dataset_reads_free_metadata_or_names_the_bad_entry():
+    from lepton.errors import FormatError
+    from lepton.models.files import trained_dataset
+
+    assert trained_dataset({"dataset": {"name": "digits", "train": 1437}}, "m.lep") == "digits"
+    assert trained_dataset({"dataset_name": "fashion-mnist"}, "m.lep") == "fashion-mnist"
+    assert trained_dataset({}, "m.lep") is None and trained_dataset({"dataset": {}}, "m.lep") is None
+    assert trained_dataset({"dataset": None}, "m.lep") is None
+    for meta, shown in (({"dataset": 5}, "is 5"), ({"dataset": "digits"}, "is 'digits'"),
+                        ({"dataset": {"name": ["x"]}}, "is ['x']"), ({"dataset_name": 3}, "'dataset_name' is 3")):
+        with pytest.raises(FormatError, match="^m.lep: the metadata's .*pass --data NAME") as info:
+            trained_dataset(meta, "m.lep")
+        assert f"{shown}, expected" in str(info.value)

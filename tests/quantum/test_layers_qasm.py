@@ -67,3 +67,14 @@ def test_qasm2_simulated_by_qiskit_gives_same_expectations(entangler: str) -> No
         theirs = [sv.expectation_value(Pauli("".join("Z" if k == q else "I" for k in reversed(range(n))))).real
                   for q in range(n)]
         assert np.abs(np.array(theirs) - ours[i]).max() < 1e-6
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_qasm_export_refuses_non_finite_angles(bad: float) -> None:
+    c = variational_circuit(2, 1)
+    weights = torch.zeros(c.weight_shape)
+    weights[0, 1, 2] = bad
+    with pytest.raises(ConfigError, match="OpenQASM needs finite angles"):
+        to_qasm(c, weights, [0.1, 0.2])
+    with pytest.raises(ConfigError, match="OpenQASM needs finite angles"):
+        to_qasm(c, torch.zeros(c.weight_shape), [0.1, bad])

@@ -29,6 +29,7 @@ import numpy as np
 from lepton.data.codecs import AUTO_CANDIDATES, CODECS, DTYPES, Codec, choose_codec, fit_codec, get_codec
 from lepton.data.store.remote import ByteSource, open_source
 from lepton.errors import ConfigError, DataError, FormatError
+from lepton.utils import strict_json
 from lepton.utils.io import atomic_path
 
 MAGIC = b"\x89LDS\r\n\x1a\n"
@@ -121,9 +122,16 @@ class StoreWriter:
                               f"Got {block_samples} instead.")
         self.path, self.block_samples = Path(path), block_samples
         self.threads = _threads(threads, "StoreWriter", most=4)
+        try:
+            attrs_text = json.dumps(dict(attrs or {}), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"StoreWriter: attrs must be JSON (str keys; str, int, finite float, bool, None, "
+                              f"lists, dicts): {e}") from None
+        if strict_json.nesting_depth(attrs_text) >= strict_json.MAX_DEPTH:  # the index holds attrs one level down
+            raise ConfigError(f"StoreWriter: attrs nest {strict_json.nesting_depth(attrs_text)} levels deep; a store "
+                              f"index allows at most {strict_json.MAX_DEPTH - 1}, so flatten them.")
         self._index: dict[str, Any] = {"format": "lepton-data-store", "version": VERSION,
-                                       "attrs": json.loads(json.dumps(dict(attrs or {}))),
-                                       "splits": {}, "arrays": {}}
+                                       "attrs": json.loads(attrs_text), "splits": {}, "arrays": {}}
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._f: BinaryIO = open(self._tmp, "wb")
@@ -494,17 +502,10 @@ def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
     raw = src.read(offset, length)
     if hashlib.sha256(raw).digest() != digest:
         raise FormatError(f"{where}: the index fails its SHA-256 check; the store is corrupt.")
-    try:
-        index = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{where}: the index is not valid JSON ({e})") from None
+    index = strict_json.loads(raw, f"{where}: the index")
     if not isinstance(index, dict) or index.get("format") != "lepton-data-store" or index.get("version") != VERSION:
         raise FormatError(f"{where}: the index is not a version-{VERSION} lepton-data-store index")
     return offset, length, index
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
 
 
 def _int(value: Any, lo: int, hi: int, what: str) -> int:
