@@ -293,8 +293,9 @@ def read_ckpt(path: Path) -> None:
     ckpt = load_checkpoint(path)
     model = load_model_file(path).model
     if ckpt.optimizer_state is not None:
-        group = ckpt.optimizer_state.get("param_groups", [{}])[0]
-        make = torch.optim.Adam if isinstance(group, dict) and "betas" in group else torch.optim.SGD
+        groups = ckpt.optimizer_state.get("param_groups")
+        adam = isinstance(groups, list) and groups and isinstance(groups[0], dict) and "betas" in groups[0]
+        make = torch.optim.Adam if adam else torch.optim.SGD
         make(model.parameters(), lr=0.1).load_state_dict(ckpt.optimizer_state)
 
 

@@ -1,6 +1,6 @@
 """A long-lived fuzz worker: reads case ids on stdin, writes one JSON result per line on its own channel.
 
-``python -m tests.fuzz.worker SEEDS_JSON WORKDIR SEED HEADROOM_MB``. It imports everything, reads every
+``python -m tests.fuzz.worker SEEDS_JSON WORKDIR HEADROOM_MB``. It imports everything, reads every
 valid seed once (the numba kernels load, the caches warm up), then caps its address space at its size plus
 ``HEADROOM_MB`` so that a forged size fails fast instead of swapping, and only then reports ready. Its
 current folder is ``WORKDIR``, where forged specs would create the marker file the parent looks for.
@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-_ALLOC = re.compile(r"can't allocate memory|not enough memory|bad_alloc|Cannot allocate memory|out of memory", re.I)
+_ALLOC = re.compile(r"can't allocate memory|not enough memory|bad_alloc|Cannot allocate memory|out of memory", re.IGNORECASE)
 
 
 def classify(exc: BaseException) -> str:
@@ -53,12 +53,13 @@ def run_case(case_id: str, seeds: dict[str, list[Path]], workdir: Path, full: bo
     try:
         try:
             path, note = build_case(fmt, int(seed), int(index), seeds, case_dir)
-        except Exception:  # a bug in the harness, not in Lepton
-            return {**result, "outcome": "harness-error", "message": traceback.format_exc()[-2000:]}
+        except Exception as e:  # noqa: BLE001 - a bug in the harness, not in Lepton
+            return {**result, "outcome": "harness-error", "type": type(e).__name__, "where": where(e),
+                    "message": traceback.format_exc()[-2000:]}
         result["note"] = note[:300]
         try:
             read_case(fmt, path, note)
-        except (Exception, SystemExit) as e:
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - classifying every exception is the point
             text = str(e).replace(str(case_dir), "<case>")
             result.update(outcome=classify(e), type=type(e).__name__, message=text[:400], where=where(e))
             if full:
@@ -101,7 +102,7 @@ def _channel() -> TextIO:
 
 
 def main(argv: list[str]) -> None:
-    seeds_json, workdir, seed, headroom_mb = argv
+    seeds_json, workdir, headroom_mb = argv
     channel = _channel()
     import torch
 
