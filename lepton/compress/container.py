@@ -39,7 +39,8 @@ from lepton.utils import strict_json
 from lepton.utils.io import atomic_write_bytes
 
 MAGIC = b"\x89LEP\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # 2: the model spec may carry its architecture as data (docs/model-spec.md)
+READABLE_VERSIONS = (1, 2)
 FORMAT = "lepton-model"
 PREAMBLE = struct.Struct("<8sIQI")  # magic, format version, header length, CRC32 of the header: 24 bytes
 MAX_HEADER_BYTES = 16 << 20  # both the stored (deflated) header and the JSON it inflates to
@@ -93,7 +94,7 @@ class TensorEntry(_Strict):
 
 class Header(_Strict):
     format: Literal["lepton-model"]
-    version: Literal[1]
+    version: Literal[1, 2]
     model: dict[str, Any]
     metadata: dict[str, Any]
     tensors: list[TensorEntry]
@@ -289,9 +290,9 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
         raise FormatError(f"not a .lep file: expected the magic bytes {MAGIC!r} and a {PREAMBLE.size}-byte "
                           f"preamble, got {bytes(data[:8])!r} in a {len(data)}-byte file.")
     _, version, size, crc = PREAMBLE.unpack_from(data)
-    if version != VERSION:
-        raise FormatError(f".lep format version {version} is not supported (this Lepton reads version "
-                          f"{VERSION}); upgrade Lepton or re-export the model.")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f".lep format version {version} is not supported (this Lepton reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton or re-export the model.")
     if size > min(MAX_HEADER_BYTES, len(data) - PREAMBLE.size):
         raise FormatError(f".lep header length {size} exceeds the {len(data) - PREAMBLE.size} bytes after the "
                           f"preamble (limit {MAX_HEADER_BYTES}); the file is truncated or corrupted.")
@@ -309,6 +310,9 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
         err = e.errors()[0]
         raise FormatError(f".lep header field {'.'.join(map(str, err['loc']))}: {err['msg']} "
                           f"({len(e.errors())} problem(s) in all).") from e
+    if header.version != version:
+        raise FormatError(f".lep header says version {header.version} but the preamble says {version}; the file is "
+                          "forged or corrupted.")
     try:
         spec = ModelSpec.from_dict(header.model)
     except ConfigError as e:

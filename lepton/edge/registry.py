@@ -57,11 +57,12 @@ class Manifest(BaseModel):
 
     format: Literal["lepton-artifact"] = MANIFEST_FORMAT
     format_version: Literal[1] = MANIFEST_VERSION
-    name: str = Field(pattern=_SEGMENT.pattern)
-    version: str = Field(pattern=_SEGMENT.pattern)
-    file: str = Field(pattern=r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.(onnx|lep)")
+    # pydantic's ``pattern`` searches: every pattern is anchored so that the whole value must match
+    name: str = Field(pattern=f"^{_SEGMENT.pattern}$")
+    version: str = Field(pattern=f"^{_SEGMENT.pattern}$")
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,122}\.(onnx|lep)$")
     kind: Literal["onnx", "lep"]
-    sha256: str = Field(pattern=_SHA256.pattern)
+    sha256: str = Field(pattern=f"^{_SHA256.pattern}$")
     size: int = Field(ge=0)
     metrics: dict[str, float | int | str] = Field(default_factory=dict)
     created: str

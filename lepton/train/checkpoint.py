@@ -25,7 +25,8 @@ from lepton.utils.io import atomic_path, atomic_write_text, sha256_file
 from lepton.utils.strict_json import expect_dict, expect_list
 
 FORMAT = "lepton-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the model spec may carry its architecture as data (docs/model-spec.md)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -39,6 +40,18 @@ class Checkpoint:
         """The model with these weights; checked on the meta device first (:meth:`ModelSpec.load`). A sidecar
         naming a ``package.module:factory`` without a graph runs that code only with ``trust_code=True``."""
         return self.spec.load(self.model_state, trust_code=trust_code, what="the checkpoint")
+
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Load the saved optimizer state into ``optimizer`` (built for this model); a state that does not
+        fit it (other parameter groups, sizes or keys) is a FormatError, not torch's exception."""
+        if self.optimizer_state is None:
+            return
+        try:
+            optimizer.load_state_dict(self.optimizer_state)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise FormatError(f"the checkpoint's optimizer state does not fit a {type(optimizer).__name__} over "
+                              f"this model ({type(e).__name__}: {' '.join(str(e).split())[:200]}); resume with the "
+                              "optimizer it was trained with, or start without --resume.") from None
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
@@ -142,9 +155,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = strict_json.loads(meta_path.read_bytes(), f"checkpoint sidecar {meta_path}")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise FormatError(f"{meta_path}: not a Lepton checkpoint sidecar (format tag {meta.get('format') if isinstance(meta, dict) else None!r}).")
-    if meta.get("version") != VERSION:
-        raise FormatError(f"{meta_path}: checkpoint version {meta.get('version')!r} is not supported "
-                          f"(this Lepton reads version {VERSION}); upgrade Lepton.")
+    if meta.get("version") not in READABLE_VERSIONS or isinstance(meta.get("version"), bool):
+        raise FormatError(f"{meta_path}: checkpoint version {meta.get('version')!r:.40} is not supported "
+                          f"(this Lepton reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton.")
     if "model" not in meta:
         raise FormatError(f"{meta_path}: the key 'model' (the model spec) is missing; the sidecar is damaged or "
                           "forged, re-save the checkpoint (e.g. with `lepton train`).")

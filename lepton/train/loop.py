@@ -163,9 +163,13 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
         raise ValueError("fit(checkpoint_dir=...) needs the model's spec to write a rebuildable checkpoint")
     if resume and ckpt_path is not None and ckpt_path.with_suffix(".json").exists():
         ckpt = load_checkpoint(ckpt_path)
-        getattr(model, "module", model).load_state_dict(ckpt.model_state)
-        if ckpt.optimizer_state is not None:
-            optimizer.load_state_dict(ckpt.optimizer_state)
+        try:
+            getattr(model, "module", model).load_state_dict(ckpt.model_state)
+        except RuntimeError as e:
+            raise FormatError(f"{ckpt_path}.safetensors holds the weights of another model "
+                              f"({' '.join(str(e).split())[:200]}); resume into the model it was saved from, or "
+                              "train into a new folder.") from None
+        ckpt.restore_optimizer(optimizer)
         history, start_epoch = _resume_point(ckpt.meta, ckpt_path)
         resumed = start_epoch
         console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")

@@ -13,7 +13,7 @@ from lepton.train.checkpoint import save_checkpoint
 
 
 def lepton(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "lepton", *args], check=False, capture_output=True, text=True, cwd=cwd,
                           timeout=300, stdin=subprocess.DEVNULL)
 
 

@@ -98,25 +98,30 @@ GOLDEN_HUFFMAN_PAYLOAD = (
     " 0700000000000000")  # n raw
 
 
-GOLDEN_SHA256 = {"ans": "df94789f264c3069250b9f4cd0475a1d4c619d5b17e9979694aea3a408177819",
-                 "huffman": "bfab672bfc3f9080ad3f23c3f8a0f1c27893901f4ecd56322979d1be58677633"}
+GOLDEN_SHA256 = {("ans", 1): "df94789f264c3069250b9f4cd0475a1d4c619d5b17e9979694aea3a408177819",
+                 ("huffman", 1): "bfab672bfc3f9080ad3f23c3f8a0f1c27893901f4ecd56322979d1be58677633",
+                 ("ans", 2): "70d993a1d45de9a1231e8bfbf035ead5079d81b4ae28a52f03ea83cc589f870e", ("huffman", 2): "2eeeab82cc5dbe36c7cf9c0dfdf3c26e3c6c0ee6504fc660a5815e08a304667b"}
 
 
-def golden(header, payload):
-    raw = deflate_header(header.encode())
-    return MAGIC + struct.pack("<IQI", 1, len(raw), zlib.crc32(raw)) + raw + bytes.fromhex(payload.replace(" ", ""))
+def golden(header, payload, version=2):
+    raw = deflate_header(header.replace('"version":1}', f'"version":{version}}}').encode())
+    return (MAGIC + struct.pack("<IQI", version, len(raw), zlib.crc32(raw)) + raw
+            + bytes.fromhex(payload.replace(" ", "")))
 
 
 @pytest.mark.parametrize("coder, rows, header, payload", [
     ("ans", 8, GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD), ("huffman", 16, GOLDEN_HUFFMAN_HEADER, GOLDEN_HUFFMAN_PAYLOAD)])
 def test_golden_bytes(coder, rows, header, payload):
     expected = golden(header, payload)
-    assert hashlib.sha256(expected).hexdigest() == GOLDEN_SHA256[coder]  # the whole file, frozen
-    assert expected[:24].hex()[:16] == "894c45500d0a1a0a" and expected[8:12] == b"\x01\x00\x00\x00"
+    assert hashlib.sha256(expected).hexdigest() == GOLDEN_SHA256[coder, 2]  # the whole file, frozen
+    assert expected[:24].hex()[:16] == "894c45500d0a1a0a" and expected[8:12] == b"\x02\x00\x00\x00"
     assert encode_model(SPEC, tiny_state(rows), coder=coder, metadata={"note": "golden"}) == expected
-    model = decode_model(expected)
-    assert model.spec == SPEC and model.metadata == {"note": "golden"} and model.header["version"] == 1
-    assert_roundtrip(tiny_state(rows), expected)
+    old = golden(header, payload, version=1)  # the same model as written before format version 2
+    assert hashlib.sha256(old).hexdigest() == GOLDEN_SHA256[coder, 1]
+    for data, version in ((expected, 2), (old, 1)):
+        model = decode_model(data)
+        assert model.spec == SPEC and model.metadata == {"note": "golden"} and model.header["version"] == version
+        assert_roundtrip(tiny_state(rows), data)
     assert [r["encoding"] for r in inspect_lep(expected)][:3] == (["dense", "dense", "raw"] if coder == "ans"
                                                                   else ["sparse", "dense", "raw"])
 
@@ -274,7 +279,7 @@ def split(data):
     return json.loads(inflate_header(data[24:24 + n])), data[24 + n:]
 
 
-def forge(data, edit=None, payload=None, version=1, magic=MAGIC, length_delta=0):
+def forge(data, edit=None, payload=None, version=2, magic=MAGIC, length_delta=0):
     """Rewrite a file's header with ``edit`` and a valid header CRC, so only the forged field is wrong."""
     header, old_payload = split(data)
     if edit:
@@ -310,8 +315,8 @@ def set_stream(name, index, **fields):
 
 FORGERIES = {
     "wrong magic": (dict(magic=b"LEPTONM\x00"), "not a .lep file"),
-    "wrong version": (dict(version=2), "version 2 is not supported"),
-    "header version": (dict(edit=lambda h: h.update(version=2)), "version"),
+    "wrong version": (dict(version=3), "version 3 is not supported"),
+    "header version": (dict(edit=lambda h: h.update(version=3)), "version"),
     "format tag": (dict(edit=lambda h: h.update(format="safetensors")), "format tag"),
     "header beyond file": (dict(length_delta=10_000), "header length"),
     "unknown key": (dict(edit=lambda h: h.update(code="import os")), "Extra inputs"),
@@ -483,3 +488,28 @@ def test_header_deflate_bombs_and_garbage_are_refused():
                          (deflate_header(b"{}")[:-1], "incomplete"), (deflate_header(b"{}") + b"x", "extra bytes")):
         with pytest.raises(FormatError, match=message):
             decode_model(MAGIC + struct.pack("<IQI", 1, len(raw), zlib.crc32(raw)) + raw)
+
+
+def _as_version_1(data: bytes) -> bytes:
+    """The same file as Lepton wrote it before format version 2: version 1 in the preamble and the header."""
+    from lepton.compress.container import PREAMBLE, inflate_header
+
+    _, _, size, _ = PREAMBLE.unpack_from(data)
+    header = json.loads(inflate_header(data[PREAMBLE.size:PREAMBLE.size + size]))
+    header["version"] = 1
+    stored = deflate_header(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    return PREAMBLE.pack(MAGIC, 1, len(stored), zlib.crc32(stored)) + stored + data[PREAMBLE.size + size:]
+
+
+def test_version_1_files_still_load_and_versions_must_agree():
+    from lepton.compress.container import PREAMBLE
+
+    state = build_model("lenet-300-100", (1, 8, 8), 10).state_dict()
+    data = encode_model(ModelSpec("lenet-300-100", (1, 8, 8), 10), state)
+    assert PREAMBLE.unpack_from(data)[1] == 2
+    old = decode_model(_as_version_1(data))
+    assert all(torch.equal(old.state_dict[k], v) for k, v in state.items())
+    mixed = bytearray(_as_version_1(data))
+    mixed[8:12] = (2).to_bytes(4, "little")  # the preamble is not covered by the header CRC
+    with pytest.raises(FormatError, match="header says version 1 but the preamble says 2"):
+        decode_model(bytes(mixed))

@@ -167,6 +167,8 @@ def test_flipped_index_byte_fails_its_hash(digits_store, tmp_path):
     (lambda ix: ix["splits"]["train"].__setitem__("samples", 10**9), "block entries"),
     (lambda ix: ix["splits"]["test"]["fields"]["labels"].__setitem__("dtype", "object"), "dtype 'object'"),
     (lambda ix: ix.__setitem__("version", 99), "version"),
+    (lambda ix: ix.pop("attrs"), "'attrs' is missing or not an object"),
+    (lambda ix: ix.__setitem__("attrs", [1]), "'attrs' is missing or not an object"),
 ])
 def test_forged_index_is_refused(digits_store, tmp_path, edit, message):
     with pytest.raises(FormatError, match=message):

@@ -254,3 +254,17 @@ def test_metrics_file_is_parsed_strictly(tmp_path):
             _metrics([], bad)
     bad.write_text('{"acc": 0.5}')
     assert _metrics(["n=3"], bad) == {"acc": 0.5, "n": 3}
+
+
+@pytest.mark.parametrize("file", ["/abs/x.lep", "../x.lep", "x.lep/../../authorized_keys", "a/x.lep", "x.lep\n",
+                                  "x" * 200 + ".lep"])
+def test_a_manifest_file_name_is_matched_whole(tmp_path, artifact, file):
+    """pydantic's ``pattern`` searches; an unanchored one let a forged manifest name a path outside -o."""
+    root = tmp_path / "reg"
+    m = push(artifact, f"{root}/lenet5:1")
+    (root / "models/lenet5/1/manifest.json").write_text(json.dumps(m.model_dump() | {"file": file}))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FormatError, match="invalid"):
+        pull(f"{root}/lenet5:1", out)
+    assert not any(out.iterdir()) and not (tmp_path / "x.lep").exists()

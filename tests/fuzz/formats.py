@@ -296,7 +296,7 @@ def read_ckpt(path: Path) -> None:
         groups = ckpt.optimizer_state.get("param_groups")
         adam = isinstance(groups, list) and groups and isinstance(groups[0], dict) and "betas" in groups[0]
         make = torch.optim.Adam if adam else torch.optim.SGD
-        make(model.parameters(), lr=0.1).load_state_dict(ckpt.optimizer_state)
+        ckpt.restore_optimizer(make(model.parameters(), lr=0.1))
 
 
 def read_registry(root: Path) -> None:

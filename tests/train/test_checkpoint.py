@@ -167,3 +167,22 @@ def test_metadata_the_reader_would_refuse_is_refused_on_save(tmp_path, trained):
     with pytest.raises(ConfigError, match="levels deep"):
         save_checkpoint(tmp_path / "deep", model, spec, extra={"deep": deep})
     assert not list(tmp_path.iterdir())
+
+
+def test_version_1_sidecars_still_load(tmp_path, trained):
+    spec, model, _ = trained
+    path = save_checkpoint(tmp_path / "c", model, spec)
+    meta = json.loads((tmp_path / "c.json").read_text())
+    assert meta["version"] == 2
+    (tmp_path / "c.json").write_text(json.dumps({**meta, "version": 1}))  # as written before the graph field
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(load_checkpoint(path).build_model().eval()(x), model.eval()(x))
+
+
+def test_an_optimizer_state_that_does_not_fit_is_a_format_error(tmp_path, trained):
+    spec, model, opt = trained
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "c", model, spec, optimizer=opt))
+    two_groups = torch.optim.Adam([{"params": [p]} for p in list(model.parameters())[:2]], lr=1e-3)
+    with pytest.raises(FormatError, match="optimizer state does not fit a Adam"):
+        ckpt.restore_optimizer(two_groups)
+    ckpt.restore_optimizer(build_optimizer(model.parameters(), TrainConfig(optimizer="adam", lr=1e-3)))

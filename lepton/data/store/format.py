@@ -505,6 +505,8 @@ def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
     index = strict_json.loads(raw, f"{where}: the index")
     if not isinstance(index, dict) or index.get("format") != "lepton-data-store" or index.get("version") != VERSION:
         raise FormatError(f"{where}: the index is not a version-{VERSION} lepton-data-store index")
+    if not isinstance(index.get("attrs"), dict):
+        raise FormatError(f"{where}: the index's 'attrs' is missing or not an object; the store is corrupt.")
     return offset, length, index
 
 
