@@ -84,3 +84,11 @@ def test_python_loaders_run_no_code(evil):
         with pytest.raises(UntrustedCodeError, match="import module 'subprocess' and call 'getoutput'"):
             load()
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_compress_inspect_reads_the_file_without_building_it(evil):
+    root, marker = evil
+    r = lepton("compress", "inspect", str(root / "evil.lep"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
