@@ -16,7 +16,7 @@ import torch
 
 from lepton.data import load_mnist
 from lepton.models import build_model
-from lepton.quantum.tensor_train import tt_for_ratio
+from lepton.models.tensor_train import tt_for_ratio
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
 
 

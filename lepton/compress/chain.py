@@ -28,7 +28,7 @@ from lepton.compress.sensitivity import choose_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
 from lepton.models.registry import ModelSpec, count_params
-from lepton.quantum.tensor_train import TTLinear, convert_linears, tt_layout
+from lepton.models.tensor_train import TTLinear, convert_linears, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
 from lepton.train.loop import Objective, cross_entropy
 

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lepton.data.batches import TensorBatches
 from lepton.distributed.config import CommHookConfig
 from lepton.distributed.hooks import CommCounter, register_comm_hook
 from lepton.distributed.runtime import World
@@ -23,8 +24,6 @@ def shard_batches(batches: Any, world: World) -> Any:
     ``batch_size × world`` samples, so ``W`` ranks see together exactly what one process with the
     global batch sees). A ``DataLoader`` must already carry a ``DistributedSampler``.
     """
-    from lepton.train.batches import TensorBatches
-
     if isinstance(batches, TensorBatches):
         if batches.world_size == world.size and batches.rank == world.rank:
             return batches

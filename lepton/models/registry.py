@@ -22,6 +22,7 @@ from torch import nn
 from lepton.errors import ConfigError, FormatError, UntrustedCodeError
 from lepton.models.graph import build_graph, capture, check_graph
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
+from lepton.models.tensor_train import apply_tt_layout, check_tt_layout
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "lenet5": (LeNet5, "LeNet-5 of Caffe / Deep Compression: 20-50-500-10, 431,080 params"),
@@ -106,7 +107,7 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     tt: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """Layers replaced by tensor-train layers: ``{layer: {"in_modes", "out_modes", "ranks"}}``
-    (:func:`lepton.quantum.tensor_train.apply_tt_layout`); empty for the plain architecture."""
+    (:func:`lepton.models.tensor_train.apply_tt_layout`); empty for the plain architecture."""
     graph: dict[str, Any] | None = None
     """The architecture as data (:mod:`lepton.models.graph`) of a model outside the registry."""
 
@@ -122,8 +123,6 @@ class ModelSpec:
         else:
             model = build_model(self.name, self.input_shape, self.num_classes, trust_code=trust_code, **self.kwargs)
         if self.tt:
-            from lepton.quantum.tensor_train import apply_tt_layout
-
             apply_tt_layout(model, self.tt)
         return model
 
@@ -220,8 +219,6 @@ class ModelSpec:
                               f"or lists of them, got {kwargs!r:.80}.")
         tt: dict[str, dict[str, list[int]]] = {}
         if d.get("tt"):
-            from lepton.quantum.tensor_train import check_tt_layout
-
             tt = check_tt_layout(d["tt"])
         graph = d.get("graph")
         if graph is not None:

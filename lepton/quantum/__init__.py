@@ -1,2 +1,3 @@
 """Quantum exploration: a batched statevector simulator, variational quantum layers, hybrid models,
-OpenQASM export, and quantum-inspired tensor-train layers. No quantum speed-up is claimed."""
+OpenQASM export. No quantum speed-up is claimed. The quantum-inspired tensor-train layers are classical and
+live in :mod:`lepton.models.tensor_train`."""

@@ -1,6 +1,6 @@
 """Training: the shared loop, evaluation, checkpoints (safetensors + JSON) and seeding."""
 
-from lepton.train.batches import TensorBatches
+from lepton.data.batches import TensorBatches
 from lepton.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate, predict_logits

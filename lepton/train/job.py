@@ -23,7 +23,7 @@ from lepton.distributed.launch import launch
 from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
 from lepton.errors import ResultOnOtherNode
 from lepton.models.registry import ModelSpec
-from lepton.train.batches import TensorBatches
+from lepton.data.batches import TensorBatches
 from lepton.train.checkpoint import load_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
@@ -77,7 +77,7 @@ def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model
                "model": model_name, "model_kwargs": model_kwargs, "train": cfg.model_dump(mode="json"),
                "out": str(out), "resume": resume, "progress": progress, "trust_code": trust_code}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
-        launch(cfg.distributed, "lepton.distributed.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
+        launch(cfg.distributed, "lepton.train.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
         if not (out / "report.json").exists() and cfg.distributed.nnodes > 1:
             where = f"its folder {out}" if checkpoint_dir is not None else "its run folder"
             raise ResultOnOtherNode(

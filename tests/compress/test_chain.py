@@ -110,7 +110,7 @@ def test_cli_compress_inspect_and_eval(trained, digits, tmp_path):
 def test_tensor_train_layers_are_one_more_method_of_the_chain(trained, digits, tmp_path):
     """compress.tt: fc1 becomes a TTLinear (TT-SVD + fine-tuning), the rest is pruned and shared, and the
     .lep stores the TT layout in its model spec and the cores like any tensor; decode is bit-exact."""
-    from lepton.quantum.tensor_train import TTLinear
+    from lepton.models.tensor_train import TTLinear
 
     cfg = CompressConfig.model_validate({**CFG.model_dump(), "tt": {"enabled": True, "layers": {"fc1": 4.0}, "epochs": 1},
                                          "prune": {"sparsity": {"fc2": 0.8, "fc3": 0.5}, "epochs": 2}})

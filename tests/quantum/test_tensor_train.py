@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lepton.errors import ConfigError
-from lepton.quantum.tensor_train import (TTLinear, apply_tt_layout, check_tt_layout, factorize, tt_for_ratio,
+from lepton.models.tensor_train import (TTLinear, apply_tt_layout, check_tt_layout, factorize, tt_for_ratio,
                                          tt_layout, tt_svd)
 
 

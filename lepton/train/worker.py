@@ -1,8 +1,8 @@
-"""``python -m lepton.distributed.worker JOB.json``: one worker of a job that ``train_model`` launched.
+"""``python -m lepton.train.worker JOB.json``: one worker of a job that ``train_model`` launched.
 
 ``JOB.json`` names a ``.npz`` of the dataset (written by the launching process), the model, the
-training config, the output folder and whether the user allowed their model's code (``--trust-code``). Every rank trains; rank 0 writes ``OUT/last.*`` after each
-epoch and ``OUT/report.json`` at the end. A worker restarted by torchrun resumes from ``OUT/last``.
+training config, the output folder and whether the user allowed their model's code (``--trust-code``).
+Every rank trains; rank 0 writes ``OUT/last.*`` after each epoch and ``OUT/report.json`` at the end. A worker restarted by torchrun resumes from ``OUT/last``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import numpy as np
 from lepton.data.dataset import ImageDataset
 from lepton.distributed.runtime import env_rank
 from lepton.train.config import TrainConfig
+from lepton.train.job import train_model
 from lepton.utils.io import atomic_write_text
 
 
 def main(job_path: str) -> None:
-    from lepton.train.job import train_model
-
     job = json.loads(Path(job_path).read_text())
     with np.load(job["data"], allow_pickle=False) as z:
         data = ImageDataset(job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"]))
