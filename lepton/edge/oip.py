@@ -43,7 +43,9 @@ FLOAT_TYPES = ("FP16", "FP32", "FP64")
 # up to the first closing bracket. Strings cannot hide a match: inside a JSON string every '"' is escaped.
 _DATA_LIST = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
 _NOT_NUMBER_CHAR = re.compile(rb"[^0-9eE.+\-, \t\n\r]")
-_NOT_JSON_NUMBER = re.compile(rb"(?<![eE])\+|(?<![0-9])\.|\.(?![0-9])|(?<![0-9.eE+\-])-?0[0-9]")
+# Forms numpy reads but JSON forbids (+1, .5, 1., 01), each searched only if its character occurs at all.
+_NOT_JSON_NUMBER = [(b"+", re.compile(rb"(?<![eE])\+")), (b".", re.compile(rb"\.(?![0-9])|(?<![0-9])\.")),
+                    (b"0", re.compile(rb"(?:^|[^0-9.eE+\-])-?0[0-9]"))]
 
 
 class ProtocolError(Exception):
@@ -193,13 +195,14 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, lists: dict[str, bytes
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
             raise ProtocolError(400, f"{where}: 'data' holds values outside {spec.datatype}'s range "
                                      f"[{info.min}, {info.max}]; send values in that range.")
-    out = raw.astype(dtype, copy=False).reshape(inp.shape)
+    with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
+        out = raw.astype(dtype, copy=False).reshape(inp.shape)
     return _check_finite(where, spec.datatype, out) if dtype.kind == "f" else out
 
 
 def _parse_floats(where: str, text: bytes, datatype: str) -> np.ndarray:
     """Flat JSON numbers straight into a float array (FP16 goes through float32)."""
-    if _NOT_JSON_NUMBER.search(text):
+    if any(char in text and form.search(text) for char, form in _NOT_JSON_NUMBER):
         raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers such as -1.5e-3.")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy warns, then stops, at text it cannot read
