@@ -23,31 +23,48 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="most rows one batched model call runs")] = 64,
     max_delay_ms: Annotated[float, typer.Option(help="longest wait for more concurrent requests to batch")] = 1.0,
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies are refused with 413")] = 8.0,
+    max_inflight_mb: Annotated[float, typer.Option(help="request bodies held at once; more wait, then get 503")] = 64.0,
+    header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send its request headers")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="seconds a request has to send its body")] = 30.0,
+    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_SERVE_TOKEN", show_default=False,
+                                                 help="require 'Authorization: Bearer TOKEN' on every route "
+                                                      "except /v2/health/*")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="serve a non-loopback --host without a token")] = False,
     trust_code: TrustCode = False,
 ) -> None:
     """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready,
     /v2/models/NAME/stats; POST /v2/models/NAME/infer. A .lep file or checkpoint is exported to ONNX first.
+    With a token, every route except /v2/health/* needs it; a --host other than loopback needs --token
+    (or LEPTON_SERVE_TOKEN) or an explicit --no-auth.
 
     Examples:
       lepton serve model.onnx --port 8000
       lepton serve model.int8.onnx --name lenet5 --threads 2
       curl localhost:8000/v2/models/model
+      LEPTON_SERVE_TOKEN=$(openssl rand -hex 16) lepton serve model.onnx --host 0.0.0.0
+      curl -H "Authorization: Bearer $LEPTON_SERVE_TOKEN" host:8000/v2/models/model
+      lepton serve model.onnx --host 0.0.0.0 --no-auth   # behind an authenticating proxy
     """
     from pydantic import ValidationError
 
-    from lepton.edge.server import ServeConfig, load_served_model
+    from lepton.edge.server import ServeConfig, check_exposure, load_served_model
     from lepton.edge.server import serve as run_server
     from lepton.errors import ConfigError
 
     try:
         config = ServeConfig(host=host, port=port, name=name, version=version, threads=threads,
                              max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                             max_body_bytes=int(max_body_mb * (1 << 20)))
+                             max_body_bytes=int(max_body_mb * (1 << 20)),
+                             max_inflight_bytes=int(max_inflight_mb * (1 << 20)), header_timeout_s=header_timeout,
+                             body_timeout_s=body_timeout, token=token, no_auth=no_auth)
     except ValidationError as e:
         raise ConfigError("; ".join(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}"
+                                    .replace("--token: String should match pattern '^[\\x21-\\x7e]{8,4096}$'",
+                                             "--token: must be 8 to 4096 visible ASCII characters (no spaces)")
                                     for err in e.errors())) from None
+    check_exposure(config)
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
         served = load_served_model(model, name=config.name, version=config.version, threads=config.threads,
                                    workdir=workdir, trust_code=trust_code)

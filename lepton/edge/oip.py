@@ -5,11 +5,22 @@ Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protoco
 ``{"name", "shape", "datatype", "data"}`` with ``data`` in row-major order (flat or nested). The binary
 tensor extension (Triton's ``binary_data_size``) is not supported: such inputs are refused with a 400 that
 says to send JSON data; outputs always come back as JSON data.
+
+Memory: :func:`parse_infer_request` reads a request in one pass without turning flat numeric ``data`` lists
+into Python objects: each such list is cut out of the body (a nonce-named placeholder string takes its
+place), the small remaining envelope is parsed and validated, and :func:`decode_input` counts the list's
+values against the declared shape and ``max_elements`` before numpy parses it straight into the declared
+float dtype. Nested lists, integer and BOOL data take the ordinary JSON path (a Python list per tensor).
+Every value must be finite and fit the datatype: NaN, Infinity and numbers such as ``1e400`` get a 400.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import secrets
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,6 +35,17 @@ OIP_TO_NUMPY = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT
                 "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
                 "UINT64": np.uint64, "BOOL": np.bool_}
 DATATYPES = (*OIP_TO_NUMPY, "BF16", "BYTES")
+
+
+FLOAT_TYPES = ("FP16", "FP32", "FP64")
+
+# A flat list that may be all JSON numbers: the opening bracket after a "data" key, then number characters
+# up to the first closing bracket. Strings cannot hide a match: inside a JSON string every '"' is escaped.
+_DATA_LIST = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
+_NOT_NUMBER_CHAR = re.compile(rb"[^0-9eE.+\-, \t\n\r]")
+# Forms numpy reads but JSON forbids (+1, .5, 1., 01), each searched only if its character occurs at all.
+_NOT_JSON_NUMBER = [(b"+", re.compile(rb"(?<![eE])\+")), (b".", re.compile(rb"\.(?![0-9])|(?<![0-9])\.")),
+                    (b"0", re.compile(rb"(?:^|[^0-9.eE+\-])-?0[0-9]"))]
 
 
 class ProtocolError(Exception):
@@ -63,7 +85,7 @@ class RequestInput(_Message):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | str  # a str only as parse_infer_request's placeholder for a flat list
 
 
 class RequestOutput(_Message):
@@ -92,8 +114,36 @@ class InferResponse(_Message):
     outputs: list[ResponseOutput]
 
 
-def decode_input(inp: RequestInput, spec: TensorMetadata) -> np.ndarray:
-    """The array ``inp`` carries, checked against ``spec`` (datatype, rank, fixed axes, element count)."""
+class ParsedRequest:
+    """An :class:`InferRequest` and the flat numeric ``data`` lists cut out of its body, by placeholder."""
+
+    def __init__(self, request: InferRequest, lists: dict[str, bytes]) -> None:
+        self.request, self.lists = request, lists
+
+
+def parse_infer_request(body: bytes) -> ParsedRequest:
+    """Parse an inference request body in one pass; flat numeric ``data`` lists stay bytes (module docstring)."""
+    nonce = secrets.token_hex(8)
+    parts: list[bytes] = []
+    lists: dict[str, bytes] = {}
+    pos = 0
+    for m in _DATA_LIST.finditer(body):
+        start = m.end()
+        end = body.find(b"]", start)
+        if m.start() < pos or end < 0 or _NOT_NUMBER_CHAR.search(body, start, end):
+            continue  # nested, not numbers, or not JSON: the ordinary parser handles it
+        key = f"lepton-data:{nonce}:{len(lists)}"
+        lists[key] = body[start:end]
+        parts += [body[pos:start - 1], b'"', key.encode(), b'"']
+        pos = end + 1
+    envelope = b"".join([*parts, body[pos:]]) if lists else body
+    return ParsedRequest(InferRequest.model_validate_json(envelope), lists)
+
+
+def decode_input(inp: RequestInput, spec: TensorMetadata, lists: dict[str, bytes] | None = None, *,
+                 max_elements: int = 1 << 24) -> np.ndarray:
+    """The array ``inp`` carries, checked against ``spec`` (datatype, rank, fixed axes, element count, finite
+    values within the datatype's range); ``lists`` holds the flat lists :func:`parse_infer_request` cut out."""
     where = f"input {inp.name!r}"
     if inp.parameters and "binary_data_size" in inp.parameters:
         raise ProtocolError(400, f"{where}: the binary tensor extension is not supported; send the tensor as JSON "
@@ -108,8 +158,23 @@ def decode_input(inp: RequestInput, spec: TensorMetadata) -> np.ndarray:
                                  f"send e.g. {[1 if d == -1 else d for d in spec.shape]}.")
     if inp.shape[0] == 0:
         raise ProtocolError(400, f"{where}: shape {inp.shape} holds no sample; the batch axis must be at least 1.")
+    count = math.prod(inp.shape)
+    if count > max_elements:
+        raise ProtocolError(400, f"{where}: shape {inp.shape} holds {count} values, more than the server's limit "
+                                 f"of {max_elements}; send fewer samples per request.")
+    data = inp.data
+    if isinstance(data, str):
+        if data not in (lists or {}):
+            raise ProtocolError(400, f"{where}: 'data' is a string; send a list of {spec.datatype} values.")
+        text = lists[data]
+        given = text.count(b",") + 1 if text.strip() else 0
+        if given != count:
+            raise ProtocolError(400, f"{where}: 'data' has {given} values but shape {inp.shape} needs {count}.")
+        if spec.datatype in FLOAT_TYPES:
+            return _check_finite(where, spec.datatype, _parse_floats(where, text, spec.datatype)).reshape(inp.shape)
+        data = _json_list(where, text)
     try:
-        raw = np.asarray(inp.data)
+        raw = np.asarray(data)
     except ValueError as e:  # ragged nested lists
         raise ProtocolError(400, f"{where}: 'data' is not a regular array ({e}); send a flat row-major list.") from e
     numeric = raw.dtype.kind == "b" if spec.datatype == "BOOL" else raw.dtype.kind in "iuf"
@@ -119,10 +184,48 @@ def decode_input(inp: RequestInput, spec: TensorMetadata) -> np.ndarray:
     if raw.size != math.prod(inp.shape):
         raise ProtocolError(400, f"{where}: 'data' has {raw.size} values but shape {inp.shape} needs "
                                  f"{math.prod(inp.shape)}.")
-    dtype = OIP_TO_NUMPY[spec.datatype]
-    if raw.dtype.kind == "f" and np.dtype(dtype).kind in "iu" and not np.array_equal(raw, np.round(raw)):
-        raise ProtocolError(400, f"{where}: {spec.datatype} data must be whole numbers.")
-    return raw.astype(dtype, copy=False).reshape(inp.shape)
+    dtype = np.dtype(OIP_TO_NUMPY[spec.datatype])
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise ProtocolError(400, f"{where}: 'data' holds NaN or Infinity (or a number too large for a 64-bit "
+                                 f"float, such as 1e400); send finite {spec.datatype} values.")
+    if dtype.kind in "iu":
+        if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+            raise ProtocolError(400, f"{where}: {spec.datatype} data must be whole numbers.")
+        info = np.iinfo(dtype)
+        if raw.size and (raw.min() < info.min or raw.max() > info.max):
+            raise ProtocolError(400, f"{where}: 'data' holds values outside {spec.datatype}'s range "
+                                     f"[{info.min}, {info.max}]; send values in that range.")
+    with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
+        out = raw.astype(dtype, copy=False).reshape(inp.shape)
+    return _check_finite(where, spec.datatype, out) if dtype.kind == "f" else out
+
+
+def _parse_floats(where: str, text: bytes, datatype: str) -> np.ndarray:
+    """Flat JSON numbers straight into a float array (FP16 goes through float32)."""
+    if any(char in text and form.search(text) for char, form in _NOT_JSON_NUMBER):
+        raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers such as -1.5e-3.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns, then stops, at text it cannot read
+        try:
+            out = np.fromstring(text, dtype=np.float64 if datatype == "FP64" else np.float32, sep=",")
+        except (ValueError, DeprecationWarning):
+            raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers such as "
+                                     "-1.5e-3.") from None
+    return out.astype(np.float16) if datatype == "FP16" else out
+
+
+def _json_list(where: str, text: bytes) -> list[Any]:
+    try:
+        return json.loads(b"[" + text + b"]")
+    except ValueError:
+        raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers.") from None
+
+
+def _check_finite(where: str, datatype: str, array: np.ndarray) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ProtocolError(400, f"{where}: 'data' holds NaN, Infinity or a number too large for {datatype} "
+                                 f"(such as 1e400); send finite {datatype} values.")
+    return array
 
 
 def encode_output(name: str, array: np.ndarray) -> ResponseOutput:

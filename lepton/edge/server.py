@@ -4,12 +4,23 @@ Requests that arrive while the model is busy are queued; the batcher takes every
 ``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more), runs ONE ONNX Runtime call on the
 concatenation, and hands each request its rows. The model runs on one worker thread, so the event loop
 keeps parsing and answering requests meanwhile. Every bad request gets a 4xx with ``{"error": "..."}``.
+
+Hardening (see docs/edge.md, "Serving"): request bodies in flight share a byte budget (``max_inflight_bytes``;
+a request that cannot get its share within a few seconds gets 503), flat numeric tensors are parsed
+without Python lists (:func:`lepton.edge.oip.parse_infer_request`), NaN/Infinity get 400, every
+connection must deliver its headers within ``header_timeout_s`` and its body within ``body_timeout_s`` or
+is closed (:func:`guarded_protocol`), connections still sending headers do not count against
+``max_connections``, and with a ``token`` every route except ``/v2/health/*`` needs ``Authorization:
+Bearer TOKEN``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
+import json
 import re
 import socket
 import tempfile
@@ -29,11 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
-from lepton.edge.oip import (ORT_TO_OIP, InferRequest, InferResponse, ModelMetadata, ProtocolError, ServerMetadata,
-                             TensorMetadata, decode_input, encode_output)
+from lepton.edge.oip import (ORT_TO_OIP, InferResponse, ModelMetadata, ProtocolError, ServerMetadata, TensorMetadata,
+                             decode_input, encode_output, parse_infer_request)
 from lepton.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+BUDGET_WAIT_S = 5.0  # how long a request waits for its share of max_inflight_bytes before a 503
+OPEN_ROUTES = "/v2/health/"  # liveness/readiness probes never need the token
 
 
 class ServeConfig(BaseModel):
@@ -49,7 +62,18 @@ class ServeConfig(BaseModel):
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
-    max_connections: int = Field(512, ge=1, description="concurrent connections before 503")
+    max_connections: int = Field(512, ge=1, description="requests handled at once before 503 (connections still "
+                                                        "sending their headers do not count)")
+    max_open_connections: int = Field(4096, ge=1, description="open connections before the oldest one still "
+                                                              "sending its headers is closed")
+    max_inflight_bytes: int = Field(64 << 20, ge=1024, description="request bodies held at once; more wait, then 503")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection's request headers must arrive "
+                                                                     "within this time, else 408 and close")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="a request's body must arrive within this time")
+    keep_alive_s: float = Field(5.0, gt=0, le=3600, description="idle keep-alive connections close after this")
+    token: str | None = Field(None, pattern=r"^[\x21-\x7e]{8,4096}$", repr=False,
+                              description="bearer token every route except /v2/health/* requires")
+    no_auth: bool = Field(False, description="allow a non-loopback host without a token")
 
 
 @dataclass
@@ -207,7 +231,81 @@ class Batcher:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = {"retry-after": "1"} if status == 503 else {"www-authenticate": 'Bearer realm="lepton"'} \
+        if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """Refuse to serve other machines without authentication unless ``no_auth`` says so explicitly."""
+    if config.token is not None and config.no_auth:
+        raise ConfigError("--token and --no-auth contradict each other; pass one of them.")
+    if config.token is None and not config.no_auth and not is_loopback(config.host):
+        raise ConfigError(f"--host {config.host} accepts connections from other machines but no token is set; pass "
+                          "--token TOKEN (or set LEPTON_SERVE_TOKEN), or --no-auth to serve without authentication.")
+
+
+class ByteBudget:
+    """At most ``capacity`` bytes of request bodies held at once; a request waits up to ``wait_s`` for its share."""
+
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        self.capacity, self.wait_s, self.used = capacity, wait_s, 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self.capacity)  # one request alone always fits
+        async with self._freed:
+            try:
+                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
+            except TimeoutError:
+                raise ProtocolError(503, f"the server is busy: {self.used} bytes of request bodies are being "
+                                         f"processed (limit {self.capacity}); retry in a moment.") from None
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.used -= size
+                self._freed.notify_all()
+
+
+class Gate:
+    """Pure ASGI middleware: the bearer token (every route but ``/v2/health/*``) and the limit on requests
+    handled at once (uvicorn's own limit would count idle and half-open connections too)."""
+
+    def __init__(self, app: Any, token: str | None, max_requests: int) -> None:
+        self.app, self.max_requests, self.active = app, max_requests, 0
+        self.token = None if token is None else token.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(OPEN_ROUTES):
+            return await self.app(scope, receive, send)
+        if self.token is not None and not self._authorized(scope["headers"]):
+            return await _error(401, "this server needs 'Authorization: Bearer TOKEN' with the token it was "
+                                     "started with (--token or LEPTON_SERVE_TOKEN).")(scope, receive, send)
+        if self.active >= self.max_requests:
+            return await _error(503, f"the server is handling {self.active} requests, its limit; retry in a "
+                                     "moment.")(scope, receive, send)
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        value = next((v for k, v in headers if k == b"authorization"), b"")
+        scheme, _, credentials = value.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
 
 def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
@@ -215,6 +313,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     config = config or ServeConfig()
     stats = Stats()
     batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats)
+    budget = ByteBudget(config.max_inflight_bytes, BUDGET_WAIT_S)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -225,6 +324,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     app = FastAPI(title="Lepton inference server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stats = stats
+    app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(_req: Request, e: ProtocolError) -> JSONResponse:
@@ -287,18 +387,24 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         check_model(name, version)
-        body = await _read_body(request, config.max_body_bytes)
         if request.headers.get("inference-header-content-length"):
             raise ProtocolError(400, "the binary tensor extension is not supported; send the tensors as JSON "
                                      "(tritonclient: binary_data=False).")
+        declared = _declared_length(request, config.max_body_bytes)
+        async with budget.hold(config.max_body_bytes if declared is None else declared):
+            return await answer(await _read_body(request, config.max_body_bytes))
+
+    async def answer(body: bytes) -> Response:
         try:
-            req = InferRequest.model_validate_json(body)
+            parsed = parse_infer_request(body)
         except ValidationError as e:
             if any(err["type"] == "json_invalid" for err in e.errors()):
                 raise ProtocolError(400, f"the request body is not valid JSON: {e.errors()[0]['msg']}") from None
             raise ProtocolError(400, "the request does not follow the Open Inference Protocol: " + "; ".join(
                 f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])) from None
-        feeds = _feeds(req, model)
+        del body  # the flat lists were copied out: the text can go before the arrays are built
+        req = parsed.request
+        feeds = _feeds(req, model, parsed.lists, config.max_body_bytes // 2)  # a JSON value takes >= 2 bytes
         wanted = [o.name for o in req.outputs] if req.outputs else [t.name for t in model.outputs]
         unknown = sorted(set(wanted) - {t.name for t in model.outputs})
         if unknown:
@@ -313,11 +419,15 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _declared_length(request: Request, limit: int) -> int | None:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise ProtocolError(413, f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
                                  "bytes; send fewer samples per request.")
+    return None if declared is None else int(declared)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -328,30 +438,93 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _feeds(req: InferRequest, model: ServedModel) -> dict[str, np.ndarray]:
+def _feeds(req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: int) -> dict[str, np.ndarray]:
     given = [i.name for i in req.inputs]
     expected = [t.name for t in model.inputs]
     if len(set(given)) != len(given) or set(given) != set(expected):
         raise ProtocolError(400, f"the request's inputs {given} do not match the model's inputs {expected}; "
                                  "send each exactly once.")
     specs = {t.name: t for t in model.inputs}
-    feeds = {i.name: decode_input(i, specs[i.name]) for i in req.inputs}
+    feeds = {i.name: decode_input(i, specs[i.name], lists, max_elements=max_elements) for i in req.inputs}
     if len({len(a) for a in feeds.values()}) > 1:
         raise ProtocolError(400, "all inputs must have the same batch size (first axis).")
     return feeds
+
+
+_TIMEOUT_BODY = json.dumps({"error": "the request did not arrive in time; the connection is closed."}).encode()
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+
+
+def guarded_protocol(config: ServeConfig) -> type:
+    """uvicorn's h11 protocol with read deadlines: a connection has ``header_timeout_s`` from its start (or from
+    its last response) to deliver a request's headers, then ``body_timeout_s`` for the body; past either it gets
+    a 408 and is closed. Beyond ``max_open_connections`` the oldest connection still sending headers is closed."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+        _phase: str | None = None  # "headers" or "body" while the client owes us bytes
+        _since = 0.0
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._track()
+            if len(self.connections) > config.max_open_connections:
+                waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c._phase == "headers"]
+                if waiting:
+                    min(waiting, key=lambda c: c._since).expire()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._set_phase(None)
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            self._track()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._track()
+
+        def _track(self) -> None:
+            state = self.conn.their_state
+            self._set_phase("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
+
+        def _set_phase(self, phase: str | None) -> None:
+            if phase == self._phase:
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._phase, self._since = phase, self.loop.time()
+            if phase is not None:
+                limit = config.header_timeout_s if phase == "headers" else config.body_timeout_s
+                self._timer = self.loop.call_later(limit, self.expire)
+
+        def expire(self) -> None:
+            self._set_phase(None)
+            if not self.transport.is_closing():
+                if self.cycle is None or not self.cycle.response_started:
+                    self.transport.write(_TIMEOUT_RESPONSE)
+                self.transport.close()
+
+    return GuardedH11Protocol
 
 
 def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
     import uvicorn
 
     return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                         access_log=False, limit_concurrency=config.max_connections,
-                                         timeout_graceful_shutdown=5))
+                                         access_log=False, http=guarded_protocol(config),
+                                         timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=5))
 
 
 def serve(model: ServedModel, config: ServeConfig) -> None:
     """Serve until interrupted: Ctrl-C or SIGTERM shuts down gracefully, then uvicorn re-raises the
     signal (Ctrl-C ends as KeyboardInterrupt, which the CLI turns into exit status 130)."""
+    check_exposure(config)
     server = uvicorn_server(create_app(model, config), config)
     server.run()  # uvicorn re-raises the signal that stopped it once it has shut down ...
     if server.should_exit:  # ... but if that was lost, a stop by signal still ends as an interrupt
