@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lepton.data.sources import load_dataset
 from lepton.data.store import bits_per_pixel, open_store, pack_dataset, store_batches
-from lepton.data.store.dataset import training_throughput
+from lepton.train.throughput import training_throughput
 from lepton.models.registry import ModelSpec
 from lepton.train import TensorBatches, TrainConfig
 

@@ -131,6 +131,7 @@ def reduce(
     """Lossy reduction (opt-in): write a smaller store and report bytes, ratio and LeNet-5 accuracy on the
     reconstructed images against the original (a short training run: --epochs on --train-samples images)."""
     from lepton.data.reduce import ReduceConfig, reduce_dataset
+    from lepton.train.job import accuracy_check
     from lepton.data.sources import load_dataset
     from lepton.data.store import load_packed
     from lepton.data.store.remote import is_url
@@ -147,7 +148,7 @@ def reduce(
     is_store = is_url(source) or source.endswith(".lds")
     data = load_packed(source) if is_store else load_dataset(source)
     with console.status("reducing, packing and training the accuracy check"):
-        report = reduce_dataset(data, out, cfg)
+        report = reduce_dataset(data, out, cfg, accuracy=accuracy_check(cfg.model, epochs=cfg.epochs, seed=cfg.seed))
     if fmt is Format.json:
         print_json(report.model_dump())
         return

@@ -10,14 +10,16 @@ Three opt-in methods, each fitted on the training images only:
   training mean on reconstruction.
 
 The reduced store records its method in ``attrs["reduction"]``; :func:`reconstruct` turns it back into uint8
-images (``lepton.data.store.load_packed`` calls it). The accuracy check trains LeNet-5 briefly on the
-reconstructed training images and on the original ones (same seed, same samples) and tests both on the
-original test images.
+images (``lepton.data.store.load_packed`` calls it). The accuracy check is a function the caller passes
+(``lepton.train.job.accuracy_check`` trains a model briefly): it runs on the reconstructed training images and
+on the original ones (same samples) and both are tested on the original test images. The data layer trains
+nothing itself.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -165,27 +167,25 @@ def reconstruct(store: Store) -> ImageDataset:
                         source=store.location)
 
 
-def short_accuracy(data: ImageDataset, train_x: np.ndarray, cfg: ReduceConfig, *, trust_code: bool = False) -> float:
-    """Test accuracy (original test images) of LeNet-5 trained for ``cfg.epochs`` on ``train_x[:train_samples]``."""
-    from lepton.train.config import TrainConfig
-    from lepton.train.job import train_model
+Accuracy = Callable[[ImageDataset], float]
+"""Test accuracy of a model trained on a dataset's training split (see ``lepton.train.job.accuracy_check``)."""
 
+
+def short_accuracy(data: ImageDataset, train_x: np.ndarray, cfg: ReduceConfig, accuracy: Accuracy) -> float:
+    """``accuracy`` of ``train_x[:train_samples]`` with the original labels and test split."""
     n = min(cfg.train_samples, len(train_x))
-    subset = ImageDataset(data.name, train_x[:n], data.y_train[:n], data.x_test, data.y_test, data.classes)
-    job = train_model(subset, cfg.model, TrainConfig(epochs=cfg.epochs, seed=cfg.seed), progress=False,
-                      trust_code=trust_code)
-    return job.test.accuracy
+    return accuracy(ImageDataset(data.name, train_x[:n], data.y_train[:n], data.x_test, data.y_test, data.classes))
 
 
-def reduce_dataset(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig, *,
-                   baseline_accuracy: float | None = None, trust_code: bool = False) -> ReduceReport:
-    """Write the reduced store and measure what it costs: bytes, ratio to raw, LeNet-5 accuracy vs original."""
+def reduce_dataset(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig, *, accuracy: Accuracy,
+                   baseline_accuracy: float | None = None) -> ReduceReport:
+    """Write the reduced store and measure what it costs: bytes, ratio to raw, and ``accuracy`` on the
+    reconstructed training images against the original ones (``baseline_accuracy`` if already known)."""
     store = write_reduced(data, path, cfg)
     recon = reconstruct(store)
     raw = data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
-    base = (short_accuracy(data, data.x_train, cfg, trust_code=trust_code) if baseline_accuracy is None
-            else baseline_accuracy)
-    acc = short_accuracy(data, recon.x_train, cfg, trust_code=trust_code)
+    base = short_accuracy(data, data.x_train, cfg, accuracy) if baseline_accuracy is None else baseline_accuracy
+    acc = short_accuracy(data, recon.x_train, cfg, accuracy)
     rows = [ReduceRow(data="original (raw uint8)", bytes=raw, ratio=1.0, test_accuracy=base, accuracy_delta=0.0),
             ReduceRow(data=cfg.label, bytes=store.file_bytes, ratio=raw / store.file_bytes, test_accuracy=acc,
                       accuracy_delta=acc - base)]

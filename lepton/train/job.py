@@ -12,18 +12,19 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from torch import nn
 
+from lepton.data.batches import TensorBatches
 from lepton.data.dataset import ImageDataset
 from lepton.distributed.launch import launch
 from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
 from lepton.errors import ResultOnOtherNode
 from lepton.models.registry import ModelSpec
-from lepton.data.batches import TensorBatches
 from lepton.train.checkpoint import load_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
@@ -62,6 +63,18 @@ def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_
         report = fit(model, batches, cfg, spec=spec, eval_data=(x_test, y_test), checkpoint_dir=checkpoint_dir,
                      resume=resume, progress=progress, console=console)
     return TrainedModel(spec, model, report, evaluate(model, x_test, y_test, num_classes=data.num_classes))
+
+
+def accuracy_check(model_name: str, *, epochs: int = 1, seed: int = 0,
+                   trust_code: bool = False) -> Callable[[ImageDataset], float]:
+    """A function giving the test accuracy of ``model_name`` trained ``epochs`` on a dataset's training split:
+    the short accuracy check lossy data reduction reports against (``lepton.data.reduce``)."""
+    def accuracy(data: ImageDataset) -> float:
+        job = train_model(data, model_name, TrainConfig(epochs=epochs, seed=seed), progress=False,
+                          trust_code=trust_code)
+        return job.test.accuracy
+
+    return accuracy
 
 
 def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model_kwargs: dict[str, Any],

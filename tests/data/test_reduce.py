@@ -6,6 +6,7 @@ import pytest
 from sklearn.decomposition import PCA
 
 from lepton.data.reduce import ReduceConfig, reconstruct, reduce_dataset, write_reduced
+from lepton.train.job import accuracy_check
 from lepton.data.store import Store, load_packed, verify_store
 from lepton.errors import ConfigError
 
@@ -48,7 +49,8 @@ def test_feature_selection_keeps_chosen_pixels(tmp_path, digits):
 @pytest.mark.slow
 def test_reduce_report_trains_on_reconstructed_images(tmp_path, digits):
     cfg = ReduceConfig(bits=2, train_samples=300, epochs=1, model="lenet-300-100")
-    report = reduce_dataset(digits, tmp_path / "r.lds", cfg)
+    report = reduce_dataset(digits, tmp_path / "r.lds", cfg,
+                            accuracy=accuracy_check(cfg.model, epochs=cfg.epochs, seed=cfg.seed))
     assert [r.data for r in report.rows] == ["original (raw uint8)", "2-bit"]
     assert report.store_bytes == (tmp_path / "r.lds").stat().st_size == report.rows[1].bytes
     assert report.ratio > 3 and 0 < report.rows[1].test_accuracy <= 1

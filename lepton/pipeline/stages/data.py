@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from lepton.data.codecs import fit_codec, get_codec
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
 from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
-from lepton.data.store.dataset import training_throughput
 from lepton.data.store.format import resolve_codec
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
@@ -24,6 +23,8 @@ from lepton.pipeline.state import RunState
 from lepton.report import html as H
 from lepton.report.html import plt
 from lepton.train import TensorBatches
+from lepton.train.job import accuracy_check
+from lepton.train.throughput import training_throughput
 
 
 class CodecStats(BaseModel):
@@ -167,8 +168,9 @@ class DataStage:
         rows: list[ReduceRow] = []
         baseline, note = None, ""
         for i, rc in enumerate(configs):
-            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, baseline_accuracy=baseline,
-                                 trust_code=state.trust_code)
+            accuracy = accuracy_check(rc.model, epochs=rc.epochs, seed=rc.seed, trust_code=state.trust_code)
+            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, accuracy=accuracy,
+                                 baseline_accuracy=baseline)
             baseline, note = rep.rows[0].test_accuracy, rep.note
             rows += rep.rows[1:] if rows else rep.rows
             state.console.print(f"  lossy {rc.label}: {rep.store_bytes:,} bytes, accuracy {rep.rows[1].test_accuracy:.4f}")
