@@ -23,10 +23,11 @@ class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threads: int = Field(default=1, ge=1, le=256)
-    warmup: int = Field(default=100, ge=0)
-    iterations: int = Field(default=1000, ge=10)
-    throughput_batch: int = Field(default=256, ge=1)
-    throughput_iterations: int = Field(default=20, ge=1)
+    # Upper bounds keep a typo from allocating gigabytes or timing for days.
+    warmup: int = Field(default=100, ge=0, le=1_000_000)
+    iterations: int = Field(default=1000, ge=10, le=10_000_000)
+    throughput_batch: int = Field(default=256, ge=1, le=65_536)
+    throughput_iterations: int = Field(default=20, ge=1, le=1_000_000)
 
 
 class LatencyReport(BaseModel):
