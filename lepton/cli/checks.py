@@ -52,14 +52,14 @@ def output_file(path: str | os.PathLike, option: str) -> Path:
     return p
 
 
-def make_config(model: type[M], options: dict[str, str], **values: Any) -> M:
-    """``model(**values)``; a bad value is one line naming the command-line option (``options``: field → option)."""
+def make_config(config_class: type[M], option_names: dict[str, str], /, **values: Any) -> M:
+    """``config_class(**values)``; a bad value is one line naming its command-line option (``option_names``: field → option)."""
     try:
-        return model(**values)
+        return config_class(**values)
     except ValidationError as err:
         problems = []
         for e in err.errors():
             field = str(e["loc"][0]) if e["loc"] else ""
-            name = options.get(field, "--" + field.replace("_", "-"))
+            name = option_names.get(field, "--" + field.replace("_", "-"))
             problems.append(f"{name} {e.get('input')!r}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(problems) + "; see --help.") from None

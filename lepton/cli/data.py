@@ -118,8 +118,12 @@ def verify(
     report = verify_store(_store_location(store))
     if fmt is Format.json:
         print_json(report.model_dump())
+    elif not report.ok:  # every bad block, one line each on stdout; the error below stays one line
+        for problem in report.errors:
+            print(f"bad: {problem}")
     if not report.ok:
-        raise FormatError(f"{store}: {len(report.errors)} bad block(s); first: {report.errors[0]}")
+        listed = "listed above" if fmt is Format.table else "listed in the JSON report"
+        raise FormatError(f"{store}: {len(report.errors)} bad block(s) ({listed}); first: {report.errors[0]}")
     if fmt is Format.table:
         console.print(f"{store}: OK — {report.blocks} blocks, {report.arrays} arrays, {report.samples}, "
                       f"{report.decoded_bytes:,} bytes decoded in {report.seconds:.2f} s")
