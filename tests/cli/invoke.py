@@ -22,6 +22,7 @@ class Outcome:
     kind: str  # ok | usage (click's own usage error box) | user (one-line error) | crash (a traceback) | hung
     message: str  # the error line main() prints; for usage errors, click's text; for crashes, the traceback
     stdout: str
+    exception: BaseException | None = None
 
 
 def invoke(args: list[str], timeout: float = 60.0) -> Outcome:
@@ -46,5 +47,5 @@ def invoke(args: list[str], timeout: float = 60.0) -> Outcome:
         return Outcome(1, "hung", str(exc), r.stdout)
     outcome = user_error(exc)
     if outcome is None:
-        return Outcome(1, "crash", "".join(traceback.format_exception(exc)), r.stdout)
-    return Outcome(outcome[0], "user", outcome[1], r.stdout)
+        return Outcome(1, "crash", "".join(traceback.format_exception(exc)), r.stdout, exc)
+    return Outcome(outcome[0], "user", outcome[1], r.stdout, exc)
