@@ -92,12 +92,12 @@ def bench_cmd(
 
     cfg = make_config(BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations,
                       throughput_batch=batch)
-    input_file(onnx_file, "ONNX_FILE")
     loaded = None
     if torch_model is not None:
         loaded, dataset = _load(torch_model, data, trust_code, "--torch")
     else:
         dataset = load_dataset(data or "mnist")
+    input_file(onnx_file, "ONNX_FILE")
     images = dataset.tensors("test")[0][:batch].numpy()
     reports = [bench_onnx(onnx_file, images, cfg)]
     if loaded is not None:
