@@ -28,10 +28,10 @@ fashion-mnist:
 	else echo "note: Fashion-MNIST not installed (sudo apt-get install dataset-fashion-mnist)"; fi
 
 demo: setup
-	$(BIN)/lepton run --out runs/demo
+	$(BIN)/lepton run --out runs/demo --overwrite
 
 quick: setup
-	$(BIN)/lepton run --quick --out runs/quick
+	$(BIN)/lepton run --quick --out runs/quick --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q -ra

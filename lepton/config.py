@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +54,11 @@ def validate(model: type[M], data: Any, source: str = "config") -> M:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if str(path) in ("", "."):
+        raise ConfigError(f"config file {str(path)!r}: expected a YAML file name, got an empty path.")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, FIFO or device: never open it (a FIFO blocks)
+            raise ConfigError(f"config file {path}: not a regular file; give a YAML file on disk.")
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found.") from None

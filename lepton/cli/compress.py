@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file, output_file
 from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 
@@ -52,7 +53,9 @@ def compress_checkpoint(
 
     if out.suffix != ".lep":
         raise ConfigError(f"--out {out}: the compressed model file must end in .lep (e.g. -o model.lep).")
-    cfg = load_run_config(config, overrides=parse_overrides(set_ or []))
+    output_file(out, "--out")
+    input_file(checkpoint, "CHECKPOINT")
+    cfg = load_run_config(config and input_file(config, "--config"), overrides=parse_overrides(set_ or []))
     ckpt = load_checkpoint(checkpoint)
     dataset = load_dataset(data or trained_dataset(ckpt.meta, checkpoint) or "mnist")
     report = compress_model(ckpt.build_model(trust_code=trust_code), ckpt.spec, dataset, cfg.compress, cfg.train, out,
@@ -79,7 +82,7 @@ def inspect(
     """
     from lepton.compress.container import inspect_lep
 
-    rows = inspect_lep(path)
+    rows = inspect_lep(input_file(path, "PATH"))
     if fmt is Format.json:
         print_json(rows)
         return

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file, make_config, output_file
 from lepton.cli.output import Format, console, print_json, print_table
 
 data_app = typer.Typer(
@@ -20,6 +21,13 @@ app.add_typer(data_app, name="data")
 
 
 _COLUMNS = ("split", "field", "codec", "raw_bytes", "stored_bytes", "bits_per_value", "ratio_vs_raw", "ratio_vs_xz")
+
+
+def _store_location(store: str) -> str:
+    """A URL as given; a local path only if it is a regular file (a folder or a FIFO is one clear line)."""
+    from lepton.data.store.remote import is_url
+
+    return store if is_url(store) else str(input_file(store, "STORE"))
 
 
 def _brief(rows: list[dict]) -> list[dict]:
@@ -43,6 +51,7 @@ def pack(
 
     if out.suffix != ".lds":
         raise ConfigError(f"--out {out}: a packed store must end in .lds (e.g. -o data.lds).")
+    output_file(out, "--out")
     data = load_dataset(source)
     with console.status(f"packing {data.name} ({len(data.x_train):,} + {len(data.x_test):,} samples)"):
         pack_dataset(data, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
@@ -72,7 +81,8 @@ def unpack(
 
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out}: unpack writes an .npz file (e.g. -o data.npz).")
-    data = load_packed(store)
+    output_file(out, "--out")
+    data = load_packed(_store_location(store))
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
     console.print(f"wrote {out}: {len(data.x_train):,} train + {len(data.x_test):,} test samples")
@@ -87,7 +97,7 @@ def inspect(
     """Fields, codecs, sizes, bits per value (= bits per pixel for images), ratio against raw and against xz."""
     from lepton.data.store import bits_per_pixel, inspect_store, open_store
 
-    s = open_store(store)
+    s = open_store(_store_location(store))
     rows = inspect_store(s, xz=xz)
     if fmt is Format.json:
         print_json({"file": store, "bytes": s.file_bytes, "bits_per_pixel": bits_per_pixel(s), "attrs": s.attrs,
@@ -105,11 +115,15 @@ def verify(
     from lepton.data.store import verify_store
     from lepton.errors import FormatError
 
-    report = verify_store(store)
+    report = verify_store(_store_location(store))
     if fmt is Format.json:
         print_json(report.model_dump())
+    elif not report.ok:  # every bad block, one line each on stdout; the error below stays one line
+        for problem in report.errors:
+            print(f"bad: {problem}")
     if not report.ok:
-        raise FormatError(f"{store}: {len(report.errors)} bad block(s); first: {report.errors[0]}")
+        listed = "listed above" if fmt is Format.table else "listed in the JSON report"
+        raise FormatError(f"{store}: {len(report.errors)} bad block(s) ({listed}); first: {report.errors[0]}")
     if fmt is Format.table:
         console.print(f"{store}: OK — {report.blocks} blocks, {report.arrays} arrays, {report.samples}, "
                       f"{report.decoded_bytes:,} bytes decoded in {report.seconds:.2f} s")
@@ -143,10 +157,11 @@ def reduce(
                           f"(got {methods}); e.g. `lepton data reduce mnist --pca-variance 0.95 -o pca.lds`.")
     if out.suffix != ".lds":
         raise ConfigError(f"--out {out}: a packed store must end in .lds.")
-    cfg = ReduceConfig(pca_variance=pca_variance, bits=bits, select_variance=select_variance, select_mi=select_mi,
-                       train_samples=train_samples, epochs=epochs, model=model)
+    output_file(out, "--out")
+    cfg = make_config(ReduceConfig, {}, pca_variance=pca_variance, bits=bits, select_variance=select_variance,
+                      select_mi=select_mi, train_samples=train_samples, epochs=epochs, model=model)
     is_store = is_url(source) or source.endswith(".lds")
-    data = load_packed(source) if is_store else load_dataset(source)
+    data = load_packed(_store_location(source)) if is_store else load_dataset(source)
     with console.status("reducing, packing and training the accuracy check"):
         report = reduce_dataset(data, out, cfg, accuracy=accuracy_check(cfg.model, epochs=cfg.epochs, seed=cfg.seed))
     if fmt is Format.json:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file, make_config, output_file
 from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 edge_app = typer.Typer(
@@ -22,13 +23,17 @@ ModelArg = Annotated[Path, typer.Argument(help="a checkpoint (.safetensors + .js
 DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one the model was trained on]")]
 
 
-def _load(model: Path, data: str | None, trust_code: bool):  # type: ignore[no-untyped-def]
+def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"):  # type: ignore[no-untyped-def]
     from lepton.data.sources import load_dataset
+    from lepton.errors import DataError
     from lepton.models.files import load_model_file, trained_dataset
 
-    loaded = load_model_file(model, trust_code=trust_code)
-    name = data or trained_dataset(loaded.meta, model) or "mnist"
-    return loaded, load_dataset(name)
+    loaded = load_model_file(input_file(model, option), trust_code=trust_code)
+    dataset = load_dataset(data or trained_dataset(loaded.meta, model) or "mnist")
+    if tuple(dataset.input_shape) != tuple(loaded.spec.input_shape):
+        raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but {model} expects "
+                        f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on.")
+    return loaded, dataset
 
 
 @edge_app.command("export")
@@ -47,6 +52,9 @@ def export_cmd(
     from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
     from lepton.edge.quantize import QuantizeConfig, calibration_sample, quantize_onnx
 
+    output_file(out, "--out")
+    if int8 is not None:
+        output_file(int8, "--int8")
     loaded, dataset = _load(model, data, trust_code)
     x_test, y_test = dataset.tensors("test")
     report = export_onnx(loaded.model, out, input_shape=loaded.spec.input_shape, opset=opset)
@@ -82,12 +90,14 @@ def bench_cmd(
     from lepton.data.sources import load_dataset
     from lepton.edge.bench import BenchConfig, bench_onnx, bench_torch
 
-    cfg = BenchConfig(threads=threads, iterations=iterations, throughput_batch=batch)
+    cfg = make_config(BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations,
+                      throughput_batch=batch)
     loaded = None
     if torch_model is not None:
-        loaded, dataset = _load(torch_model, data, trust_code)
+        loaded, dataset = _load(torch_model, data, trust_code, "--torch")
     else:
         dataset = load_dataset(data or "mnist")
+    input_file(onnx_file, "ONNX_FILE")
     images = dataset.tensors("test")[0][:batch].numpy()
     reports = [bench_onnx(onnx_file, images, cfg)]
     if loaded is not None:
@@ -131,6 +141,10 @@ def split_cmd(
                              encoding=encoding)  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(f"--edge-slowdown and --cloud-speedup must be > 0 ({e.errors()[0]['msg']}).") from e
+    if requests < 1:
+        raise ConfigError(f"--requests {requests}: must be at least 1 (e.g. --requests 100).")
+    if plot is not None:
+        output_file(plot, "--plot")
     loaded, dataset = _load(model, data, trust_code)
     images = dataset.tensors("test")[0][:max(requests, 8)].numpy()
     profile = profile_layers(loaded.model, images[:8])

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file, make_config, output_file
 from lepton.cli.output import Format, print_json, print_table
 
 quantum_app = typer.Typer(
@@ -46,7 +47,7 @@ def draw_cmd(
     from lepton.quantum.circuit_file import load_circuit
 
     if circuit_file is not None:
-        tc = load_circuit(circuit_file)
+        tc = load_circuit(input_file(circuit_file, "CIRCUIT_FILE"))
         circuit, weights = tc.circuit, tc.weights
     else:
         circuit = variational_circuit(qubits, layers, rotation=rotation, entangler=entangler,  # type: ignore[arg-type]
@@ -85,8 +86,10 @@ def train_cmd(
     from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
     from lepton.quantum.hybrid import HybridConfig, run_hybrid
 
-    cfg = HybridConfig(classes=_classes(classes), n_qubits=qubits, n_layers=layers, reupload=reupload, epochs=epochs,
-                       batch_size=batch_size, lr=lr, train_subset=train_subset, seed=seed)
+    output_file(out, "--out")
+    cfg = make_config(HybridConfig, {"n_qubits": "--qubits", "n_layers": "--layers", "classes": "--classes"},
+                      classes=_classes(classes), n_qubits=qubits, n_layers=layers, reupload=reupload, epochs=epochs,
+                      batch_size=batch_size, lr=lr, train_subset=train_subset, seed=seed)
     report = run_hybrid(load_dataset(data), cfg)
     circuit = Circuit.from_dict(report.circuit_spec)
     save_circuit(out, TrainedCircuit(circuit, torch.tensor(report.weights).reshape(circuit.weight_shape),
@@ -114,7 +117,9 @@ def export_cmd(
     from lepton.quantum.qasm import to_qasm
     from lepton.utils.io import atomic_write_text
 
-    tc = load_circuit(circuit_file)
+    if out is not None:
+        output_file(out, "--out")
+    tc = load_circuit(input_file(circuit_file, "CIRCUIT_FILE"))
     values = tc.sample_inputs
     if inputs is not None:
         try:

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file
 from lepton.cli.output import Format, console, print_json, print_table
 
 registry_app = typer.Typer(no_args_is_help=True, help="Inspect an artifact registry (a folder or s3://bucket/prefix).")
@@ -26,6 +27,7 @@ def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | 
 
     out: dict[str, float | int | str] = {}
     if path is not None:
+        input_file(path, "--metrics")
         try:
             raw = path.read_bytes()
         except OSError as e:
@@ -64,7 +66,7 @@ def push(
     """
     from lepton.edge.registry import push as push_artifact
 
-    m = push_artifact(artifact, url, metrics=_metrics(metric or [], metrics))
+    m = push_artifact(input_file(artifact, "ARTIFACT"), url, metrics=_metrics(metric or [], metrics))
     if fmt is Format.json:
         print_json(m.model_dump(mode="json"))
         return

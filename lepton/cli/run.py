@@ -17,6 +17,8 @@ def run(
     config: Annotated[Optional[Path], typer.Argument(help="run YAML [default: built-in LeNet-5 on MNIST]")] = None,
     quick: Annotated[bool, typer.Option(help="smoke-test preset: a subset, one epoch (under 2 minutes)")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/NAME-TIME]")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="clear OUT first if it holds a previous run (a run folder never mixes two runs)")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="table or json (prints metrics.json)")] = Format.table,
@@ -27,13 +29,16 @@ def run(
     Examples:
       lepton run                          # default: LeNet-5 on MNIST
       lepton run --quick -o runs/smoke    # a fast end-to-end check
+      lepton run --quick -o runs/smoke --overwrite   # again, replacing that run
       lepton run examples/lenet5_mnist.yaml --set train.epochs=4
     """
     from lepton.config import parse_overrides
     from lepton.pipeline import load_run_config, run_pipeline
+    from lepton.pipeline.run import prepare_run_dir
 
     cfg = load_run_config(config, quick=quick, overrides=parse_overrides(set_ or []))
     run_dir = out or Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    prepare_run_dir(run_dir, overwrite=overwrite)  # refuse before any work, not after loading the data
     result = run_pipeline(cfg, run_dir, progress=not quiet, trust_code=trust_code)
     if fmt is Format.json:
         print_json(result.metrics)

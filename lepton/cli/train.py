@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file
 from lepton.cli.output import Format, TrustCode, console, print_json, print_table
 
 
@@ -94,7 +95,7 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> 
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
-    loaded = load_model_file(path, trust_code=trust_code)
+    loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code)
     dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "

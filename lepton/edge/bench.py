@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from lepton.edge.export import onnx_session, run_session
+from lepton.errors import DataError
 
 
 class BenchConfig(BaseModel):
@@ -23,10 +24,11 @@ class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threads: int = Field(default=1, ge=1, le=256)
-    warmup: int = Field(default=100, ge=0)
-    iterations: int = Field(default=1000, ge=10)
-    throughput_batch: int = Field(default=256, ge=1)
-    throughput_iterations: int = Field(default=20, ge=1)
+    # Upper bounds keep a typo from allocating gigabytes or timing for days.
+    warmup: int = Field(default=100, ge=0, le=1_000_000)
+    iterations: int = Field(default=1000, ge=10, le=10_000_000)
+    throughput_batch: int = Field(default=256, ge=1, le=65_536)
+    throughput_iterations: int = Field(default=20, ge=1, le=1_000_000)
 
 
 class LatencyReport(BaseModel):
@@ -85,7 +87,11 @@ def bench_onnx(path: str | Path, images: np.ndarray, cfg: BenchConfig | None = N
     """Time the ONNX file ``path`` in ONNX Runtime on real ``images`` (float32 [N, C, H, W])."""
     cfg = cfg or BenchConfig()
     session = onnx_session(path, threads=cfg.threads)
-    input_name = session.get_inputs()[0].name
+    model_input = session.get_inputs()[0]
+    input_name, expected = model_input.name, list(model_input.shape[1:])
+    if len(expected) != images.ndim - 1 or any(isinstance(e, int) and e != g for e, g in zip(expected, images.shape[1:])):
+        raise DataError(f"{path} expects inputs {expected} but the images are {list(images.shape[1:])}; "
+                        "pass --data with the dataset the model was trained on.")
     x1, xb = _inputs(images, cfg.throughput_batch)
     return _report(name or Path(path).name, lambda: session.run(None, {input_name: x1}),
                    lambda: session.run(None, {input_name: xb}), cfg)

@@ -8,6 +8,7 @@ stage, so an interrupted run still shows what finished), the artifacts stages wr
 from __future__ import annotations
 
 import html
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from lepton.data.sources import load_dataset
+from lepton.errors import ConfigError
 from lepton.pipeline.config import RunConfig
 from lepton.pipeline.stages import STAGES
 from lepton.pipeline.state import RunState, Stage
@@ -32,11 +34,42 @@ class RunResult:
     state: RunState
 
 
+# Files only a Lepton run folder holds; --overwrite clears a folder only if it holds one of them.
+RUN_MARKERS = ("config.yaml", "metrics.json")
+
+
+def prepare_run_dir(run_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Make ``run_dir`` an empty folder for a new run, so that a run folder never mixes two runs.
+
+    A non-empty folder is refused unless ``overwrite``; then it is cleared first, but only if it looks like a
+    Lepton run folder (it holds ``config.yaml`` or ``metrics.json``), so a user's unrelated folder is never deleted.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir}: a file of that name exists; choose another folder with -o.")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"run folder {run_dir} is not empty (a previous run?); pass --overwrite to replace "
+                              "it, or choose another folder with -o.")
+        if not any((run_dir / m).is_file() for m in RUN_MARKERS):
+            raise ConfigError(f"run folder {run_dir} is not empty and holds no {' or '.join(RUN_MARKERS)}, so it "
+                              "does not look like a Lepton run folder; --overwrite refuses to delete it: choose "
+                              "another folder with -o.")
+        for entry in run_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = True,
                  console: Console | None = None, stages: list[Stage] | None = None,
-                 trust_code: bool = False) -> RunResult:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+                 trust_code: bool = False, overwrite: bool = False) -> RunResult:
+    """Run every enabled stage into ``run_dir``, which must be new or empty (``overwrite``: clear a previous
+    run's folder first; see :func:`prepare_run_dir`)."""
+    run_dir = prepare_run_dir(run_dir, overwrite=overwrite)
     console = console or Console(stderr=True, quiet=not progress)
     state = RunState(config=config, run_dir=run_dir, console=console, progress=progress, trust_code=trust_code)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

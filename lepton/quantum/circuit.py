@@ -17,6 +17,7 @@ GATES: dict[str, tuple[int, int]] = {  # name -> (wires, angles)
     "RX": (1, 1), "RY": (1, 1), "RZ": (1, 1), "ROT": (1, 3), "H": (1, 0), "CNOT": (2, 0), "CZ": (2, 0),
 }
 MAX_DESCRIBED_QUBITS = 1024  # a description (drawn, exported) may be large; simulation checks memory itself
+MAX_DESCRIBED_OPS = 1 << 20  # gates of one description: building, drawing or exporting more is never useful
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,9 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
     are encoded again before every layer (data re-uploading, Pérez-Salinas et al. 2020). Weights have shape
     ``[n_layers, n_qubits, 3]`` ("rot": RZ·RY·RZ) or ``[n_layers, n_qubits, 1]`` ("ry").
     """
+    if not isinstance(n_qubits, int) or not 1 <= n_qubits <= MAX_DESCRIBED_QUBITS:
+        raise ConfigError(f"The 'n_qubits' parameter must be an int in [1, {MAX_DESCRIBED_QUBITS}]. "
+                          f"Got {n_qubits!r} instead.")
     if not isinstance(n_layers, int) or n_layers < 1:
         raise ConfigError(f"The 'n_layers' parameter must be an int in [1, inf). Got {n_layers!r} instead.")
     if rotation not in ("rot", "ry") or entangler not in ("cnot", "cz") or input_gate not in ("RX", "RY"):
@@ -163,6 +167,14 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
     else:
         n_inputs = 2 ** n_qubits if n_inputs is None else n_inputs
     k = 3 if rotation == "rot" else 1
+    if not isinstance(n_inputs, int) or n_inputs < 0:
+        raise ConfigError(f"The 'n_inputs' parameter must be an int in [0, inf). Got {n_inputs!r} instead.")
+    # Count the gates before building any (a typo such as --layers 1000000000 must not allocate for minutes).
+    encodings = (n_layers if reupload else 1) if encoding == "angle" else 0
+    n_ops = encodings * n_inputs + n_layers * (n_qubits + (n_qubits if n_qubits > 2 else n_qubits - 1))
+    if n_ops > MAX_DESCRIBED_OPS:
+        raise ConfigError(f"a variational circuit of {n_qubits} qubits and {n_layers} layers has {n_ops:,} gates, "
+                          f"more than the {MAX_DESCRIBED_OPS:,} Lepton describes; use fewer qubits or layers.")
     ops: list[Op] = []
 
     def encode() -> None:
