@@ -23,7 +23,7 @@ from lepton.compress.config import CompressConfig
 from lepton.compress.structured import measure_latency, prune_channels
 from lepton.data import load_mnist
 from lepton.models import count_macs, count_params
-from lepton.models.files import load_model_file
+from lepton.artifacts import load_model_file
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit
 from lepton.train.job import train_model
 

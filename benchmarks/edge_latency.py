@@ -25,7 +25,7 @@ from lepton.edge.bench import BenchConfig, bench_onnx, bench_torch, onnx_accurac
 from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
 from lepton.edge.quantize import QuantizeConfig, calibration_sample, cpu_int8_features, quantize_onnx
 from lepton.models import ModelSpec
-from lepton.models.files import load_model_file
+from lepton.artifacts import load_model_file
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
 
 

@@ -99,7 +99,7 @@ def main() -> None:
         onnx_path = model
         if model.suffix != ".onnx":  # export once here; the server and the reference then run the same file
             from lepton.edge.export import export_onnx
-            from lepton.models.files import load_model_file
+            from lepton.artifacts import load_model_file
 
             loaded = load_model_file(model)
             onnx_path = Path(tmp) / f"{model.stem}.onnx"

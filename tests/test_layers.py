@@ -1,6 +1,7 @@
 """The floor plan: imports flow down the layers only (STYLE.md), checked on the source with ``ast``.
 
-    cli → pipeline, report → compress, edge, quantum → train → distributed → models, data → config, errors, utils
+    cli → pipeline, report → compress, edge, quantum (and artifacts.py, which opens any model file)
+        → train → distributed → models, data → config, errors, utils
 
 A module may import from its own layer or below. Imports inside functions count too: a lazy import
 upward is still an upward dependency.
@@ -15,7 +16,7 @@ import lepton
 
 PACKAGE = Path(lepton.__file__).parent
 LAYERS = [("errors", "utils", "config"), ("models", "data"), ("distributed",), ("train",),
-          ("compress", "edge", "quantum"), ("report", "pipeline"), ("cli",)]
+          ("compress", "edge", "quantum", "artifacts"), ("report", "pipeline"), ("cli",)]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 ENTRY_POINTS = {"__init__.py", "__main__.py", "train/__main__.py"}  # `python -m` shims and re-exports may reach up
 

@@ -47,7 +47,7 @@ def compress_checkpoint(
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
     from lepton.errors import ConfigError
-    from lepton.models.files import trained_dataset
+    from lepton.artifacts import trained_dataset
     from lepton.pipeline.config import load_run_config
     from lepton.train.checkpoint import load_checkpoint
 

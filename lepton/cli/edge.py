@@ -26,7 +26,7 @@ DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one 
 def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"):  # type: ignore[no-untyped-def]
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
-    from lepton.models.files import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset
 
     loaded = load_model_file(input_file(model, option), trust_code=trust_code)
     dataset = load_dataset(data or trained_dataset(loaded.meta, model) or "mnist")

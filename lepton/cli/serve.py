@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
+from lepton.cli.checks import input_file
 from lepton.cli.output import TrustCode, console
 
 
@@ -66,8 +67,8 @@ def serve(
                                     for err in e.errors())) from None
     check_exposure(config)
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
-        served = load_served_model(model, name=config.name, version=config.version, threads=config.threads,
-                                   workdir=workdir, trust_code=trust_code)
+        served = load_served_model(input_file(model, "MODEL"), name=config.name, version=config.version,
+                                   threads=config.threads, workdir=workdir, trust_code=trust_code)
         console.print(f"serving {served.name!r} version {served.version} from {model} on "
                       f"http://{config.host}:{config.port}/v2/models/{served.name} (Ctrl-C stops)", highlight=False)
         run_server(served, config)

@@ -91,7 +91,7 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> 
     """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
-    from lepton.models.files import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 

@@ -133,7 +133,7 @@ def load_served_model(path: str | Path, *, name: str | None = None, version: str
     if not path.exists():
         raise ConfigError(f"model file {str(path)!r} does not exist; pass a .onnx, .lep or .safetensors file.")
     if path.suffix != ".onnx":
-        from lepton.models.files import load_model_file
+        from lepton.artifacts import load_model_file
 
         loaded = load_model_file(path, trust_code=trust_code)
         onnx_path = Path(workdir or tempfile.mkdtemp(prefix="lepton-serve-")) / f"{path.stem}.onnx"

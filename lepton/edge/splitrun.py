@@ -48,7 +48,7 @@ class SplitRun(BaseModel):
 
 def _serve(model_file: str, cut: int, trust_code: bool) -> None:
     torch.set_num_threads(1)
-    from lepton.models.files import load_model_file
+    from lepton.artifacts import load_model_file
 
     _, tail = head_tail(layer_chain(load_model_file(model_file, trust_code=trust_code).model), cut)
 
@@ -87,7 +87,7 @@ def _serve(model_file: str, cut: int, trust_code: bool) -> None:
 def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding: Encoding = "fp32",
               warmup: int = 5, timeout_s: float = 60.0, trust_code: bool = False) -> SplitRun:
     """Run ``model_file`` split at ``cut`` on each of ``images`` (one request per image, batch 1)."""
-    from lepton.models.files import load_model_file
+    from lepton.artifacts import load_model_file
 
     model = load_model_file(model_file, trust_code=trust_code).model
     chain = layer_chain(model)

@@ -74,7 +74,7 @@ def test_pull_then_serve_runs_no_code(evil, tmp_path):
 def test_python_loaders_run_no_code(evil):
     from lepton.compress.container import load_lep
     from lepton.errors import UntrustedCodeError
-    from lepton.models.files import load_model_file
+    from lepton.artifacts import load_model_file
     from lepton.train.checkpoint import load_checkpoint
 
     root, marker = evil

@@ -264,7 +264,7 @@ def build_case(fmt: str, seed: int, index: int, seeds: dict[str, list[Path]], de
 
 def read_lep(path: Path) -> None:
     from lepton.compress.container import load_lep
-    from lepton.models.files import load_model_file
+    from lepton.artifacts import load_model_file
 
     load_lep(path)
     load_model_file(path)
@@ -287,7 +287,7 @@ def read_ckpt(path: Path) -> None:
     """Load, build the model, and restore the optimizer as ``fit(resume=True)`` does."""
     import torch
 
-    from lepton.models.files import load_model_file
+    from lepton.artifacts import load_model_file
     from lepton.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)

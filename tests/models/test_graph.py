@@ -220,7 +220,7 @@ def test_user_model_reloads_in_a_process_that_never_imports_its_module(tmp_path)
     torch.save(X, tmp_path / "x.pt")
     code = f"""
 import sys, torch
-from lepton.models.files import load_model_file
+from lepton.artifacts import load_model_file
 x, expected = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'expected.pt')!r})
 for name in ("m.lep", "ckpt.safetensors"):
     model = load_model_file({str(tmp_path)!r} + "/" + name).model

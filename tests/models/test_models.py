@@ -63,7 +63,7 @@ def test_registry_descriptions():
 
 def test_trained_dataset_reads_free_metadata_or_names_the_bad_entry():
     from lepton.errors import FormatError
-    from lepton.models.files import trained_dataset
+    from lepton.artifacts import trained_dataset
 
     assert trained_dataset({"dataset": {"name": "digits", "train": 1437}}, "m.lep") == "digits"
     assert trained_dataset({"dataset_name": "fashion-mnist"}, "m.lep") == "fashion-mnist"

@@ -62,7 +62,7 @@ class EdgeStage:
         return config.edge.enabled
 
     def run(self, state: RunState) -> EdgeStageReport:
-        from lepton.models.files import load_model_file
+        from lepton.artifacts import load_model_file
 
         cfg: EdgeConfig = state.config.edge
         source = state.artifacts.get("lep")  # the compressed model; without compression, the trained one

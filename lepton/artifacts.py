@@ -1,4 +1,8 @@
-"""Open any model file Lepton writes — a checkpoint (``.safetensors`` + ``.json``) or a ``.lep`` — as a module."""
+"""Open any model file Lepton writes — a checkpoint (``.safetensors`` + ``.json``) or a ``.lep`` — as a module.
+
+It dispatches to both formats' readers (``lepton.train.checkpoint`` and ``lepton.compress.container``), so
+it sits on the layer of ``compress`` (above ``train``), below ``edge``, ``pipeline`` and ``cli``, which use it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from lepton.compress.container import load_lep
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
+from lepton.train.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -27,12 +33,8 @@ def load_model_file(path: str | Path, *, trust_code: bool = False) -> LoadedMode
     that only names a ``package.module:factory`` loads with ``trust_code=True`` alone."""
     path = Path(path)
     if path.suffix == ".lep":
-        from lepton.compress.container import load_lep
-
         lep = load_lep(path)
         return LoadedModel(lep.build_model(trust_code=trust_code).eval(), lep.spec, lep.metadata, "lep")
-    from lepton.train.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     return LoadedModel(ckpt.build_model(trust_code=trust_code).eval(), ckpt.spec, ckpt.meta, "checkpoint")
 
