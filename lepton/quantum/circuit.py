@@ -207,7 +207,7 @@ def draw(circuit: Circuit, weights: Any = None) -> str:
 
     With ``weights`` (a tensor or sequence), trained angles are printed as numbers instead of ``w<i>``.
     """
-    flat = None if weights is None else [float(v) for v in _flatten(weights)]
+    flat = None if weights is None else [float(v) for v in flatten_values(weights)]
     n = circuit.n_qubits
     columns: list[dict[int, str]] = []
     free = [0] * n
@@ -239,10 +239,11 @@ def draw(circuit: Circuit, weights: Any = None) -> str:
     return "\n".join(lines)
 
 
-def _flatten(values: Any) -> list[float]:
+def flatten_values(values: Any) -> list[float]:
+    """A tensor or nested lists/tuples of numbers as one flat list of floats (row-major)."""
     if hasattr(values, "detach"):
         return values.detach().reshape(-1).tolist()
     out: list[float] = []
     for v in values:
-        out.extend(_flatten(v) if isinstance(v, (list, tuple)) else [float(v)])
+        out.extend(flatten_values(v) if isinstance(v, (list, tuple)) else [float(v)])
     return out

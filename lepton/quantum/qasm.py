@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lepton.errors import ConfigError
-from lepton.quantum.circuit import Circuit, Param, _flatten
+from lepton.quantum.circuit import Circuit, Param, flatten_values
 
 _NAMES = {"RX": "rx", "RY": "ry", "RZ": "rz", "H": "h", "CNOT": "cx", "CZ": "cz"}
 
@@ -34,8 +34,8 @@ def to_qasm(circuit: Circuit, weights: Any = None, inputs: Any = None, *, versio
     if circuit.encoding == "amplitude":
         raise ConfigError("amplitude-encoded circuits cannot be exported: OpenQASM has no state preparation; "
                           "use angle encoding (encoding='angle') for exportable circuits.")
-    w = [] if weights is None else _flatten(weights)
-    xs = [] if inputs is None else _flatten(inputs.detach() if isinstance(inputs, torch.Tensor) else inputs)
+    w = [] if weights is None else flatten_values(weights)
+    xs = [] if inputs is None else flatten_values(inputs.detach() if isinstance(inputs, torch.Tensor) else inputs)
     if len(w) != circuit.n_weights:
         raise ConfigError(f"to_qasm needs {circuit.n_weights} weights (shape {circuit.weight_shape}), got {len(w)}.")
     if len(xs) != circuit.n_inputs:
