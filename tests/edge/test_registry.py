@@ -1,24 +1,47 @@
 """The artifact registry: round trips on a folder and on a real S3-speaking server (moto on loopback),
-immutable versions, corrupted artifacts refused on pull, keys that escape the root refused."""
+immutable versions, corrupted artifacts refused on pull, keys that escape the root refused, and the
+attacks of the outside security review (each test named after what it proves)."""
 
+import fcntl
 import hashlib
 import json
 import os
 import threading
+import time
 
 import boto3
+import numpy as np
 import pytest
 
+import lepton.edge.registry as registry
 from lepton.edge.registry import Manifest, Registry, RegistryError, RegistryWarning, parse_ref, pull, push, safe_key
 from lepton.errors import FormatError
 
 
+def onnx_file(path, seed=0, floats=12_000):
+    """A valid ONNX model (y = x + w) of about ``4 * floats`` bytes, different for each seed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(seed).standard_normal(floats).astype(np.float32), "w")
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [floats]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1], io[1:], [w])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+def lep_file(path):
+    from lepton.compress.container import save_lep
+    from lepton.models import ModelSpec
+
+    spec = ModelSpec("lenet-300-100", (1, 8, 8), 10, {"fc1": 48, "fc2": 24})
+    save_lep(path, spec, spec.build().state_dict())
+    return path
+
+
 @pytest.fixture
 def artifact(tmp_path):
-    path = tmp_path / "src" / "model.onnx"
-    path.parent.mkdir()
-    path.write_bytes(os.urandom(50_000))
-    return path
+    return onnx_file(tmp_path / "src" / "model.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +72,9 @@ def s3(s3_server, monkeypatch, request):
 def roundtrip(root, artifact, out):
     m1 = push(artifact, f"{root}/lenet5", metrics={"test_accuracy": 0.991, "bytes": 50_000, "note": "fp32"})
     assert (m1.name, m1.version, m1.kind, m1.file) == ("lenet5", "1", "onnx", "lenet5.onnx")
-    assert m1.sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest() and m1.size == 50_000
+    assert m1.sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest() and m1.size == artifact.stat().st_size
     assert m1.metrics == {"test_accuracy": 0.991, "bytes": 50_000, "note": "fp32"}
-    artifact.write_bytes(b"v2" + artifact.read_bytes())
+    onnx_file(artifact, seed=1)
     m2 = push(artifact, f"{root}/lenet5")
     assert m2.version == "2"
     got, path = pull(f"{root}/lenet5", out)  # latest
@@ -149,9 +172,7 @@ def test_concurrent_pushes_of_one_version_publish_exactly_one(tmp_path):
     root = tmp_path / "reg"
     files = []
     for i in range(6):
-        f = tmp_path / f"m{i}.onnx"
-        f.write_bytes(bytes([i]) * 20_000)
-        files.append(f)
+        files.append(onnx_file(tmp_path / f"m{i}.onnx", seed=i, floats=2000))
     results = [None] * len(files)
 
     def push_one(i):
