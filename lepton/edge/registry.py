@@ -467,10 +467,10 @@ class Registry:
         if dest.is_dir() or not dest.suffix:
             folder = dest.resolve()
             final = Path(os.path.normpath(folder / m.file))  # lexically: an existing link there is replaced, not followed
-            if final.parent != folder or final.parent.resolve() != folder:
+            if final.parent != folder:
                 raise RegistryError(f"{self.store.url}: the manifest of {name}:{m.version} names file {m.file!r}, "
                                     f"which resolves to {final}, outside the output folder {folder}; nothing was "
-                                    "written. The manifest is forged: re-push the version.")
+                                    f"written. The manifest is forged: remove models/{name}/{m.version}/ and push again.")
             dest = dest / final.name
         if dest.suffix != Path(m.file).suffix:
             raise ConfigError(f"-o {dest}: {name}:{m.version} is a .{m.kind} file; give an output ending in "

@@ -14,7 +14,7 @@ import boto3
 import numpy as np
 import pytest
 
-import lepton.edge.registry as registry
+from lepton.edge import registry
 from lepton.edge.registry import Manifest, Registry, RegistryError, RegistryWarning, parse_ref, pull, push, safe_key
 from lepton.errors import FormatError
 
