@@ -59,6 +59,9 @@ def push(
 ) -> None:
     """Publish ARTIFACT as an immutable version with a manifest (name, version, sha256, size, metrics).
 
+    ARTIFACT is checked first: a .lep must decode, an .onnx must pass the ONNX checker. A blob already in the
+    registry is re-hashed and replaced if damaged, so pushing again repairs a corrupted artifact.
+
     Examples:
       lepton push model.onnx ./registry/lenet5:1 --metric test_accuracy=0.991
       lepton push model.lep s3://my-bucket/models/lenet5

@@ -5,12 +5,16 @@ Layout under the registry root (a folder, ``file://`` URL or ``s3://bucket/prefi
     blobs/sha256/<hex>                       the artifact bytes, content-addressed, never rewritten
     models/<name>/<version>/manifest.json    name, version, file name, kind, sha256, size, metrics
 
-A push uploads the blob first and the manifest last, each as one atomic write (temporary name + rename
-locally; a single PUT / completed multipart upload on S3), so a version becomes visible only when its
-bytes are complete. Manifests are created no-clobber: a version, once published, never changes. A pull
-downloads the blob to a temporary name beside the destination, hashes it, and renames it into place only
-if its size and SHA-256 match the manifest. Names and versions are single, plain path segments; any key
-that would leave the registry root (``..``, absolute paths, symlinks out of a local root) is refused.
+A push first checks that the artifact is what its suffix says (a ``.lep`` decodes, an ``.onnx`` passes the
+ONNX checker), then uploads the blob and the manifest last, each as one atomic write (temporary name +
+rename locally; a single PUT / completed multipart upload on S3, aborted if it fails), so a version becomes
+visible only when its bytes are complete. A blob that already exists is hashed and kept only if it is
+intact; a damaged one is replaced. Manifests are created no-clobber: a version, once published, never
+changes; a push without a version that loses the race for a number takes the next one. A pull downloads
+at most ``size + 1`` bytes of the blob to a temporary name beside the destination, hashes them, and renames
+the file into place only if its size and SHA-256 match the manifest and it stays inside the output folder.
+Names and versions are single, plain path segments; any key that would leave the registry root (``..``,
+absolute paths, symlinks out of a local root) is refused.
 """
 
 from __future__ import annotations
@@ -21,17 +25,16 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lepton.errors import ConfigError, FormatError, LeptonError
 from lepton.utils import strict_json
-from lepton.utils.io import atomic_path, sha256_file
+from lepton.utils.io import STALE_TEMP_SECONDS, atomic_path, sha256_file, temp_beside
 
 MANIFEST_FORMAT = "lepton-artifact"
 MANIFEST_VERSION = 1
@@ -40,10 +43,16 @@ KINDS = {".onnx": "onnx", ".lep": "lep"}
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit: a larger .onnx keeps its weights in external files
+AUTO_VERSION_TRIES = 64  # a push without a version retries this often when others publish its number first
 
 
 class RegistryError(LeptonError):
     """A registry URL, key or artifact is invalid, missing, already published or fails verification."""
+
+
+class VersionExistsError(RegistryError):
+    """The version a push would create is already published (possibly a moment ago, by a concurrent push)."""
 
 
 class RegistryWarning(UserWarning):
@@ -66,6 +75,12 @@ class Manifest(BaseModel):
     size: int = Field(ge=0)
     metrics: dict[str, float | int | str] = Field(default_factory=dict)
     created: str
+
+    @model_validator(mode="after")
+    def _kind_matches_file(self) -> Manifest:
+        if KINDS[Path(self.file).suffix] != self.kind:
+            raise ValueError(f"kind {self.kind!r} does not match file {self.file!r}")
+        return self
 
 
 def check_segment(value: str, what: str) -> str:
@@ -105,7 +120,7 @@ class Store(Protocol):
     def read_bytes(self, key: str, limit: int) -> bytes: ...
     def write_file(self, key: str, path: Path) -> None: ...
     def create_bytes(self, key: str, data: bytes) -> None: ...
-    def download(self, key: str, out: BinaryIO) -> None: ...
+    def download(self, key: str, out: Any, limit: int) -> int: ...
     def list_dirs(self, prefix: str) -> list[str]: ...
 
 
@@ -137,32 +152,30 @@ class LocalStore:
         return data
 
     def write_file(self, key: str, path: Path) -> None:
+        # atomic_path renames over an existing file: a damaged blob is replaced whole, never patched in place
         with atomic_path(self._path(key)) as tmp:
             shutil.copyfile(path, tmp)
 
     def create_bytes(self, key: str, data: bytes) -> None:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with temp_beside(final) as tmp:
+            with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
-            os.link(tmp, final)  # a hard link never replaces an existing file: an atomic no-clobber publish
-        except FileExistsError:
-            raise RegistryError(f"{self.url}: {key} already exists; published versions are immutable, "
-                                "push under a new --version.") from None
-        finally:
-            os.unlink(tmp)
+            try:
+                os.link(tmp, final)  # a hard link never replaces an existing file: an atomic no-clobber publish
+            except FileExistsError:
+                raise VersionExistsError(f"{self.url}: {key} already exists; published versions are immutable, "
+                                         "push under a new --version.") from None
 
-    def download(self, key: str, out: BinaryIO) -> None:
+    def download(self, key: str, out: Any, limit: int) -> int:
         path = self._path(key)
         if not path.is_file():
             raise RegistryError(f"{self.url}: {key} does not exist; the registry is missing a blob.")
         with open(path, "rb") as f:
-            shutil.copyfileobj(f, out, _CHUNK)
+            return copy_bounded(f, out, limit)
 
     def list_dirs(self, prefix: str) -> list[str]:
         path = self._path(prefix) if prefix else self.root.resolve()
@@ -171,6 +184,8 @@ class LocalStore:
 
 class S3Store:
     """``s3://bucket/prefix`` through boto3. The endpoint comes from ``AWS_ENDPOINT_URL`` if set (e.g. MinIO)."""
+
+    part_size = 8 << 20  # larger files go up as a multipart upload of parts this big
 
     def __init__(self, bucket: str, prefix: str, client: Any | None = None) -> None:
         if client is None:
@@ -195,7 +210,7 @@ class S3Store:
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise RegistryError(f"{self.url}: {key} does not exist.") from e
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise RegistryError(f"{self.url}: {key} already exists; published versions are immutable, "
+                raise VersionExistsError(f"{self.url}: {key} already exists; published versions are immutable, "
                                     "push under a new --version.") from e
             raise RegistryError(f"{self.url}: S3 refused {key}: {code} {e}") from e
         except BotoCoreError as e:
@@ -225,18 +240,60 @@ class S3Store:
         return data
 
     def write_file(self, key: str, path: Path) -> None:
-        # upload_file is one PUT (or one completed multipart upload): S3 shows the object whole or not at all.
+        """One PUT, or above :attr:`part_size` one multipart upload that is completed or else aborted: S3 shows
+        the object whole or not at all, replaces an existing one, and keeps no orphaned parts."""
+        full = self._key(key)
         with self._errors(key):
-            self.client.upload_file(str(path), self.bucket, self._key(key))
+            self._abort_stale_uploads(full.rpartition("/")[0] + "/")
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                if size <= self.part_size:
+                    self.client.put_object(Bucket=self.bucket, Key=full, Body=f)
+                    return
+                part = max(self.part_size, -(-size // 10_000))  # S3 allows at most 10,000 parts
+                upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+                try:
+                    parts = []
+                    while block := f.read(part):
+                        n = len(parts) + 1
+                        etag = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload, PartNumber=n,
+                                                       Body=block)["ETag"]
+                        parts.append({"ETag": etag, "PartNumber": n})
+                    self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload,
+                                                          MultipartUpload={"Parts": parts})
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
+                    raise
+
+    def _abort_stale_uploads(self, prefix: str) -> None:
+        """Abort the multipart uploads under ``prefix`` that killed pushes left (older than the stale age)."""
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=STALE_TEMP_SECONDS)
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+            for u in page.get("Uploads", []):
+                if u["Initiated"] < cutoff:
+                    with contextlib.suppress(Exception):  # completed or aborted by someone else meanwhile
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"])
 
     def create_bytes(self, key: str, data: bytes) -> None:
         with self._errors(key):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
                                    ContentType="application/json")
 
-    def download(self, key: str, out: BinaryIO) -> None:
+    def download(self, key: str, out: Any, limit: int) -> int:
+        from botocore.exceptions import ClientError
+
         with self._errors(key):
-            self.client.download_fileobj(self.bucket, self._key(key), out)
+            try:  # ask for one byte more than expected: enough to see that a blob is too long, never the rest
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{limit}")["Body"]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+                return 0  # S3 answers a range request for an empty object this way
+            try:
+                return copy_bounded(body, out, limit)
+            finally:
+                body.close()
 
     def list_dirs(self, prefix: str) -> list[str]:
         full = self._key(prefix) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -246,6 +303,15 @@ class S3Store:
                                                                              Delimiter="/"):
                 names += [p["Prefix"][len(full):].rstrip("/") for p in page.get("CommonPrefixes", [])]
         return sorted(names)
+
+
+def copy_bounded(src: BinaryIO, out: Any, limit: int) -> int:
+    """Copy at most ``limit + 1`` bytes of ``src`` to ``out``; returns how many (``limit + 1`` means too long)."""
+    total = 0
+    while total <= limit and (block := src.read(min(_CHUNK, limit + 1 - total))):
+        out.write(block)
+        total += len(block)
+    return total
 
 
 def open_store(root: str | Path, *, s3_client: Any | None = None) -> Store:
@@ -336,7 +402,8 @@ class Registry:
 
     def push(self, path: str | Path, name: str, version: str | None = None, *,
              metrics: dict[str, float | int | str] | None = None) -> Manifest:
-        """Publish ``path`` as ``name:version`` (default version: one more than the largest integer one)."""
+        """Publish ``path`` as ``name:version``. Without a version: one more than the largest integer one, and
+        if a concurrent push publishes that number first, the next free one (up to :data:`AUTO_VERSION_TRIES`)."""
         path = Path(path)
         if not path.is_file():
             raise RegistryError(f"{path}: no such file; push a .onnx or .lep artifact.")
@@ -345,25 +412,39 @@ class Registry:
             raise RegistryError(f"{path}: only .onnx and .lep files can be pushed "
                                 f"(got {path.suffix or 'no suffix'!r}).")
         check_segment(name, "model name")
-        if version is None:
-            numbers = [int(v) for v in self._plain_versions(name) if v.isdigit()]
-            version = str(max(numbers, default=0) + 1)
-        key = manifest_key(name, version)
-        if self.store.exists(key):
-            raise RegistryError(f"{self.store.url}: {name}:{version} already exists; published versions are "
-                                "immutable, push under a new --version.")
+        if version is not None and self.store.exists(manifest_key(name, version)):
+            raise VersionExistsError(f"{self.store.url}: {name}:{version} already exists; published versions are "
+                                     "immutable, push under a new --version.")
+        check_artifact(path, kind)
         digest, size = sha256_file(path), path.stat().st_size
-        try:
-            manifest = Manifest(name=name, version=version, file=f"{check_segment(name, 'model name')}{path.suffix}",
-                                kind=kind, sha256=digest, size=size, metrics=dict(metrics or {}),
-                                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"))
-        except ValidationError as e:
-            raise ConfigError(f"cannot publish {name}:{version}: {e}") from e
         blob = blob_key(digest)
-        if not self.store.exists(blob):
+        if not self._blob_intact(blob, digest, size):  # missing, or damaged since: (re)write it whole
             self.store.write_file(blob, path)
-        self.store.create_bytes(key, manifest.model_dump_json(indent=2).encode())
-        return manifest
+        tried = 0
+        for _ in range(1 if version is not None else AUTO_VERSION_TRIES):
+            if version is None:
+                tried = max([tried] + [int(v) for v in self._plain_versions(name) if v.isdigit()]) + 1
+            try:
+                manifest = Manifest(name=name, version=version or str(tried), file=f"{name}{path.suffix}", kind=kind,
+                                    sha256=digest, size=size, metrics=dict(metrics or {}),
+                                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"))
+            except ValidationError as e:
+                raise ConfigError(f"cannot publish {name}:{version or tried}: {e}") from e
+            try:
+                self.store.create_bytes(manifest_key(name, manifest.version), manifest.model_dump_json(indent=2).encode())
+                return manifest
+            except VersionExistsError:
+                if version is not None:
+                    raise
+        raise RegistryError(f"{self.store.url}: concurrent pushes took every version up to {name}:{tried} before "
+                            f"this one could publish ({AUTO_VERSION_TRIES} tries); push again or give :VERSION.")
+
+    def _blob_intact(self, key: str, sha256: str, size: int) -> bool:
+        """Whether ``key`` exists with exactly ``size`` bytes hashing to ``sha256`` (reads at most ``size + 1``)."""
+        if not self.store.exists(key):
+            return False
+        h = hashlib.sha256()
+        return self.store.download(key, _HashingWriter(h), size) == size and h.hexdigest() == sha256
 
     def resolve(self, name: str, version: str | None) -> Manifest:
         if version is None:
@@ -384,31 +465,68 @@ class Registry:
         m = self.resolve(name, version)
         dest = Path(out) if out is not None else Path.cwd()
         if dest.is_dir() or not dest.suffix:
-            dest = dest / m.file
+            folder = dest.resolve()
+            final = Path(os.path.normpath(folder / m.file))  # lexically: an existing link there is replaced, not followed
+            if final.parent != folder:
+                raise RegistryError(f"{self.store.url}: the manifest of {name}:{m.version} names file {m.file!r}, "
+                                    f"which resolves to {final}, outside the output folder {folder}; nothing was "
+                                    f"written. The manifest is forged: remove models/{name}/{m.version}/ and push again.")
+            dest = dest / final.name
         if dest.suffix != Path(m.file).suffix:
             raise ConfigError(f"-o {dest}: {name}:{m.version} is a .{m.kind} file; give an output ending in "
                               f"{Path(m.file).suffix} or a folder.")
         with atomic_path(dest) as tmp:
             h = hashlib.sha256()
             with open(tmp, "wb") as f:
-                self.store.download(blob_key(m.sha256), _HashingWriter(f, h))
-            size = tmp.stat().st_size
-            if size != m.size or h.hexdigest() != m.sha256:
-                raise FormatError(f"{self.store.url}: the artifact of {name}:{m.version} is corrupted: got {size} "
-                                  f"bytes with sha256 {h.hexdigest()}, the manifest says {m.size} bytes with "
-                                  f"sha256 {m.sha256}; nothing was written. Re-push the artifact.")
+                got = self.store.download(blob_key(m.sha256), _HashingWriter(h, f), m.size)
+            if got != m.size or h.hexdigest() != m.sha256:
+                what = (f"more than {m.size} bytes (stopped reading there)" if got > m.size
+                        else f"{got} bytes with sha256 {h.hexdigest()}")
+                raise FormatError(f"{self.store.url}: the artifact of {name}:{m.version} is corrupted: got {what}, "
+                                  f"the manifest says {m.size} bytes with sha256 {m.sha256}; nothing was written. "
+                                  "Re-push the artifact.")
         return m, dest
 
 
 class _HashingWriter:
-    """A write-only file object that hashes what passes through it."""
+    """A write-only file object that hashes what passes through it (and writes it to ``f``, if given)."""
 
-    def __init__(self, f: BinaryIO, h: Any) -> None:
-        self.f, self.h = f, h
+    def __init__(self, h: Any, f: BinaryIO | None = None) -> None:
+        self.h, self.f = h, f
 
     def write(self, data: bytes) -> int:
         self.h.update(data)
-        return self.f.write(data)
+        return self.f.write(data) if self.f is not None else len(data)
+
+
+def check_artifact(path: Path, kind: str) -> None:
+    """Refuse an artifact that is not what its suffix says: a ``.lep`` must decode (no model is built), an
+    ``.onnx`` must be at most :data:`MAX_ONNX_BYTES`, keep its weights inside and pass ``onnx.checker``."""
+    if kind == "lep":
+        from lepton.compress.container import load_lep
+
+        try:
+            load_lep(path)
+        except LeptonError as e:
+            raise FormatError(f"{path}: not a valid .lep file, so it was not published: {e}") from None
+        return
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx.external_data_helper import uses_external_data
+
+    if (size := path.stat().st_size) > MAX_ONNX_BYTES:
+        raise FormatError(f"{path}: {size:,} bytes, more than an .onnx file can hold ({MAX_ONNX_BYTES:,}); "
+                          "export the model again (lepton edge export).")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError) as e:
+        detail = (str(e).strip().splitlines() or [""])[0]
+        raise FormatError(f"{path}: not a valid ONNX model ({type(e).__name__}: {detail}), so it was not "
+                          "published; export it again (lepton edge export).") from None
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        raise FormatError(f"{path}: the model keeps weights in external data files, which a registry artifact "
+                          "cannot carry; export it with the weights inside the .onnx file.")
 
 
 def push(path: str | Path, url: str, *, metrics: dict[str, float | int | str] | None = None,
