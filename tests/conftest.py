@@ -26,3 +26,14 @@ def private_cache(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("LEPTON_TEST", "1")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Training and benchmarks fix torch's thread count (``seed_everything(threads=...)``); no test may leak
+    its setting into the next one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

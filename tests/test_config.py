@@ -23,8 +23,16 @@ def test_yaml_and_overrides(tmp_path):
 
 
 def test_quick_preset(tmp_path):
-    cfg = load_run_config(quick=True)
-    assert cfg.train.epochs == 1 and cfg.data.train_subset == 20000
+    """--quick shrinks every stage of the default run, and a config file and --set still apply on top of it."""
+    full, quick = load_run_config(), load_run_config(quick=True)
+    assert quick.train.epochs < full.train.epochs and quick.data.train_subset < 60000
+    assert quick.compress.prune.epochs <= full.compress.prune.epochs
+    assert quick.edge.iterations < full.edge.iterations and quick.edge.split_requests < full.edge.split_requests
+    assert quick.model == full.model and quick.train.lr == full.train.lr  # what it does not shrink stays
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 0.02\n")
+    mine = load_run_config(path, quick=True, overrides={"train": {"epochs": 2}})
+    assert mine.train.lr == 0.02 and mine.train.epochs == 2 and mine.data.train_subset == quick.data.train_subset
 
 
 @pytest.mark.parametrize("text, message", [

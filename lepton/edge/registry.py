@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lepton.errors import ConfigError, FormatError, LeptonError
 from lepton.utils import strict_json
 from lepton.utils.io import STALE_TEMP_SECONDS, atomic_path, sha256_file, temp_beside
+from lepton.utils.paths import cache_dir
 
 MANIFEST_FORMAT = "lepton-artifact"
 MANIFEST_VERSION = 1
@@ -331,8 +332,6 @@ def open_store(root: str | Path, *, s3_client: Any | None = None) -> Store:
 
 def default_registry() -> str:
     """``$LEPTON_REGISTRY``, else ``<lepton cache>/registry``: where bare ``name[:version]`` refs live."""
-    from lepton.data.cache import cache_dir
-
     return os.environ.get("LEPTON_REGISTRY") or str(cache_dir() / "registry")
 
 

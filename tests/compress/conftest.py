@@ -15,6 +15,7 @@ def train_lenet300_on_digits(digits):
     return model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(digits):
+    """Built once for the whole run; tests that change a model deep-copy it first."""
     return train_lenet300_on_digits(digits)
