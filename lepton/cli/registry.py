@@ -1,4 +1,8 @@
-"""``lepton push`` / ``lepton pull`` / ``lepton registry list``: versioned model artifacts in a folder or S3."""
+"""``lepton registry push|pull|list``: versioned model artifacts in a folder or S3.
+
+``lepton push`` and ``lepton pull`` are kept as short aliases of ``lepton registry push|pull`` (hidden from the
+top-level help, so each verb is listed once).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from lepton.cli.app import app
 from lepton.cli.checks import input_file
 from lepton.cli.output import Format, console, print_json, print_table
 
-registry_app = typer.Typer(no_args_is_help=True, help="Inspect an artifact registry (a folder or s3://bucket/prefix).")
+registry_app = typer.Typer(no_args_is_help=True, help="Publish, fetch and list versioned model artifacts in a folder "
+                                                      "or s3://bucket/prefix.")
 app.add_typer(registry_app, name="registry")
 
 _URL_HELP = ("ROOT/NAME[:VERSION]: ROOT is a folder, file:///path or s3://bucket/prefix (endpoint from "
@@ -48,7 +53,8 @@ def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | 
     return out
 
 
-@app.command()
+@registry_app.command("push")
+@app.command("push", hidden=True)
 def push(
     artifact: Annotated[Path, typer.Argument(help="the .onnx or .lep file to publish")],
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the next integer version is used")],
@@ -63,9 +69,9 @@ def push(
     registry is re-hashed and replaced if damaged, so pushing again repairs a corrupted artifact.
 
     Examples:
-      lepton push model.onnx ./registry/lenet5:1 --metric test_accuracy=0.991
-      lepton push model.lep s3://my-bucket/models/lenet5
-      lepton push model.int8.onnx lenet5-int8
+      lepton registry push model.onnx ./registry/lenet5:1 --metric test_accuracy=0.991
+      lepton registry push model.lep s3://my-bucket/models/lenet5
+      lepton push model.int8.onnx lenet5-int8        # the short alias
     """
     from lepton.edge.registry import push as push_artifact
 
@@ -76,7 +82,8 @@ def push(
     console.print(f"published {m.name}:{m.version} ({m.size:,} bytes, sha256 {m.sha256[:16]}…)", highlight=False)
 
 
-@app.command()
+@registry_app.command("pull")
+@app.command("pull", hidden=True)
 def pull(
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the latest push is fetched")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file or folder [default: current folder]")] = None,
@@ -85,7 +92,7 @@ def pull(
     """Fetch a published artifact; it appears only after its size and SHA-256 match the manifest.
 
     Examples:
-      lepton pull ./registry/lenet5:1 -o model.onnx
+      lepton registry pull ./registry/lenet5:1 -o model.onnx
       lepton pull s3://my-bucket/models/lenet5 -o models/
     """
     from lepton.edge.registry import RegistryWarning

@@ -498,3 +498,23 @@ def test_pull_refuses_a_manifest_whose_kind_does_not_match_its_file(tmp_path, ar
     with pytest.raises(FormatError, match="does not match file"):
         pull(f"{root}/lenet5:1", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_registry_noun_verbs_and_the_short_aliases(tmp_path, artifact):
+    """``lepton registry push|pull|list`` is the documented form; ``lepton push|pull`` stay as aliases."""
+    from click.testing import CliRunner
+
+    from lepton.cli.app import cli_command
+
+    runner, app = CliRunner(), cli_command()
+    root = tmp_path / "reg"
+    for verb in (["registry", "push"], ["push"]):
+        r = runner.invoke(app, [*verb, str(artifact), f"{root}/lenet5", "--format", "json"])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["registry", "list", str(root), "--format", "json"])
+    assert r.exit_code == 0 and [v["version"] for v in json.loads(r.output)] == ["1", "2"]
+    for verb in (["registry", "pull"], ["pull"]):
+        out = tmp_path / "-".join(verb)
+        out.mkdir()
+        assert runner.invoke(app, [*verb, f"{root}/lenet5:1", "-o", str(out)]).exit_code == 0
+        assert (out / "lenet5.onnx").read_bytes() == artifact.read_bytes()  # named after the artifact
