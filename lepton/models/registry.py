@@ -23,11 +23,15 @@ from lepton.errors import ConfigError, FormatError, UntrustedCodeError
 from lepton.models.graph import build_graph, capture, check_graph
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
 from lepton.models.tensor_train import apply_tt_layout, check_tt_layout
+from lepton.models.zoo import MLPMixerSmall, MobileNetV2Small, ResNet20
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "lenet5": (LeNet5, "LeNet-5 of Caffe / Deep Compression: 20-50-500-10, 431,080 params"),
     "lenet5-classic": (LeNet5Classic, "LeCun 1998 LeNet-5: 6-16-120-84-10, 61,706 params"),
     "lenet-300-100": (LeNet300100, "fully connected 784-300-100-10, 266,610 params"),
+    "resnet20": (ResNet20, "He et al.'s CIFAR ResNet-20: BatchNorm, residual adds, 16-32-64, 269,434 params"),
+    "mobilenetv2-small": (MobileNetV2Small, "MobileNetV2 inverted residuals, depthwise 3x3, ReLU6, 134,538 params"),
+    "mlp-mixer-small": (MLPMixerSmall, "MLP-Mixer, 4x4 patches, 4 blocks of width 64, 174,246 params"),
 }
 
 

@@ -59,7 +59,8 @@ def test_bad_factory_arguments():
 
 def test_registry_descriptions():
     """Each description states the parameter count the model really has on 28x28 MNIST."""
-    assert set(MODELS) == {"lenet5", "lenet5-classic", "lenet-300-100"}
+    assert set(MODELS) == {"lenet5", "lenet5-classic", "lenet-300-100", "resnet20", "mobilenetv2-small",
+                           "mlp-mixer-small"}
     for name, (_, description) in MODELS.items():
         assert f"{count_params(build_model(name)):,} params" in description, (name, description)
 

@@ -1,0 +1,53 @@
+"""The model zoo: shapes on 28 and 32 px inputs, parameter counts, fx capture, ONNX export."""
+
+import pytest
+import torch
+
+from lepton.errors import ConfigError
+from lepton.models.graph import build_graph, capture
+from lepton.models.registry import build_model, count_params
+
+ZOO = ["resnet20", "mobilenetv2-small", "mlp-mixer-small"]
+
+
+def resnet20_params(c: int, classes: int) -> int:
+    """ResNet-20 counted by hand: 19 bias-free 3x3 convs, 19 BatchNorms (2 params each), the linear head."""
+    convs = 16 * c * 9 + 6 * 16 * 16 * 9 + (16 * 32 + 5 * 32 * 32) * 9 + (32 * 64 + 5 * 64 * 64) * 9
+    norms = 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64)
+    return convs + norms + 64 * classes + classes
+
+
+@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("shape, classes", [((1, 28, 28), 10), ((3, 32, 32), 100)])
+def test_zoo_models_take_the_dataset_shape(name, shape, classes):
+    model = build_model(name, shape, classes).eval()
+    x = torch.randn(3, *shape)
+    assert model(x).shape == (3, classes)
+    rebuilt = build_graph(capture(model)).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt(x), model(x))
+
+
+def test_resnet20_has_he_et_al_s_parameter_count():
+    assert count_params(build_model("resnet20", (3, 32, 32), 10)) == resnet20_params(3, 10) == 269_722
+    assert count_params(build_model("resnet20", (1, 28, 28), 10)) == resnet20_params(1, 10)
+
+
+def test_mobilenet_uses_depthwise_convolutions_and_residual_adds():
+    model = build_model("mobilenetv2-small")
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert len(depthwise) == 7
+    ops = [n["target"] for n in capture(model)["nodes"] if n["op"] == "function"]
+    assert ops.count("operator.add") == 4  # the blocks whose input and output shapes agree
+
+
+@pytest.mark.parametrize("name, shape, kwargs, match", [
+    ("resnet20", (1, 4, 4), {}, "at least 8x8"),
+    ("mlp-mixer-small", (1, 30, 30), {}, "not a multiple of the patch size"),
+    ("mlp-mixer-small", (1, 28, 28), {"patch": 5}, "not a multiple of the patch size"),
+    ("mlp-mixer-small", (1, 28, 28), {"dim": 0}, "dim=0"),
+    ("resnet20", (1, 28, 28), {"depth": 3}, "depth"),
+])
+def test_bad_zoo_arguments_are_config_errors(name, shape, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(name, shape, 10, **kwargs)
