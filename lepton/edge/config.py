@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from lepton.config import StrictModel
 from lepton.edge.split import Encoding, parse_bandwidth
 
 
-class EdgeConfig(BaseModel):
+class EdgeConfig(StrictModel):
     """The ``edge`` section of the run config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     opset: int = Field(default=17, ge=13, le=20)

@@ -110,7 +110,7 @@ def decode_tensor(data: bytes, shape: tuple[int, ...], encoding: Encoding) -> np
 # ------------------------------------------------------------------ profile
 
 class LayerTime(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     name: str
     ms: float
@@ -121,7 +121,7 @@ class LayerTime(BaseModel):
 class ModelProfile(BaseModel):
     """Per-layer batch-1 times on this host and the payload size of every cut."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     input_shape: list[int]
     input_bytes: dict[str, float]
@@ -178,7 +178,7 @@ def parse_duration_ms(text: str) -> float:
 class NetworkProfile(BaseModel):
     """The link and the two machines the planner assumes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     bandwidth_bps: float = Field(default=10e6, gt=0)
     rtt_ms: float = Field(default=20.0, ge=0)
@@ -193,7 +193,7 @@ class NetworkProfile(BaseModel):
 
 
 class CutRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     cut: int
     after: str
@@ -205,7 +205,7 @@ class CutRow(BaseModel):
 
 
 class SplitPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     network: NetworkProfile
     rows: list[CutRow]

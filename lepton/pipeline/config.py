@@ -5,36 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lepton.compress.config import CompressConfig
-from lepton.config import deep_merge, read_yaml, validate
+from lepton.config import StrictModel, deep_merge, read_yaml, validate
 from lepton.data.store.config import PackConfig
 from lepton.edge.config import EdgeConfig
 from lepton.quantum.config import QuantumConfig
 from lepton.train.config import TrainConfig
 
 
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DataConfig(StrictModel):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")
     pack: PackConfig = PackConfig()
 
 
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ModelConfig(StrictModel):
     name: str = Field("lenet5", description="registry name or package.module:factory")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra arguments for the factory")
 
 
-class RunConfig(BaseModel):
+class RunConfig(StrictModel):
     """Everything ``lepton run`` does, in one validated object (serialised into ``metrics.json``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = 1
     name: str = Field("lenet5-mnist", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")

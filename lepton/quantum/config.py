@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lepton.config import StrictModel
 
 
-class HybridConfig(BaseModel):
+class HybridConfig(StrictModel):
     """The hybrid experiment: which classes, how many qubits/layers, how long to train."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=2)
     n_qubits: int = Field(8, ge=1, le=16)

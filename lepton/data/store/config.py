@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lepton.config import StrictModel
 
 
-class LossyConfig(BaseModel):
+class LossyConfig(StrictModel):
     """The optional lossy size-accuracy sweep (each point trains LeNet-5 briefly)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     pca_variances: list[float] = Field(default_factory=lambda: [0.8, 0.9, 0.95], description="PCA variance targets")
@@ -17,9 +17,7 @@ class LossyConfig(BaseModel):
     epochs: int = Field(1, ge=1, le=100, description="epochs of each accuracy check")
 
 
-class PackConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PackConfig(StrictModel):
     enabled: bool = True
     codec: str = Field("auto", description="image codec of the store: auto, lepton-cm, lzma, zstd, deflate")
     codec_params: dict[str, int | bool] = Field(default_factory=dict, description="parameters of a named codec, "

@@ -19,7 +19,7 @@ from lepton.report import html as H
 
 
 class SplitSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     best_cut: int
     best_after: str
@@ -35,7 +35,7 @@ class SplitSummary(BaseModel):
 
 
 class EdgeStageReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     source: str
     onnx_fp32_bytes: int
