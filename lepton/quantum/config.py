@@ -1,4 +1,4 @@
-"""The typed configuration of the hybrid quantum experiment, and the ``quantum`` section of a run config."""
+"""The typed configuration of the hybrid quantum experiment (``lepton run``'s ``quantum`` section extends it)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,3 @@ class HybridConfig(StrictModel):
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples of the classes")
     seed: int = Field(0, ge=0)
 
-
-class QuantumConfig(HybridConfig):
-    """The ``quantum`` section of the run config: the optional stage of ``lepton run`` (off by default).
-
-    It trains the hybrid PCA → variational circuit → linear model on the run's dataset beside logistic
-    regression and a tiny MLP on the same features, and exports the trained circuit as OpenQASM.
-    """
-
-    enabled: bool = Field(False, description="run the quantum stage (adds about a minute at the defaults)")
-    qasm_version: int = Field(2, ge=2, le=3, description="OpenQASM version of the exported circuit")
