@@ -1,4 +1,5 @@
-"""Loading typed configs from YAML with one-line errors that name the key, the value and what is allowed."""
+"""Typed configs: the strict base models, and loading them from YAML with one-line errors that name the key, the
+value and what is allowed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lepton.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of Lepton's configs and reports: unknown keys are refused and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StrictFileModel(StrictModel):
+    """Base of file-format headers: also no type coercion (a JSON ``"3"`` is not the integer 3)."""
+
+    model_config = ConfigDict(strict=True)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from lepton.config import StrictModel
 
 LayerFloats = dict[str, float]
 LayerInts = dict[str, int]
 
 
-class PruneConfig(BaseModel):
+class PruneConfig(StrictModel):
     """Gradual magnitude pruning (Zhu & Gupta's cubic ramp), then fine-tuning with the masks fixed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     sparsity: float | LayerFloats | Literal["auto", "preset"] = Field(
@@ -44,10 +44,8 @@ class PruneConfig(BaseModel):
         return self
 
 
-class ShareConfig(BaseModel):
+class ShareConfig(StrictModel):
     """k-means weight sharing (linear init), then centroid fine-tuning."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     bits: int | LayerInts | Literal["auto", "preset"] = Field(
@@ -68,24 +66,20 @@ class ShareConfig(BaseModel):
         return v
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(StrictModel):
     """Use the dense model as the teacher during fine-tuning (Hinton et al.)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term; 1 - alpha for the labels")
 
 
-class TTConfig(BaseModel):
+class TTConfig(StrictModel):
     """Replace named linear layers by tensor-train layers (TT-SVD, then fine-tuning) before pruning.
 
     The TT cores are stored in the `.lep` like any other tensor (bytes counted the same way); pruning
     and weight sharing then apply to the remaining conv/linear layers.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
     layers: dict[str, float] = Field(default_factory=dict,
@@ -109,9 +103,7 @@ class TTConfig(BaseModel):
         return self
 
 
-class CompressConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CompressConfig(StrictModel):
     enabled: bool = True
     prune: PruneConfig = PruneConfig()
     share: ShareConfig = ShareConfig()

@@ -27,12 +27,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import zstandard
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from torch import nn
 
 from lepton.compress.coding import METHODS, decode_symbols, encode_symbols
 from lepton.compress.coding.bits import (bucket_symbol_limit, bucket_widths, bucketize, pack_bits, unbucketize,
                                          unpack_bits)
+from lepton.config import StrictFileModel
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
 from lepton.utils import strict_json
@@ -69,11 +70,7 @@ _SPARSE = ("sparse", "sparse-raw")
 DType = Literal["float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64", "bool"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class StreamEntry(_Strict):
+class StreamEntry(StrictFileModel):
     role: Literal["data", "values", "codebook", "index", "gap", "gap_extra"]
     coder: Literal["none", "zstd", "lzma", "huffman", "ans", "bits"]
     offset: int = Field(ge=0)
@@ -82,7 +79,7 @@ class StreamEntry(_Strict):
     crc32: int = Field(ge=0, le=0xFFFFFFFF)
 
 
-class TensorEntry(_Strict):
+class TensorEntry(StrictFileModel):
     name: str = Field(min_length=1, max_length=4096)
     dtype: DType
     shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
@@ -92,7 +89,7 @@ class TensorEntry(_Strict):
     streams: list[StreamEntry] = Field(max_length=4)
 
 
-class Header(_Strict):
+class Header(StrictFileModel):
     format: Literal["lepton-model"]
     version: Literal[1, 2]
     model: dict[str, Any]

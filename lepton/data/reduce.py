@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from lepton.config import StrictModel
 from lepton.data.dataset import ImageDataset
 from lepton.data.store.dataset import LABELS
 from lepton.data.store.format import Store, StoreWriter
@@ -33,10 +34,8 @@ from lepton.errors import FormatError
 PCA_FIELD, BITS_FIELD, SELECT_FIELD = "coefficients", "images", "features"
 
 
-class ReduceConfig(BaseModel):
+class ReduceConfig(StrictModel):
     """One lossy method (exactly one of the four method fields) and the short accuracy check."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     pca_variance: float | None = Field(None, gt=0, lt=1, description="PCA variance target")
     bits: int | None = Field(None, ge=1, le=7, description="bits kept per pixel")

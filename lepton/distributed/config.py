@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from lepton.config import StrictModel
 
 
-class CommHookConfig(BaseModel):
+class CommHookConfig(StrictModel):
     """Gradient compression between DDP workers (``torch.distributed.algorithms.ddp_comm_hooks``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["none", "fp16", "powersgd"] = Field(
         "none", description="none: plain fp32 all-reduce; fp16: half-precision all-reduce; powersgd: low-rank")
@@ -30,10 +30,8 @@ class CommHookConfig(BaseModel):
         return self
 
 
-class DistributedConfig(BaseModel):
+class DistributedConfig(StrictModel):
     """Where and how many workers train (``torchrun``'s options) and how they talk."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     nproc: int = Field(1, ge=1, le=1024, description="worker processes per node (torchrun --nproc-per-node)")
     nnodes: int = Field(1, ge=1, le=4096, description="machines taking part (torchrun --nnodes)")

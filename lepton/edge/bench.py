@@ -21,7 +21,7 @@ class BenchConfig(BaseModel):
     """How to time a model: ``iterations`` timed batch-1 calls after ``warmup`` untimed ones, then
     ``throughput_iterations`` calls at ``throughput_batch``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     threads: int = Field(default=1, ge=1, le=256)
     # Upper bounds keep a typo from allocating gigabytes or timing for days.
@@ -32,7 +32,7 @@ class BenchConfig(BaseModel):
 
 
 class LatencyReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     name: str
     threads: int

@@ -28,7 +28,7 @@ OUTPUT_NAME = "logits"
 class ExportReport(BaseModel):
     """What :func:`export_onnx` wrote."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     path: str
     bytes: int

@@ -27,7 +27,7 @@ from lepton.utils.io import atomic_path, sha256_file
 class QuantizeConfig(BaseModel):
     """How :func:`quantize_onnx` calibrates and quantizes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     calibration_images: int = Field(default=512, ge=1, le=60000)
     calibration_batch: int = Field(default=64, ge=1)
@@ -40,7 +40,7 @@ class QuantizeConfig(BaseModel):
 
 
 class QuantizeReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     path: str
     bytes: int

@@ -52,7 +52,7 @@ OPEN_ROUTES = "/v2/health/"  # liveness/readiness probes never need the token
 class ServeConfig(BaseModel):
     """Options of ``lepton serve``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

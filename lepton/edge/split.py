@@ -13,9 +13,7 @@ k = 0 is cloud-only (the raw image is sent; the RTT covers the tiny reply), k = 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,10 +23,10 @@ from matplotlib.figure import Figure
 from torch import fx, nn
 
 from lepton.edge.bench import time_calls, torch_threads
+from lepton.edge.network import Encoding, parse_bandwidth, parse_duration_ms  # noqa: F401 (re-exported for the CLI)
 from lepton.errors import ConfigError
 from lepton.utils.io import atomic_path
 
-Encoding = Literal["fp32", "int8", "int8+zstd"]
 _HEADER_BYTES = 16  # scale + zero point + shape length sent with an int8 payload
 
 
@@ -110,7 +108,7 @@ def decode_tensor(data: bytes, shape: tuple[int, ...], encoding: Encoding) -> np
 # ------------------------------------------------------------------ profile
 
 class LayerTime(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     name: str
     ms: float
@@ -121,7 +119,7 @@ class LayerTime(BaseModel):
 class ModelProfile(BaseModel):
     """Per-layer batch-1 times on this host and the payload size of every cut."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     input_shape: list[int]
     input_bytes: dict[str, float]
@@ -155,30 +153,10 @@ def profile_layers(model: nn.Module, images: np.ndarray, *, threads: int = 1, wa
 
 # ------------------------------------------------------------------ planner
 
-_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def parse_bandwidth(text: str) -> float:
-    """'10Mbit', '500kbit', '1Gbit', '2MB' (bytes) -> bits per second."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(bit|b|B|bps)?(/s)?\s*", text)
-    if not m or float(m.group(1)) <= 0:
-        raise ConfigError(f"bandwidth {text!r} is not a positive rate; write e.g. '10Mbit', '500kbit' or '2MB'.")
-    bits = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    return bits * 8 if m.group(3) == "B" else bits
-
-
-def parse_duration_ms(text: str) -> float:
-    """'20ms', '0.1s', '150us', '5' (ms) -> milliseconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*", text)
-    if not m:
-        raise ConfigError(f"duration {text!r} is not a time; write e.g. '20ms', '0.1s' or '150us'.")
-    return float(m.group(1)) * {"ms": 1.0, None: 1.0, "s": 1e3, "us": 1e-3}[m.group(2)]
-
-
 class NetworkProfile(BaseModel):
     """The link and the two machines the planner assumes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     bandwidth_bps: float = Field(default=10e6, gt=0)
     rtt_ms: float = Field(default=20.0, ge=0)
@@ -193,7 +171,7 @@ class NetworkProfile(BaseModel):
 
 
 class CutRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     cut: int
     after: str
@@ -205,7 +183,7 @@ class CutRow(BaseModel):
 
 
 class SplitPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     network: NetworkProfile
     rows: list[CutRow]

@@ -33,7 +33,7 @@ _MAX_BODY = 64 << 20
 class SplitRun(BaseModel):
     """Measured latency of a split on this host over loopback (medians over ``requests`` images)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     cut: int
     encoding: str

@@ -1,40 +1,98 @@
-"""The typed configuration of ``lepton run``: one YAML file, validated, with a built-in default."""
+"""The typed configuration of ``lepton run``: one YAML file, validated, with a built-in default.
+
+The library configs live beside their code (``lepton.train.config``, ``lepton.compress.config``, …); the
+sections that only switch and size ``lepton run``'s stages (``data.pack``, ``edge``, ``quantum``) live here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
 from lepton.compress.config import CompressConfig
-from lepton.config import deep_merge, read_yaml, validate
-from lepton.data.store.config import PackConfig
-from lepton.edge.config import EdgeConfig
-from lepton.quantum.config import QuantumConfig
+from lepton.config import StrictModel, deep_merge, read_yaml, validate
+from lepton.edge.network import Encoding, parse_bandwidth
+from lepton.quantum.config import HybridConfig
 from lepton.train.config import TrainConfig
 
 
-class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LossyConfig(StrictModel):
+    """The optional lossy size-accuracy sweep (each point trains LeNet-5 briefly)."""
 
+    enabled: bool = False
+    pca_variances: list[float] = Field(default_factory=lambda: [0.8, 0.9, 0.95], description="PCA variance targets")
+    bits: list[int] = Field(default_factory=lambda: [1, 2, 4], description="bit depths to try")
+    train_samples: int = Field(10000, ge=100, description="training images of each accuracy check")
+    epochs: int = Field(1, ge=1, le=100, description="epochs of each accuracy check")
+
+
+class PackConfig(StrictModel):
+    """The ``data.pack`` section: pack, verify and measure the training data (the data stage)."""
+
+    enabled: bool = True
+    codec: str = Field("auto", description="image codec of the store: auto, lepton-cm, lzma, zstd, deflate")
+    codec_params: dict[str, int | bool] = Field(default_factory=dict, description="parameters of a named codec, "
+                                                 "e.g. {level: 3} for zstd")
+    block_samples: int = Field(1000, ge=1, le=1 << 20, description="samples per independent block")
+    compare: list[str] = Field(default_factory=lambda: ["deflate", "zstd", "lzma", "lepton-cm"],
+                               description="codecs measured side by side (unavailable ones are skipped)")
+    compare_samples: int | None = Field(10000, ge=1, description="measure the codecs on the first N training "
+                                                                 "images only (None: all; benchmarks/data_codecs.py "
+                                                                 "measures the full set)")
+    loader_batches: int = Field(300, ge=1, description="training steps timed for the DataLoader throughput")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading the store")
+    lossy: LossyConfig = LossyConfig()
+
+
+class DataConfig(StrictModel):
     dataset: str = Field("mnist", description="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")
     pack: PackConfig = PackConfig()
 
 
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ModelConfig(StrictModel):
     name: str = Field("lenet5", description="registry name or package.module:factory")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra arguments for the factory")
 
 
-class RunConfig(BaseModel):
-    """Everything ``lepton run`` does, in one validated object (serialised into ``metrics.json``)."""
+class EdgeConfig(StrictModel):
+    """The ``edge`` section (the edge stage): ONNX export, int8, latency, the split plan and its measured run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    opset: int = Field(default=17, ge=13, le=20)
+    calibration_images: int = Field(default=1024, ge=1, le=60000)
+    threads: int = Field(default=1, ge=1)
+    iterations: int = Field(default=1000, ge=10)
+    throughput_batch: int = Field(default=256, ge=1)
+    bandwidth: str = "10Mbit"
+    rtt_ms: float = Field(default=20.0, ge=0)
+    edge_slowdown: float = Field(default=8.0, gt=0)
+    encoding: Encoding = "int8+zstd"
+    split_requests: int = Field(default=100, ge=1)
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_bandwidth(v)  # raises ConfigError naming the accepted forms
+        return v
+
+
+class QuantumConfig(HybridConfig):
+    """The ``quantum`` section: the optional stage of ``lepton run`` (off by default).
+
+    It trains the hybrid PCA → variational circuit → linear model on the run's dataset beside logistic
+    regression and a tiny MLP on the same features, and exports the trained circuit as OpenQASM.
+    """
+
+    enabled: bool = Field(False, description="run the quantum stage (adds about a minute at the defaults)")
+    qasm_version: int = Field(2, ge=2, le=3, description="OpenQASM version of the exported circuit")
+
+
+class RunConfig(StrictModel):
+    """Everything ``lepton run`` does, in one validated object (serialised into ``metrics.json``)."""
 
     version: Literal[1] = 1
     name: str = Field("lenet5-mnist", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")

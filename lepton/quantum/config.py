@@ -1,14 +1,14 @@
-"""The typed configuration of the hybrid quantum experiment, and the ``quantum`` section of a run config."""
+"""The typed configuration of the hybrid quantum experiment (``lepton run``'s ``quantum`` section extends it)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lepton.config import StrictModel
 
 
-class HybridConfig(BaseModel):
+class HybridConfig(StrictModel):
     """The hybrid experiment: which classes, how many qubits/layers, how long to train."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=2)
     n_qubits: int = Field(8, ge=1, le=16)
@@ -21,13 +21,3 @@ class HybridConfig(BaseModel):
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples of the classes")
     seed: int = Field(0, ge=0)
 
-
-class QuantumConfig(HybridConfig):
-    """The ``quantum`` section of the run config: the optional stage of ``lepton run`` (off by default).
-
-    It trains the hybrid PCA → variational circuit → linear model on the run's dataset beside logistic
-    regression and a tiny MLP on the same features, and exports the trained circuit as OpenQASM.
-    """
-
-    enabled: bool = Field(False, description="run the quantum stage (adds about a minute at the defaults)")
-    qasm_version: int = Field(2, ge=2, le=3, description="OpenQASM version of the exported circuit")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from lepton.config import StrictModel
 from lepton.distributed.config import DistributedConfig
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     """Hyper-parameters of :func:`lepton.train.fit`. Unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(10, ge=1, description="passes over the training set")
     batch_size: int = Field(64, ge=1, le=65536, description="samples per optimizer step and worker; the global "

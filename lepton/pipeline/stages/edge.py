@@ -9,17 +9,16 @@ from pydantic import BaseModel, ConfigDict
 from lepton.edge.bench import BenchConfig, LatencyReport, bench_onnx, bench_torch, onnx_accuracy
 from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
 from lepton.edge.quantize import QuantizeConfig, calibration_sample, cpu_int8_features, quantize_onnx
-from lepton.edge.config import EdgeConfig
 from lepton.edge.split import (CutRow, NetworkProfile, SplitPlan, parse_bandwidth, plan_figure, plan_split,
                                profile_layers)
 from lepton.edge.splitrun import run_split
-from lepton.pipeline.config import RunConfig
+from lepton.pipeline.config import EdgeConfig, RunConfig
 from lepton.pipeline.state import RunState
 from lepton.report import html as H
 
 
 class SplitSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     best_cut: int
     best_after: str
@@ -35,7 +34,7 @@ class SplitSummary(BaseModel):
 
 
 class EdgeStageReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     source: str
     onnx_fp32_bytes: int

@@ -8,11 +8,10 @@ import html
 import torch
 from pydantic import BaseModel
 
-from lepton.pipeline.config import RunConfig
+from lepton.pipeline.config import QuantumConfig, RunConfig
 from lepton.pipeline.state import RunState
 from lepton.quantum.circuit import Circuit
 from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
-from lepton.quantum.config import QuantumConfig
 from lepton.quantum.hybrid import ModelResult, run_hybrid
 from lepton.quantum.qasm import to_qasm
 from lepton.report import html as H
