@@ -67,6 +67,7 @@ def test_cm_roundtrips_tiny_and_odd_shapes(shape):
         assert same(roundtrip(get_codec("lepton-cm"), a), a)
 
 
+@pytest.mark.slow
 def test_cm_roundtrips_real_images_and_beats_xz_on_mnist(mnist):
     cm, xz = get_codec("lepton-cm"), get_codec("lzma")
     x = mnist.x_train[:1000]
@@ -123,6 +124,7 @@ def _tree_leaf(tree: np.ndarray, f: np.ndarray) -> int:
     return int(tree[node, 1])
 
 
+@pytest.mark.slow
 def test_cm_codes_each_block_within_a_hair_of_its_models_entropy(mnist):
     """rANS against the ideal code length sum(-log2 p) of the stored model, leaves found by a plain
     preorder walk over independently computed features (not the kernels' node table)."""

@@ -66,6 +66,7 @@ def _write_idx_dir(folder, mnist, *, gz=True):
         write_idx(folder / (stem + (".gz" if gz else "")), getattr(mnist, key))
 
 
+@pytest.mark.slow
 def test_idx_directory_torchvision_layout(tmp_path, mnist):
     _write_idx_dir(tmp_path / "MNIST" / "raw", mnist)
     d = load_dataset(f"mnist:{tmp_path}")

@@ -102,6 +102,7 @@ def _rewrite_index(src, dst, edit):
     return dst
 
 
+@pytest.mark.slow
 def test_cm_store_keeps_one_model_per_field_counted_and_checked(tmp_path, mnist):
     x, y = mnist.x_train[:2000], mnist.y_train[:2000]
     path = tmp_path / "cm.lds"

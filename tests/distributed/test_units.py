@@ -84,6 +84,7 @@ def check_hook_bytes(kind: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["none", "fp16", "powersgd"])
 def test_hook_bytes(kind):

@@ -29,6 +29,7 @@ def seeds(tmp_path_factory):
     return write_seeds(tmp_path_factory.mktemp("seeds"))
 
 
+@pytest.mark.slow
 def test_bounded_fuzz_run_has_no_failures(report):
     results = [r for r in report.results if not r["id"].startswith("selftest")]
     assert len(results) == sum(BOUNDED.values())
@@ -36,6 +37,7 @@ def test_bounded_fuzz_run_has_no_failures(report):
     assert not bad, "\n" + report.summary()
 
 
+@pytest.mark.slow  # shares the bounded run's worker pool (~30 s)
 def test_harness_classifies_every_outcome(report):
     got = {r["id"]: r["outcome"] for r in report.results if r["id"].startswith("selftest")}
     expected = {f"selftest:0:{i}": b for i, b in enumerate(SELFTEST)}

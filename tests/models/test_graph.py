@@ -208,6 +208,7 @@ def test_a_spec_naming_code_never_imports_it(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_user_model_reloads_in_a_process_that_never_imports_its_module(tmp_path):
     from lepton.compress.container import save_lep
     from lepton.train.checkpoint import save_checkpoint
