@@ -21,6 +21,7 @@ from torch import nn
 
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, resolve_factory
+from lepton.utils.checks import check_float, check_int
 
 Importance = Literal["l1", "l2", "group_l2", "fpgm"]
 
@@ -63,11 +64,9 @@ def _run_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     return order
 
 
-def _check_ratio(what: str, ratio: Any) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ConfigError(f"The {what} must be a fraction of channels in [0, 1). Got {ratio!r} instead; "
-                          "e.g. 0.5 removes half of the channels.")
-    return float(ratio)
+def _check_ratio(ratio: Any, owner: str) -> float:
+    return float(check_float(ratio, "ratio", 0, 1, hi_open=True, owner=owner,
+                             hint="It is a fraction of channels; 0.5 removes half of them."))
 
 
 def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float | Mapping[str, float], *,
@@ -99,9 +98,9 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
         if bad:
             raise ConfigError(f"the ratio dict names {bad}, which cannot be pruned here (unknown, ignored or the "
                               f"final classifier {classifier!r}); the prunable layers are {prunable}.")
-        ratios = {n: _check_ratio(f"ratio of layer {n!r}", r) for n, r in ratio.items()}
+        ratios = {n: _check_ratio(r, f"prune_channels for layer {n!r}") for n, r in ratio.items()}
     else:
-        r = _check_ratio("ratio", ratio)
+        r = _check_ratio(ratio, "prune_channels")
         ratios = {n: r for n in prunable}
     # Torch-Pruning keeps int(n * (1 - r')) channels; choose r' so that it keeps exactly round((1 - r) * n).
     exact: dict[nn.Module, float] = {}
@@ -143,11 +142,9 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: in
                     repeats: int = 50, warmup: int = 10) -> dict[str, float | int]:
     """Wall-clock time of one forward pass on ``batch`` zero inputs of ``input_shape`` (C, H, W), on
     ``threads`` intra-op threads (the previous setting is restored): p50 / p90 / mean in ms."""
-    checks = (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0))
-    for name, value, low in checks:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"The {name!r} parameter of measure_latency must be an int >= {low}. "
-                              f"Got {value!r} instead.")
+    for name, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1),
+                             ("warmup", warmup, 0)):
+        check_int(value, name, low, owner="measure_latency")
     x = torch.zeros(batch, *input_shape)
     previous, was_training = torch.get_num_threads(), model.training
     times = []
