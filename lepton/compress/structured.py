@@ -10,8 +10,6 @@ Torch-Pruning's dependency graph, not ours.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,6 +20,7 @@ from torch import nn
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, resolve_factory
 from lepton.utils.checks import check_float, check_int
+from lepton.utils.timing import latency, torch_threads
 
 Importance = Literal["l1", "l2", "group_l2", "fpgm"]
 
@@ -146,20 +145,12 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: in
                              ("warmup", warmup, 0)):
         check_int(value, name, low, owner="measure_latency")
     x = torch.zeros(batch, *input_shape)
-    previous, was_training = torch.get_num_threads(), model.training
-    times = []
+    was_training = model.training
+    model.eval()
     try:
-        torch.set_num_threads(threads)
-        model.eval()
-        for _ in range(warmup):
-            model(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
+        with torch_threads(threads):
+            t = latency(lambda: model(x), repeats, warmup=warmup)
     finally:
-        torch.set_num_threads(previous)
         model.train(was_training)
-    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-    return {"batch": batch, "threads": threads, "repeats": repeats, "p50_ms": statistics.median(times),
-            "p90_ms": deciles[8], "mean_ms": statistics.fmean(times)}
+    return {"batch": batch, "threads": threads, "repeats": repeats, "p50_ms": t.p50_ms, "p90_ms": t.p90_ms,
+            "mean_ms": t.mean_ms}

@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from matplotlib.figure import Figure
 from torch import fx, nn
 
-from lepton.edge.bench import time_calls, torch_threads
 from lepton.errors import ConfigError
 from lepton.utils.io import atomic_path
+from lepton.utils.timing import latency, torch_threads
 
 Encoding = Literal["fp32", "int8", "int8+zstd"]
 _HEADER_BYTES = 16  # scale + zero point + shape length sent with an int8 payload
@@ -146,7 +146,7 @@ def profile_layers(model: nn.Module, images: np.ndarray, *, threads: int = 1, wa
     with torch_threads(threads), torch.inference_mode():
         for name, layer in chain:
             x0 = xs[0]
-            ms = float(np.median(time_calls(lambda: layer(x0), warmup=warmup, iterations=iterations))) * 1e3
+            ms = latency(lambda: layer(x0), iterations, warmup=warmup).p50_ms
             xs = [layer(x) for x in xs]
             layers.append(LayerTime(name=name, ms=ms, out_shape=list(xs[0].shape),
                                     out_bytes=_payload_sizes([x.numpy() for x in xs])))
