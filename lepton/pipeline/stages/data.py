@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import BaseModel
 
-from lepton.data.codecs import fit_codec, get_codec
+from lepton.data.codecs import fit_codec, get_codec, measure_codec
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
 from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
 from lepton.data.store.format import resolve_codec
@@ -61,27 +61,16 @@ class DataStageReport(BaseModel):
     lossy_note: str | None = None
 
 
-def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
-    """Encode ``images`` in independent blocks with codec ``name`` (None if unavailable); one thread. A
-    codec that learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
+def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
+    """Codec ``name`` on ``images`` in independent blocks (None if unavailable); one thread. A codec that
+    learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
     try:
         codec = fit_codec(resolve_codec(name, images[:block_samples]), images)
     except ImportError:
         return None
-    model = len(getattr(codec, "model", b""))  # a learned model (lepton-cm) is stored once, counted here
-    blobs, t0 = [], time.perf_counter()
-    for s in range(0, len(images), block_samples):
-        blobs.append(codec.encode(images[s:s + block_samples]))
-    enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for s, blob in zip(range(0, len(images), block_samples), blobs):
-        part = images[s:s + block_samples]
-        if not np.array_equal(codec.decode(blob, part.dtype, part.shape), part):
-            raise FormatError(f"codec {name}: decoded block at sample {s} differs from its input")
-    dec = time.perf_counter() - t0
-    size, mb = sum(len(b) for b in blobs) + model, images.nbytes / 1e6
-    return CodecStats(bytes=size, bits_per_pixel=8 * size / images.size, encode_mb_s=mb / max(enc, 1e-9),
-                      decode_mb_s=mb / max(dec, 1e-9))
+    m = measure_codec(codec, images, block_samples=block_samples)
+    return CodecStats(bytes=m.bytes, bits_per_pixel=m.bits_per_pixel, encode_mb_s=m.encode_mb_s,
+                      decode_mb_s=m.decode_mb_s)
 
 
 def codec_sizes(rows: list[dict]) -> Figure:
@@ -132,7 +121,7 @@ class DataStage:
         sample = data.x_train[:cfg.compare_samples]
         codecs = {}
         for name in cfg.compare:
-            stats = measure_codec(name, sample, cfg.block_samples)
+            stats = codec_stats(name, sample, cfg.block_samples)
             if stats is not None:
                 codecs[name] = stats
                 state.console.print(f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "
