@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from matplotlib.figure import Figure
 from pydantic import BaseModel
 
 from lepton.data.codecs import fit_codec, get_codec, measure_codec
@@ -21,7 +20,7 @@ from lepton.models.registry import ModelSpec
 from lepton.pipeline.config import RunConfig
 from lepton.pipeline.state import RunState
 from lepton.report import html as H
-from lepton.report.html import plt
+from lepton.report.data_plots import codec_sizes, lossy_curve
 from lepton.train import TensorBatches
 from lepton.train.job import accuracy_check
 from lepton.train.throughput import training_throughput
@@ -71,28 +70,6 @@ def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats
     m = measure_codec(codec, images, block_samples=block_samples)
     return CodecStats(bytes=m.bytes, bits_per_pixel=m.bits_per_pixel, encode_mb_s=m.encode_mb_s,
                       decode_mb_s=m.decode_mb_s)
-
-
-def codec_sizes(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    bars = ax.bar([r["codec"] for r in rows], [r["bits_per_pixel"] for r in rows], color="#4c78a8")
-    ax.bar_label(bars, fmt="%.3f")
-    ax.set_ylabel("bits / pixel")
-    ax.set_title("Size per codec")
-    return fig
-
-
-def lossy_curve(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter([r["bytes"] for r in rows], [100 * r["test_accuracy"] for r in rows], color="#e45756")
-    for r in rows:
-        ax.annotate(r["data"], (r["bytes"], 100 * r["test_accuracy"]), fontsize=8, xytext=(4, 2),
-                    textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("store bytes (log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Lossy reduction: size against accuracy")
-    return fig
 
 
 class DataStage:
