@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lepton.data import load_fashion_mnist, load_mnist
-from lepton.data.codecs import CODECS, fit_codec, get_codec
+from lepton.data.codecs import CODECS, fit_codec, get_codec, measure_codec
 from lepton.data.store import StoreWriter, open_store
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
@@ -56,18 +56,8 @@ def codec_rows(x: np.ndarray, block: int, codecs: tuple[str, ...] = CODECS) -> l
         model = len(getattr(codec, "model", b""))  # a learned model, stored once per field
         if model:
             print(f"  {name}: model fitted in {time.perf_counter() - t0:.1f} s, {model:,} bytes")
-        blocks = [x[i:i + block] for i in range(0, len(x), block)]
-        t0 = time.perf_counter()
-        blobs = [codec.encode(b) for b in blocks]
-        t_enc = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        out = [codec.decode(blob, b.dtype, b.shape) for blob, b in zip(blobs, blocks, strict=True)]
-        t_dec = time.perf_counter() - t0
-        if not all(np.array_equal(o, b) for o, b in zip(out, blocks, strict=True)):
-            raise SystemExit(f"{name}: round trip FAILED")
-        nbytes = sum(len(b) for b in blobs) + model
-        rows.append(CodecRow(name, nbytes, nbytes * 8 / x.size, xz / nbytes,
-                             x.nbytes / 1e6 / t_enc, x.nbytes / 1e6 / t_dec))
+        m = measure_codec(codec, x, block_samples=block)  # raises FormatError if a block does not round-trip
+        rows.append(CodecRow(name, m.bytes, m.bits_per_pixel, xz / m.bytes, m.encode_mb_s, m.decode_mb_s))
     rows.append(CodecRow("xz -9e (whole array)", xz, xz * 8 / x.size, 1.0, float("nan"), float("nan")))
     return rows
 

@@ -128,10 +128,11 @@ def split_cmd(
     """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
     from pydantic import ValidationError
 
-    from lepton.edge.split import (NetworkProfile, parse_bandwidth, parse_duration_ms, plan_split, plot_plan,
+    from lepton.edge.split import (NetworkProfile, parse_bandwidth, parse_duration_ms, plan_split,
                                    profile_layers)
     from lepton.edge.splitrun import run_split
     from lepton.errors import ConfigError
+    from lepton.report.edge_plots import plot_plan
 
     if encoding not in ("fp32", "int8", "int8+zstd"):
         raise ConfigError(f"--encoding {encoding!r} must be one of fp32, int8, int8+zstd.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from lepton.models.registry import ModelSpec, count_params
 from lepton.models.tensor_train import TTLinear, convert_linears, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
 from lepton.train.loop import Objective, cross_entropy
+from lepton.utils.timing import stopwatch
 
 
 class StepRecord(BaseModel):
@@ -131,21 +131,22 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
 
     tt_report: dict[str, dict[str, Any]] = {}
     if cfg.tt.enabled:
-        t = time.perf_counter()
-        tt_report = convert_linears(student, cfg.tt.layers, cores=cfg.tt.cores)
-        spec = dataclasses.replace(spec, tt=tt_layout(student))
-        console.print("tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}" for k, v in tt_report.items()))
-        if cfg.tt.epochs:
-            fit(student, batches, _train_cfg(cfg, base, cfg.tt.epochs, cfg.tt.lr), objective=objective,
-                progress=progress, console=console)
-        seconds["tt"] = time.perf_counter() - t
+        with stopwatch() as sw:
+            tt_report = convert_linears(student, cfg.tt.layers, cores=cfg.tt.cores)
+            spec = dataclasses.replace(spec, tt=tt_layout(student))
+            console.print("tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}"
+                                                       for k, v in tt_report.items()))
+            if cfg.tt.epochs:
+                fit(student, batches, _train_cfg(cfg, base, cfg.tt.epochs, cfg.tt.lr), objective=objective,
+                    progress=progress, console=console)
+        seconds["tt"] = sw.seconds
         steps.append(record("tt", student, file_size(student)))
 
     scan, rates = None, {}
     if cfg.prune.enabled:
-        t = time.perf_counter()
-        scan = sensitivity_scan(student, x_val, y_val)
-        seconds["sensitivity"] = time.perf_counter() - t
+        with stopwatch() as sw:
+            scan = sensitivity_scan(student, x_val, y_val)
+        seconds["sensitivity"] = sw.seconds
         sparsity = cfg.prune.sparsity
         if sparsity == "preset":
             preset = presets.sparsity_for(spec.name)
@@ -153,43 +154,45 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         if sparsity == "auto":
             sparsity = choose_rates(scan, max_drop=cfg.prune.auto_max_drop)
             console.print("auto sparsity: " + ", ".join(f"{k} {v:.3f}" for k, v in sparsity.items()))
-        t = time.perf_counter()
-        prune_gradual(student, batches, _train_cfg(cfg, base, cfg.prune.epochs, cfg.prune.lr), sparsity,
-                      scope=cfg.prune.scope, ramp_fraction=cfg.prune.ramp_fraction, objective=objective,
-                      progress=progress)
-        seconds["prune"] = time.perf_counter() - t
+        with stopwatch() as sw:
+            prune_gradual(student, batches, _train_cfg(cfg, base, cfg.prune.epochs, cfg.prune.lr), sparsity,
+                          scope=cfg.prune.scope, ramp_fraction=cfg.prune.ramp_fraction, objective=objective,
+                          progress=progress)
+        seconds["prune"] = sw.seconds
         steps.append(record("pruned", student, file_size(student)))
     rates = {r["layer"]: r["sparsity"] for r in sparsity_table(student)}
     bits: dict[str, int] = {}
     if cfg.share.enabled:
-        t = time.perf_counter()
-        bits_cfg = cfg.share.bits
-        if bits_cfg == "preset":
-            bits_cfg = presets.bits_for(spec.name)
-            if isinstance(bits_cfg, dict):
-                bits_cfg = {k: v for k, v in bits_cfg.items() if k not in tt_report}
-        elif bits_cfg == "auto":
-            bits_cfg = choose_bits(student, x_val, y_val, candidates=(2, 3, 4, 5, 6, 7, 8),
-                                   max_drop=cfg.share.auto_max_drop, method="share")
-            console.print("auto bits: " + ", ".join(f"{k} {v}" for k, v in bits_cfg.items()))
-        sharing = share_weights(student, bits_cfg)
-        bits = dict(sharing.bits)
-        if cfg.share.epochs:
-            # Adam, not SGD: a centroid's gradient sums over its whole cluster, so its scale varies by layer.
-            fit(student, batches, _train_cfg(cfg, base, cfg.share.epochs, cfg.share.lr, optimizer="adam",
-                                             weight_decay=0.0), objective=objective, progress=progress, console=console)
-        sharing.finalize(student)
-        share_biases(student, cfg.share.bias_bits)
-        seconds["share"] = time.perf_counter() - t
+        with stopwatch() as sw:
+            bits_cfg = cfg.share.bits
+            if bits_cfg == "preset":
+                bits_cfg = presets.bits_for(spec.name)
+                if isinstance(bits_cfg, dict):
+                    bits_cfg = {k: v for k, v in bits_cfg.items() if k not in tt_report}
+            elif bits_cfg == "auto":
+                bits_cfg = choose_bits(student, x_val, y_val, candidates=(2, 3, 4, 5, 6, 7, 8),
+                                       max_drop=cfg.share.auto_max_drop, method="share")
+                console.print("auto bits: " + ", ".join(f"{k} {v}" for k, v in bits_cfg.items()))
+            sharing = share_weights(student, bits_cfg)
+            bits = dict(sharing.bits)
+            if cfg.share.epochs:
+                # Adam, not SGD: a centroid's gradient sums over its whole cluster, so its scale varies by layer.
+                fit(student, batches, _train_cfg(cfg, base, cfg.share.epochs, cfg.share.lr, optimizer="adam",
+                                                 weight_decay=0.0),
+                    objective=objective, progress=progress, console=console)
+            sharing.finalize(student)
+            share_biases(student, cfg.share.bias_bits)
+        seconds["share"] = sw.seconds
         steps.append(record("shared", student, file_size(student)))
 
-    t = time.perf_counter()
-    out = Path(out)
-    file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
-    decoded = load_lep(out).build_model(trust_code=trust_code)
-    bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
-    sizes = {c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata)) for c in ("ans", "huffman")}
-    seconds["code"] = time.perf_counter() - t
+    with stopwatch() as sw:
+        out = Path(out)
+        file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
+        decoded = load_lep(out).build_model(trust_code=trust_code)
+        bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
+        sizes = {c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata))
+                 for c in ("ans", "huffman")}
+    seconds["code"] = sw.seconds
     coded = record("coded", decoded, file_bytes)
     steps.append(coded)
     return CompressReport(

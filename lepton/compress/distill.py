@@ -14,9 +14,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from lepton.errors import ConfigError
 from lepton.train.config import TrainConfig
 from lepton.train.loop import Batches, Objective, TrainReport, fit
+from lepton.utils.checks import check_float
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,9 @@ class DistillationObjective:
 
 def distillation_objective(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.7) -> Objective:
     """The distillation loss as an :data:`~lepton.train.Objective` for ``fit(..., objective=...)``."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ConfigError(f"The 'temperature' parameter of distillation must be a float in (0, inf). Got "
-                          f"{temperature!r} instead; Hinton et al. use 2-20, 4 is a good start.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ConfigError(f"The 'alpha' parameter of distillation must be a float in [0, 1] (the weight of the "
-                          f"teacher's soft targets). Got {alpha!r} instead.")
+    check_float(temperature, "temperature", 0, lo_open=True, owner="distillation",
+                hint="Hinton et al. use 2-20; 4 is a good start.")
+    check_float(alpha, "alpha", 0, 1, owner="distillation", hint="It weights the teacher's soft targets.")
     return DistillationObjective(teacher, float(temperature), float(alpha))
 
 

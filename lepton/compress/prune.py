@@ -19,6 +19,7 @@ from torch import nn
 from lepton.errors import ConfigError
 from lepton.train.config import TrainConfig
 from lepton.train.loop import Batches, Objective, TrainReport, cross_entropy, fit
+from lepton.utils.checks import check_float, check_int
 
 Scope = Literal["layer", "global"]
 Sparsity = float | Mapping[str, float]
@@ -30,11 +31,8 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, nn.Parameter)}
 
 
-def _check_rate(what: str, rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ConfigError(f"The {what} must be a number in [0, 1). Got {rate!r} instead; "
-                          "e.g. 0.9 prunes 90% of the weights.")
-    return float(rate)
+def _check_rate(name: str, rate: Any, owner: str | None = None) -> float:
+    return float(check_float(rate, name, 0, 1, hi_open=True, owner=owner, hint="0.9 prunes 90% of the weights."))
 
 
 def _check_layers(weights: Mapping[str, Any], names: Any, what: str) -> None:
@@ -79,14 +77,15 @@ def magnitude_masks(model: nn.Module, sparsity: Sparsity, *, scope: Scope = "lay
     ``overrides`` ``{layer: rate}`` prunes those layers by their own rate, outside the global ranking.
     """
     weights = prunable_weights(model)
-    overrides = {k: _check_rate(f"override sparsity of layer {k!r}", v) for k, v in (overrides or {}).items()}
+    overrides = {k: _check_rate("overrides", v, f"magnitude_masks for layer {k!r}")
+                 for k, v in (overrides or {}).items()}
     _check_layers(weights, overrides, "overrides")
     _check_scope(scope, sparsity, "magnitude_masks")
     if isinstance(sparsity, Mapping):
         _check_layers(weights, sparsity, "the sparsity dict")
-        rates = {k: _check_rate(f"sparsity of layer {k!r}", v) for k, v in sparsity.items()}
+        rates = {k: _check_rate("sparsity", v, f"magnitude_masks for layer {k!r}") for k, v in sparsity.items()}
     else:
-        rate = _check_rate("sparsity", sparsity)
+        rate = _check_rate("sparsity", sparsity, "magnitude_masks")
         rates = {k: rate for k in weights} if scope == "layer" else {}
     rates.update(overrides)
 
@@ -96,7 +95,7 @@ def magnitude_masks(model: nn.Module, sparsity: Sparsity, *, scope: Scope = "lay
         pooled = [name for name in weights if name not in overrides]
         if pooled:
             scores = torch.cat([weights[name].abs().flatten() for name in pooled])
-            kept = _keep_largest(scores, _kept(scores.numel(), _check_rate("sparsity", sparsity)))
+            kept = _keep_largest(scores, _kept(scores.numel(), _check_rate("sparsity", sparsity, "magnitude_masks")))
             for name, part in zip(pooled, kept.split([weights[n].numel() for n in pooled])):
                 masks[name] = part.view_as(weights[name])
     return {name: masks.get(name, torch.ones_like(w, dtype=torch.bool)) for name, w in weights.items()}
@@ -120,8 +119,8 @@ def cubic_sparsity(step: int, *, initial: float, final: float, begin_step: int, 
 
     Before ``begin_step`` it is ``initial``, from ``end_step`` on it is ``final``.
     """
-    _check_rate("initial sparsity", initial)
-    _check_rate("final sparsity", final)
+    _check_rate("initial", initial, "cubic_sparsity")
+    _check_rate("final", final, "cubic_sparsity")
     if initial > final:
         raise ConfigError(f"initial sparsity {initial} exceeds final sparsity {final}; the schedule only prunes "
                           "more over time, so pass initial <= final.")
@@ -148,9 +147,8 @@ class GradualPruner:
 
     def __init__(self, sparsity: Sparsity, *, begin_step: int, end_step: int, frequency: int,
                  initial: float = 0.0, scope: Scope = "layer", overrides: Mapping[str, float] | None = None) -> None:
-        if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-            raise ConfigError(f"The 'frequency' parameter of GradualPruner must be an int >= 1 (optimizer steps "
-                              f"between mask updates). Got {frequency!r} instead.")
+        check_int(frequency, "frequency", 1, owner="GradualPruner", hint="It counts optimizer steps between mask "
+                  "updates.")
         _check_scope(scope, sparsity, "GradualPruner")
         targets = list(sparsity.values()) if isinstance(sparsity, Mapping) else [sparsity]
         for target in [*targets, *(overrides or {}).values()]:
@@ -227,9 +225,8 @@ def prune_gradual(model: nn.Module, batches: Batches, cfg: TrainConfig, sparsity
     updates every ``frequency`` steps; default: 20 updates over the ramp); the remaining steps
     fine-tune with the masks fixed. ``objective`` is handed to :func:`fit` (e.g. a distillation loss).
     """
-    if isinstance(ramp_fraction, bool) or not isinstance(ramp_fraction, (int, float)) or not 0 < ramp_fraction <= 1:
-        raise ConfigError(f"The 'ramp_fraction' parameter of prune_gradual must be a number in (0, 1]. "
-                          f"Got {ramp_fraction!r} instead; 0.5 prunes during the first half of training.")
+    check_float(ramp_fraction, "ramp_fraction", 0, 1, lo_open=True, owner="prune_gradual",
+                hint="0.5 prunes during the first half of training.")
     weights = prunable_weights(model)
     if isinstance(sparsity, Mapping):
         _check_layers(weights, sparsity, "the sparsity dict")

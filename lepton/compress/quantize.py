@@ -30,6 +30,7 @@ from lepton.compress.share import (MAX_SHARE_BITS, bake_weights, check_plain_wei
                                    weight_layers)
 from lepton.errors import ConfigError
 from lepton.train.evaluate import evaluate
+from lepton.utils.checks import check_float, check_int
 
 Granularity = Literal["channel", "tensor"]
 MIN_BITS, MAX_BITS = 2, 8  # 1 bit leaves a symmetric grid with the single level 0
@@ -59,8 +60,7 @@ class QuantizedTensor:
 
 
 def _check_bits(bits: int, what: str) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ConfigError(f"{what}: bits must be an int in [{MIN_BITS}, {MAX_BITS}]. Got {bits!r} instead.")
+    check_int(bits, "bits", MIN_BITS, MAX_BITS, owner=what)
 
 
 def _check_granularity(granularity: str, what: str) -> None:
@@ -206,15 +206,14 @@ def scan_bits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, candidates:
     measured layer by layer; quantizing all layers together usually drops more, so fine-tune afterwards."""
     if method not in ("share", "uniform"):
         raise ConfigError(f"scan_bits: method must be 'share' or 'uniform'. Got {method!r} instead.")
-    if not 0 <= max_drop <= 1:
-        raise ConfigError(f"scan_bits: max_drop must be a fraction in [0, 1] (0.01 = one accuracy point). "
-                          f"Got {max_drop!r} instead.")
+    check_float(max_drop, "max_drop", 0, 1, owner="scan_bits", hint="0.01 allows one point of accuracy.")
     low = 1 if method == "share" else MIN_BITS
     high = MAX_SHARE_BITS if method == "share" else MAX_BITS
     widths = sorted(set(candidates))
-    if not widths or any(isinstance(b, bool) or not isinstance(b, int) or not low <= b <= high for b in widths):
-        raise ConfigError(f"scan_bits: candidates for method {method!r} must be ints in [{low}, {high}]. "
-                          f"Got {list(candidates)!r} instead.")
+    if not widths:
+        raise ConfigError("scan_bits needs at least one candidate width; e.g. candidates=(2, 4, 8).")
+    for b in widths:
+        check_int(b, "candidates", low, high, owner=f"scan_bits with method {method!r}")
     quantize = _quantizer(method)
     baseline = evaluate(model, x, y).accuracy
     trials: list[BitTrial] = []

@@ -13,6 +13,7 @@ from torch import nn
 from lepton.compress.prune import _check_layers, _check_rate, magnitude_masks, prunable_weights
 from lepton.errors import ConfigError
 from lepton.train.evaluate import evaluate
+from lepton.utils.checks import check_float
 
 DEFAULT_RATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 
@@ -53,7 +54,7 @@ def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     _check_layers(weights, names, "layers")
     if not rates:
         raise ConfigError("sensitivity_scan needs at least one rate; e.g. rates=(0.5, 0.9).")
-    rates = sorted(_check_rate("scanned rate", r) for r in rates)
+    rates = sorted(_check_rate("rates", r, "sensitivity_scan") for r in rates)
     baseline = evaluate(model, x, y, batch_size=batch_size).accuracy
     results = []
     for name in names:
@@ -80,9 +81,7 @@ def choose_rates(scan: SensitivityScan, *, max_drop: float) -> dict[str, float]:
     Stopping at the first rate that exceeds the budget keeps a noisy, non-monotone curve from
     selecting a rate beyond a failing one.
     """
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop <= 1:
-        raise ConfigError(f"The 'max_drop' parameter of choose_rates must be an accuracy fraction in [0, 1]. "
-                          f"Got {max_drop!r} instead; e.g. 0.005 allows half a point of accuracy.")
+    check_float(max_drop, "max_drop", 0, 1, owner="choose_rates", hint="0.005 allows half a point of accuracy.")
     chosen = {}
     for layer in scan.layers:
         rate = 0.0

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lepton.errors import ConfigError
+from lepton.utils.checks import check_int
 
 Init = Literal["linear", "density", "random"]
 MAX_SHARE_BITS = 8  # the .lep codebook holds at most 256 values
@@ -41,10 +42,8 @@ def kmeans_1d(values: torch.Tensor, k: int, *, init: Init = "linear", iters: int
     ascending in ``values``' dtype. When ``values`` has at most k distinct entries the centroids are
     exactly those entries (fewer than k of them) and the clustering is lossless.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"kmeans_1d: k must be an int >= 1. Got {k} instead.")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ConfigError(f"kmeans_1d: iters must be an int >= 0. Got {iters} instead.")
+    check_int(k, "k", 1, owner="kmeans_1d")
+    check_int(iters, "iters", 0, owner="kmeans_1d")
     if init not in ("linear", "density", "random"):
         raise ConfigError(f"kmeans_1d: init must be 'linear', 'density' or 'random'. Got {init!r} instead.")
     flat = values.detach().reshape(-1).to(torch.float64)
@@ -134,9 +133,7 @@ def resolve_bits(model: nn.Module, bits: int | Mapping[str, int], layers: Iterab
     else:
         plan = {name: bits for name in weight_layers(model, layers)}
     for name, b in plan.items():
-        if isinstance(b, bool) or not isinstance(b, int) or not low <= b <= high:
-            raise ConfigError(f"{what}: bits for layer {name!r} must be an int in [{low}, {high}]. Got {b!r} "
-                              "instead.")
+        check_int(b, "bits", low, high, owner=f"{what} for layer {name!r}")
     if not plan:
         raise ConfigError(f"{what}: no layer to compress; the model has no Conv2d or Linear layer, or the "
                           "bits dict is empty. Name some of its Conv2d/Linear layers.")

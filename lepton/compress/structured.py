@@ -10,8 +10,6 @@ Torch-Pruning's dependency graph, not ours.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -21,6 +19,8 @@ from torch import nn
 
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, resolve_factory
+from lepton.utils.checks import check_float, check_int
+from lepton.utils.timing import latency, torch_threads
 
 Importance = Literal["l1", "l2", "group_l2", "fpgm"]
 
@@ -63,11 +63,9 @@ def _run_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
     return order
 
 
-def _check_ratio(what: str, ratio: Any) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-        raise ConfigError(f"The {what} must be a fraction of channels in [0, 1). Got {ratio!r} instead; "
-                          "e.g. 0.5 removes half of the channels.")
-    return float(ratio)
+def _check_ratio(ratio: Any, owner: str) -> float:
+    return float(check_float(ratio, "ratio", 0, 1, hi_open=True, owner=owner,
+                             hint="It is a fraction of channels; 0.5 removes half of them."))
 
 
 def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float | Mapping[str, float], *,
@@ -99,9 +97,9 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
         if bad:
             raise ConfigError(f"the ratio dict names {bad}, which cannot be pruned here (unknown, ignored or the "
                               f"final classifier {classifier!r}); the prunable layers are {prunable}.")
-        ratios = {n: _check_ratio(f"ratio of layer {n!r}", r) for n, r in ratio.items()}
+        ratios = {n: _check_ratio(r, f"prune_channels for layer {n!r}") for n, r in ratio.items()}
     else:
-        r = _check_ratio("ratio", ratio)
+        r = _check_ratio(ratio, "prune_channels")
         ratios = {n: r for n in prunable}
     # Torch-Pruning keeps int(n * (1 - r')) channels; choose r' so that it keeps exactly round((1 - r) * n).
     exact: dict[nn.Module, float] = {}
@@ -143,26 +141,16 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: in
                     repeats: int = 50, warmup: int = 10) -> dict[str, float | int]:
     """Wall-clock time of one forward pass on ``batch`` zero inputs of ``input_shape`` (C, H, W), on
     ``threads`` intra-op threads (the previous setting is restored): p50 / p90 / mean in ms."""
-    checks = (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0))
-    for name, value, low in checks:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"The {name!r} parameter of measure_latency must be an int >= {low}. "
-                              f"Got {value!r} instead.")
+    for name, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1),
+                             ("warmup", warmup, 0)):
+        check_int(value, name, low, owner="measure_latency")
     x = torch.zeros(batch, *input_shape)
-    previous, was_training = torch.get_num_threads(), model.training
-    times = []
+    was_training = model.training
+    model.eval()
     try:
-        torch.set_num_threads(threads)
-        model.eval()
-        for _ in range(warmup):
-            model(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1e3)
+        with torch_threads(threads):
+            t = latency(lambda: model(x), repeats, warmup=warmup)
     finally:
-        torch.set_num_threads(previous)
         model.train(was_training)
-    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-    return {"batch": batch, "threads": threads, "repeats": repeats, "p50_ms": statistics.median(times),
-            "p90_ms": deciles[8], "mean_ms": statistics.fmean(times)}
+    return {"batch": batch, "threads": threads, "repeats": repeats, "p50_ms": t.p50_ms, "p90_ms": t.p90_ms,
+            "mean_ms": t.mean_ms}

@@ -3,9 +3,7 @@ on a fixed number of threads (1 thread = one small edge core), after a warm-up."
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from torch import nn
 
 from lepton.edge.export import onnx_session, run_session
 from lepton.errors import DataError
+from lepton.utils.timing import latency, torch_threads
 
 
 class BenchConfig(BaseModel):
@@ -44,36 +43,12 @@ class LatencyReport(BaseModel):
     images_per_second: float
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the body with ``n`` intra-op threads, then restore the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def time_calls(fn: Callable[[], object], *, warmup: int, iterations: int) -> np.ndarray:
-    """Wall-clock seconds of each of ``iterations`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = np.empty(iterations)
-    for i in range(iterations):
-        start = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - start
-    return times
-
-
 def _report(name: str, fn1: Callable[[], object], fnb: Callable[[], object], cfg: BenchConfig) -> LatencyReport:
-    t = time_calls(fn1, warmup=cfg.warmup, iterations=cfg.iterations) * 1e3
-    tb = time_calls(fnb, warmup=min(cfg.warmup, 2), iterations=cfg.throughput_iterations)
-    p50, p90, p99 = np.percentile(t, [50, 90, 99])
-    return LatencyReport(name=name, threads=cfg.threads, p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99),
-                         mean_ms=float(t.mean()), throughput_batch=cfg.throughput_batch,
-                         images_per_second=cfg.throughput_batch / float(np.median(tb)))
+    one = latency(fn1, cfg.iterations, warmup=cfg.warmup)
+    big = latency(fnb, cfg.throughput_iterations, warmup=min(cfg.warmup, 2))
+    return LatencyReport(name=name, threads=cfg.threads, p50_ms=one.p50_ms, p90_ms=one.p90_ms, p99_ms=one.p99_ms,
+                         mean_ms=one.mean_ms, throughput_batch=cfg.throughput_batch,
+                         images_per_second=cfg.throughput_batch / (big.p50_ms / 1e3))
 
 
 def _inputs(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:

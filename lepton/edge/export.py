@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from lepton.errors import ConfigError, FormatError
+from lepton.utils.checks import check_int
 from lepton.utils.io import atomic_path, sha256_file
 
 INPUT_NAME = "input"
@@ -88,8 +89,7 @@ def onnx_session(path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ONNX file {str(path)!r} does not exist; create it with `lepton edge export`.")
-    if threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}.")
+    check_int(threads, "threads", 1, owner="onnx_session")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

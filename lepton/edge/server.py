@@ -21,7 +21,6 @@ import contextlib
 import hmac
 import ipaddress
 import json
-import re
 import socket
 import tempfile
 import threading
@@ -43,8 +42,8 @@ from lepton import __version__
 from lepton.edge.oip import (ORT_TO_OIP, InferResponse, ModelMetadata, ProtocolError, ServerMetadata, TensorMetadata,
                              decode_input, encode_output, parse_infer_request)
 from lepton.errors import ConfigError
+from lepton.utils.checks import NAME_PATTERN, check_name
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 BUDGET_WAIT_S = 5.0  # how long a request waits for its share of max_inflight_bytes before a 503
 OPEN_ROUTES = "/v2/health/"  # liveness/readiness probes never need the token
 
@@ -56,8 +55,8 @@ class ServeConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    name: str | None = Field(None, pattern=_NAME.pattern, description="model name in URLs [default: file stem]")
-    version: str = Field("1", pattern=_NAME.pattern)
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="model name in URLs [default: file stem]")
+    version: str = Field("1", pattern=NAME_PATTERN)
     threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads")
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
@@ -141,9 +140,7 @@ def load_served_model(path: str | Path, *, name: str | None = None, version: str
     else:
         onnx_path = path
     stem = name or path.stem
-    if not _NAME.fullmatch(stem):
-        raise ConfigError(f"model name {stem!r} cannot appear in a URL; pass --name with letters, digits, "
-                          "'.', '_', '-'.")
+    check_name(stem, "model name", hint="It appears in URLs; pass --name.")
     return ServedModel(onnx_session(onnx_path, threads=threads), stem, version, str(path))
 
 

@@ -13,19 +13,16 @@ k = 0 is cloud-only (the raw image is sent; the RTT covers the tiny reply), k = 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from matplotlib.figure import Figure
 from torch import fx, nn
 
-from lepton.edge.bench import time_calls, torch_threads
 from lepton.edge.network import Encoding, parse_bandwidth, parse_duration_ms  # noqa: F401 (re-exported for the CLI)
 from lepton.errors import ConfigError
-from lepton.utils.io import atomic_path
+from lepton.utils.timing import latency, torch_threads
 
 _HEADER_BYTES = 16  # scale + zero point + shape length sent with an int8 payload
 
@@ -144,7 +141,7 @@ def profile_layers(model: nn.Module, images: np.ndarray, *, threads: int = 1, wa
     with torch_threads(threads), torch.inference_mode():
         for name, layer in chain:
             x0 = xs[0]
-            ms = float(np.median(time_calls(lambda: layer(x0), warmup=warmup, iterations=iterations))) * 1e3
+            ms = latency(lambda: layer(x0), iterations, warmup=warmup).p50_ms
             xs = [layer(x) for x in xs]
             layers.append(LayerTime(name=name, ms=ms, out_shape=list(xs[0].shape),
                                     out_bytes=_payload_sizes([x.numpy() for x in xs])))
@@ -211,34 +208,3 @@ def plan_split(profile: ModelProfile, net: NetworkProfile) -> SplitPlan:
     return SplitPlan(network=net, rows=rows, best_cut=best.cut, best_after=best.after, best_ms=best.total_ms,
                      cloud_only_ms=rows[0].total_ms, edge_only_ms=rows[-1].total_ms,
                      speedup_vs_cloud_only=rows[0].total_ms / best.total_ms)
-
-
-def plan_figure(plan: SplitPlan) -> Figure:
-    """Stacked bars (edge, transfer, cloud) of the predicted latency per cut, the best cut marked."""
-    labels = [r.after for r in plan.rows]
-    edge = np.array([r.edge_ms for r in plan.rows])
-    link = np.array([r.transfer_ms for r in plan.rows])
-    cloud = np.array([r.cloud_ms for r in plan.rows])
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.subplots()
-    ax.bar(labels, edge, label="edge")
-    ax.bar(labels, link, bottom=edge, label="transfer")
-    ax.bar(labels, cloud, bottom=edge + link, label="cloud")
-    ax.axvline(plan.best_cut, color="k", ls="--", lw=1)
-    ax.set_ylabel("predicted latency (ms)")
-    ax.set_xlabel("cut after")
-    ax.set_title(f"best cut after {plan.best_after}: {plan.best_ms:.2f} ms")
-    ax.tick_params(axis="x", rotation=45)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_plan(plan: SplitPlan, path: str | Path) -> None:
-    """Write :func:`plan_figure` to ``path`` (.png or .svg), atomically."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    if fmt not in ("png", "svg", "pdf"):
-        raise ConfigError(f"plot path {str(path)!r} must end in .png, .svg or .pdf.")
-    with atomic_path(path) as tmp:
-        plan_figure(plan).savefig(tmp, format=fmt)

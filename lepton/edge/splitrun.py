@@ -22,10 +22,10 @@ import torch
 import zstandard
 from pydantic import BaseModel, ConfigDict
 
-from lepton.edge.bench import torch_threads
 from lepton.edge.split import Encoding, decode_tensor, encode_tensor, head_tail, layer_chain
 from lepton.errors import ConfigError, LeptonError
 from lepton.utils import strict_json
+from lepton.utils.timing import torch_threads
 
 _MAX_BODY = 64 << 20
 

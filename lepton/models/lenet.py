@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lepton.utils.checks import check_int
+
 
 def _conv_out(size: int, kernel: int, padding: int = 0) -> int:
     return size + 2 * padding - kernel + 1
@@ -12,8 +14,7 @@ def _conv_out(size: int, kernel: int, padding: int = 0) -> int:
 
 def _check_widths(model: str, **widths: int) -> None:
     for name, width in widths.items():
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"{model}: width {name}={width!r} must be an int >= 1; pass a positive channel count.")
+        check_int(width, name, 1, owner=model, hint="Pass a positive channel count.", error=ValueError)
 
 
 class LeNet5(nn.Module):

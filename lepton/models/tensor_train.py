@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lepton.errors import ConfigError
+from lepton.utils.checks import check_float, check_int
 
 
 def factorize(n: int, d: int) -> tuple[int, ...]:
@@ -25,10 +26,8 @@ def factorize(n: int, d: int) -> tuple[int, ...]:
     >>> factorize(784, 4), factorize(300, 4)
     ((4, 4, 7, 7), (3, 4, 5, 5))
     """
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"The 'n' parameter of factorize must be an int in [1, inf). Got {n!r} instead.")
-    if not isinstance(d, int) or d < 1:
-        raise ConfigError(f"The 'd' parameter of factorize must be an int in [1, inf). Got {d!r} instead.")
+    check_int(n, "n", 1, owner="factorize")
+    check_int(d, "d", 1, owner="factorize")
     primes, rest, p = [], n, 2
     while p * p <= rest:
         while rest % p == 0:
@@ -142,8 +141,7 @@ def tt_svd(weight: nn.Linear | torch.Tensor, in_modes: Sequence[int], out_modes:
         raise ConfigError(f"TT modes do not match the weight: out_modes {outs} multiply to {math.prod(outs)} and "
                           f"in_modes {ins} to {math.prod(ins)}, but the weight is {tuple(weight.shape)} [out, in]; "
                           f"pick modes whose products are the feature counts (e.g. factorize(n, d)).")
-    if max_rank is not None and (not isinstance(max_rank, int) or max_rank < 1):
-        raise ConfigError(f"The 'max_rank' parameter of tt_svd must be an int in [1, inf) or None. Got {max_rank!r}.")
+    check_int(max_rank, "max_rank", 1, owner="tt_svd", allow_none=True)
     d = len(ins)
     w = weight.detach().to(torch.float64).reshape(*outs, *ins)
     t = w.permute(*[a for k in range(d) for a in (d + k, k)])  # i1 j1 i2 j2 ... id jd
@@ -174,8 +172,7 @@ def tt_for_ratio(linear: nn.Linear, ratio: float, *, cores: int = 4, in_modes: S
     """
     if not isinstance(linear, nn.Linear):
         raise ConfigError(f"tt_for_ratio converts an nn.Linear, got {type(linear).__name__}.")
-    if not isinstance(ratio, int | float) or ratio < 1:
-        raise ConfigError(f"The 'ratio' parameter of tt_for_ratio must be a number >= 1. Got {ratio!r}.")
+    check_float(ratio, "ratio", 1, owner="tt_for_ratio")
     ins = tuple(in_modes) if in_modes is not None else factorize(linear.in_features, cores)
     outs = tuple(out_modes) if out_modes is not None else factorize(linear.out_features, cores)
     _check_modes(ins, outs)

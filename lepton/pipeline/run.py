@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from lepton.pipeline.state import RunState, Stage
 from lepton.report import environment, metrics_document, write_metrics
 from lepton.report import html as H
 from lepton.utils.io import atomic_write_text
+from lepton.utils.timing import stopwatch
 
 
 @dataclass
@@ -75,20 +75,20 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = Tru
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     env = environment(seed=config.train.seed)
 
-    t0 = time.perf_counter()
-    data = load_dataset(config.data.dataset)
-    state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
+    with stopwatch() as sw:
+        data = load_dataset(config.data.dataset)
+        state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
     console.print(f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "
-                  f"{len(state.dataset.x_test):,} test, verified ({time.perf_counter() - t0:.1f} s)")
+                  f"{len(state.dataset.x_test):,} test, verified ({sw.seconds:.1f} s)")
     seconds: dict[str, float] = {}
     document: dict[str, Any] = {}
     for stage in stages if stages is not None else STAGES:
         if not stage.enabled(config):
             continue
         console.rule(f"[bold]{stage.name}[/]: {stage.title}")
-        t = time.perf_counter()
-        state.reports[stage.name] = stage.run(state)
-        seconds[stage.name] = round(time.perf_counter() - t, 3)
+        with stopwatch() as sw:
+            state.reports[stage.name] = stage.run(state)
+        seconds[stage.name] = round(sw.seconds, 3)
         document = metrics_document(config, env, state.dataset.summary(), state.reports)
         document["seconds"] = seconds
         write_metrics(run_dir / "metrics.json", document)

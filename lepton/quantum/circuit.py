@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lepton.errors import ConfigError
+from lepton.utils.checks import check_int
 
 GATES: dict[str, tuple[int, int]] = {  # name -> (wires, angles)
     "RX": (1, 1), "RY": (1, 1), "RZ": (1, 1), "ROT": (1, 3), "H": (1, 0), "CNOT": (2, 0), "CZ": (2, 0),
@@ -74,10 +75,7 @@ class Circuit:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        n = self.n_qubits
-        if not isinstance(n, int) or not 1 <= n <= MAX_DESCRIBED_QUBITS:
-            raise ConfigError(f"The 'n_qubits' parameter of Circuit must be an int in [1, {MAX_DESCRIBED_QUBITS}]. "
-                              f"Got {n!r} instead.")
+        n = check_int(self.n_qubits, "n_qubits", 1, MAX_DESCRIBED_QUBITS, owner="Circuit")
         if any(not isinstance(d, int) or d < 0 for d in self.weight_shape):
             raise ConfigError(f"Circuit weight_shape must be non-negative ints, got {self.weight_shape}.")
         if self.encoding not in ("angle", "amplitude"):
@@ -154,11 +152,8 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
     are encoded again before every layer (data re-uploading, Pérez-Salinas et al. 2020). Weights have shape
     ``[n_layers, n_qubits, 3]`` ("rot": RZ·RY·RZ) or ``[n_layers, n_qubits, 1]`` ("ry").
     """
-    if not isinstance(n_qubits, int) or not 1 <= n_qubits <= MAX_DESCRIBED_QUBITS:
-        raise ConfigError(f"The 'n_qubits' parameter must be an int in [1, {MAX_DESCRIBED_QUBITS}]. "
-                          f"Got {n_qubits!r} instead.")
-    if not isinstance(n_layers, int) or n_layers < 1:
-        raise ConfigError(f"The 'n_layers' parameter must be an int in [1, inf). Got {n_layers!r} instead.")
+    check_int(n_qubits, "n_qubits", 1, MAX_DESCRIBED_QUBITS, owner="variational_circuit")
+    check_int(n_layers, "n_layers", 1, owner="variational_circuit")
     if rotation not in ("rot", "ry") or entangler not in ("cnot", "cz") or input_gate not in ("RX", "RY"):
         raise ConfigError(f"unknown ansatz option: rotation={rotation!r} (rot|ry), entangler={entangler!r} "
                           f"(cnot|cz), input_gate={input_gate!r} (RX|RY).")
@@ -167,8 +162,7 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
     else:
         n_inputs = 2 ** n_qubits if n_inputs is None else n_inputs
     k = 3 if rotation == "rot" else 1
-    if not isinstance(n_inputs, int) or n_inputs < 0:
-        raise ConfigError(f"The 'n_inputs' parameter must be an int in [0, inf). Got {n_inputs!r} instead.")
+    check_int(n_inputs, "n_inputs", 0, owner="variational_circuit")
     # Count the gates before building any (a typo such as --layers 1000000000 must not allocate for minutes).
     encodings = (n_layers if reupload else 1) if encoding == "angle" else 0
     n_ops = encodings * n_inputs + n_layers * (n_qubits + (n_qubits if n_qubits > 2 else n_qubits - 1))

@@ -14,6 +14,7 @@ from lepton.errors import ConfigError
 from lepton.quantum.config import HybridConfig
 from lepton.quantum.layers import QuantumLayer
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, seed_everything
+from lepton.utils.checks import check_int
 
 
 class PCAFeatures(nn.Module):
@@ -25,8 +26,7 @@ class PCAFeatures(nn.Module):
 
     def __init__(self, in_features: int, k: int) -> None:
         super().__init__()
-        if not 1 <= k <= in_features:
-            raise ConfigError(f"The 'k' parameter of PCAFeatures must be an int in [1, {in_features}]. Got {k}.")
+        check_int(k, "k", 1, in_features, owner="PCAFeatures")
         self.register_buffer("mean", torch.zeros(in_features))
         self.register_buffer("components", torch.zeros(in_features, k))
         self.register_buffer("std", torch.ones(k))

@@ -10,6 +10,7 @@ from torch import nn
 from lepton.errors import ConfigError
 from lepton.quantum.circuit import Circuit, draw, variational_circuit
 from lepton.quantum.simulator import Program, compile_circuit, expval_z
+from lepton.utils.checks import check_float
 
 
 class QuantumLayer(nn.Module):
@@ -33,12 +34,10 @@ class QuantumLayer(nn.Module):
         self.sim_dtype = dtype
         real = torch.float32 if dtype == torch.complex64 else torch.float64
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        if init_std is None:  # uniform angles in [0, 2π)
-            init = torch.rand(self.circuit.weight_shape, generator=g, dtype=real) * 2 * torch.pi
-        elif init_std >= 0:  # small angles start near the identity, away from barren plateaus
+        if check_float(init_std, "init_std", 0, owner="QuantumLayer", allow_none=True) is None:
+            init = torch.rand(self.circuit.weight_shape, generator=g, dtype=real) * 2 * torch.pi  # in [0, 2π)
+        else:  # small angles start near the identity, away from barren plateaus
             init = torch.randn(self.circuit.weight_shape, generator=g, dtype=real) * init_std
-        else:
-            raise ConfigError(f"The 'init_std' parameter of QuantumLayer must be a float >= 0 or None. Got {init_std}.")
         self.weights = nn.Parameter(init)
         self._programs: dict[tuple[str, torch.dtype], Program] = {}
 

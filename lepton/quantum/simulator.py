@@ -18,6 +18,7 @@ import torch
 
 from lepton.errors import ConfigError
 from lepton.quantum.circuit import Circuit
+from lepton.utils.checks import check_int
 
 HALF_PI = math.pi / 2
 _H = [[1 / math.sqrt(2), 1 / math.sqrt(2)], [1 / math.sqrt(2), -1 / math.sqrt(2)]]
@@ -354,8 +355,7 @@ def expval_z(prog: Program | Circuit, weights: torch.Tensor | None = None, input
 def sample(state: torch.Tensor, shots: int, wires: tuple[int, ...] | None = None, *,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Measure ``shots`` times in the computational basis: bits ``[batch, shots, len(wires)]`` (uint8)."""
-    if not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"The 'shots' parameter must be an int in [1, inf). Got {shots!r} instead.")
+    check_int(shots, "shots", 1, owner="sample")
     batched = state.dim() == 2
     state = state if batched else state[None]
     n = state.shape[1].bit_length() - 1

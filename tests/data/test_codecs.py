@@ -277,3 +277,27 @@ def test_auto_picks_the_smallest_codec_meeting_the_speed_floor(mnist):
     assert choose_codec(x, candidates=["zstd"], min_decode_mb_s=1e15).name == "zstd"  # none fast enough
     with pytest.raises(DataError):
         choose_codec(np.zeros(3, np.float32), candidates=["lepton-cm"])
+
+
+def test_measure_codec_counts_blocks_and_checks_the_round_trip():
+    from lepton.data.codecs import measure_codec
+    from lepton.errors import FormatError
+
+    x = np.random.default_rng(0).integers(0, 4, (10, 6, 6), dtype=np.uint8)
+    codec = get_codec("zstd")
+    m = measure_codec(codec, x, block_samples=4)
+    assert m.bytes == sum(len(codec.encode(x[s:s + 4])) for s in (0, 4, 8)) and m.model_bytes == 0
+    assert m.bits_per_pixel == 8 * m.bytes / x.size and m.encode_mb_s > 0 and m.decode_mb_s > 0
+    assert measure_codec(codec, x).bytes == len(codec.encode(x))
+
+    class Lossy:
+        name, params = "lossy", {}
+
+        def encode(self, a):
+            return codec.encode(a)
+
+        def decode(self, data, dtype, shape):
+            return codec.decode(data, dtype, shape) + 1
+
+    with pytest.raises(FormatError, match="codec lossy: decoded block at sample 0 differs"):
+        measure_codec(Lossy(), x, block_samples=4)

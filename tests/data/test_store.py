@@ -286,9 +286,9 @@ def test_shuffled_take_decodes_the_field_once_on_threads(digits_store, digits):
     s = Store(digits_store)
     s.take("train", "images", np.array([5, 7]))  # one block: decoded alone
     assert s._whole["train", "images"][1].sum() == 1
-    with pytest.raises(ConfigError, match="threads must be an int >= 0"):
+    with pytest.raises(ConfigError, match=r"The 'threads' parameter of Store must be an int in \[0, inf\)"):
         Store(digits_store, threads=-1)
-    with pytest.raises(ConfigError, match="StoreWriter: threads must be an int >= 0"):
+    with pytest.raises(ConfigError, match=r"The 'threads' parameter of StoreWriter must be an int in \[0, inf\)"):
         StoreWriter(digits_store.parent / "never.lds", threads=-1)
     assert not (digits_store.parent / "never.lds").exists()
 

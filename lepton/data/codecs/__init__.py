@@ -10,19 +10,21 @@ A codec turns one array into bytes and back; the packed store records the codec'
 
 ``decode`` validates everything it reads and raises :class:`~lepton.errors.FormatError` on a
 truncated, corrupt or forged block (never a crash, hang or allocation beyond the expected size).
-``choose_codec`` implements the ``auto`` mode: the smallest candidate meeting a decode-speed floor.
+``measure_codec`` times a codec on a sample and checks the round trip; ``choose_codec`` implements the
+``auto`` mode with it: the smallest candidate meeting a decode-speed floor.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from lepton.data.codecs.general import DTYPES, DeflateCodec, LzmaCodec, ZstdCodec
-from lepton.errors import ConfigError, DataError
+from lepton.errors import ConfigError, DataError, FormatError
 
 
 @runtime_checkable
@@ -70,6 +72,45 @@ def fit_codec(codec: Codec, array: np.ndarray) -> Codec:
     return codec
 
 
+@dataclass(frozen=True)
+class CodecMeasurement:
+    """One codec on one sample. ``bytes`` counts the encoded blocks and a learned model (``model_bytes``,
+    stored once per field); speeds are MB (1e6 bytes) of raw array per second, on one thread."""
+
+    codec: str
+    bytes: int
+    model_bytes: int
+    bits_per_pixel: float
+    encode_mb_s: float
+    decode_mb_s: float
+
+
+def measure_codec(codec: Codec, sample: np.ndarray, *, block_samples: int | None = None,
+                  decode_repeats: int = 1) -> CodecMeasurement:
+    """Encode ``sample`` with the (already fitted, see :func:`fit_codec`) ``codec`` in independent blocks of
+    ``block_samples`` samples (None: one block), decode it, and raise FormatError unless every block comes
+    back bit for bit. The decode time is the best of ``decode_repeats`` passes (the first may include
+    one-time compilation); the comparison is not timed."""
+    sample = np.asarray(sample)
+    starts = [0] if block_samples is None else list(range(0, len(sample), block_samples))
+    blocks = [sample] if block_samples is None else [sample[s:s + block_samples] for s in starts]
+    t0 = time.perf_counter()
+    blobs = [codec.encode(b) for b in blocks]
+    encode_s = time.perf_counter() - t0
+    decode_s = float("inf")
+    for _ in range(decode_repeats):
+        t0 = time.perf_counter()
+        out = [codec.decode(blob, b.dtype, b.shape) for blob, b in zip(blobs, blocks, strict=True)]
+        decode_s = min(decode_s, time.perf_counter() - t0)
+    for s, o, b in zip(starts, out, blocks, strict=True):
+        if not np.array_equal(o, b):
+            raise FormatError(f"codec {codec.name}: decoded block at sample {s} differs from its input")
+    model = len(getattr(codec, "model", b""))
+    size, mb = sum(len(b) for b in blobs) + model, sample.nbytes / 1e6
+    return CodecMeasurement(codec.name, size, model, 8 * size / sample.size, mb / max(encode_s, 1e-9),
+                            mb / max(decode_s, 1e-9))
+
+
 def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES,
                  min_decode_mb_s: float = 10.0) -> Codec:
     """The ``auto`` mode: encode ``sample`` with every candidate that supports it, time one decode
@@ -84,14 +125,8 @@ def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDA
         codec = get_codec(name)
         if not codec.supports(sample.dtype, sample.shape):
             continue
-        fitted = fit_codec(codec, sample)  # a learned model is stored once per field, not per block
-        blob = fitted.encode(sample)
-        seconds = float("inf")
-        for _ in range(2):  # the first decode may include one-time compilation; keep the best
-            t0 = time.perf_counter()
-            fitted.decode(blob, sample.dtype, sample.shape)
-            seconds = min(seconds, max(time.perf_counter() - t0, 1e-9))
-        results.append((len(blob), sample.nbytes / 1e6 / seconds, codec))
+        m = measure_codec(fit_codec(codec, sample), sample, decode_repeats=2)
+        results.append((m.bytes - m.model_bytes, m.decode_mb_s, codec))  # a model is stored once per field
     if not results:
         raise DataError(f"none of the codecs {list(candidates)} can encode a {sample.dtype} array")
     fast = [r for r in results if r[1] >= min_decode_mb_s]
@@ -100,5 +135,5 @@ def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDA
     return max(results, key=lambda r: r[1])[2]
 
 
-__all__ = ["AUTO_CANDIDATES", "CODECS", "DTYPES", "Codec", "DeflateCodec", "LzmaCodec",
-           "ZstdCodec", "choose_codec", "fit_codec", "get_codec"]
+__all__ = ["AUTO_CANDIDATES", "CODECS", "DTYPES", "Codec", "CodecMeasurement", "DeflateCodec", "LzmaCodec",
+           "ZstdCodec", "choose_codec", "fit_codec", "get_codec", "measure_codec"]

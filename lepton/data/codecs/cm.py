@@ -34,6 +34,7 @@ import numpy as np
 
 from lepton.data.codecs.general import check_dtype, check_shape
 from lepton.errors import ConfigError, DataError, FormatError
+from lepton.utils.checks import check_int
 
 MAGIC = b"LCM\x03"
 HEADER = len(MAGIC) + 4 + 1
@@ -71,9 +72,7 @@ class CMCodec:
 
     def __post_init__(self) -> None:
         for key, hi in (("leaves", 1 << 16), ("fit_pixels", 1 << 40), ("min_leaf", 1 << 40), ("depth", 16)):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
-                raise ConfigError(f"lepton-cm: {key} must be an int in [1, {hi}], got {v!r}")
+            check_int(getattr(self, key), key, 1, hi, owner="codec 'lepton-cm'")
         if not isinstance(self.model, bytes):
             raise ConfigError("lepton-cm: model must be bytes (CMCodec.fit makes them)")
         if self.model:  # parse, validate and build the decoder's tables now, not at the first block

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from lepton.errors import ConfigError, DataError, FormatError
+from lepton.errors import DataError, FormatError
+from lepton.utils.checks import check_int
 
 # Every dtype the packed store accepts (native byte order; the codecs always write little-endian).
 DTYPES: tuple[np.dtype, ...] = tuple(np.dtype(t) for t in (
@@ -126,10 +127,7 @@ class _ByteCodec(abc.ABC):
 
 
 def _level(name: str, level: Any, lo: int, hi: int) -> int:
-    if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
-        raise ConfigError(f"The 'level' parameter of codec {name!r} must be an int in [{lo}, {hi}]. "
-                          f"Got {level!r} instead.")
-    return level
+    return check_int(level, "level", lo, hi, owner=f"codec {name!r}")
 
 
 @dataclass(frozen=True)
@@ -194,9 +192,7 @@ class LzmaCodec(_ByteCodec):
     extreme: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.preset, bool) or not isinstance(self.preset, int) or not 0 <= self.preset <= 9:
-            raise ConfigError(f"The 'preset' parameter of codec 'lzma' must be an int in [0, 9]. "
-                              f"Got {self.preset!r} instead.")
+        check_int(self.preset, "preset", 0, 9, owner="codec 'lzma'")
 
     def _compress(self, raw: bytes) -> bytes:
         preset = self.preset | (lzma.PRESET_EXTREME if self.extreme else 0)

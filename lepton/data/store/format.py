@@ -30,6 +30,7 @@ from lepton.data.codecs import AUTO_CANDIDATES, CODECS, DTYPES, Codec, choose_co
 from lepton.data.store.remote import ByteSource, open_source
 from lepton.errors import ConfigError, DataError, FormatError
 from lepton.utils import strict_json
+from lepton.utils.checks import check_int, check_name
 from lepton.utils.io import atomic_path
 
 MAGIC = b"\x89LDS\r\n\x1a\n"
@@ -44,13 +45,11 @@ MAX_ARRAY_BYTES = 1 << 30
 MAX_DIMS = 16
 DEFAULT_BLOCK_SAMPLES = 1000
 GENERAL = ("lzma", "zstd", "deflate")
-_NAME_OK = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def _check_name(kind: str, name: Any, error: type[Exception]) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= _NAME_OK:
-        raise error(f"{kind} name {name!r} is invalid: use 1-64 characters from A-Z a-z 0-9 _ . -")
-    return name
+    """Split, field and array names: 1-64 name characters, any of them first (the format always allowed it)."""
+    return check_name(name, f"{kind} name", max_len=64, segment=False, error=error)
 
 
 def resolve_codec(spec: str | Codec, sample: np.ndarray, *, min_decode_mb_s: float = 10.0) -> Codec:
@@ -104,8 +103,7 @@ def usable_cores() -> int:
 
 def _threads(threads: int, who: str, most: int | None = None) -> int:
     """A validated thread count; 0 means one per usable core (at most ``most``)."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-        raise ConfigError(f"{who}: threads must be an int >= 0 (0 = one per core), got {threads!r}")
+    check_int(threads, "threads", 0, owner=who, hint="0 means one thread per core.")
     return threads or min(usable_cores(), most or usable_cores())
 
 
@@ -117,9 +115,7 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike, *, attrs: Mapping[str, Any] | None = None,
                  block_samples: int = DEFAULT_BLOCK_SAMPLES, threads: int = 0) -> None:
-        if not 1 <= block_samples <= MAX_BLOCK_SAMPLES:
-            raise ConfigError(f"The 'block_samples' parameter must be an int in [1, {MAX_BLOCK_SAMPLES}]. "
-                              f"Got {block_samples} instead.")
+        check_int(block_samples, "block_samples", 1, MAX_BLOCK_SAMPLES, owner="StoreWriter")
         self.path, self.block_samples = Path(path), block_samples
         self.threads = _threads(threads, "StoreWriter", most=4)
         try:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from matplotlib.figure import Figure
 from pydantic import BaseModel
 
-from lepton.data.codecs import fit_codec, get_codec
+from lepton.data.codecs import fit_codec, get_codec, measure_codec
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
 from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
 from lepton.data.store.format import resolve_codec
@@ -21,7 +20,7 @@ from lepton.models.registry import ModelSpec
 from lepton.pipeline.config import RunConfig
 from lepton.pipeline.state import RunState
 from lepton.report import html as H
-from lepton.report.html import plt
+from lepton.report.data_plots import codec_sizes, lossy_curve
 from lepton.train import TensorBatches
 from lepton.train.job import accuracy_check
 from lepton.train.throughput import training_throughput
@@ -61,49 +60,16 @@ class DataStageReport(BaseModel):
     lossy_note: str | None = None
 
 
-def measure_codec(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
-    """Encode ``images`` in independent blocks with codec ``name`` (None if unavailable); one thread. A
-    codec that learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
+def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
+    """Codec ``name`` on ``images`` in independent blocks (None if unavailable); one thread. A codec that
+    learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
     try:
         codec = fit_codec(resolve_codec(name, images[:block_samples]), images)
     except ImportError:
         return None
-    model = len(getattr(codec, "model", b""))  # a learned model (lepton-cm) is stored once, counted here
-    blobs, t0 = [], time.perf_counter()
-    for s in range(0, len(images), block_samples):
-        blobs.append(codec.encode(images[s:s + block_samples]))
-    enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for s, blob in zip(range(0, len(images), block_samples), blobs):
-        part = images[s:s + block_samples]
-        if not np.array_equal(codec.decode(blob, part.dtype, part.shape), part):
-            raise FormatError(f"codec {name}: decoded block at sample {s} differs from its input")
-    dec = time.perf_counter() - t0
-    size, mb = sum(len(b) for b in blobs) + model, images.nbytes / 1e6
-    return CodecStats(bytes=size, bits_per_pixel=8 * size / images.size, encode_mb_s=mb / max(enc, 1e-9),
-                      decode_mb_s=mb / max(dec, 1e-9))
-
-
-def codec_sizes(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 3))
-    bars = ax.bar([r["codec"] for r in rows], [r["bits_per_pixel"] for r in rows], color="#4c78a8")
-    ax.bar_label(bars, fmt="%.3f")
-    ax.set_ylabel("bits / pixel")
-    ax.set_title("Size per codec")
-    return fig
-
-
-def lossy_curve(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter([r["bytes"] for r in rows], [100 * r["test_accuracy"] for r in rows], color="#e45756")
-    for r in rows:
-        ax.annotate(r["data"], (r["bytes"], 100 * r["test_accuracy"]), fontsize=8, xytext=(4, 2),
-                    textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("store bytes (log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Lossy reduction: size against accuracy")
-    return fig
+    m = measure_codec(codec, images, block_samples=block_samples)
+    return CodecStats(bytes=m.bytes, bits_per_pixel=m.bits_per_pixel, encode_mb_s=m.encode_mb_s,
+                      decode_mb_s=m.decode_mb_s)
 
 
 class DataStage:
@@ -132,7 +98,7 @@ class DataStage:
         sample = data.x_train[:cfg.compare_samples]
         codecs = {}
         for name in cfg.compare:
-            stats = measure_codec(name, sample, cfg.block_samples)
+            stats = codec_stats(name, sample, cfg.block_samples)
             if stats is not None:
                 codecs[name] = stats
                 state.console.print(f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "

@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict
 from lepton.edge.bench import BenchConfig, LatencyReport, bench_onnx, bench_torch, onnx_accuracy
 from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
 from lepton.edge.quantize import QuantizeConfig, calibration_sample, cpu_int8_features, quantize_onnx
-from lepton.edge.split import (CutRow, NetworkProfile, SplitPlan, parse_bandwidth, plan_figure, plan_split,
+from lepton.edge.split import (CutRow, NetworkProfile, SplitPlan, parse_bandwidth, plan_split,
                                profile_layers)
 from lepton.edge.splitrun import run_split
 from lepton.pipeline.config import EdgeConfig, RunConfig
 from lepton.pipeline.state import RunState
 from lepton.report import html as H
+from lepton.report.edge_plots import plan_figure
 
 
 class SplitSummary(BaseModel):
