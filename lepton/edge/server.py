@@ -55,8 +55,8 @@ class ServeConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    name: str | None = Field(None, pattern=NAME_PATTERN, description="model name in URLs [default: file stem]")
-    version: str = Field("1", pattern=NAME_PATTERN)
+    name: str | None = Field(None, pattern=f"^{NAME_PATTERN}$", description="model name in URLs [default: file stem]")
+    version: str = Field("1", pattern=f"^{NAME_PATTERN}$")  # anchored: pydantic patterns search
     threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads")
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
