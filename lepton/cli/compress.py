@@ -10,20 +10,38 @@ from typer.core import TyperGroup
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, output_file
-from lepton.cli.output import Format, TrustCode, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, Overrides, Quiet, TrustCode, config_option, out_option
+from lepton.cli.output import console, print_json, print_table
 
 
-class _DefaultCommandGroup(TyperGroup):
-    """``lepton compress CHECKPOINT …`` runs the hidden ``model`` command; named subcommands still work."""
+class _CompressGroup(TyperGroup):
+    """``lepton compress CHECKPOINT [OPTIONS]`` runs the group itself (its callback holds the options, so
+    ``lepton compress --help`` lists them); a first word that names a verb (``inspect``, or ``model``, the old
+    spelling of the default) runs that verb instead."""
 
-    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["model", *args]
-        return super().resolve_command(ctx, args)
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args:  # no_args_is_help
+            return super().parse_args(ctx, args)
+        command = super(TyperGroup, self)  # the plain command parser, without the group's split into verb + rest
+        if args[0] in self.commands:  # the group's own options keep their defaults; the verb gets the rest
+            command.parse_args(ctx, ["--"])
+            # where the group's invoke looks for the verb (click < 8.2 names it protected_args)
+            setattr(ctx, "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args", args[:1])
+            ctx.args = args[1:]
+            return ctx.args
+        ctx.allow_interspersed_args, ctx.allow_extra_args = True, False  # options before or after CHECKPOINT
+        return command.parse_args(ctx, args)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)  # a verb's usage line reads `lepton compress inspect …`, no CHECKPOINT
+        return params if ctx.command is self else [p for p in params if p.name != "checkpoint"]
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        return ["[OPTIONS] CHECKPOINT", "|", "inspect PATH"]
 
 
 compress_app = typer.Typer(
-    cls=_DefaultCommandGroup, no_args_is_help=True,
+    cls=_CompressGroup, invoke_without_command=True, no_args_is_help=True,
     help="Compress a trained model into a small `.lep` file (prune → share → entropy-code), or inspect one.\n\n"
          "Examples:\n\n  lepton compress runs/demo/model.safetensors -o model.lep\n\n"
          "  lepton compress runs/demo/model.safetensors -c run.yaml --set compress.coder=huffman -o m.lep\n\n"
@@ -31,23 +49,29 @@ compress_app = typer.Typer(
 app.add_typer(compress_app, name="compress")
 
 
-@compress_app.command("model", hidden=True)
+@compress_app.callback()
 def compress_checkpoint(
-    checkpoint: Annotated[Path, typer.Argument(help="a trained checkpoint (.safetensors with its .json sidecar)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the .lep file to write")] = Path("model.lep"),
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run YAML; its compress and train sections apply")] = None,
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Argument(
+        help="a trained checkpoint (.safetensors with its .json sidecar)", show_default=False)] = None,
+    out: Annotated[Path, out_option("the .lep file to write")] = Path("model.lep"),
+    config: Annotated[Optional[Path], config_option("run YAML; its compress and train sections apply")] = None,
     data: Annotated[Optional[str], typer.Option(help="dataset [default: the one the checkpoint was trained on]")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    set_: Overrides = None,
+    quiet: Quiet = False,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Compress CHECKPOINT into OUT (.lep): prune, share weights, entropy-code; accuracy measured on the file."""
+    if ctx.invoked_subcommand is not None:  # `lepton compress inspect …`: the verb does the work
+        return
+    if checkpoint is None:
+        ctx.fail("Missing argument 'CHECKPOINT'.")
+    from lepton.artifacts import trained_dataset
     from lepton.compress.chain import compress_model
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
     from lepton.errors import ConfigError
-    from lepton.artifacts import trained_dataset
     from lepton.pipeline.config import load_run_config
     from lepton.train.checkpoint import load_checkpoint
 
@@ -69,10 +93,14 @@ def compress_checkpoint(
                   f"decoded bit-exact: {report.bit_exact}")
 
 
+# The old spelling `lepton compress model CHECKPOINT …`, kept working (hidden): the same function as the group.
+compress_app.command("model", hidden=True)(compress_checkpoint)
+
+
 @compress_app.command("inspect")
 def inspect(
     path: Annotated[Path, typer.Argument(help="a .lep file")],
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Per-layer table of a .lep file: weights, % kept, bits per value and position, bytes, share of the file.
 

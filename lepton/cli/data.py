@@ -9,7 +9,8 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, out_option
+from lepton.cli.output import console, print_json, print_table
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -38,11 +39,11 @@ def _brief(rows: list[dict]) -> list[dict]:
 @data_app.command("pack")
 def pack(
     source: Annotated[str, typer.Argument(help="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the store to write (.lds)")] = Path("data.lds"),
+    out: Annotated[Path, out_option("the store to write (.lds)")] = Path("data.lds"),
     codec: Annotated[str, typer.Option(help="image codec: auto, lepton-cm, lzma, zstd or deflate")] = "auto",
     label_codec: Annotated[str, typer.Option(help="label codec: general (the smallest general-purpose codec), or a name")] = "general",
     block_samples: Annotated[int, typer.Option(help="samples per independently decodable block")] = 1000,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Pack SOURCE losslessly into OUT, then verify every block against the source."""
     from lepton.data.sources import load_dataset
@@ -70,7 +71,7 @@ def pack(
 @data_app.command("unpack")
 def unpack(
     store: Annotated[str, typer.Argument(help="a store: path or URL (s3://…, file://…)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the .npz to write (x_train, y_train, x_test, y_test)")] = Path("data.npz"),
+    out: Annotated[Path, out_option("the .npz to write (x_train, y_train, x_test, y_test)")] = Path("data.npz"),
 ) -> None:
     """Decode STORE into an .npz that `lepton data pack` and every Lepton command accept."""
     import numpy as np
@@ -92,7 +93,7 @@ def unpack(
 def inspect(
     store: Annotated[str, typer.Argument(help="a store: path or URL")],
     xz: Annotated[bool, typer.Option("--xz/--no-xz", help="also compress each field with xz -9e to compare (slow on big fields)")] = True,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Fields, codecs, sizes, bits per value (= bits per pixel for images), ratio against raw and against xz."""
     from lepton.data.store import bits_per_pixel, inspect_store, open_store
@@ -109,7 +110,7 @@ def inspect(
 @data_app.command("verify")
 def verify(
     store: Annotated[str, typer.Argument(help="a store: path or URL")],
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Check the index, every block's CRC-32 and that every block decodes to its recorded dtype and shape."""
     from lepton.data.store import verify_store
@@ -132,7 +133,7 @@ def verify(
 @data_app.command("reduce")
 def reduce(
     source: Annotated[str, typer.Argument(help="a store, or a dataset as `lepton data pack` accepts")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the reduced store to write (.lds)")] = Path("reduced.lds"),
+    out: Annotated[Path, out_option("the reduced store to write (.lds)")] = Path("reduced.lds"),
     pca_variance: Annotated[Optional[float], typer.Option(help="PCA keeping this fraction of variance (0-1); int8 coefficients")] = None,
     bits: Annotated[Optional[int], typer.Option(help="bit-depth reduction: keep this many bits per pixel (1-7)")] = None,
     select_variance: Annotated[Optional[float], typer.Option(help="feature selection: drop pixels with variance below this (0-255² scale)")] = None,
@@ -140,7 +141,7 @@ def reduce(
     model: Annotated[str, typer.Option(help="model of the accuracy check (lenet-300-100 for digits' 8x8 images)")] = "lenet5",
     train_samples: Annotated[int, typer.Option(help="training images for the accuracy check (short run)")] = 10000,
     epochs: Annotated[int, typer.Option(help="epochs of the short LeNet-5 accuracy check")] = 1,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Lossy reduction (opt-in): write a smaller store and report bytes, ratio and LeNet-5 accuracy on the
     reconstructed images against the original (a short training run: --epochs on --train-samples images)."""

@@ -9,7 +9,8 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.output import Format, TrustCode, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, TrustCode, out_option
+from lepton.cli.output import console, print_json, print_table
 
 edge_app = typer.Typer(
     no_args_is_help=True,
@@ -39,39 +40,27 @@ def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"
 @edge_app.command("export")
 def export_cmd(
     model: ModelArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="the fp32 .onnx file to write")] = Path("model.onnx"),
+    out: Annotated[Path, out_option("the fp32 .onnx file to write")] = Path("model.onnx"),
     int8: Annotated[Optional[Path], typer.Option("--int8", help="also write an int8 (QDQ) .onnx file here")] = None,
     calibration: Annotated[int, typer.Option(help="training images used to calibrate int8")] = 1024,
     opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
     data: DataOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), check it against torch on the test set, optionally quantize to int8."""
-    from lepton.edge.bench import onnx_accuracy
-    from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
-    from lepton.edge.quantize import QuantizeConfig, calibration_sample, quantize_onnx
+    from lepton.edge.deploy import export_model
 
     output_file(out, "--out")
     if int8 is not None:
         output_file(int8, "--int8")
     loaded, dataset = _load(model, data, trust_code)
-    x_test, y_test = dataset.tensors("test")
-    report = export_onnx(loaded.model, out, input_shape=loaded.spec.input_shape, opset=opset)
-    rows = [{"file": str(out), "format": "onnx fp32", "bytes": report.bytes,
-             "max_abs_diff_vs_torch": max_abs_diff(loaded.model, onnx_session(out), x_test[:1000]),
-             "test_accuracy": onnx_accuracy(out, x_test.numpy(), y_test.numpy())}]
-    if int8 is not None:
-        x_train, _ = dataset.tensors("train")
-        q = quantize_onnx(out, int8, calibration_sample(x_train.numpy(), calibration),
-                          QuantizeConfig(calibration_images=calibration))
-        rows.append({"file": str(int8), "format": "onnx int8 QDQ", "bytes": q.bytes,
-                     "max_abs_diff_vs_torch": max_abs_diff(loaded.model, onnx_session(int8), x_test[:1000]),
-                     "test_accuracy": onnx_accuracy(int8, x_test.numpy(), y_test.numpy())})
+    result = export_model(loaded.model, loaded.spec, dataset, out, int8, opset=opset, calibration_images=calibration)
+    rows = [f.model_dump() for f in result.files]
     if fmt is Format.json:
         print_json(rows)
         return
-    print_table(rows, f"ONNX export of {model} (accuracy on {len(y_test)} test images)")
+    print_table(rows, f"ONNX export of {model} (accuracy on {len(dataset.tensors('test')[1])} test images)")
 
 
 @edge_app.command("bench")
@@ -83,12 +72,13 @@ def bench_cmd(
     iterations: Annotated[int, typer.Option(help="timed batch-1 calls")] = 1000,
     batch: Annotated[int, typer.Option(help="batch size for throughput")] = 256,
     data: DataOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images."""
     from lepton.data.sources import load_dataset
-    from lepton.edge.bench import BenchConfig, bench_onnx, bench_torch
+    from lepton.edge.bench import BenchConfig
+    from lepton.edge.deploy import bench_models
 
     cfg = make_config(BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations,
                       throughput_batch=batch)
@@ -99,9 +89,7 @@ def bench_cmd(
         dataset = load_dataset(data or "mnist")
     input_file(onnx_file, "ONNX_FILE")
     images = dataset.tensors("test")[0][:batch].numpy()
-    reports = [bench_onnx(onnx_file, images, cfg)]
-    if loaded is not None:
-        reports.insert(0, bench_torch(loaded.model, images, cfg))
+    reports = bench_models(images, cfg, [(onnx_file, None)], torch_model=loaded.model if loaded else None)
     if fmt is Format.json:
         print_json([r.model_dump() for r in reports])
         return
@@ -115,25 +103,29 @@ def split_cmd(
     rtt: Annotated[str, typer.Option(help="round-trip time, e.g. 20ms")] = "20ms",
     edge_slowdown: Annotated[float, typer.Option(help="how many times slower the edge is than this host")] = 8.0,
     cloud_speedup: Annotated[float, typer.Option(help="how many times faster the cloud is than this host")] = 1.0,
-    encoding: Annotated[str, typer.Option(help="tensor on the wire: fp32, int8 or int8+zstd")] = "fp32",
+    encoding: Annotated[Optional[str], typer.Option(
+        help="tensor on the wire: fp32, int8 or int8+zstd",
+        show_default="int8+zstd, the run config's edge.encoding")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="write the split chart here (.png or .svg)")] = Path(
         "split.png"),
     run: Annotated[bool, typer.Option(
         "--run/--no-run", help="run the best split for real over loopback HTTP")] = True,
     requests: Annotated[int, typer.Option(help="images sent in the real run")] = 100,
     data: DataOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
     from pydantic import ValidationError
 
-    from lepton.edge.split import (NetworkProfile, parse_bandwidth, parse_duration_ms, plan_split,
-                                   profile_layers)
-    from lepton.edge.splitrun import run_split
+    from lepton.edge.config import EdgeConfig
+    from lepton.edge.deploy import PROFILE_IMAGES, split_model
+    from lepton.edge.split import NetworkProfile, parse_bandwidth, parse_duration_ms
     from lepton.errors import ConfigError
     from lepton.report.edge_plots import plot_plan
 
+    if encoding is None:  # one default for `lepton edge split` and `lepton run`: the run config's
+        encoding = EdgeConfig.model_fields["encoding"].default
     if encoding not in ("fp32", "int8", "int8+zstd"):
         raise ConfigError(f"--encoding {encoding!r} must be one of fp32, int8, int8+zstd.")
     try:
@@ -147,18 +139,13 @@ def split_cmd(
     if plot is not None:
         output_file(plot, "--plot")
     loaded, dataset = _load(model, data, trust_code)
-    images = dataset.tensors("test")[0][:max(requests, 8)].numpy()
-    profile = profile_layers(loaded.model, images[:8])
-    plan = plan_split(profile, net)
-    local = plan_split(profile, net.model_copy(update={"bandwidth_bps": 1e12, "rtt_ms": 0.0, "edge_slowdown": 1.0,
-                                              "cloud_speedup": 1.0}))
-    measured = run_split(model, plan.best_cut, images[:requests], encoding=net.encoding,
-                         trust_code=trust_code) if run else None
+    images = dataset.tensors("test")[0][:max(requests, PROFILE_IMAGES)].numpy()
+    result = split_model(loaded.model, model, images, net, requests=requests, run=run, trust_code=trust_code)
+    plan, measured = result.plan, result.measured
     if plot is not None:
         plot_plan(plan, str(plot))
     if fmt is Format.json:
-        print_json({"plan": plan.model_dump(), "measured": measured.model_dump() if measured else None,
-                    "predicted_loopback_ms": local.rows[plan.best_cut].total_ms})
+        print_json(result.model_dump())
         return
     print_table([r.model_dump() for r in plan.rows], "predicted latency per cut (ms)")
     console.print(f"best cut: after {plan.best_after} (cut {plan.best_cut}) — predicted {plan.best_ms:.3f} ms; "
@@ -167,7 +154,7 @@ def split_cmd(
     if measured is not None:
         console.print(f"real run over 127.0.0.1 ({measured.requests} requests, median): measured "
                       f"{measured.total_ms:.3f} ms (edge {measured.edge_ms:.3f}, transfer {measured.transfer_ms:.3f}, "
-                      f"cloud {measured.cloud_ms:.3f}) beside predicted {local.rows[plan.best_cut].total_ms:.3f} ms "
+                      f"cloud {measured.cloud_ms:.3f}) beside predicted {result.predicted_loopback_ms:.3f} ms "
                       f"for this host with a free link; predictions agree with the whole model on "
                       f"{measured.agreement:.1%} of images")
     if plot is not None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
 from lepton.cli.app import app
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt
+from lepton.cli.output import console, print_json, print_table
 
 
 def _dataset_status() -> list[dict]:
@@ -37,7 +34,7 @@ def _model_rows() -> list[dict]:
 
 
 @app.command()
-def info(fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table) -> None:
+def info(fmt: FormatOpt = Format.table) -> None:
     """Show versions, the datasets Lepton can load here, and the built-in models.
 
     Examples:

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from enum import Enum
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from lepton.cli.options import Format, TrustCode  # noqa: F401  (re-exported; declared in options.py)
 from lepton.utils.text import fmt
 
 console = Console()
-
-TrustCode = Annotated[bool, typer.Option(
-    "--trust-code", help="allow importing the package.module:factory that a model name or file asks for (runs its "
-                         "code); files Lepton saved carry their architecture as data and never need it")]
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
 
 
 def print_json(data: Any) -> None:

@@ -9,7 +9,8 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.output import Format, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, format_option, out_option
+from lepton.cli.output import print_json, print_table
 
 quantum_app = typer.Typer(
     no_args_is_help=True,
@@ -39,8 +40,7 @@ def draw_cmd(
     rotation: Annotated[str, typer.Option(help="rot (RZ·RY·RZ) or ry")] = "rot",
     entangler: Annotated[str, typer.Option(help="cnot or cz ring")] = "cnot",
     reupload: Annotated[bool, typer.Option(help="re-encode the inputs before every layer")] = False,
-    fmt: Annotated[Format, typer.Option("--format",
-                                        help="table (text drawing) or json (the circuit as data)")] = Format.table,
+    fmt: Annotated[Format, format_option("table (text drawing) or json (the circuit as data)")] = Format.table,
 ) -> None:
     """Draw CIRCUIT_FILE with its trained angles, or the standard ansatz given by the options."""
     from lepton.quantum.circuit import draw, variational_circuit
@@ -61,8 +61,7 @@ def draw_cmd(
 
 @quantum_app.command("train")
 def train_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o",
-                                      help="where to write the trained circuit (.json)")] = Path("circuit.json"),
+    out: Annotated[Path, out_option("where to write the trained circuit (.json)")] = Path("circuit.json"),
     data: Annotated[str, typer.Option(help="dataset (mnist, fashion-mnist, digits, …)")] = "mnist",
     classes: Annotated[str, typer.Option(help="comma-separated labels to classify")] = "0,1,2,3",
     qubits: Annotated[int, typer.Option(help="PCA components = qubits")] = 8,
@@ -73,27 +72,21 @@ def train_cmd(
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 0.05,
     train_subset: Annotated[Optional[int], typer.Option(help="use only the first N training samples")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Train PCA → quantum → linear beside logistic regression and a tiny MLP on the same features.
 
     Writes the trained circuit (and the first test sample's input angles) to OUT for `draw` and `export`.
     """
-    import torch
-
     from lepton.data.sources import load_dataset
-    from lepton.quantum.circuit import Circuit
-    from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
-    from lepton.quantum.hybrid import HybridConfig, run_hybrid
+    from lepton.quantum.experiment import train_circuit
+    from lepton.quantum.hybrid import HybridConfig
 
     output_file(out, "--out")
     cfg = make_config(HybridConfig, {"n_qubits": "--qubits", "n_layers": "--layers", "classes": "--classes"},
                       classes=_classes(classes), n_qubits=qubits, n_layers=layers, reupload=reupload, epochs=epochs,
                       batch_size=batch_size, lr=lr, train_subset=train_subset, seed=seed)
-    report = run_hybrid(load_dataset(data), cfg)
-    circuit = Circuit.from_dict(report.circuit_spec)
-    save_circuit(out, TrainedCircuit(circuit, torch.tensor(report.weights).reshape(circuit.weight_shape),
-                                     report.sample_angles, {"dataset": data, "classes": cfg.classes}))
+    report = train_circuit(load_dataset(data), cfg, out, dataset_label=data).hybrid
     if fmt is Format.json:
         print_json(report.model_dump(mode="json", exclude={"circuit_spec", "weights"}))
         return
@@ -106,7 +99,7 @@ def train_cmd(
 @quantum_app.command("export")
 def export_cmd(
     circuit_file: Annotated[Path, typer.Argument(help="a trained circuit (.json from `quantum train`)")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the .qasm file [default: print]")] = None,
+    out: Annotated[Optional[Path], out_option("the .qasm file [default: print]")] = None,
     qasm: Annotated[int, typer.Option(help="OpenQASM version, 2 or 3")] = 2,
     inputs: Annotated[Optional[str],
                       typer.Option(help="comma-separated input angles [default: the stored sample]")] = None,

@@ -9,19 +9,20 @@ from typing import Annotated, Optional
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.output import Format, TrustCode, console, print_json
+from lepton.cli.options import Format, Overrides, Quiet, TrustCode, format_option, out_option
+from lepton.cli.output import console, print_json
 
 
 @app.command()
 def run(
     config: Annotated[Optional[Path], typer.Argument(help="run YAML [default: built-in LeNet-5 on MNIST]")] = None,
     quick: Annotated[bool, typer.Option(help="smoke-test preset: a subset, one epoch (under 2 minutes)")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder [default: runs/NAME-TIME]")] = None,
+    out: Annotated[Optional[Path], out_option("run folder [default: runs/NAME-TIME]")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="clear OUT first if it holds a previous run (a run folder never mixes two runs)")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json (prints metrics.json)")] = Format.table,
+    set_: Overrides = None,
+    quiet: Quiet = False,
+    fmt: Annotated[Format, format_option("table or json (prints metrics.json)")] = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Run the whole chain and write OUT/metrics.json, OUT/report.html and the artifacts.

@@ -10,7 +10,8 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file
-from lepton.cli.output import TrustCode, console
+from lepton.cli.options import TrustCode
+from lepton.cli.output import console
 
 
 @app.command()

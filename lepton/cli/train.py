@@ -9,22 +9,23 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file
-from lepton.cli.output import Format, TrustCode, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, Overrides, Quiet, TrustCode, config_option, out_option
+from lepton.cli.output import console, print_json, print_table
 
 
 @app.command()
 def train(
     data: Annotated[Optional[str], typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
     model: Annotated[Optional[str], typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run YAML; its data/model/train sections apply")] = None,
+    config: Annotated[Optional[Path], config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="override train.batch_size")] = None,
     lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override train.seed")] = None,
     threads: Annotated[Optional[int], typer.Option(help="override train.threads")] = None,
     train_subset: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("runs/train"),
+    set_: Overrides = None,
+    out: Annotated[Path, out_option("output folder")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.safetensors if present")] = False,
     nproc: Annotated[Optional[int], typer.Option(help="worker processes on this machine, via torchrun", rich_help_panel="Distributed")] = None,
     nnodes: Annotated[Optional[int], typer.Option(help="machines taking part (needs --rdzv-endpoint)", rich_help_panel="Distributed")] = None,
@@ -35,8 +36,8 @@ def train(
     powersgd_rank: Annotated[Optional[int], typer.Option(help="PowerSGD approximation rank", rich_help_panel="Distributed")] = None,
     powersgd_warmup: Annotated[Optional[int], typer.Option(help="PowerSGD: plain all-reduce steps first", rich_help_panel="Distributed")] = None,
     error_feedback: Annotated[Optional[bool], typer.Option("--error-feedback/--no-error-feedback", help="PowerSGD error feedback", rich_help_panel="Distributed")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    quiet: Quiet = False,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Train a model; write OUT/model.safetensors + OUT/model.json (and OUT/last.* after each epoch).
@@ -110,7 +111,7 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> 
 def eval_(
     model_file: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")],
     data: Annotated[Optional[str], typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.

@@ -1,7 +1,9 @@
 """The typed configuration of ``lepton run``: one YAML file, validated, with a built-in default.
 
 The library configs live beside their code (``lepton.train.config``, ``lepton.compress.config``, …); the
-sections that only switch and size ``lepton run``'s stages (``data.pack``, ``edge``, ``quantum``) live here.
+sections that only switch and size ``lepton run``'s stages (``data.pack``, ``quantum``'s switches) live here.
+``edge`` is the config of ``lepton.edge.deploy.deploy_model``, the edge stage's library entry point, so it lives
+in ``lepton.edge.config`` (a light module: pydantic and the network helpers only).
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from lepton.compress.config import CompressConfig
 from lepton.config import StrictModel, deep_merge, read_yaml, validate
-from lepton.edge.network import Encoding, parse_bandwidth
+from lepton.edge.config import EdgeConfig
 from lepton.quantum.config import HybridConfig
 from lepton.train.config import TrainConfig
 
@@ -56,28 +58,6 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     name: str = Field("lenet5", description="registry name or package.module:factory")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra arguments for the factory")
-
-
-class EdgeConfig(StrictModel):
-    """The ``edge`` section (the edge stage): ONNX export, int8, latency, the split plan and its measured run."""
-
-    enabled: bool = True
-    opset: int = Field(default=17, ge=13, le=20)
-    calibration_images: int = Field(default=1024, ge=1, le=60000)
-    threads: int = Field(default=1, ge=1)
-    iterations: int = Field(default=1000, ge=10)
-    throughput_batch: int = Field(default=256, ge=1)
-    bandwidth: str = "10Mbit"
-    rtt_ms: float = Field(default=20.0, ge=0)
-    edge_slowdown: float = Field(default=8.0, gt=0)
-    encoding: Encoding = "int8+zstd"
-    split_requests: int = Field(default=100, ge=1)
-
-    @field_validator("bandwidth")
-    @classmethod
-    def _rate(cls, v: str) -> str:
-        parse_bandwidth(v)  # raises ConfigError naming the accepted forms
-        return v
 
 
 class QuantumConfig(HybridConfig):

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import html
 
-import torch
 from pydantic import BaseModel
 
 from lepton.pipeline.config import QuantumConfig, RunConfig
 from lepton.pipeline.state import RunState
-from lepton.quantum.circuit import Circuit
-from lepton.quantum.circuit_file import TrainedCircuit, save_circuit
-from lepton.quantum.hybrid import ModelResult, run_hybrid
-from lepton.quantum.qasm import to_qasm
+from lepton.quantum.experiment import train_circuit
+from lepton.quantum.hybrid import ModelResult
 from lepton.report import html as H
 from lepton.report import quantum_plots as P
-from lepton.utils.io import atomic_write_text
 
 
 class QuantumStageReport(BaseModel):
@@ -43,15 +39,10 @@ class QuantumStage:
         return config.quantum.enabled
 
     def run(self, state: RunState) -> QuantumStageReport:
-        cfg: QuantumConfig = state.config.quantum
-        data = state.require_dataset()
-        report = run_hybrid(data, cfg, progress=state.progress)  # a QuantumConfig is a HybridConfig
-        circuit = Circuit.from_dict(report.circuit_spec)
-        weights = torch.tensor(report.weights, dtype=torch.float64).reshape(circuit.weight_shape)
+        cfg: QuantumConfig = state.config.quantum  # a QuantumConfig is a HybridConfig
         circuit_path, qasm_path = state.run_dir / "circuit.json", state.run_dir / "circuit.qasm"
-        save_circuit(circuit_path, TrainedCircuit(circuit, weights, report.sample_angles,
-                                                  {"dataset": data.name, "classes": cfg.classes}))
-        atomic_write_text(qasm_path, to_qasm(circuit, weights, report.sample_angles, version=cfg.qasm_version))
+        report = train_circuit(state.require_dataset(), cfg, circuit_path, qasm_file=qasm_path,
+                               qasm_version=cfg.qasm_version, progress=state.progress).hybrid
         state.artifacts["circuit"], state.artifacts["qasm"] = circuit_path, qasm_path
         hybrid, classical = report.results[0], report.results[1:]
         return QuantumStageReport(

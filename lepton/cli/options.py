@@ -1,0 +1,42 @@
+"""The options every command spells the same way, declared once: ``--format``, ``-o/--out``, ``-q/--quiet``,
+``--set``, ``-c/--config`` and ``--trust-code``.
+
+A command uses the alias (``fmt: FormatOpt = Format.table``) or, where the help names its own file, the
+factory (``out: Annotated[Path, out_option("the .lep file to write")] = Path("model.lep")``), so a spelling
+never drifts from one command to the next.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def format_option(help: str = "table or json") -> Any:
+    """``--format table|json``: rich tables for people, JSON for machines."""
+    return typer.Option("--format", help=help)
+
+
+def out_option(help: str) -> Any:
+    """``-o/--out``: where the command writes its result; ``help`` names what is written."""
+    return typer.Option("--out", "-o", help=help)
+
+
+def config_option(help: str) -> Any:
+    """``-c/--config``: a run YAML; ``help`` names the sections that apply."""
+    return typer.Option("--config", "-c", help=help)
+
+
+FormatOpt = Annotated[Format, format_option()]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")]
+TrustCode = Annotated[bool, typer.Option(
+    "--trust-code", help="allow importing the package.module:factory that a model name or file asks for (runs its "
+                         "code); files Lepton saved carry their architecture as data and never need it")]

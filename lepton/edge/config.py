@@ -1,0 +1,32 @@
+"""The config of the edge stage's library entry point (:func:`lepton.edge.deploy.deploy_model`), which is
+also the ``edge`` section of ``lepton run``'s YAML. Light on purpose: validating a run config imports no
+ONNX Runtime, ONNX or matplotlib."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from lepton.config import StrictModel
+from lepton.edge.network import Encoding, parse_bandwidth
+
+
+class EdgeConfig(StrictModel):
+    """The ``edge`` section (the edge stage): ONNX export, int8, latency, the split plan and its measured run."""
+
+    enabled: bool = True
+    opset: int = Field(default=17, ge=13, le=20)
+    calibration_images: int = Field(default=1024, ge=1, le=60000)
+    threads: int = Field(default=1, ge=1)
+    iterations: int = Field(default=1000, ge=10)
+    throughput_batch: int = Field(default=256, ge=1)
+    bandwidth: str = "10Mbit"
+    rtt_ms: float = Field(default=20.0, ge=0)
+    edge_slowdown: float = Field(default=8.0, gt=0)
+    encoding: Encoding = "int8+zstd"
+    split_requests: int = Field(default=100, ge=1)
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_bandwidth(v)  # raises ConfigError naming the accepted forms
+        return v
