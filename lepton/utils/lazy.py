@@ -44,5 +44,8 @@ def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> None:
     names = {name: module for module, listed in exports.items() for name in listed}
     if sorted(names) != sorted(pkg.__all__):
         raise ImportError(f"{package}: lazy exports {sorted(names)} differ from __all__ {sorted(pkg.__all__)}")
+    outside = [m for m in exports if not m.startswith("lepton.")]
+    if outside:  # the mapping is written in lepton's own __init__ files; it never names code elsewhere
+        raise ImportError(f"{package}: lazy exports may only come from Lepton's modules, not {outside}")
     pkg.__dict__["_lazy_names"] = names
     pkg.__class__ = _LazyPackage

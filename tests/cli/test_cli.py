@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs `python -m lepton` in a subprocess, some train
+
 
 def lepton(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, cwd=cwd,

@@ -99,6 +99,7 @@ def test_multi_line_messages_are_joined():
     assert code == 2 and line == "error: weights do not fit:; Missing key(s): a; Unexpected key(s): b"
 
 
+@pytest.mark.slow  # a subprocess of the real console script
 def test_console_script_prints_one_line(files, tmp_path):
     """The same mapping through ``python -m lepton`` (main()): a pydantic error and a folder given as a file."""
     for args, expected in ((["data", "reduce", "digits", "--bits", "0"], "--bits 0"),

@@ -39,6 +39,7 @@ def test_lepton_run_quick_end_to_end(tmp_path):
     assert ckpt.meta["test_accuracy"] == pytest.approx(train["test_accuracy"])
 
 
+@pytest.mark.slow  # runs the whole pipeline
 def test_pipeline_api_on_digits(tmp_path):
     cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},
                                      "train": {"epochs": 2},
@@ -50,6 +51,7 @@ def test_pipeline_api_on_digits(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
 
 
+@pytest.mark.slow  # runs the pipeline with the quantum stage
 def test_quantum_stage_is_off_by_default_and_runs_when_enabled(tmp_path):
     assert not load_run_config().quantum.enabled
     cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},

@@ -41,3 +41,11 @@ def test_exports_must_match_all(monkeypatch):
     monkeypatch.setitem(sys.modules, "lepton_fake_pkg", fake)
     with pytest.raises(ImportError, match="differ from __all__"):
         lazy_exports("lepton_fake_pkg", {"json": ("a",)})
+
+
+def test_exports_come_only_from_lepton_modules(monkeypatch):
+    fake = ModuleType("lepton_fake_pkg")
+    fake.__all__ = ["system"]
+    monkeypatch.setitem(sys.modules, "lepton_fake_pkg", fake)
+    with pytest.raises(ImportError, match="only come from Lepton's modules"):
+        lazy_exports("lepton_fake_pkg", {"os": ("system",)})
