@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo quick test test-fast fuzz bench fashion-mnist clean
+.PHONY: setup demo quick lint test test-fast fuzz bench fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,12 @@ demo: setup
 quick: setup
 	$(BIN)/lepton run --quick --out runs/quick --overwrite
 
-test: setup
+# Lint first (seconds): ruff's rules and formatting; the import-layer contract is tests/test_layers.py.
+lint: setup
+	$(BIN)/ruff check lepton tests benchmarks
+	$(BIN)/ruff format --check lepton tests benchmarks
+
+test: setup lint
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup

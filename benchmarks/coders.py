@@ -56,9 +56,10 @@ def measure(symbols: np.ndarray) -> list[tuple[str, int, float | None, float | N
             raise RuntimeError(f"{method} did not round-trip")
         rows.append((method, len(data), 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)))
     raw = narrow_bytes(symbols)
-    for method, compress, decompress in (("zlib -9", lambda b: zlib.compress(b, 9), zlib.decompress),
-                                         ("lzma -9e", lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME),
-                                          lzma.decompress)):
+    for method, compress, decompress in (
+        ("zlib -9", lambda b: zlib.compress(b, 9), zlib.decompress),
+        ("lzma -9e", lambda b: lzma.compress(b, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    ):
         t0 = time.perf_counter()
         data = compress(raw)
         t1 = time.perf_counter()
@@ -84,8 +85,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    print(f"{'stream':<28} {'symbols':>8} {'distinct':>8} {'method':<18} {'bytes':>8} {'bits/sym':>9} "
-          f"{'vs bound':>9} {'enc ms':>8} {'dec ms':>8}")
+    print(
+        f"{'stream':<28} {'symbols':>8} {'distinct':>8} {'method':<18} {'bytes':>8} {'bits/sym':>9} "
+        f"{'vs bound':>9} {'enc ms':>8} {'dec ms':>8}"
+    )
     for name, symbols in fc1_streams(args.keep, args.seed).items():
         bound = entropy_bits(symbols)
         head = f"{name:<28} {len(symbols):>8} {len(np.unique(symbols)):>8}"
@@ -95,8 +98,9 @@ def main() -> None:
             rows += [(f"{m}, bucketed", bucketed(symbols, m), None, None) for m in ("huffman", "ans")]
         for method, size, enc, dec in rows:
             times = "" if enc is None else f" {enc:>8.1f} {dec:>8.1f}"
-            print(f"{'':<46} {method:<18} {size:>8} {8 * size / len(symbols):>9.3f} "
-                  f"{8 * size / bound - 1:>+9.1%}{times}")
+            print(
+                f"{'':<46} {method:<18} {size:>8} {8 * size / len(symbols):>9.3f} {8 * size / bound - 1:>+9.1%}{times}"
+            )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ def store_row(x: np.ndarray, block: int, path: str) -> CodecRow:
         raise SystemExit("store round trip FAILED")
     t_dec = time.perf_counter() - t0
     n = store.file_bytes
-    return CodecRow("store file (lepton-cm)", n, n * 8 / x.size, xz_reference(x) / n, x.nbytes / 1e6 / t_enc,
-                    x.nbytes / 1e6 / t_dec)
+    return CodecRow(
+        "store file (lepton-cm)", n, n * 8 / x.size, xz_reference(x) / n, x.nbytes / 1e6 / t_enc, x.nbytes / 1e6 / t_dec
+    )
 
 
 def label_bytes(y: np.ndarray) -> int:
@@ -84,15 +85,17 @@ def label_bytes(y: np.ndarray) -> int:
     from lepton.data.store import resolve_codec
 
     codec = resolve_codec("general", y[:1000])
-    return sum(len(codec.encode(y[i:i + 1000])) for i in range(0, len(y), 1000))
+    return sum(len(codec.encode(y[i : i + 1000])) for i in range(0, len(y), 1000))
 
 
 def print_codec_table(dataset: str, x: np.ndarray, block: int, rows: list[CodecRow]) -> None:
     print(f"\n{dataset}: {x.shape[0]} train images, {x.size:,} pixels, blocks of {block} images")
     print(f"{'codec':22} {'bytes':>12} {'bits/px':>8} {'x vs xz':>8} {'enc MB/s':>9} {'dec MB/s':>9}")
     for r in rows:
-        print(f"{r.codec:22} {r.nbytes:12,d} {r.bits_per_pixel:8.4f} {r.ratio_to_xz:8.3f} "
-              f"{r.encode_mb_s:9.2f} {r.decode_mb_s:9.2f}")
+        print(
+            f"{r.codec:22} {r.nbytes:12,d} {r.bits_per_pixel:8.4f} {r.ratio_to_xz:8.3f} "
+            f"{r.encode_mb_s:9.2f} {r.decode_mb_s:9.2f}"
+        )
 
 
 def main() -> None:
@@ -104,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     for dataset in args.datasets:
         data = LOADERS[dataset]()
-        x, y = data.x_train[:args.limit], data.y_train[:args.limit]
+        x, y = data.x_train[: args.limit], data.y_train[: args.limit]
         rows = codec_rows(x, args.block, tuple(args.codecs))
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(store_row(x, args.block, f"{tmp}/{dataset}.lds"))

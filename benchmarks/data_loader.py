@@ -23,9 +23,9 @@ from pathlib import Path
 
 from lepton.data.sources import load_dataset
 from lepton.data.store import bits_per_pixel, open_store, pack_dataset, store_batches
-from lepton.train.throughput import training_throughput
 from lepton.models.registry import ModelSpec
 from lepton.train import TensorBatches, TrainConfig
+from lepton.train.throughput import training_throughput
 
 
 def main() -> None:
@@ -55,35 +55,67 @@ def main() -> None:
                 steps = epochs * -(-len(x) // args.batch_size)
                 results: dict[str, list[float]] = {"in-memory": [], **{f"store, {w} workers": [] for w in args.workers}}
                 for r in range(args.rounds):
-                    results["in-memory"].append(training_throughput(
-                        spec, TensorBatches(x, y, args.batch_size, seed=r), steps, cfg))
+                    results["in-memory"].append(
+                        training_throughput(spec, TensorBatches(x, y, args.batch_size, seed=r), steps, cfg)
+                    )
                     for workers in args.workers:
                         t0 = time.perf_counter()
                         loader = store_batches(path, "train", args.batch_size, seed=r, workers=workers)
                         open_s.append(time.perf_counter() - t0)
                         results[f"store, {workers} workers"].append(training_throughput(spec, loader, steps, cfg))
                         del loader
-                    print(f"{name}, {epochs} epoch(s), round {r}: "
-                          + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items()), flush=True)
+                    print(
+                        f"{name}, {epochs} epoch(s), round {r}: "
+                        + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items()),
+                        flush=True,
+                    )
                 for feed, values in results.items():
                     # each round's ratio to the in-memory run beside it: the VM's speed drifts between rounds
                     ratios = [v / b for v, b in zip(values, results["in-memory"])]
                     ratio = statistics.median(ratios)
-                    rows.append((name, codec, f"{store.file_bytes:,}", f"{bits_per_pixel(store):.3f}", f"{pack_s:.0f}",
-                                 str(epochs), feed, f"{statistics.median(values):,.0f}", f"{ratio:.2f}",
-                                 f"{min(ratios):.2f}-{max(ratios):.2f}", "yes" if ratio >= 0.9 else "NO"))
-            print(f"{name}: opening the store (index, codec tables) took {1e3 * statistics.median(open_s):.0f} ms "
-                  "(median), outside the timed loop", flush=True)
-    head = ("dataset", "image codec", "store bytes", "bits/px", "pack s", "epochs", "fed from", "images/s", "x in-memory",
-            "range", ">= 0.9x")
+                    rows.append(
+                        (
+                            name,
+                            codec,
+                            f"{store.file_bytes:,}",
+                            f"{bits_per_pixel(store):.3f}",
+                            f"{pack_s:.0f}",
+                            str(epochs),
+                            feed,
+                            f"{statistics.median(values):,.0f}",
+                            f"{ratio:.2f}",
+                            f"{min(ratios):.2f}-{max(ratios):.2f}",
+                            "yes" if ratio >= 0.9 else "NO",
+                        )
+                    )
+            print(
+                f"{name}: opening the store (index, codec tables) took {1e3 * statistics.median(open_s):.0f} ms "
+                "(median), outside the timed loop",
+                flush=True,
+            )
+    head = (
+        "dataset",
+        "image codec",
+        "store bytes",
+        "bits/px",
+        "pack s",
+        "epochs",
+        "fed from",
+        "images/s",
+        "x in-memory",
+        "range",
+        ">= 0.9x",
+    )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
-    print(f"\nLeNet-5 SGD steps of {args.batch_size} images; images/s: median of {args.rounds} rounds; x in-memory: median "
-          "(and range) of each round's ratio to the in-memory run beside it. The store's blocks are decoded inside the "
-          "timed loop (fresh store each round, decoded on all cores at its first shuffled batch).")
+    print(
+        f"\nLeNet-5 SGD steps of {args.batch_size} images; images/s: median of {args.rounds} rounds; x in-memory: median "
+        "(and range) of each round's ratio to the in-memory run beside it. The store's blocks are decoded inside the "
+        "timed loop (fresh store each round, decoded on all cores at its first shuffled batch)."
+    )
 
 
 if __name__ == "__main__":

@@ -34,25 +34,42 @@ def main() -> None:
 
     data = load_mnist().subset(args.train, args.test)
     base = dict(epochs=args.epochs, lr=0.05, seed=0, threads=1)
-    runs: list[tuple[str, int, dict]] = [("1 process", 1, {}), (f"{args.nproc} proc, none", args.nproc, {"kind": "none"}),
-                                         (f"{args.nproc} proc, fp16", args.nproc, {"kind": "fp16"})]
-    runs += [(f"{args.nproc} proc, PowerSGD r{r}", args.nproc, {"kind": "powersgd", "rank": r,
-                                                               "warmup_steps": args.warmup}) for r in args.ranks]
+    runs: list[tuple[str, int, dict]] = [
+        ("1 process", 1, {}),
+        (f"{args.nproc} proc, none", args.nproc, {"kind": "none"}),
+        (f"{args.nproc} proc, fp16", args.nproc, {"kind": "fp16"}),
+    ]
+    runs += [
+        (f"{args.nproc} proc, PowerSGD r{r}", args.nproc, {"kind": "powersgd", "rank": r, "warmup_steps": args.warmup})
+        for r in args.ranks
+    ]
     rows, single_ips, plain_acc = [], None, None
     for label, n, hook in runs:
-        cfg = TrainConfig(**base, batch_size=args.batch // n,
-                          distributed={"nproc": n, "timeout_s": 120, "comm_hook": hook or {"kind": "none"}})
+        cfg = TrainConfig(
+            **base,
+            batch_size=args.batch // n,
+            distributed={"nproc": n, "timeout_s": 120, "comm_hook": hook or {"kind": "none"}},
+        )
         job = train_model(data, "lenet5", cfg, progress=False)
         ips, comm = job.train.images_per_second, job.train.communication
         single_ips = single_ips or ips
         if hook.get("kind") == "none":
             plain_acc = job.test.accuracy
-        rows.append([label, f"{ips:,.0f}", f"{ips / (n * single_ips):.0%}",
-                     f"{comm.bytes_last_step:,}" if comm else "-",
-                     f"{comm.compression_ratio:.1f}x" if comm else "-", f"{100 * job.test.accuracy:.2f}%",
-                     f"{100 * (job.test.accuracy - plain_acc):+.2f}" if plain_acc is not None and comm else "-"])
-    table = Table(title=f"LeNet-5, MNIST {args.train:,} train / {args.test:,} test, {args.epochs} epochs, "
-                        f"global batch {args.batch}")
+        rows.append(
+            [
+                label,
+                f"{ips:,.0f}",
+                f"{ips / (n * single_ips):.0%}",
+                f"{comm.bytes_last_step:,}" if comm else "-",
+                f"{comm.compression_ratio:.1f}x" if comm else "-",
+                f"{100 * job.test.accuracy:.2f}%",
+                f"{100 * (job.test.accuracy - plain_acc):+.2f}" if plain_acc is not None and comm else "-",
+            ]
+        )
+    table = Table(
+        title=f"LeNet-5, MNIST {args.train:,} train / {args.test:,} test, {args.epochs} epochs, "
+        f"global batch {args.batch}"
+    )
     for col in ("run", "images/s", "scaling eff.", "grad bytes/step/worker", "vs plain", "test acc", "Δ pp vs none"):
         table.add_column(col, justify="right")
     for r in rows:

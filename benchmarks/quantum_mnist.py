@@ -32,14 +32,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_mnist()
-    print(f"MNIST, PCA-8 features, {args.epochs} epochs, batch {args.batch}, adam lr {args.lr}, cosine, "
-          f"initial angles {args.init_std}, {torch.get_num_threads()} thread(s)")
+    print(
+        f"MNIST, PCA-8 features, {args.epochs} epochs, batch {args.batch}, adam lr {args.lr}, cosine, "
+        f"initial angles {args.init_std}, {torch.get_num_threads()} thread(s)"
+    )
     print(f"{'task':<16} {'model':<42} {'params':>7} {'test acc':>9} {'s/epoch':>8}")
     for task in args.tasks:
         classes = list(range(int(task)))
-        cfg = HybridConfig(classes=classes, n_layers=args.layers, reupload=args.reupload, epochs=args.epochs,
-                           batch_size=args.batch, lr=args.lr, train_subset=args.train_subset,
-                           init_std=None if args.init_std == "uniform" else float(args.init_std))
+        cfg = HybridConfig(
+            classes=classes,
+            n_layers=args.layers,
+            reupload=args.reupload,
+            epochs=args.epochs,
+            batch_size=args.batch,
+            lr=args.lr,
+            train_subset=args.train_subset,
+            init_std=None if args.init_std == "uniform" else float(args.init_std),
+        )
         rep = run_hybrid(ds, cfg)
         name = f"{task}-class ({rep.n_train // 1000}k)"
         for r in rep.results:

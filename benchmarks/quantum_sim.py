@@ -80,10 +80,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     have_pl = importlib.util.find_spec("pennylane") is not None
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.layers} layers, "
-          f"PennyLane {'installed' if have_pl else 'not installed'}")
-    head = (f"{'PennyLane':>11} {'ours/PL':>8} {'max|Δout|':>10} {'max|Δgrad|':>10}" if have_pl
-            else "  PennyLane default.qubit")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, {args.layers} layers, "
+        f"PennyLane {'installed' if have_pl else 'not installed'}"
+    )
+    head = (
+        f"{'PennyLane':>11} {'ours/PL':>8} {'max|Δout|':>10} {'max|Δgrad|':>10}"
+        if have_pl
+        else "  PennyLane default.qubit"
+    )
     print(f"{'qubits':>6} {'dtype':>10} {'samples/s (wall)':>17} {'samples/s (cpu time)':>21}{head}")
     for n in args.qubits:
         circ = variational_circuit(n, args.layers)

@@ -46,10 +46,24 @@ def default_model(workdir: Path) -> Path:
     return path
 
 
-async def drive(url: str, name: str, images: np.ndarray, reference: np.ndarray, requests: int,
-                clients: int) -> tuple[list[float], list[str], float]:
-    bodies = [json.dumps({"inputs": [{"name": "input", "shape": [1, *images.shape[1:]], "datatype": "FP32",
-                                      "data": images[i].ravel().tolist()}]}).encode() for i in range(len(images))]
+async def drive(
+    url: str, name: str, images: np.ndarray, reference: np.ndarray, requests: int, clients: int
+) -> tuple[list[float], list[str], float]:
+    bodies = [
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, *images.shape[1:]],
+                        "datatype": "FP32",
+                        "data": images[i].ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        for i in range(len(images))
+    ]
     latencies: list[float] = []
     errors: list[str] = []
     counter = iter(range(requests))
@@ -61,8 +75,9 @@ async def drive(url: str, name: str, images: np.ndarray, reference: np.ndarray, 
                 k = i % len(bodies)
                 start = time.perf_counter()
                 try:
-                    r = await client.post(f"/v2/models/{name}/infer", content=bodies[k],
-                                          headers={"content-type": "application/json"})
+                    r = await client.post(
+                        f"/v2/models/{name}/infer", content=bodies[k], headers={"content-type": "application/json"}
+                    )
                 except httpx.HTTPError as e:
                     errors.append(f"request {i}: {type(e).__name__}: {e}")
                     continue
@@ -98,8 +113,8 @@ def main() -> None:
         model = args.model or default_model(Path(tmp))
         onnx_path = model
         if model.suffix != ".onnx":  # export once here; the server and the reference then run the same file
-            from lepton.edge.export import export_onnx
             from lepton.artifacts import load_model_file
+            from lepton.edge.export import export_onnx
 
             loaded = load_model_file(model)
             onnx_path = Path(tmp) / f"{model.stem}.onnx"
@@ -107,9 +122,23 @@ def main() -> None:
         images = load_mnist().tensors("test")[0][:1000].numpy()
         reference = onnx_session(onnx_path).run(None, {"input": images})[0]
         port = free_port()
-        cmd = [sys.executable, "-m", "lepton", "serve", str(onnx_path), "--port", str(port), "--name", "bench",
-               "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size),
-               "--max-delay-ms", str(args.max_delay_ms)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lepton",
+            "serve",
+            str(onnx_path),
+            "--port",
+            str(port),
+            "--name",
+            "bench",
+            "--threads",
+            str(args.threads),
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--max-delay-ms",
+            str(args.max_delay_ms),
+        ]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             url = f"http://127.0.0.1:{port}"
@@ -123,8 +152,9 @@ def main() -> None:
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)
-            latencies, errors, seconds = asyncio.run(drive(url, "bench", images, reference, args.requests,
-                                                           args.clients))
+            latencies, errors, seconds = asyncio.run(
+                drive(url, "bench", images, reference, args.requests, args.clients)
+            )
             stats = httpx.get(f"{url}/v2/models/bench/stats", timeout=5).json()["model_stats"][0]
         finally:
             server.send_signal(signal.SIGINT)
@@ -135,17 +165,22 @@ def main() -> None:
                 server.wait()
 
     ms = np.asarray(latencies) * 1000
-    rows = [("model", str(args.model or "LeNet-5 (seeded), ONNX fp32")),
-            ("server", f"lepton serve, {args.threads} ORT thread(s), max batch {args.max_batch_size}, "
-                       f"max delay {args.max_delay_ms} ms"),
-            ("machine", f"{os.cpu_count()} CPUs (server and clients share them)"),
-            ("requests / clients", f"{args.requests:,} / {args.clients}"),
-            ("errors (non-200, transport or wrong logits)", f"{len(errors)}"),
-            ("p50 latency", f"{np.percentile(ms, 50):.2f} ms"),
-            ("p90 latency", f"{np.percentile(ms, 90):.2f} ms"),
-            ("p99 latency", f"{np.percentile(ms, 99):.2f} ms"),
-            ("throughput", f"{args.requests / seconds:,.0f} requests/s ({seconds:.1f} s)"),
-            ("model calls / mean requests per call", f"{stats['execution_count']:,} / {stats['mean_batch_rows']:.1f}")]
+    rows = [
+        ("model", str(args.model or "LeNet-5 (seeded), ONNX fp32")),
+        (
+            "server",
+            f"lepton serve, {args.threads} ORT thread(s), max batch {args.max_batch_size}, "
+            f"max delay {args.max_delay_ms} ms",
+        ),
+        ("machine", f"{os.cpu_count()} CPUs (server and clients share them)"),
+        ("requests / clients", f"{args.requests:,} / {args.clients}"),
+        ("errors (non-200, transport or wrong logits)", f"{len(errors)}"),
+        ("p50 latency", f"{np.percentile(ms, 50):.2f} ms"),
+        ("p90 latency", f"{np.percentile(ms, 90):.2f} ms"),
+        ("p99 latency", f"{np.percentile(ms, 99):.2f} ms"),
+        ("throughput", f"{args.requests / seconds:,.0f} requests/s ({seconds:.1f} s)"),
+        ("model calls / mean requests per call", f"{stats['execution_count']:,} / {stats['mean_batch_rows']:.1f}"),
+    ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

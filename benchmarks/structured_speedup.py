@@ -40,14 +40,30 @@ def main() -> None:
 
     base = base_spec.build()
     fit(base, TensorBatches(x, y, 64, seed=0), train_cfg, progress=False)
-    rows = [{"model": "LeNet-5", "ratio": 0.0, "spec": base_spec, "net": base, "pruned_acc": None,
-             "acc": evaluate(base, *test).accuracy}]
+    rows = [
+        {
+            "model": "LeNet-5",
+            "ratio": 0.0,
+            "spec": base_spec,
+            "net": base,
+            "pruned_acc": None,
+            "acc": evaluate(base, *test).accuracy,
+        }
+    ]
     for ratio in args.ratios:
         small = prune_channels(base, torch.zeros(1, *shape), ratio)
         pruned_acc = evaluate(small, *test).accuracy
         fit(small, TensorBatches(x, y, 64, seed=1), tune_cfg, progress=False)
-        rows.append({"model": f"pruned {ratio:.0%}", "ratio": ratio, "spec": spec_for(small, base_spec),
-                     "net": small, "pruned_acc": pruned_acc, "acc": evaluate(small, *test).accuracy})
+        rows.append(
+            {
+                "model": f"pruned {ratio:.0%}",
+                "ratio": ratio,
+                "spec": spec_for(small, base_spec),
+                "net": small,
+                "pruned_acc": pruned_acc,
+                "acc": evaluate(small, *test).accuracy,
+            }
+        )
 
     p50: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
@@ -57,18 +73,24 @@ def main() -> None:
                 p50.setdefault((row["model"], batch), []).append(t["p50_ms"])
     lat = {k: statistics.median(v) for k, v in p50.items()}
 
-    print(f"\nLeNet-5 on MNIST ({len(x):,} training images, {args.epochs} epoch(s) of training and of each "
-          f"fine-tune), L1 filter pruning, 1 thread, torch {torch.__version__}\n")
-    print("| model | widths conv1-conv2-fc1 | params | MACs | p50 ms b=1 | p50 ms b=256 | speed-up b=256 "
-          "| acc after pruning | acc after fine-tune |")
+    print(
+        f"\nLeNet-5 on MNIST ({len(x):,} training images, {args.epochs} epoch(s) of training and of each "
+        f"fine-tune), L1 filter pruning, 1 thread, torch {torch.__version__}\n"
+    )
+    print(
+        "| model | widths conv1-conv2-fc1 | params | MACs | p50 ms b=1 | p50 ms b=256 | speed-up b=256 "
+        "| acc after pruning | acc after fine-tune |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ref = lat[("LeNet-5", 256)]
     for row in rows:
         kw = {"conv1": 20, "conv2": 50, "fc1": 500, **row["spec"].kwargs}
         pruned = "-" if row["pruned_acc"] is None else f"{row['pruned_acc']:.4f}"
-        print(f"| {row['model']} | {kw['conv1']}-{kw['conv2']}-{kw['fc1']} | {count_params(row['net']):,} "
-              f"| {count_macs(row['net'], shape):,} | {lat[(row['model'], 1)]:.3f} | {lat[(row['model'], 256)]:.2f} "
-              f"| {ref / lat[(row['model'], 256)]:.2f}x | {pruned} | {row['acc']:.4f} |")
+        print(
+            f"| {row['model']} | {kw['conv1']}-{kw['conv2']}-{kw['fc1']} | {count_params(row['net']):,} "
+            f"| {count_macs(row['net'], shape):,} | {lat[(row['model'], 1)]:.3f} | {lat[(row['model'], 256)]:.2f} "
+            f"| {ref / lat[(row['model'], 256)]:.2f}x | {pruned} | {row['acc']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCon
     t0 = time.perf_counter()
     perm = torch.randperm(len(x))
     for i in range(0, len(x), cfg.batch_size):
-        idx = perm[i:i + cfg.batch_size]
+        idx = perm[i : i + cfg.batch_size]
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,8 +59,10 @@ def main() -> None:
             if r:
                 results[name].append(ips)
     base = statistics.median(results["plain PyTorch loop"])
-    print(f"\nLeNet-5 on MNIST, batch {args.batch_size}, {args.images:,} images per round, {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print(
+        f"\nLeNet-5 on MNIST, batch {args.batch_size}, {args.images:,} images per round, {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
+    )
     print("| loop | median images/s | all rounds | vs plain |\n|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)

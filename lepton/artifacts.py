@@ -47,10 +47,14 @@ def trained_dataset(meta: dict[str, Any], where: str | Path) -> str | None:
     if dataset is not None:
         if not isinstance(dataset, dict) or not isinstance(dataset.get("name"), (str, type(None))):
             shown = repr(dataset if not isinstance(dataset, dict) else dataset.get("name"))
-            raise FormatError(f"{where}: the metadata's 'dataset' is {shown[:60]}, expected an object whose 'name' "
-                              "is a string; pass --data NAME to choose the dataset.")
+            raise FormatError(
+                f"{where}: the metadata's 'dataset' is {shown[:60]}, expected an object whose 'name' "
+                "is a string; pass --data NAME to choose the dataset."
+            )
         name = dataset.get("name") or name
     if name is not None and not isinstance(name, str):
-        raise FormatError(f"{where}: the metadata's 'dataset_name' is {name!r:.60}, expected a string; pass "
-                          "--data NAME to choose the dataset.")
+        raise FormatError(
+            f"{where}: the metadata's 'dataset_name' is {name!r:.60}, expected a string; pass "
+            "--data NAME to choose the dataset."
+        )
     return name or None

@@ -17,8 +17,10 @@ def test_default_is_lenet5_on_mnist():
 
 
 def test_yaml_and_overrides(tmp_path):
-    cfg = load_run_config(_write(tmp_path, "train:\n  epochs: 3\n  lr: 0.1\n"),
-                          overrides=parse_overrides(["train.lr=0.2", "data.dataset=digits"]))
+    cfg = load_run_config(
+        _write(tmp_path, "train:\n  epochs: 3\n  lr: 0.1\n"),
+        overrides=parse_overrides(["train.lr=0.2", "data.dataset=digits"]),
+    )
     assert (cfg.train.epochs, cfg.train.lr, cfg.data.dataset) == (3, 0.2, "digits")
 
 
@@ -35,17 +37,20 @@ def test_quick_preset(tmp_path):
     assert mine.train.lr == 0.02 and mine.train.epochs == 2 and mine.data.train_subset == quick.data.train_subset
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train:\n  epochz: 3\n", "unknown key 'train.epochz'; allowed: "),
-    ("trian: {}\n", "unknown key 'trian'; allowed: compress, data, "),
-    ("train:\n  epochs: three\n", "train.epochs = 'three': Input should be a valid integer"),
-    ("train:\n  epochs: -1\n", "train.epochs = -1: Input should be greater than or equal to 1"),
-    ("train:\n  optimizer: lbfgs\n", "train.optimizer = 'lbfgs': Input should be 'sgd', 'adam' or 'adamw'"),
-    ("train:\n  momentum: 0\n", "nesterov=true needs momentum > 0"),
-    ("- a list\n", "top level must be a mapping"),
-    ("train: [unclosed\n", "not valid YAML"),
-    ("version: 2\n", "version = 2: Input should be 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epochz: 3\n", "unknown key 'train.epochz'; allowed: "),
+        ("trian: {}\n", "unknown key 'trian'; allowed: compress, data, "),
+        ("train:\n  epochs: three\n", "train.epochs = 'three': Input should be a valid integer"),
+        ("train:\n  epochs: -1\n", "train.epochs = -1: Input should be greater than or equal to 1"),
+        ("train:\n  optimizer: lbfgs\n", "train.optimizer = 'lbfgs': Input should be 'sgd', 'adam' or 'adamw'"),
+        ("train:\n  momentum: 0\n", "nesterov=true needs momentum > 0"),
+        ("- a list\n", "top level must be a mapping"),
+        ("train: [unclosed\n", "not valid YAML"),
+        ("version: 2\n", "version = 2: Input should be 1"),
+    ],
+)
 def test_errors_name_key_value_and_allowed(tmp_path, text, message):
     with pytest.raises(ConfigError) as e:
         load_run_config(_write(tmp_path, text))

@@ -15,8 +15,15 @@ import pytest
 import lepton
 
 PACKAGE = Path(lepton.__file__).parent
-LAYERS = [("errors", "utils", "config"), ("models", "data"), ("distributed",), ("train",),
-          ("compress", "edge", "quantum", "artifacts"), ("report", "pipeline"), ("cli",)]
+LAYERS = [
+    ("errors", "utils", "config"),
+    ("models", "data"),
+    ("distributed",),
+    ("train",),
+    ("compress", "edge", "quantum", "artifacts"),
+    ("report", "pipeline"),
+    ("cli",),
+]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 ENTRY_POINTS = {"__init__.py", "__main__.py", "train/__main__.py"}  # `python -m` shims and re-exports may reach up
 
@@ -57,11 +64,14 @@ def test_imports_flow_down_the_layers():
     assert violations() == []
 
 
-@pytest.mark.parametrize("source, own, expected", [
-    ("from lepton.train.job import train_model", RANK["data"], ["lepton.train.job"]),
-    ("def f():\n    import lepton.cli.app", RANK["train"], ["lepton.cli.app"]),
-    ("from lepton.errors import FormatError\nimport torch", RANK["models"], []),
-    ("from lepton.compress.chain import x", RANK["edge"], []),  # same layer
-])
+@pytest.mark.parametrize(
+    "source, own, expected",
+    [
+        ("from lepton.train.job import train_model", RANK["data"], ["lepton.train.job"]),
+        ("def f():\n    import lepton.cli.app", RANK["train"], ["lepton.cli.app"]),
+        ("from lepton.errors import FormatError\nimport torch", RANK["models"], []),
+        ("from lepton.compress.chain import x", RANK["edge"], []),  # same layer
+    ],
+)
 def test_the_check_catches_a_planted_upward_import(source, own, expected):
     assert upward_imports(source, own) == expected

@@ -7,8 +7,10 @@ import lepton
 
 PACKAGE = Path(lepton.__file__).parent
 BUILTINS = {"eval", "exec", "compile", "__import__"}  # as bare names: model.eval() and re.compile are fine
-ALLOWED = {("models/registry.py", "import_module"),  # resolve_factory, only after trust_code is checked
-           ("utils/lazy.py", "import_module")}  # lazy re-exports: modules hard-coded in lepton's own __init__s
+ALLOWED = {
+    ("models/registry.py", "import_module"),  # resolve_factory, only after trust_code is checked
+    ("utils/lazy.py", "import_module"),
+}  # lazy re-exports: modules hard-coded in lepton's own __init__s
 UNSAFE_MODULES = {"pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib", "runpy"}
 
 

@@ -22,11 +22,18 @@ app = typer.Typer(
 )
 
 # OSErrors that name a user's path: the user gave a folder, a missing file, a file they cannot read, …
-_PATH_ERRNOS = {errno.ENOENT: "not found", errno.EISDIR: "is a folder, not a file",
-                errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.ENAMETOOLONG: "the name is too long",
-                errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-                errno.EEXIST: "already exists", errno.ENOTEMPTY: "the folder is not empty"}
+_PATH_ERRNOS = {
+    errno.ENOENT: "not found",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "the file system is read-only",
+    errno.EEXIST: "already exists",
+    errno.ENOTEMPTY: "the folder is not empty",
+}
 
 
 def one_line(text: str) -> str:
@@ -46,15 +53,24 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, LeptonError):
         return 2, f"error: {one_line(str(exc))}"
     if isinstance(exc, ValidationError):  # a typed config built from options: name the option, value and rule
-        problems = [f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-') or exc.title} = {e.get('input')!r}: "
-                    f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        problems = [
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-') or exc.title} = {e.get('input')!r}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
         return 2, f"error: {one_line('; '.join(problems))} (see --help for the allowed values)."
-    if isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS and (exc.filename is not None or exc.errno == errno.ENOSPC):
+    if (
+        isinstance(exc, OSError)
+        and exc.errno in _PATH_ERRNOS
+        and (exc.filename is not None or exc.errno == errno.ENOSPC)
+    ):
         where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
         return 2, f"error: {where}: {_PATH_ERRNOS[exc.errno]}; check the path and try again."
     if isinstance(exc, MemoryError):
-        return 2, ("error: not enough memory for this request; use smaller sizes (batch, iterations, subset) "
-                   f"and try again ({one_line(str(exc))}).")
+        return 2, (
+            "error: not enough memory for this request; use smaller sizes (batch, iterations, subset) "
+            f"and try again ({one_line(str(exc))})."
+        )
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted; files already written are complete, nothing half-written was left."
     return None
@@ -62,11 +78,13 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
 
 def _finite(callback: Any) -> Any:
     """A parameter callback that refuses nan and ±inf before the command sees them."""
+
     def check(ctx: Any, param: Any, value: Any) -> Any:
         values = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise typer.BadParameter(f"{value!r} is not a finite number; give a number such as 1.0.")
         return callback(ctx, param, value) if callback is not None else value
+
     return check
 
 
@@ -83,6 +101,7 @@ def _no_empty_path(param: Any) -> None:
         if value == "" or (isinstance(value, (list, tuple)) and "" in value):
             raise typer.BadParameter("an empty path; give a file or folder name.", ctx=ctx, param=param)
         return process(ctx, value)
+
     param.process_value = process_value
 
 

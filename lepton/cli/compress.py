@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -41,22 +41,27 @@ class _CompressGroup(TyperGroup):
 
 
 compress_app = typer.Typer(
-    cls=_CompressGroup, invoke_without_command=True, no_args_is_help=True,
+    cls=_CompressGroup,
+    invoke_without_command=True,
+    no_args_is_help=True,
     help="Compress a trained model into a small `.lep` file (prune → share → entropy-code), or inspect one.\n\n"
-         "Examples:\n\n  lepton compress runs/demo/model.safetensors -o model.lep\n\n"
-         "  lepton compress runs/demo/model.safetensors -c run.yaml --set compress.coder=huffman -o m.lep\n\n"
-         "  lepton compress inspect model.lep")
+    "Examples:\n\n  lepton compress runs/demo/model.safetensors -o model.lep\n\n"
+    "  lepton compress runs/demo/model.safetensors -c run.yaml --set compress.coder=huffman -o m.lep\n\n"
+    "  lepton compress inspect model.lep",
+)
 app.add_typer(compress_app, name="compress")
 
 
 @compress_app.callback()
 def compress_checkpoint(
     ctx: typer.Context,
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="a trained checkpoint (.safetensors with its .json sidecar)", show_default=False)] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(help="a trained checkpoint (.safetensors with its .json sidecar)", show_default=False),
+    ] = None,
     out: Annotated[Path, out_option("the .lep file to write")] = Path("model.lep"),
-    config: Annotated[Optional[Path], config_option("run YAML; its compress and train sections apply")] = None,
-    data: Annotated[Optional[str], typer.Option(help="dataset [default: the one the checkpoint was trained on]")] = None,
+    config: Annotated[Path | None, config_option("run YAML; its compress and train sections apply")] = None,
+    data: Annotated[str | None, typer.Option(help="dataset [default: the one the checkpoint was trained on]")] = None,
     set_: Overrides = None,
     quiet: Quiet = False,
     fmt: FormatOpt = Format.table,
@@ -82,15 +87,25 @@ def compress_checkpoint(
     cfg = load_run_config(config and input_file(config, "--config"), overrides=parse_overrides(set_ or []))
     ckpt = load_checkpoint(checkpoint)
     dataset = load_dataset(data or trained_dataset(ckpt.meta, checkpoint) or "mnist")
-    report = compress_model(ckpt.build_model(trust_code=trust_code), ckpt.spec, dataset, cfg.compress, cfg.train, out,
-                            progress=not quiet, trust_code=trust_code)
+    report = compress_model(
+        ckpt.build_model(trust_code=trust_code),
+        ckpt.spec,
+        dataset,
+        cfg.compress,
+        cfg.train,
+        out,
+        progress=not quiet,
+        trust_code=trust_code,
+    )
     if fmt is Format.json:
         print_json(report.model_dump(mode="json"))
         return
     print_table([s.model_dump() for s in report.steps], "dense → pruned → shared → coded")
-    console.print(f"wrote {out}: {report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32, test accuracy "
-                  f"{100 * report.test_accuracy:.2f}% (dense {100 * report.baseline_test_accuracy:.2f}%), "
-                  f"decoded bit-exact: {report.bit_exact}")
+    console.print(
+        f"wrote {out}: {report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32, test accuracy "
+        f"{100 * report.test_accuracy:.2f}% (dense {100 * report.baseline_test_accuracy:.2f}%), "
+        f"decoded bit-exact: {report.bit_exact}"
+    )
 
 
 # The old spelling `lepton compress model CHECKPOINT …`, kept working (hidden): the same function as the group.

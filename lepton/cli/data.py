@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,9 +15,10 @@ from lepton.cli.output import console, print_json, print_table
 data_app = typer.Typer(
     no_args_is_help=True,
     help="Pack datasets into a compact, checksummed store (.lds) that training reads directly.\n\n"
-         "Examples:\n\n  lepton data pack mnist -o mnist.lds\n\n  lepton data inspect mnist.lds --xz\n\n"
-         "  lepton data verify s3://bucket/mnist.lds\n\n  lepton data unpack mnist.lds -o mnist.npz\n\n"
-         "  lepton data reduce mnist.lds --pca-variance 0.95 -o mnist-pca.lds")
+    "Examples:\n\n  lepton data pack mnist -o mnist.lds\n\n  lepton data inspect mnist.lds --xz\n\n"
+    "  lepton data verify s3://bucket/mnist.lds\n\n  lepton data unpack mnist.lds -o mnist.npz\n\n"
+    "  lepton data reduce mnist.lds --pca-variance 0.95 -o mnist-pca.lds",
+)
 app.add_typer(data_app, name="data")
 
 
@@ -41,7 +42,9 @@ def pack(
     source: Annotated[str, typer.Argument(help="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")],
     out: Annotated[Path, out_option("the store to write (.lds)")] = Path("data.lds"),
     codec: Annotated[str, typer.Option(help="image codec: auto, lepton-cm, lzma, zstd or deflate")] = "auto",
-    label_codec: Annotated[str, typer.Option(help="label codec: general (the smallest general-purpose codec), or a name")] = "general",
+    label_codec: Annotated[
+        str, typer.Option(help="label codec: general (the smallest general-purpose codec), or a name")
+    ] = "general",
     block_samples: Annotated[int, typer.Option(help="samples per independently decodable block")] = 1000,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -92,7 +95,9 @@ def unpack(
 @data_app.command("inspect")
 def inspect(
     store: Annotated[str, typer.Argument(help="a store: path or URL")],
-    xz: Annotated[bool, typer.Option("--xz/--no-xz", help="also compress each field with xz -9e to compare (slow on big fields)")] = True,
+    xz: Annotated[
+        bool, typer.Option("--xz/--no-xz", help="also compress each field with xz -9e to compare (slow on big fields)")
+    ] = True,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Fields, codecs, sizes, bits per value (= bits per pixel for images), ratio against raw and against xz."""
@@ -101,10 +106,13 @@ def inspect(
     s = open_store(_store_location(store))
     rows = inspect_store(s, xz=xz)
     if fmt is Format.json:
-        print_json({"file": store, "bytes": s.file_bytes, "bits_per_pixel": bits_per_pixel(s), "attrs": s.attrs,
-                    "rows": rows})
+        print_json(
+            {"file": store, "bytes": s.file_bytes, "bits_per_pixel": bits_per_pixel(s), "attrs": s.attrs, "rows": rows}
+        )
         return
-    print_table(_brief(rows), f"{store} ({s.file_bytes:,} bytes, format v{s.version}, {bits_per_pixel(s):.3f} bits/pixel)")
+    print_table(
+        _brief(rows), f"{store} ({s.file_bytes:,} bytes, format v{s.version}, {bits_per_pixel(s):.3f} bits/pixel)"
+    )
 
 
 @data_app.command("verify")
@@ -126,19 +134,30 @@ def verify(
         listed = "listed above" if fmt is Format.table else "listed in the JSON report"
         raise FormatError(f"{store}: {len(report.errors)} bad block(s) ({listed}); first: {report.errors[0]}")
     if fmt is Format.table:
-        console.print(f"{store}: OK — {report.blocks} blocks, {report.arrays} arrays, {report.samples}, "
-                      f"{report.decoded_bytes:,} bytes decoded in {report.seconds:.2f} s")
+        console.print(
+            f"{store}: OK — {report.blocks} blocks, {report.arrays} arrays, {report.samples}, "
+            f"{report.decoded_bytes:,} bytes decoded in {report.seconds:.2f} s"
+        )
 
 
 @data_app.command("reduce")
 def reduce(
     source: Annotated[str, typer.Argument(help="a store, or a dataset as `lepton data pack` accepts")],
     out: Annotated[Path, out_option("the reduced store to write (.lds)")] = Path("reduced.lds"),
-    pca_variance: Annotated[Optional[float], typer.Option(help="PCA keeping this fraction of variance (0-1); int8 coefficients")] = None,
-    bits: Annotated[Optional[int], typer.Option(help="bit-depth reduction: keep this many bits per pixel (1-7)")] = None,
-    select_variance: Annotated[Optional[float], typer.Option(help="feature selection: drop pixels with variance below this (0-255² scale)")] = None,
-    select_mi: Annotated[Optional[int], typer.Option(help="feature selection: keep the K pixels with the highest mutual information with the label")] = None,
-    model: Annotated[str, typer.Option(help="model of the accuracy check (lenet-300-100 for digits' 8x8 images)")] = "lenet5",
+    pca_variance: Annotated[
+        float | None, typer.Option(help="PCA keeping this fraction of variance (0-1); int8 coefficients")
+    ] = None,
+    bits: Annotated[int | None, typer.Option(help="bit-depth reduction: keep this many bits per pixel (1-7)")] = None,
+    select_variance: Annotated[
+        float | None, typer.Option(help="feature selection: drop pixels with variance below this (0-255² scale)")
+    ] = None,
+    select_mi: Annotated[
+        int | None,
+        typer.Option(help="feature selection: keep the K pixels with the highest mutual information with the label"),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="model of the accuracy check (lenet-300-100 for digits' 8x8 images)")
+    ] = "lenet5",
     train_samples: Annotated[int, typer.Option(help="training images for the accuracy check (short run)")] = 10000,
     epochs: Annotated[int, typer.Option(help="epochs of the short LeNet-5 accuracy check")] = 1,
     fmt: FormatOpt = Format.table,
@@ -146,21 +165,32 @@ def reduce(
     """Lossy reduction (opt-in): write a smaller store and report bytes, ratio and LeNet-5 accuracy on the
     reconstructed images against the original (a short training run: --epochs on --train-samples images)."""
     from lepton.data.reduce import ReduceConfig, reduce_dataset
-    from lepton.train.job import accuracy_check
     from lepton.data.sources import load_dataset
     from lepton.data.store import load_packed
     from lepton.data.store.remote import is_url
     from lepton.errors import ConfigError
+    from lepton.train.job import accuracy_check
 
     methods = sum(v is not None for v in (pca_variance, bits, select_variance, select_mi))
     if methods != 1:
-        raise ConfigError("choose exactly one of --pca-variance, --bits, --select-variance, --select-mi "
-                          f"(got {methods}); e.g. `lepton data reduce mnist --pca-variance 0.95 -o pca.lds`.")
+        raise ConfigError(
+            "choose exactly one of --pca-variance, --bits, --select-variance, --select-mi "
+            f"(got {methods}); e.g. `lepton data reduce mnist --pca-variance 0.95 -o pca.lds`."
+        )
     if out.suffix != ".lds":
         raise ConfigError(f"--out {out}: a packed store must end in .lds.")
     output_file(out, "--out")
-    cfg = make_config(ReduceConfig, {}, pca_variance=pca_variance, bits=bits, select_variance=select_variance,
-                      select_mi=select_mi, train_samples=train_samples, epochs=epochs, model=model)
+    cfg = make_config(
+        ReduceConfig,
+        {},
+        pca_variance=pca_variance,
+        bits=bits,
+        select_variance=select_variance,
+        select_mi=select_mi,
+        train_samples=train_samples,
+        epochs=epochs,
+        model=model,
+    )
     is_store = is_url(source) or source.endswith(".lds")
     data = load_packed(_store_location(source)) if is_store else load_dataset(source)
     with console.status("reducing, packing and training the accuracy check"):

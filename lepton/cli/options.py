@@ -8,13 +8,13 @@ never drifts from one command to the next.
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Annotated, Any, Optional
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
 
@@ -36,7 +36,12 @@ def config_option(help: str) -> Any:
 
 FormatOpt = Annotated[Format, format_option()]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
-Overrides = Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE config override, repeatable")]
-TrustCode = Annotated[bool, typer.Option(
-    "--trust-code", help="allow importing the package.module:factory that a model name or file asks for (runs its "
-                         "code); files Lepton saved carry their architecture as data and never need it")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE config override, repeatable")]
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="allow importing the package.module:factory that a model name or file asks for (runs its "
+        "code); files Lepton saved carry their architecture as data and never need it",
+    ),
+]

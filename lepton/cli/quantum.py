@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,10 +15,11 @@ from lepton.cli.output import print_json, print_table
 quantum_app = typer.Typer(
     no_args_is_help=True,
     help="Simulated variational quantum circuits (no quantum speed-up is claimed).\n\n"
-         "Examples:\n\n  lepton quantum draw --qubits 4 --layers 2\n\n"
-         "  lepton quantum train --data mnist --classes 0,1,2,3 -o circuit.json\n\n"
-         "  lepton quantum draw circuit.json\n\n"
-         "  lepton quantum export circuit.json --qasm 3 -o circuit.qasm")
+    "Examples:\n\n  lepton quantum draw --qubits 4 --layers 2\n\n"
+    "  lepton quantum train --data mnist --classes 0,1,2,3 -o circuit.json\n\n"
+    "  lepton quantum draw circuit.json\n\n"
+    "  lepton quantum export circuit.json --qasm 3 -o circuit.qasm",
+)
 app.add_typer(quantum_app, name="quantum")
 
 
@@ -33,8 +34,7 @@ def _classes(text: str) -> list[int]:
 
 @quantum_app.command("draw")
 def draw_cmd(
-    circuit_file: Annotated[Optional[Path],
-                            typer.Argument(help="a trained circuit (.json from `quantum train`)")] = None,
+    circuit_file: Annotated[Path | None, typer.Argument(help="a trained circuit (.json from `quantum train`)")] = None,
     qubits: Annotated[int, typer.Option(help="ansatz qubits (without CIRCUIT_FILE)")] = 4,
     layers: Annotated[int, typer.Option(help="ansatz layers (without CIRCUIT_FILE)")] = 2,
     rotation: Annotated[str, typer.Option(help="rot (RZ·RY·RZ) or ry")] = "rot",
@@ -50,8 +50,13 @@ def draw_cmd(
         tc = load_circuit(input_file(circuit_file, "CIRCUIT_FILE"))
         circuit, weights = tc.circuit, tc.weights
     else:
-        circuit = variational_circuit(qubits, layers, rotation=rotation, entangler=entangler,  # type: ignore[arg-type]
-                                      reupload=reupload)
+        circuit = variational_circuit(
+            qubits,
+            layers,
+            rotation=rotation,
+            entangler=entangler,  # type: ignore[arg-type]
+            reupload=reupload,
+        )
         weights = None
     if fmt is Format.json:
         print_json(circuit.to_dict())
@@ -70,7 +75,7 @@ def train_cmd(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 5,
     batch_size: Annotated[int, typer.Option(help="samples per step")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 0.05,
-    train_subset: Annotated[Optional[int], typer.Option(help="use only the first N training samples")] = None,
+    train_subset: Annotated[int | None, typer.Option(help="use only the first N training samples")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -83,26 +88,46 @@ def train_cmd(
     from lepton.quantum.hybrid import HybridConfig
 
     output_file(out, "--out")
-    cfg = make_config(HybridConfig, {"n_qubits": "--qubits", "n_layers": "--layers", "classes": "--classes"},
-                      classes=_classes(classes), n_qubits=qubits, n_layers=layers, reupload=reupload, epochs=epochs,
-                      batch_size=batch_size, lr=lr, train_subset=train_subset, seed=seed)
+    cfg = make_config(
+        HybridConfig,
+        {"n_qubits": "--qubits", "n_layers": "--layers", "classes": "--classes"},
+        classes=_classes(classes),
+        n_qubits=qubits,
+        n_layers=layers,
+        reupload=reupload,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        train_subset=train_subset,
+        seed=seed,
+    )
     report = train_circuit(load_dataset(data), cfg, out, dataset_label=data).hybrid
     if fmt is Format.json:
         print_json(report.model_dump(mode="json", exclude={"circuit_spec", "weights"}))
         return
-    print_table([{"model": r.model, "params": r.params, "test accuracy": f"{r.test_accuracy:.2%}",
-                  "s/epoch": round(r.seconds_per_epoch, 2)} for r in report.results],
-                f"{data} classes {cfg.classes}, {report.features}, {report.n_train} train / {report.n_test} test")
+    print_table(
+        [
+            {
+                "model": r.model,
+                "params": r.params,
+                "test accuracy": f"{r.test_accuracy:.2%}",
+                "s/epoch": round(r.seconds_per_epoch, 2),
+            }
+            for r in report.results
+        ],
+        f"{data} classes {cfg.classes}, {report.features}, {report.n_train} train / {report.n_test} test",
+    )
     print(f"trained circuit written to {out}")
 
 
 @quantum_app.command("export")
 def export_cmd(
     circuit_file: Annotated[Path, typer.Argument(help="a trained circuit (.json from `quantum train`)")],
-    out: Annotated[Optional[Path], out_option("the .qasm file [default: print]")] = None,
+    out: Annotated[Path | None, out_option("the .qasm file [default: print]")] = None,
     qasm: Annotated[int, typer.Option(help="OpenQASM version, 2 or 3")] = 2,
-    inputs: Annotated[Optional[str],
-                      typer.Option(help="comma-separated input angles [default: the stored sample]")] = None,
+    inputs: Annotated[
+        str | None, typer.Option(help="comma-separated input angles [default: the stored sample]")
+    ] = None,
 ) -> None:
     """Export CIRCUIT_FILE as OpenQASM with its trained angles and one sample's inputs bound."""
     from lepton.errors import ConfigError

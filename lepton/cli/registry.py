@@ -10,7 +10,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,15 +18,18 @@ from lepton.cli.app import app
 from lepton.cli.checks import input_file
 from lepton.cli.output import Format, console, print_json, print_table
 
-registry_app = typer.Typer(no_args_is_help=True, help="Publish, fetch and list versioned model artifacts in a folder "
-                                                      "or s3://bucket/prefix.")
+registry_app = typer.Typer(
+    no_args_is_help=True, help="Publish, fetch and list versioned model artifacts in a folder or s3://bucket/prefix."
+)
 app.add_typer(registry_app, name="registry")
 
-_URL_HELP = ("ROOT/NAME[:VERSION]: ROOT is a folder, file:///path or s3://bucket/prefix (endpoint from "
-             "AWS_ENDPOINT_URL); a bare NAME[:VERSION] uses $LEPTON_REGISTRY or the Lepton cache's registry")
+_URL_HELP = (
+    "ROOT/NAME[:VERSION]: ROOT is a folder, file:///path or s3://bucket/prefix (endpoint from "
+    "AWS_ENDPOINT_URL); a bare NAME[:VERSION] uses $LEPTON_REGISTRY or the Lepton cache's registry"
+)
 
 
-def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | str]:
+def _metrics(pairs: list[str], path: Path | None) -> dict[str, float | int | str]:
     from lepton.errors import ConfigError
     from lepton.utils import strict_json
 
@@ -38,8 +41,9 @@ def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | 
         except OSError as e:
             raise ConfigError(f"--metrics {path}: cannot read it ({e.strerror}); give a JSON file of metrics.") from e
         data = strict_json.loads(raw, f"--metrics {path}")
-        if not isinstance(data, dict) or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
-                                                 for v in data.values()):
+        if not isinstance(data, dict) or not all(
+            isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in data.values()
+        ):
             raise ConfigError(f"--metrics {path}: expected a flat JSON object of numbers or strings.")
         out.update(data)
     for pair in pairs:
@@ -58,9 +62,8 @@ def _metrics(pairs: list[str], path: Optional[Path]) -> dict[str, float | int | 
 def push(
     artifact: Annotated[Path, typer.Argument(help="the .onnx or .lep file to publish")],
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the next integer version is used")],
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="KEY=VALUE for the manifest, repeatable")]
-    = None,
-    metrics: Annotated[Optional[Path], typer.Option(help="a flat JSON object of metrics for the manifest")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="KEY=VALUE for the manifest, repeatable")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="a flat JSON object of metrics for the manifest")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
 ) -> None:
     """Publish ARTIFACT as an immutable version with a manifest (name, version, sha256, size, metrics).
@@ -86,7 +89,7 @@ def push(
 @app.command("pull", hidden=True)
 def pull(
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the latest push is fetched")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file or folder [default: current folder]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file or folder [default: current folder]")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
 ) -> None:
     """Fetch a published artifact; it appears only after its size and SHA-256 match the manifest.
@@ -114,8 +117,9 @@ def pull(
 
 @registry_app.command("list")
 def list_artifacts(
-    root: Annotated[Optional[str], typer.Argument(help="a folder or s3://bucket/prefix [default: $LEPTON_REGISTRY]")]
-    = None,
+    root: Annotated[
+        str | None, typer.Argument(help="a folder or s3://bucket/prefix [default: $LEPTON_REGISTRY]")
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
 ) -> None:
     """List every published version with its size and metrics.
@@ -130,8 +134,18 @@ def list_artifacts(
     rows = []
     for name in reg.names():
         good, bad = reg.scan(name)  # a bad manifest is reported and skipped, never hides the other versions
-        rows += [{"name": m.name, "version": m.version, "kind": m.kind, "bytes": m.size, "sha256": m.sha256[:12],
-                  "created": m.created, "metrics": json.dumps(m.metrics)} for m in good]
+        rows += [
+            {
+                "name": m.name,
+                "version": m.version,
+                "kind": m.kind,
+                "bytes": m.size,
+                "sha256": m.sha256[:12],
+                "created": m.created,
+                "metrics": json.dumps(m.metrics),
+            }
+            for m in good
+        ]
         for problem in bad.values():
             print(f"warning: {problem}; not listed.", file=sys.stderr)
     if fmt is Format.json:

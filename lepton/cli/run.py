@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,11 +15,15 @@ from lepton.cli.output import console, print_json
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="run YAML [default: built-in LeNet-5 on MNIST]")] = None,
+    config: Annotated[Path | None, typer.Argument(help="run YAML [default: built-in LeNet-5 on MNIST]")] = None,
     quick: Annotated[bool, typer.Option(help="smoke-test preset: a subset, one epoch (under 2 minutes)")] = False,
-    out: Annotated[Optional[Path], out_option("run folder [default: runs/NAME-TIME]")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="clear OUT first if it holds a previous run (a run folder never mixes two runs)")] = False,
+    out: Annotated[Path | None, out_option("run folder [default: runs/NAME-TIME]")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="clear OUT first if it holds a previous run (a run folder never mixes two runs)"
+        ),
+    ] = False,
     set_: Overrides = None,
     quiet: Quiet = False,
     fmt: Annotated[Format, format_option("table or json (prints metrics.json)")] = Format.table,
@@ -46,7 +50,13 @@ def run(
         return
     for name, report in result.metrics["stages"].items():
         acc = report.get("test_accuracy")
-        console.print(f"[bold]{name}[/]: " + (f"test accuracy {100 * acc:.2f}%" if acc is not None else "done")
-                      + (f", {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than fp32"
-                         if name == "compress" else ""))
+        console.print(
+            f"[bold]{name}[/]: "
+            + (f"test accuracy {100 * acc:.2f}%" if acc is not None else "done")
+            + (
+                f", {report['file_bytes']:,} bytes, {report['ratio']:.1f}x smaller than fp32"
+                if name == "compress"
+                else ""
+            )
+        )
     console.print(f"results: {run_dir}/metrics.json · report: {run_dir}/report.html")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,7 +19,7 @@ def serve(
     model: Annotated[Path, typer.Argument(help="a .onnx file (fp32 or int8), a .lep file or a checkpoint")],
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port)")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 to accept other machines")] = "127.0.0.1",
-    name: Annotated[Optional[str], typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
+    name: Annotated[str | None, typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
     version: Annotated[str, typer.Option(help="model version reported and accepted in /versions/ URLs")] = "1",
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
     max_batch_size: Annotated[int, typer.Option(help="most rows one batched model call runs")] = 64,
@@ -28,9 +28,14 @@ def serve(
     max_inflight_mb: Annotated[float, typer.Option(help="request bodies held at once; more wait, then get 503")] = 64.0,
     header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send its request headers")] = 10.0,
     body_timeout: Annotated[float, typer.Option(help="seconds a request has to send its body")] = 30.0,
-    token: Annotated[Optional[str], typer.Option(envvar="LEPTON_SERVE_TOKEN", show_default=False,
-                                                 help="require 'Authorization: Bearer TOKEN' on every route "
-                                                      "except /v2/health/*")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LEPTON_SERVE_TOKEN",
+            show_default=False,
+            help="require 'Authorization: Bearer TOKEN' on every route except /v2/health/*",
+        ),
+    ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="serve a non-loopback --host without a token")] = False,
     trust_code: TrustCode = False,
 ) -> None:
@@ -56,20 +61,44 @@ def serve(
     from lepton.errors import ConfigError
 
     try:
-        config = ServeConfig(host=host, port=port, name=name, version=version, threads=threads,
-                             max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                             max_body_bytes=int(max_body_mb * (1 << 20)),
-                             max_inflight_bytes=int(max_inflight_mb * (1 << 20)), header_timeout_s=header_timeout,
-                             body_timeout_s=body_timeout, token=token, no_auth=no_auth)
+        config = ServeConfig(
+            host=host,
+            port=port,
+            name=name,
+            version=version,
+            threads=threads,
+            max_batch_size=max_batch_size,
+            max_delay_ms=max_delay_ms,
+            max_body_bytes=int(max_body_mb * (1 << 20)),
+            max_inflight_bytes=int(max_inflight_mb * (1 << 20)),
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            token=token,
+            no_auth=no_auth,
+        )
     except ValidationError as e:
-        raise ConfigError("; ".join(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}"
-                                    .replace("--token: String should match pattern '^[\\x21-\\x7e]{8,4096}$'",
-                                             "--token: must be 8 to 4096 visible ASCII characters (no spaces)")
-                                    for err in e.errors())) from None
+        raise ConfigError(
+            "; ".join(
+                f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}".replace(
+                    "--token: String should match pattern '^[\\x21-\\x7e]{8,4096}$'",
+                    "--token: must be 8 to 4096 visible ASCII characters (no spaces)",
+                )
+                for err in e.errors()
+            )
+        ) from None
     check_exposure(config)
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
-        served = load_served_model(input_file(model, "MODEL"), name=config.name, version=config.version,
-                                   threads=config.threads, workdir=workdir, trust_code=trust_code)
-        console.print(f"serving {served.name!r} version {served.version} from {model} on "
-                      f"http://{config.host}:{config.port}/v2/models/{served.name} (Ctrl-C stops)", highlight=False)
+        served = load_served_model(
+            input_file(model, "MODEL"),
+            name=config.name,
+            version=config.version,
+            threads=config.threads,
+            workdir=workdir,
+            trust_code=trust_code,
+        )
+        console.print(
+            f"serving {served.name!r} version {served.version} from {model} on "
+            f"http://{config.host}:{config.port}/v2/models/{served.name} (Ctrl-C stops)",
+            highlight=False,
+        )
         run_server(served, config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,27 +15,49 @@ from lepton.cli.output import console, print_json, print_table
 
 @app.command()
 def train(
-    data: Annotated[Optional[str], typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
-    config: Annotated[Optional[Path], config_option("run YAML; its data/model/train sections apply")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="override train.epochs")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="override train.batch_size")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="override train.lr")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="override train.seed")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="override train.threads")] = None,
-    train_subset: Annotated[Optional[int], typer.Option(help="train on the first N samples only")] = None,
+    data: Annotated[str | None, typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
+    model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
+    config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="override train.batch_size")] = None,
+    lr: Annotated[float | None, typer.Option(help="override train.lr")] = None,
+    seed: Annotated[int | None, typer.Option(help="override train.seed")] = None,
+    threads: Annotated[int | None, typer.Option(help="override train.threads")] = None,
+    train_subset: Annotated[int | None, typer.Option(help="train on the first N samples only")] = None,
     set_: Overrides = None,
     out: Annotated[Path, out_option("output folder")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="continue from OUT/last.safetensors if present")] = False,
-    nproc: Annotated[Optional[int], typer.Option(help="worker processes on this machine, via torchrun", rich_help_panel="Distributed")] = None,
-    nnodes: Annotated[Optional[int], typer.Option(help="machines taking part (needs --rdzv-endpoint)", rich_help_panel="Distributed")] = None,
-    node_rank: Annotated[Optional[int], typer.Option(help="this machine's rank (fixed-rank rendezvous)", rich_help_panel="Distributed")] = None,
-    rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT of the rendezvous", rich_help_panel="Distributed")] = None,
-    max_restarts: Annotated[Optional[int], typer.Option(help="restarts of the worker group after a failure", rich_help_panel="Distributed")] = None,
-    comm_hook: Annotated[Optional[str], typer.Option(help="gradient compression: none, fp16 or powersgd", rich_help_panel="Distributed")] = None,
-    powersgd_rank: Annotated[Optional[int], typer.Option(help="PowerSGD approximation rank", rich_help_panel="Distributed")] = None,
-    powersgd_warmup: Annotated[Optional[int], typer.Option(help="PowerSGD: plain all-reduce steps first", rich_help_panel="Distributed")] = None,
-    error_feedback: Annotated[Optional[bool], typer.Option("--error-feedback/--no-error-feedback", help="PowerSGD error feedback", rich_help_panel="Distributed")] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="worker processes on this machine, via torchrun", rich_help_panel="Distributed"),
+    ] = None,
+    nnodes: Annotated[
+        int | None, typer.Option(help="machines taking part (needs --rdzv-endpoint)", rich_help_panel="Distributed")
+    ] = None,
+    node_rank: Annotated[
+        int | None, typer.Option(help="this machine's rank (fixed-rank rendezvous)", rich_help_panel="Distributed")
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the rendezvous", rich_help_panel="Distributed")
+    ] = None,
+    max_restarts: Annotated[
+        int | None, typer.Option(help="restarts of the worker group after a failure", rich_help_panel="Distributed")
+    ] = None,
+    comm_hook: Annotated[
+        str | None, typer.Option(help="gradient compression: none, fp16 or powersgd", rich_help_panel="Distributed")
+    ] = None,
+    powersgd_rank: Annotated[
+        int | None, typer.Option(help="PowerSGD approximation rank", rich_help_panel="Distributed")
+    ] = None,
+    powersgd_warmup: Annotated[
+        int | None, typer.Option(help="PowerSGD: plain all-reduce steps first", rich_help_panel="Distributed")
+    ] = None,
+    error_feedback: Annotated[
+        bool | None,
+        typer.Option(
+            "--error-feedback/--no-error-feedback", help="PowerSGD error feedback", rich_help_panel="Distributed"
+        ),
+    ] = None,
     quiet: Quiet = False,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
@@ -57,60 +79,105 @@ def train(
     from lepton.train.job import train_model
 
     over: dict[str, Any] = parse_overrides(set_ or [])
-    for section, key, value in (("data", "dataset", data), ("model", "name", model), ("train", "epochs", epochs),
-                                ("train", "batch_size", batch_size), ("train", "lr", lr), ("train", "seed", seed),
-                                ("train", "threads", threads), ("data", "train_subset", train_subset)):
+    for section, key, value in (
+        ("data", "dataset", data),
+        ("model", "name", model),
+        ("train", "epochs", epochs),
+        ("train", "batch_size", batch_size),
+        ("train", "lr", lr),
+        ("train", "seed", seed),
+        ("train", "threads", threads),
+        ("data", "train_subset", train_subset),
+    ):
         if value is not None:
             over.setdefault(section, {})[key] = value
-    for key, value in (("nproc", nproc), ("nnodes", nnodes), ("node_rank", node_rank), ("rdzv_endpoint", rdzv_endpoint),
-                       ("max_restarts", max_restarts)):
+    for key, value in (
+        ("nproc", nproc),
+        ("nnodes", nnodes),
+        ("node_rank", node_rank),
+        ("rdzv_endpoint", rdzv_endpoint),
+        ("max_restarts", max_restarts),
+    ):
         if value is not None:
             over.setdefault("train", {}).setdefault("distributed", {})[key] = value
-    for key, value in (("kind", comm_hook), ("rank", powersgd_rank), ("warmup_steps", powersgd_warmup),
-                       ("error_feedback", error_feedback)):
+    for key, value in (
+        ("kind", comm_hook),
+        ("rank", powersgd_rank),
+        ("warmup_steps", powersgd_warmup),
+        ("error_feedback", error_feedback),
+    ):
         if value is not None:
             over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
     dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
-    job = train_model(dataset, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs, checkpoint_dir=out,
-                      resume=resume, progress=not quiet, trust_code=trust_code)
+    job = train_model(
+        dataset,
+        cfg.model.name,
+        cfg.train,
+        model_kwargs=cfg.model.kwargs,
+        checkpoint_dir=out,
+        resume=resume,
+        progress=not quiet,
+        trust_code=trust_code,
+    )
     if env_rank() != 0:  # a torchrun worker other than rank 0: rank 0 saves and reports
         return
-    path = save_checkpoint(out / "model", job.model, job.spec,
-                           extra={"dataset": dataset.summary(), "test_accuracy": job.test.accuracy,
-                                  "config": cfg.model_dump(mode="json")})
-    result = {"checkpoint": str(path), "test_accuracy": job.test.accuracy, "test_loss": job.test.loss,
-              "train_seconds": job.train.train_seconds, "images_per_second": job.train.images_per_second}
+    path = save_checkpoint(
+        out / "model",
+        job.model,
+        job.spec,
+        extra={"dataset": dataset.summary(), "test_accuracy": job.test.accuracy, "config": cfg.model_dump(mode="json")},
+    )
+    result = {
+        "checkpoint": str(path),
+        "test_accuracy": job.test.accuracy,
+        "test_loss": job.test.loss,
+        "train_seconds": job.train.train_seconds,
+        "images_per_second": job.train.images_per_second,
+    }
     if fmt is Format.json:
         print_json(result)
     else:
-        console.print(f"test accuracy {100 * job.test.accuracy:.2f}% · {job.train.train_seconds:.0f} s · "
-                      f"{job.train.images_per_second:,.0f} img/s · saved {path}")
+        console.print(
+            f"test accuracy {100 * job.test.accuracy:.2f}% · {job.train.train_seconds:.0f} s · "
+            f"{job.train.images_per_second:,.0f} img/s · saved {path}"
+        )
 
 
 def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> dict[str, Any]:
     """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
+    from lepton.artifacts import load_model_file, trained_dataset
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
-    from lepton.artifacts import load_model_file, trained_dataset
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
     loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code)
     dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
-        raise DataError(f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
-                        f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on.")
+        raise DataError(
+            f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
+            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on."
+        )
     ev = evaluate(loaded.model, *dataset.tensors("test"), num_classes=dataset.num_classes)
-    return {"file": str(path), "kind": loaded.kind, "model": loaded.spec.name, "params": count_params(loaded.model),
-            "file_bytes": path.stat().st_size, "dataset": dataset.name, **ev.model_dump(exclude={"confusion"}),
-            "classes": list(dataset.classes)}
+    return {
+        "file": str(path),
+        "kind": loaded.kind,
+        "model": loaded.spec.name,
+        "params": count_params(loaded.model),
+        "file_bytes": path.stat().st_size,
+        "dataset": dataset.name,
+        **ev.model_dump(exclude={"confusion"}),
+        "classes": list(dataset.classes),
+    }
 
 
 @app.command(name="eval")
 def eval_(
-    model_file: Annotated[Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")],
-    data: Annotated[Optional[str], typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
+    model_file: Annotated[
+        Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")
+    ],
+    data: Annotated[str | None, typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
 ) -> None:
@@ -125,8 +192,12 @@ def eval_(
     if fmt is Format.json:
         print_json(result)
         return
-    console.print(f"{result['model']} ({result['params']:,} params, {result['kind']} of {result['file_bytes']:,} bytes) "
-                  f"on {result['dataset']} test "
-                  f"({result['samples']:,} images): accuracy {100 * result['accuracy']:.2f}%, loss {result['loss']:.4f}")
-    print_table([{"class": c, "accuracy": a} for c, a in zip(result["classes"], result["per_class_accuracy"])],
-                "Per-class accuracy")
+    console.print(
+        f"{result['model']} ({result['params']:,} params, {result['kind']} of {result['file_bytes']:,} bytes) "
+        f"on {result['dataset']} test "
+        f"({result['samples']:,} images): accuracy {100 * result['accuracy']:.2f}%, loss {result['loss']:.4f}"
+    )
+    print_table(
+        [{"class": c, "accuracy": a} for c, a in zip(result["classes"], result["per_class_accuracy"])],
+        "Per-class accuracy",
+    )

@@ -68,29 +68,48 @@ class CompressReport(BaseModel):
 
 
 def _train_cfg(cfg: CompressConfig, base: TrainConfig, epochs: int, lr: float, **update: Any) -> TrainConfig:
-    return base.model_copy(update={"epochs": epochs, "lr": lr, "batch_size": cfg.batch_size, "warmup_epochs": 0.0,
-                                   "schedule": "cosine", **update})
+    return base.model_copy(
+        update={
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": cfg.batch_size,
+            "warmup_epochs": 0.0,
+            "schedule": "cosine",
+            **update,
+        }
+    )
 
 
 def _kept(model: nn.Module) -> int:
     """Non-zero conv/linear weights, plus every TT core element (TT layers are dense in their cores)."""
-    return sum(int(torch.count_nonzero(m.weight)) if isinstance(m, nn.Conv2d | nn.Linear)
-               else sum(c.numel() for c in m.cores) for m in model.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear | TTLinear))
+    return sum(
+        int(torch.count_nonzero(m.weight)) if isinstance(m, nn.Conv2d | nn.Linear) else sum(c.numel() for c in m.cores)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear | TTLinear)
+    )
 
 
 def share_biases(model: nn.Module, bits: int) -> None:
     """Snap every bias to a k-means codebook of 2^bits values (post hoc; biases are few and robust)."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2 ** bits:
-                centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2 ** bits)
+            if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2**bits:
+                centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2**bits)
                 m.bias.copy_(centroids[idx].reshape(m.bias.shape))
 
 
-def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: CompressConfig, base: TrainConfig,
-                   out: str | Path, *, progress: bool = True, console: Console | None = None,
-                   trust_code: bool = False) -> CompressReport:
+def compress_model(
+    model: nn.Module,
+    spec: ModelSpec,
+    data: ImageDataset,
+    cfg: CompressConfig,
+    base: TrainConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    trust_code: bool = False,
+) -> CompressReport:
     """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged.
 
     A model outside the registry is written with its architecture as data (:meth:`ModelSpec.with_graph`);
@@ -102,8 +121,11 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     if not cfg.tt.enabled:  # recipes are tuned on the plain architecture; TT layers want gentler steps
         cfg, recipe = presets.recipe_for(spec.name, cfg)
     if recipe:
-        console.print(f"tuned recipe for {spec.name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items())
-                      + " (set these keys to override)")
+        console.print(
+            f"tuned recipe for {spec.name}: "
+            + ", ".join(f"{k}={v}" for k, v in recipe.items())
+            + " (set these keys to override)"
+        )
     seconds: dict[str, float] = {}
     seed_everything(base.seed, base.threads)
     dense_bytes = 4 * count_params(model)
@@ -114,8 +136,11 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
     batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=base.seed)
     teacher = copy.deepcopy(model).eval()
     student = copy.deepcopy(model)
-    objective: Objective = (distillation_objective(teacher, temperature=cfg.distill.temperature,
-                                                   alpha=cfg.distill.alpha) if cfg.distill.enabled else cross_entropy)
+    objective: Objective = (
+        distillation_objective(teacher, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
+        if cfg.distill.enabled
+        else cross_entropy
+    )
 
     def record(step: str, m: nn.Module, size: int) -> StepRecord:
         acc = evaluate(m, x_test, y_test).accuracy
@@ -134,11 +159,18 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         with stopwatch() as sw:
             tt_report = convert_linears(student, cfg.tt.layers, cores=cfg.tt.cores)
             spec = dataclasses.replace(spec, tt=tt_layout(student))
-            console.print("tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}"
-                                                       for k, v in tt_report.items()))
+            console.print(
+                "tensor-train: " + ", ".join(f"{k} {v['ratio']}x ranks {v['ranks']}" for k, v in tt_report.items())
+            )
             if cfg.tt.epochs:
-                fit(student, batches, _train_cfg(cfg, base, cfg.tt.epochs, cfg.tt.lr), objective=objective,
-                    progress=progress, console=console)
+                fit(
+                    student,
+                    batches,
+                    _train_cfg(cfg, base, cfg.tt.epochs, cfg.tt.lr),
+                    objective=objective,
+                    progress=progress,
+                    console=console,
+                )
         seconds["tt"] = sw.seconds
         steps.append(record("tt", student, file_size(student)))
 
@@ -155,9 +187,16 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
             sparsity = choose_rates(scan, max_drop=cfg.prune.auto_max_drop)
             console.print("auto sparsity: " + ", ".join(f"{k} {v:.3f}" for k, v in sparsity.items()))
         with stopwatch() as sw:
-            prune_gradual(student, batches, _train_cfg(cfg, base, cfg.prune.epochs, cfg.prune.lr), sparsity,
-                          scope=cfg.prune.scope, ramp_fraction=cfg.prune.ramp_fraction, objective=objective,
-                          progress=progress)
+            prune_gradual(
+                student,
+                batches,
+                _train_cfg(cfg, base, cfg.prune.epochs, cfg.prune.lr),
+                sparsity,
+                scope=cfg.prune.scope,
+                ramp_fraction=cfg.prune.ramp_fraction,
+                objective=objective,
+                progress=progress,
+            )
         seconds["prune"] = sw.seconds
         steps.append(record("pruned", student, file_size(student)))
     rates = {r["layer"]: r["sparsity"] for r in sparsity_table(student)}
@@ -170,16 +209,27 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
                 if isinstance(bits_cfg, dict):
                     bits_cfg = {k: v for k, v in bits_cfg.items() if k not in tt_report}
             elif bits_cfg == "auto":
-                bits_cfg = choose_bits(student, x_val, y_val, candidates=(2, 3, 4, 5, 6, 7, 8),
-                                       max_drop=cfg.share.auto_max_drop, method="share")
+                bits_cfg = choose_bits(
+                    student,
+                    x_val,
+                    y_val,
+                    candidates=(2, 3, 4, 5, 6, 7, 8),
+                    max_drop=cfg.share.auto_max_drop,
+                    method="share",
+                )
                 console.print("auto bits: " + ", ".join(f"{k} {v}" for k, v in bits_cfg.items()))
             sharing = share_weights(student, bits_cfg)
             bits = dict(sharing.bits)
             if cfg.share.epochs:
                 # Adam, not SGD: a centroid's gradient sums over its whole cluster, so its scale varies by layer.
-                fit(student, batches, _train_cfg(cfg, base, cfg.share.epochs, cfg.share.lr, optimizer="adam",
-                                                 weight_decay=0.0),
-                    objective=objective, progress=progress, console=console)
+                fit(
+                    student,
+                    batches,
+                    _train_cfg(cfg, base, cfg.share.epochs, cfg.share.lr, optimizer="adam", weight_decay=0.0),
+                    objective=objective,
+                    progress=progress,
+                    console=console,
+                )
             sharing.finalize(student)
             share_biases(student, cfg.share.bias_bits)
         seconds["share"] = sw.seconds
@@ -190,16 +240,32 @@ def compress_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: C
         file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
         decoded = load_lep(out).build_model(trust_code=trust_code)
         bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
-        sizes = {c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata))
-                 for c in ("ans", "huffman")}
+        sizes = {
+            c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata)) for c in ("ans", "huffman")
+        }
     seconds["code"] = sw.seconds
     coded = record("coded", decoded, file_bytes)
     steps.append(coded)
     return CompressReport(
-        file=out.name, file_bytes=file_bytes, dense_bytes=dense_bytes, ratio=dense_bytes / file_bytes,
-        test_accuracy=coded.test_accuracy, baseline_test_accuracy=baseline,
-        error_pp_vs_baseline=round(100 * (baseline - coded.test_accuracy), 4), coder=cfg.coder,
-        huffman_bytes=sizes["huffman"], ans_bytes=sizes["ans"], params=count_params(decoded), kept=coded.kept,
-        bit_exact=bit_exact, sparsity=rates, tt=tt_report, recipe=recipe, bits=bits, steps=steps, layers=inspect_lep(out),
+        file=out.name,
+        file_bytes=file_bytes,
+        dense_bytes=dense_bytes,
+        ratio=dense_bytes / file_bytes,
+        test_accuracy=coded.test_accuracy,
+        baseline_test_accuracy=baseline,
+        error_pp_vs_baseline=round(100 * (baseline - coded.test_accuracy), 4),
+        coder=cfg.coder,
+        huffman_bytes=sizes["huffman"],
+        ans_bytes=sizes["ans"],
+        params=count_params(decoded),
+        kept=coded.kept,
+        bit_exact=bit_exact,
+        sparsity=rates,
+        tt=tt_report,
+        recipe=recipe,
+        bits=bits,
+        steps=steps,
+        layers=inspect_lep(out),
         sensitivity=scan.model_dump() if scan is not None else None,
-        seconds={k: round(v, 2) for k, v in seconds.items()})
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )

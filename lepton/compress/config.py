@@ -17,9 +17,11 @@ class PruneConfig(StrictModel):
 
     enabled: bool = True
     sparsity: float | LayerFloats | Literal["auto", "preset"] = Field(
-        "preset", description="fraction of weights removed: one number, per layer {name: fraction}, 'auto' "
-                              "(per-layer rates from a sensitivity scan on held-out training images) or 'preset' "
-                              "(the tuned rates of lepton.compress.presets for known models, else 'auto')")
+        "preset",
+        description="fraction of weights removed: one number, per layer {name: fraction}, 'auto' "
+        "(per-layer rates from a sensitivity scan on held-out training images) or 'preset' "
+        "(the tuned rates of lepton.compress.presets for known models, else 'auto')",
+    )
     scope: Literal["layer", "global"] = "layer"
     auto_max_drop: float = Field(0.004, ge=0, le=1, description="'auto': allowed one-shot accuracy drop per layer")
     epochs: int = Field(8, ge=1, description="fine-tuning epochs, the ramp included")
@@ -35,12 +37,13 @@ class PruneConfig(StrictModel):
                 raise ValueError(f"sparsity must be in [0, 1), got {s}")
         return v
 
-
     @model_validator(mode="after")
     def _check_scope(self) -> PruneConfig:
         if self.scope == "global" and not isinstance(self.sparsity, float):
-            raise ValueError("scope 'global' ranks all layers together and needs one sparsity number "
-                             f"(e.g. sparsity: 0.95), got {self.sparsity!r}")
+            raise ValueError(
+                "scope 'global' ranks all layers together and needs one sparsity number "
+                f"(e.g. sparsity: 0.95), got {self.sparsity!r}"
+            )
         return self
 
 
@@ -49,9 +52,11 @@ class ShareConfig(StrictModel):
 
     enabled: bool = True
     bits: int | LayerInts | Literal["auto", "preset"] = Field(
-        "preset", description="bits per shared weight: one number, per layer, 'auto' (per layer, the fewest bits "
-                              "whose one-layer accuracy drop stays within auto_max_drop) or 'preset' "
-                              "(lepton.compress.presets)")
+        "preset",
+        description="bits per shared weight: one number, per layer, 'auto' (per layer, the fewest bits "
+        "whose one-layer accuracy drop stays within auto_max_drop) or 'preset' "
+        "(lepton.compress.presets)",
+    )
     auto_max_drop: float = Field(0.002, ge=0, le=1, description="'auto': allowed one-layer accuracy drop")
     bias_bits: int = Field(5, ge=1, le=8, description="biases are shared too, post hoc, with this many bits")
     epochs: int = Field(2, ge=0, description="centroid fine-tuning epochs (Adam)")
@@ -82,8 +87,9 @@ class TTConfig(StrictModel):
     """
 
     enabled: bool = False
-    layers: dict[str, float] = Field(default_factory=dict,
-                                     description="layer -> minimum parameter ratio of its TT form, e.g. {fc1: 20}")
+    layers: dict[str, float] = Field(
+        default_factory=dict, description="layer -> minimum parameter ratio of its TT form, e.g. {fc1: 20}"
+    )
     cores: int = Field(4, ge=2, le=8, description="TT cores per layer (modes from factorize(features, cores))")
     epochs: int = Field(2, ge=0, description="fine-tuning epochs after the conversion")
     lr: float = Field(0.01, gt=0)

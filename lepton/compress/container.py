@@ -31,8 +31,14 @@ from pydantic import Field, ValidationError
 from torch import nn
 
 from lepton.compress.coding import METHODS, decode_symbols, encode_symbols
-from lepton.compress.coding.bits import (bucket_symbol_limit, bucket_widths, bucketize, pack_bits, unbucketize,
-                                         unpack_bits)
+from lepton.compress.coding.bits import (
+    bucket_symbol_limit,
+    bucket_widths,
+    bucketize,
+    pack_bits,
+    unbucketize,
+    unpack_bits,
+)
 from lepton.config import StrictFileModel
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
@@ -52,19 +58,40 @@ GAP_DIRECT_BITS = range(1, 9)  # candidate direct ranges (2**d gaps coded as the
 HEADER_ROW = "(header)"
 
 _DTYPES: dict[str, torch.dtype] = {
-    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
-    "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32, "int64": torch.int64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
     "bool": torch.bool,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 _FLOATS = {"float16", "bfloat16", "float32", "float64"}
-_BIT_VIEWS = {1: (torch.uint8, np.uint8, "u1"), 2: (torch.int16, np.int16, "<i2"),  # itemsize: torch view,
-              4: (torch.int32, np.int32, "<i4"), 8: (torch.int64, np.int64, "<i8")}  # numpy dtype, on disk
-_ROLES = {"raw": ("data",), "dense": ("codebook", "index"), "sparse": ("codebook", "index", "gap", "gap_extra"),
-          "sparse-raw": ("values", "gap", "gap_extra")}
+_BIT_VIEWS = {
+    1: (torch.uint8, np.uint8, "u1"),
+    2: (torch.int16, np.int16, "<i2"),  # itemsize: torch view,
+    4: (torch.int32, np.int32, "<i4"),
+    8: (torch.int64, np.int64, "<i8"),
+}  # numpy dtype, on disk
+_ROLES = {
+    "raw": ("data",),
+    "dense": ("codebook", "index"),
+    "sparse": ("codebook", "index", "gap", "gap_extra"),
+    "sparse-raw": ("values", "gap", "gap_extra"),
+}
 _RAW_CODERS = ("none", "zstd", "lzma")
-_CODERS = {"data": _RAW_CODERS, "values": _RAW_CODERS, "codebook": ("none",), "index": METHODS, "gap": METHODS,
-           "gap_extra": ("bits",)}
+_CODERS = {
+    "data": _RAW_CODERS,
+    "values": _RAW_CODERS,
+    "codebook": ("none",),
+    "index": METHODS,
+    "gap": METHODS,
+    "gap_extra": ("bits",),
+}
 _SPARSE = ("sparse", "sparse-raw")
 
 DType = Literal["float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64", "bool"]
@@ -114,14 +141,19 @@ class LepModel:
 
 # ---- tensors as bit patterns -------------------------------------------------------------------------------
 
+
 def _bits(name: str, tensor: torch.Tensor) -> tuple[str, np.ndarray]:
     """(dtype name, flat native-endian integer array of the elements' bit patterns)."""
     if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided or tensor.is_quantized:
-        raise ConfigError(f"state_dict[{name!r}] must be a dense torch.Tensor, got {type(tensor).__name__}; "
-                          "convert sparse or quantized tensors with .to_dense() / .dequantize() first.")
+        raise ConfigError(
+            f"state_dict[{name!r}] must be a dense torch.Tensor, got {type(tensor).__name__}; "
+            "convert sparse or quantized tensors with .to_dense() / .dequantize() first."
+        )
     if tensor.dtype not in _NAMES:
-        raise ConfigError(f"state_dict[{name!r}] has dtype {tensor.dtype}; a .lep file stores "
-                          f"{', '.join(_DTYPES)}. Cast it (e.g. .float()) before saving.")
+        raise ConfigError(
+            f"state_dict[{name!r}] has dtype {tensor.dtype}; a .lep file stores "
+            f"{', '.join(_DTYPES)}. Cast it (e.g. .float()) before saving."
+        )
     view = _BIT_VIEWS[tensor.element_size()][0]
     return _NAMES[tensor.dtype], tensor.detach().cpu().contiguous().reshape(-1).view(view).numpy()
 
@@ -157,18 +189,25 @@ def _raw(role: str, bits: np.ndarray, dtype: str, compress: bool) -> _Stream:
     options = [("none", data)]
     if compress and len(data) >= 64:
         options.append(("zstd", zstandard.ZstdCompressor(level=10).compress(data)))
-        options.append(("lzma", lzma.compress(data, format=lzma.FORMAT_RAW,
-                                              filters=[{**_lzma_filters(len(data))[0], "preset": 6}])))
+        options.append(
+            (
+                "lzma",
+                lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{**_lzma_filters(len(data))[0], "preset": 6}]),
+            )
+        )
     coder, packed = min(options, key=lambda o: len(o[1]))
     return role, coder, bits.size, packed
 
 
 def _gap_streams(gaps: np.ndarray, coder: str) -> tuple[int, list[_Stream]]:
     """Bucketized gap symbols + their extra bits, for the direct range that gives the fewest bytes."""
+
     def streams(d: int) -> list[_Stream]:
         symbols, extra, widths = bucketize(gaps, d)
-        return [("gap", coder, len(gaps), encode_symbols(symbols, coder)),
-                ("gap_extra", "bits", int(widths.sum()), pack_bits(extra, widths))]
+        return [
+            ("gap", coder, len(gaps), encode_symbols(symbols, coder)),
+            ("gap_extra", "bits", int(widths.sum()), pack_bits(extra, widths)),
+        ]
 
     def size(option: tuple[int, list[_Stream]]) -> int:
         return sum(len(s[3]) for s in option[1])
@@ -185,24 +224,41 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[st
     values = np.unique(bits[nonzero]) if dtype in _FLOATS and bits.size else None
     shared = values is not None and len(values) <= MAX_CODEBOOK
     # a shared tensor also gets the plain raw option (it wins for tiny tensors); others try zstd and LZMA2
-    options: list[tuple[dict[str, Any], list[_Stream]]] = [({"encoding": "raw"},
-                                                             [_raw("data", bits, dtype, not shared)])]
+    options: list[tuple[dict[str, Any], list[_Stream]]] = [
+        ({"encoding": "raw"}, [_raw("data", bits, dtype, not shared)])
+    ]
     where = np.flatnonzero(nonzero)
     gaps = np.diff(where, prepend=-1) - 1
     if shared and values is not None:
         codebook = np.unique(bits)
-        options.append(({"encoding": "dense"}, [
-            ("codebook", "none", len(codebook), _le(codebook, dtype)),
-            ("index", coder, bits.size, encode_symbols(np.searchsorted(codebook, bits), coder))]))
+        options.append(
+            (
+                {"encoding": "dense"},
+                [
+                    ("codebook", "none", len(codebook), _le(codebook, dtype)),
+                    ("index", coder, bits.size, encode_symbols(np.searchsorted(codebook, bits), coder)),
+                ],
+            )
+        )
         direct, gap_streams = _gap_streams(gaps, coder)
-        options.append(({"encoding": "sparse", "gap_direct_bits": direct}, [
-            ("codebook", "none", len(values), _le(values, dtype)),
-            ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
-            *gap_streams]))
+        options.append(
+            (
+                {"encoding": "sparse", "gap_direct_bits": direct},
+                [
+                    ("codebook", "none", len(values), _le(values, dtype)),
+                    ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
+                    *gap_streams,
+                ],
+            )
+        )
     elif len(where) < bits.size:  # pruned but not shared: the kept values as they are, at coded positions
         direct, gap_streams = _gap_streams(gaps, coder)
-        options.append(({"encoding": "sparse-raw", "gap_direct_bits": direct},
-                        [_raw("values", bits[where], dtype, True), *gap_streams]))
+        options.append(
+            (
+                {"encoding": "sparse-raw", "gap_direct_bits": direct},
+                [_raw("values", bits[where], dtype, True), *gap_streams],
+            )
+        )
     extra, streams = min(options, key=lambda o: sum(len(s[3]) for s in o[1]))
     return {**fields, **extra}, streams
 
@@ -211,11 +267,14 @@ def _json(obj: Any, what: str) -> bytes:
     try:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{what} must be JSON-serialisable (str keys; str, int, float, bool, None, lists, "
-                          f"dicts; no NaN): {e}.") from e
+        raise ConfigError(
+            f"{what} must be JSON-serialisable (str keys; str, int, float, bool, None, lists, dicts; no NaN): {e}."
+        ) from e
     if strict_json.nesting_depth(text) > strict_json.MAX_DEPTH:
-        raise ConfigError(f"{what} nests lists/dicts {strict_json.nesting_depth(text)} levels deep; a .lep header "
-                          f"allows at most {strict_json.MAX_DEPTH}, so flatten the metadata.")
+        raise ConfigError(
+            f"{what} nests lists/dicts {strict_json.nesting_depth(text)} levels deep; a .lep header "
+            f"allows at most {strict_json.MAX_DEPTH}, so flatten the metadata."
+        )
     return text.encode("utf-8")
 
 
@@ -236,22 +295,29 @@ def inflate_header(stored: bytes) -> bytes:
     if len(text) > MAX_HEADER_BYTES:
         raise FormatError(f".lep header inflates to more than {MAX_HEADER_BYTES} bytes; refusing a forged file.")
     if not d.eof or d.unused_data or d.unconsumed_tail:
-        raise FormatError(".lep header DEFLATE stream is incomplete or followed by extra bytes; the file is "
-                          "corrupted.")
+        raise FormatError(".lep header DEFLATE stream is incomplete or followed by extra bytes; the file is corrupted.")
     return text
 
 
-def encode_model(spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], *, coder: str = "ans",
-                 metadata: dict[str, Any] | None = None) -> bytes:
+def encode_model(
+    spec: ModelSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    coder: str = "ans",
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
     """The `.lep` bytes of ``state_dict`` for the architecture ``spec``; ``coder`` is "ans" or "huffman"."""
     if coder not in METHODS:
-        raise ConfigError(f"The 'coder' parameter of encode_model must be one of {', '.join(METHODS)}. "
-                          f"Got {coder!r} instead.")
+        raise ConfigError(
+            f"The 'coder' parameter of encode_model must be one of {', '.join(METHODS)}. Got {coder!r} instead."
+        )
     if not isinstance(spec, ModelSpec):
         raise ConfigError(f"encode_model needs a lepton.models.ModelSpec, got {type(spec).__name__}.")
     if not isinstance(state_dict, Mapping):
-        raise ConfigError(f"encode_model needs a state dict (name -> tensor), got {type(state_dict).__name__}; "
-                          "pass model.state_dict().")
+        raise ConfigError(
+            f"encode_model needs a state dict (name -> tensor), got {type(state_dict).__name__}; "
+            "pass model.state_dict()."
+        )
     if metadata is not None and not isinstance(metadata, dict):
         raise ConfigError(f"metadata must be a dict, got {type(metadata).__name__}.")
     total = sum(t.numel() for t in state_dict.values() if isinstance(t, torch.Tensor))
@@ -264,61 +330,85 @@ def encode_model(spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], *, cod
         fields, streams = _encode_tensor(name, tensor, coder)
         fields["streams"] = []
         for role, stream_coder, count, data in streams:
-            fields["streams"].append({"role": role, "coder": stream_coder, "offset": offset, "length": len(data),
-                                      "count": count, "crc32": zlib.crc32(data)})
+            fields["streams"].append(
+                {
+                    "role": role,
+                    "coder": stream_coder,
+                    "offset": offset,
+                    "length": len(data),
+                    "count": count,
+                    "crc32": zlib.crc32(data),
+                }
+            )
             payload.append(data)
             offset += len(data)
         entries.append(fields)
     _json(spec.to_dict(), "the model spec")
-    text = _json({"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "metadata": metadata or {},
-                  "tensors": entries}, "metadata")
+    text = _json(
+        {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "metadata": metadata or {}, "tensors": entries},
+        "metadata",
+    )
     header = deflate_header(text)
     if len(text) > MAX_HEADER_BYTES:
-        raise ConfigError(f"the .lep header is {len(text)} bytes, over the {MAX_HEADER_BYTES}-byte limit; "
-                          "store less metadata.")
+        raise ConfigError(
+            f"the .lep header is {len(text)} bytes, over the {MAX_HEADER_BYTES}-byte limit; store less metadata."
+        )
     return PREAMBLE.pack(MAGIC, VERSION, len(header), zlib.crc32(header)) + header + b"".join(payload)
 
 
 # ---- parsing and decoding ----------------------------------------------------------------------------------
 
+
 def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
     """Check the preamble, header and stream layout (lengths, offsets, counts, CRCs) without decoding."""
     if len(data) < PREAMBLE.size or data[:8] != MAGIC:
-        raise FormatError(f"not a .lep file: expected the magic bytes {MAGIC!r} and a {PREAMBLE.size}-byte "
-                          f"preamble, got {bytes(data[:8])!r} in a {len(data)}-byte file.")
+        raise FormatError(
+            f"not a .lep file: expected the magic bytes {MAGIC!r} and a {PREAMBLE.size}-byte "
+            f"preamble, got {bytes(data[:8])!r} in a {len(data)}-byte file."
+        )
     _, version, size, crc = PREAMBLE.unpack_from(data)
     if version not in READABLE_VERSIONS:
-        raise FormatError(f".lep format version {version} is not supported (this Lepton reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton or re-export the model.")
+        raise FormatError(
+            f".lep format version {version} is not supported (this Lepton reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton or re-export the model."
+        )
     if size > min(MAX_HEADER_BYTES, len(data) - PREAMBLE.size):
-        raise FormatError(f".lep header length {size} exceeds the {len(data) - PREAMBLE.size} bytes after the "
-                          f"preamble (limit {MAX_HEADER_BYTES}); the file is truncated or corrupted.")
-    raw_header = bytes(data[PREAMBLE.size:PREAMBLE.size + size])
+        raise FormatError(
+            f".lep header length {size} exceeds the {len(data) - PREAMBLE.size} bytes after the "
+            f"preamble (limit {MAX_HEADER_BYTES}); the file is truncated or corrupted."
+        )
+    raw_header = bytes(data[PREAMBLE.size : PREAMBLE.size + size])
     if zlib.crc32(raw_header) != crc:
-        raise FormatError(f".lep header CRC32 {zlib.crc32(raw_header):08x} does not match the stored {crc:08x}; "
-                          "the file is corrupted.")
+        raise FormatError(
+            f".lep header CRC32 {zlib.crc32(raw_header):08x} does not match the stored {crc:08x}; "
+            "the file is corrupted."
+        )
     obj = strict_json.loads(inflate_header(raw_header), "the .lep header")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise FormatError(f".lep header: format tag {obj.get('format') if isinstance(obj, dict) else None!r}, "
-                          f"expected {FORMAT!r}.")
+        raise FormatError(
+            f".lep header: format tag {obj.get('format') if isinstance(obj, dict) else None!r}, expected {FORMAT!r}."
+        )
     try:
         header = Header.model_validate(obj)
     except ValidationError as e:
         err = e.errors()[0]
-        raise FormatError(f".lep header field {'.'.join(map(str, err['loc']))}: {err['msg']} "
-                          f"({len(e.errors())} problem(s) in all).") from e
+        raise FormatError(
+            f".lep header field {'.'.join(map(str, err['loc']))}: {err['msg']} ({len(e.errors())} problem(s) in all)."
+        ) from e
     if header.version != version:
-        raise FormatError(f".lep header says version {header.version} but the preamble says {version}; the file is "
-                          "forged or corrupted.")
+        raise FormatError(
+            f".lep header says version {header.version} but the preamble says {version}; the file is "
+            "forged or corrupted."
+        )
     try:
         spec = ModelSpec.from_dict(header.model)
     except ConfigError as e:
         raise FormatError(f".lep header: {e}") from e
-    payload = memoryview(data)[PREAMBLE.size + size:]
+    payload = memoryview(data)[PREAMBLE.size + size :]
     _check_layout(header, len(payload))
     for t in header.tensors:
         for s in t.streams:
-            if zlib.crc32(payload[s.offset:s.offset + s.length]) != s.crc32:
+            if zlib.crc32(payload[s.offset : s.offset + s.length]) != s.crc32:
                 raise FormatError(f".lep tensor {t.name!r} stream {s.role!r}: CRC32 mismatch; the file is corrupted.")
     return header, obj, spec, payload
 
@@ -331,8 +421,10 @@ def _check_layout(header: Header, payload_size: int) -> None:
         names.add(t.name)
         total += math.prod(t.shape)
         if total > MAX_ELEMENTS:
-            raise FormatError(f".lep tensor {t.name!r}: shape {t.shape} brings the file to {total} elements, over "
-                              f"the limit of {MAX_ELEMENTS}; the header is forged or corrupted.")
+            raise FormatError(
+                f".lep tensor {t.name!r}: shape {t.shape} brings the file to {total} elements, over "
+                f"the limit of {MAX_ELEMENTS}; the header is forged or corrupted."
+            )
     for t in header.tensors:
         what = f".lep tensor {t.name!r}"
         numel = math.prod(t.shape)
@@ -348,13 +440,17 @@ def _check_layout(header: Header, payload_size: int) -> None:
             if s.coder not in _CODERS[s.role]:
                 raise FormatError(f"{what} stream {s.role!r}: coder {s.coder!r}, expected one of {_CODERS[s.role]}.")
             if s.offset != offset:
-                raise FormatError(f"{what} stream {s.role!r}: offset {s.offset}, expected {offset} (streams are "
-                                  "contiguous, in header order, with no holes or overlaps).")
+                raise FormatError(
+                    f"{what} stream {s.role!r}: offset {s.offset}, expected {offset} (streams are "
+                    "contiguous, in header order, with no holes or overlaps)."
+                )
             offset += s.length
         _check_counts(t, numel, item)
     if offset != payload_size:
-        raise FormatError(f".lep payload is {payload_size} bytes but the header's streams cover {offset}; "
-                          "the file is truncated, padded or forged.")
+        raise FormatError(
+            f".lep payload is {payload_size} bytes but the header's streams cover {offset}; "
+            "the file is truncated, padded or forged."
+        )
 
 
 def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
@@ -364,31 +460,41 @@ def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
         role, n = ("data", numel) if t.encoding == "raw" else ("values", t.kept)
         expect[role] = n
         if s[role].coder == "none" and s[role].length != n * item:
-            raise FormatError(f".lep tensor {t.name!r} stream {role!r}: {s[role].length} bytes, expected "
-                              f"{n * item} for {n} {t.dtype} elements.")
+            raise FormatError(
+                f".lep tensor {t.name!r} stream {role!r}: {s[role].length} bytes, expected "
+                f"{n * item} for {n} {t.dtype} elements."
+            )
     else:
         k = s["codebook"].count
         expect["index"] = numel if t.encoding == "dense" else t.kept
         if t.dtype not in _FLOATS or s["codebook"].length != k * item:
-            raise FormatError(f".lep tensor {t.name!r} stream 'codebook': {s['codebook'].length} bytes of "
-                              f"{t.dtype}, expected a float codebook of {k} * {item} bytes.")
+            raise FormatError(
+                f".lep tensor {t.name!r} stream 'codebook': {s['codebook'].length} bytes of "
+                f"{t.dtype}, expected a float codebook of {k} * {item} bytes."
+            )
         if t.encoding == "dense":  # zero may be one of the entries; an empty tensor is never dense
             low, high = (1, MAX_CODEBOOK + 1) if numel else (1, 0)
         else:  # nonzero values only: none exactly when nothing is kept
             low, high = (1, MAX_CODEBOOK) if t.kept else (0, 0)
         if not low <= k <= high:
-            raise FormatError(f".lep tensor {t.name!r}: a {t.encoding} codebook of {k} values for {t.kept} kept "
-                              f"of {numel} elements; expected {low} to {high}.")
+            raise FormatError(
+                f".lep tensor {t.name!r}: a {t.encoding} codebook of {k} values for {t.kept} kept "
+                f"of {numel} elements; expected {low} to {high}."
+            )
     if t.encoding in _SPARSE:
         expect["gap"] = t.kept
         bits = s["gap_extra"].count
         if bits > t.kept * MAX_GAP_BITS or s["gap_extra"].length != (bits + 7) // 8:
-            raise FormatError(f".lep tensor {t.name!r} stream 'gap_extra': {s['gap_extra'].length} bytes for "
-                              f"{bits} bits; expected {(bits + 7) // 8} bytes and at most {MAX_GAP_BITS} bits per gap.")
+            raise FormatError(
+                f".lep tensor {t.name!r} stream 'gap_extra': {s['gap_extra'].length} bytes for "
+                f"{bits} bits; expected {(bits + 7) // 8} bytes and at most {MAX_GAP_BITS} bits per gap."
+            )
     for role, count in expect.items():
         if s[role].count != count:
-            raise FormatError(f".lep tensor {t.name!r} stream {role!r}: count {s[role].count}, expected {count} "
-                              f"(shape {t.shape}, {t.kept} kept).")
+            raise FormatError(
+                f".lep tensor {t.name!r} stream {role!r}: count {s[role].count}, expected {count} "
+                f"(shape {t.shape}, {t.kept} kept)."
+            )
 
 
 def _decompress(s: StreamEntry, data: bytes, size: int, what: str) -> bytes:
@@ -409,8 +515,10 @@ def _decompress(s: StreamEntry, data: bytes, size: int, what: str) -> bytes:
     except (zstandard.ZstdError, lzma.LZMAError) as e:
         raise FormatError(f"{what}: {s.coder} data does not decompress ({e}).") from e
     if leftover or len(out) != size:
-        raise FormatError(f"{what}: {s.coder} data decompresses to {len(out)} bytes with leftovers={leftover}, "
-                          f"expected exactly {size}.")
+        raise FormatError(
+            f"{what}: {s.coder} data decompresses to {len(out)} bytes with leftovers={leftover}, "
+            f"expected exactly {size}."
+        )
     return out
 
 
@@ -424,7 +532,7 @@ def _codebook(t: TensorEntry, data: bytes, what: str) -> np.ndarray:
 def _decode_tensor(t: TensorEntry, payload: memoryview) -> torch.Tensor:
     what = f".lep tensor {t.name!r}"
     s = {x.role: x for x in t.streams}
-    data = {r: bytes(payload[x.offset:x.offset + x.length]) for r, x in s.items()}
+    data = {r: bytes(payload[x.offset : x.offset + x.length]) for r, x in s.items()}
     numel = math.prod(t.shape)
     item = _DTYPES[t.dtype].itemsize
     if t.encoding == "raw":
@@ -459,13 +567,16 @@ def _positions(t: TensorEntry, s: dict[str, StreamEntry], data: dict[str, bytes]
         raise FormatError(f"{what} stream 'gap': symbol {symbols.max()} is not below {limit}.")
     widths = bucket_widths(symbols, direct)
     if int(widths.sum()) != s["gap_extra"].count:
-        raise FormatError(f"{what} stream 'gap_extra': the gaps need {int(widths.sum())} extra bits, the header "
-                          f"says {s['gap_extra'].count}.")
+        raise FormatError(
+            f"{what} stream 'gap_extra': the gaps need {int(widths.sum())} extra bits, the header "
+            f"says {s['gap_extra'].count}."
+        )
     extra = unpack_bits(data["gap_extra"], widths, f"{what} stream 'gap_extra'").astype(np.int64)
     positions = np.cumsum(unbucketize(symbols, extra, direct) + 1) - 1
     if positions.size and positions[-1] >= math.prod(t.shape):
-        raise FormatError(f"{what} stream 'gap': position {positions[-1]} is outside a tensor of "
-                          f"{math.prod(t.shape)} elements.")
+        raise FormatError(
+            f"{what} stream 'gap': position {positions[-1]} is outside a tensor of {math.prod(t.shape)} elements."
+        )
     return positions
 
 
@@ -485,8 +596,14 @@ def decode_model(data: bytes) -> LepModel:
     return LepModel(spec, state, obj, dict(header.metadata))
 
 
-def save_lep(path: str | os.PathLike, spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], *,
-             coder: str = "ans", metadata: dict[str, Any] | None = None) -> int:
+def save_lep(
+    path: str | os.PathLike,
+    spec: ModelSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    coder: str = "ans",
+    metadata: dict[str, Any] | None = None,
+) -> int:
     """Write a `.lep` file atomically; returns the number of bytes written."""
     data = encode_model(spec, state_dict, coder=coder, metadata=metadata)
     atomic_write_bytes(path, data)
@@ -514,16 +631,35 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
         numel, nbytes = math.prod(t.shape), sum(size.values())
         position_bytes = size.get("gap", 0) + size.get("gap_extra", 0)
         raw_coder = t.streams[0].coder if t.encoding in ("raw", "sparse-raw") else "none"
-        rows.append({
-            "tensor": t.name, "shape": list(t.shape), "weights": numel, "kept": t.kept,
-            "pct_kept": 100.0 * t.kept / numel if numel else 0.0,
-            "encoding": t.encoding if raw_coder == "none" else f"{t.encoding}+{raw_coder}",
-            "codebook": t.streams[0].count if t.encoding in ("dense", "sparse") else 0,
-            "bits_per_value": 8.0 * (nbytes - position_bytes) / t.kept if t.kept else 0.0,
-            "bits_per_position": 8.0 * position_bytes / t.kept if t.kept else 0.0,
-            "bytes": nbytes, "share": nbytes / len(data)})
+        rows.append(
+            {
+                "tensor": t.name,
+                "shape": list(t.shape),
+                "weights": numel,
+                "kept": t.kept,
+                "pct_kept": 100.0 * t.kept / numel if numel else 0.0,
+                "encoding": t.encoding if raw_coder == "none" else f"{t.encoding}+{raw_coder}",
+                "codebook": t.streams[0].count if t.encoding in ("dense", "sparse") else 0,
+                "bits_per_value": 8.0 * (nbytes - position_bytes) / t.kept if t.kept else 0.0,
+                "bits_per_position": 8.0 * position_bytes / t.kept if t.kept else 0.0,
+                "bytes": nbytes,
+                "share": nbytes / len(data),
+            }
+        )
     overhead = len(data) - len(payload)
-    rows.append({"tensor": HEADER_ROW, "shape": [], "weights": 0, "kept": 0, "pct_kept": 0.0, "encoding": "json",
-                 "codebook": 0, "bits_per_value": 0.0, "bits_per_position": 0.0, "bytes": overhead,
-                 "share": overhead / len(data)})
+    rows.append(
+        {
+            "tensor": HEADER_ROW,
+            "shape": [],
+            "weights": 0,
+            "kept": 0,
+            "pct_kept": 0.0,
+            "encoding": "json",
+            "codebook": 0,
+            "bits_per_value": 0.0,
+            "bits_per_position": 0.0,
+            "bytes": overhead,
+            "share": overhead / len(data),
+        }
+    )
     return rows

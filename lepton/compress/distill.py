@@ -33,30 +33,56 @@ class DistillationObjective:
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
         t = self.temperature
-        soft = nn.functional.kl_div(nn.functional.log_softmax(logits / t, dim=1),
-                                    nn.functional.log_softmax(teacher_logits / t, dim=1),
-                                    reduction="batchmean", log_target=True)
+        soft = nn.functional.kl_div(
+            nn.functional.log_softmax(logits / t, dim=1),
+            nn.functional.log_softmax(teacher_logits / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
         hard = nn.functional.cross_entropy(logits, targets)
         return self.alpha * t * t * soft + (1 - self.alpha) * hard
 
 
 def distillation_objective(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.7) -> Objective:
     """The distillation loss as an :data:`~lepton.train.Objective` for ``fit(..., objective=...)``."""
-    check_float(temperature, "temperature", 0, lo_open=True, owner="distillation",
-                hint="Hinton et al. use 2-20; 4 is a good start.")
+    check_float(
+        temperature,
+        "temperature",
+        0,
+        lo_open=True,
+        owner="distillation",
+        hint="Hinton et al. use 2-20; 4 is a good start.",
+    )
     check_float(alpha, "alpha", 0, 1, owner="distillation", hint="It weights the teacher's soft targets.")
     return DistillationObjective(teacher, float(temperature), float(alpha))
 
 
-def distill(teacher: nn.Module, student: nn.Module, batches: Batches, cfg: TrainConfig, *,
-            eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, temperature: float = 4.0, alpha: float = 0.7,
-            after_step: Callable[[nn.Module], None] | None = None, progress: bool = True,
-            console: Console | None = None) -> TrainReport:
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    batches: Batches,
+    cfg: TrainConfig,
+    *,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    after_step: Callable[[nn.Module], None] | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainReport:
     """Train ``student`` in place on ``batches`` against ``teacher`` (left unchanged) with :func:`fit`."""
     objective = distillation_objective(teacher, temperature=temperature, alpha=alpha)
     was_training = teacher.training
     try:
-        return fit(student, batches, cfg, eval_data=eval_data, objective=objective, after_step=after_step,
-                   progress=progress, console=console)
+        return fit(
+            student,
+            batches,
+            cfg,
+            eval_data=eval_data,
+            objective=objective,
+            after_step=after_step,
+            progress=progress,
+            console=console,
+        )
     finally:
         teacher.train(was_training)

@@ -27,8 +27,11 @@ Sparsity = float | Mapping[str, float]
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The ``weight`` of every convolution and linear layer, keyed by module name (e.g. ``"conv1"``)."""
-    return {name: m.weight for name, m in model.named_modules()
-            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, nn.Parameter)}
+    return {
+        name: m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, nn.Parameter)
+    }
 
 
 def _check_rate(name: str, rate: Any, owner: str | None = None) -> float:
@@ -38,16 +41,19 @@ def _check_rate(name: str, rate: Any, owner: str | None = None) -> float:
 def _check_layers(weights: Mapping[str, Any], names: Any, what: str) -> None:
     unknown = sorted(set(names) - set(weights))
     if unknown:
-        raise ConfigError(f"{what} names unknown layers {unknown}; the prunable layers of this model are "
-                          f"{sorted(weights)}.")
+        raise ConfigError(
+            f"{what} names unknown layers {unknown}; the prunable layers of this model are {sorted(weights)}."
+        )
 
 
 def _check_scope(scope: Any, sparsity: Sparsity, where: str) -> None:
     if scope not in ("layer", "global"):
         raise ConfigError(f"The 'scope' parameter of {where} must be 'layer' or 'global'. Got {scope!r} instead.")
     if scope == "global" and isinstance(sparsity, Mapping):
-        raise ConfigError("global pruning needs one sparsity (a float) for the pooled layers, got a dict; "
-                          "pass per-layer exceptions as overrides={layer: rate}.")
+        raise ConfigError(
+            "global pruning needs one sparsity (a float) for the pooled layers, got a dict; "
+            "pass per-layer exceptions as overrides={layer: rate}."
+        )
 
 
 def _keep_largest(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -66,8 +72,9 @@ def _kept(n: int, sparsity: float) -> int:
 
 
 @torch.no_grad()
-def magnitude_masks(model: nn.Module, sparsity: Sparsity, *, scope: Scope = "layer",
-                    overrides: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
+def magnitude_masks(
+    model: nn.Module, sparsity: Sparsity, *, scope: Scope = "layer", overrides: Mapping[str, float] | None = None
+) -> dict[str, torch.Tensor]:
     """Bool masks (True = kept) that prune the smallest-magnitude weights of every prunable layer.
 
     ``scope="layer"``: each layer keeps exactly ``round((1 - s) * n)`` of its ``n`` weights, where ``s``
@@ -77,8 +84,9 @@ def magnitude_masks(model: nn.Module, sparsity: Sparsity, *, scope: Scope = "lay
     ``overrides`` ``{layer: rate}`` prunes those layers by their own rate, outside the global ranking.
     """
     weights = prunable_weights(model)
-    overrides = {k: _check_rate("overrides", v, f"magnitude_masks for layer {k!r}")
-                 for k, v in (overrides or {}).items()}
+    overrides = {
+        k: _check_rate("overrides", v, f"magnitude_masks for layer {k!r}") for k, v in (overrides or {}).items()
+    }
     _check_layers(weights, overrides, "overrides")
     _check_scope(scope, sparsity, "magnitude_masks")
     if isinstance(sparsity, Mapping):
@@ -89,8 +97,9 @@ def magnitude_masks(model: nn.Module, sparsity: Sparsity, *, scope: Scope = "lay
         rates = {k: rate for k in weights} if scope == "layer" else {}
     rates.update(overrides)
 
-    masks = {name: _keep_largest(w.abs(), _kept(w.numel(), rates[name])) for name, w in weights.items()
-             if name in rates}
+    masks = {
+        name: _keep_largest(w.abs(), _kept(w.numel(), rates[name])) for name, w in weights.items() if name in rates
+    }
     if scope == "global":
         pooled = [name for name in weights if name not in overrides]
         if pooled:
@@ -109,8 +118,10 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         w = weights[name]
         if mask.shape != w.shape:
-            raise ConfigError(f"the mask of layer {name!r} has shape {tuple(mask.shape)} but its weight has "
-                              f"{tuple(w.shape)}; recompute the masks for this model.")
+            raise ConfigError(
+                f"the mask of layer {name!r} has shape {tuple(mask.shape)} but its weight has "
+                f"{tuple(w.shape)}; recompute the masks for this model."
+            )
         w.masked_fill_(~mask.to(device=w.device, dtype=torch.bool), 0.0)  # +0.0, never -0.0
 
 
@@ -122,11 +133,15 @@ def cubic_sparsity(step: int, *, initial: float, final: float, begin_step: int, 
     _check_rate("initial", initial, "cubic_sparsity")
     _check_rate("final", final, "cubic_sparsity")
     if initial > final:
-        raise ConfigError(f"initial sparsity {initial} exceeds final sparsity {final}; the schedule only prunes "
-                          "more over time, so pass initial <= final.")
+        raise ConfigError(
+            f"initial sparsity {initial} exceeds final sparsity {final}; the schedule only prunes "
+            "more over time, so pass initial <= final."
+        )
     if not 0 <= begin_step <= end_step:
-        raise ConfigError(f"the pruning schedule needs 0 <= begin_step <= end_step. Got begin_step={begin_step}, "
-                          f"end_step={end_step} instead.")
+        raise ConfigError(
+            f"the pruning schedule needs 0 <= begin_step <= end_step. Got begin_step={begin_step}, "
+            f"end_step={end_step} instead."
+        )
     if step < begin_step:
         return initial
     if step >= end_step:
@@ -145,10 +160,20 @@ class GradualPruner:
     ``step`` counts the calls so far; set it to resume a run mid-schedule.
     """
 
-    def __init__(self, sparsity: Sparsity, *, begin_step: int, end_step: int, frequency: int,
-                 initial: float = 0.0, scope: Scope = "layer", overrides: Mapping[str, float] | None = None) -> None:
-        check_int(frequency, "frequency", 1, owner="GradualPruner", hint="It counts optimizer steps between mask "
-                  "updates.")
+    def __init__(
+        self,
+        sparsity: Sparsity,
+        *,
+        begin_step: int,
+        end_step: int,
+        frequency: int,
+        initial: float = 0.0,
+        scope: Scope = "layer",
+        overrides: Mapping[str, float] | None = None,
+    ) -> None:
+        check_int(
+            frequency, "frequency", 1, owner="GradualPruner", hint="It counts optimizer steps between mask updates."
+        )
         _check_scope(scope, sparsity, "GradualPruner")
         targets = list(sparsity.values()) if isinstance(sparsity, Mapping) else [sparsity]
         for target in [*targets, *(overrides or {}).values()]:
@@ -159,8 +184,9 @@ class GradualPruner:
         self.masks: dict[str, torch.Tensor] = {}
 
     def _rate(self, final: float, step: int) -> float:
-        return cubic_sparsity(step, initial=self.initial, final=final, begin_step=self.begin_step,
-                              end_step=self.end_step)
+        return cubic_sparsity(
+            step, initial=self.initial, final=final, begin_step=self.begin_step, end_step=self.end_step
+        )
 
     def sparsity_at(self, step: int) -> Sparsity:
         """The scheduled sparsity at ``step``: a float, or ``{layer: rate}`` for per-layer targets."""
@@ -210,23 +236,46 @@ class PruneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the mask tensors) for the run's metrics."""
-        return {"sparsity": self.sparsity, "begin_step": self.begin_step, "end_step": self.end_step,
-                "frequency": self.frequency, "layers": self.table, "train": self.train.model_dump()}
+        return {
+            "sparsity": self.sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+            "layers": self.table,
+            "train": self.train.model_dump(),
+        }
 
 
-def prune_gradual(model: nn.Module, batches: Batches, cfg: TrainConfig, sparsity: Sparsity, *,
-                  scope: Scope = "layer", overrides: Mapping[str, float] | None = None,
-                  frequency: int | None = None, ramp_fraction: float = 0.5, initial: float = 0.0,
-                  eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, objective: Objective | None = None,
-                  progress: bool = True) -> PruneResult:
+def prune_gradual(
+    model: nn.Module,
+    batches: Batches,
+    cfg: TrainConfig,
+    sparsity: Sparsity,
+    *,
+    scope: Scope = "layer",
+    overrides: Mapping[str, float] | None = None,
+    frequency: int | None = None,
+    ramp_fraction: float = 0.5,
+    initial: float = 0.0,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    objective: Objective | None = None,
+    progress: bool = True,
+) -> PruneResult:
     """Train ``model`` in place for ``cfg.epochs`` while pruning it to ``sparsity``.
 
     The sparsity ramps up cubically over the first ``ramp_fraction`` of all optimizer steps (mask
     updates every ``frequency`` steps; default: 20 updates over the ramp); the remaining steps
     fine-tune with the masks fixed. ``objective`` is handed to :func:`fit` (e.g. a distillation loss).
     """
-    check_float(ramp_fraction, "ramp_fraction", 0, 1, lo_open=True, owner="prune_gradual",
-                hint="0.5 prunes during the first half of training.")
+    check_float(
+        ramp_fraction,
+        "ramp_fraction",
+        0,
+        1,
+        lo_open=True,
+        owner="prune_gradual",
+        hint="0.5 prunes during the first half of training.",
+    )
     weights = prunable_weights(model)
     if isinstance(sparsity, Mapping):
         _check_layers(weights, sparsity, "the sparsity dict")
@@ -235,9 +284,29 @@ def prune_gradual(model: nn.Module, batches: Batches, cfg: TrainConfig, sparsity
     ramp = max(1, math.ceil(ramp_fraction * total))
     end_step = ramp - 1
     frequency = frequency if frequency is not None else max(1, ramp // 20)
-    pruner = GradualPruner(sparsity, begin_step=0, end_step=end_step, frequency=frequency, initial=initial,
-                           scope=scope, overrides=overrides)
-    report = fit(model, batches, cfg, eval_data=eval_data, objective=objective or cross_entropy,
-                 after_step=pruner, progress=progress)
-    return PruneResult(masks=pruner.masks, train=report, table=sparsity_table(model), begin_step=0,
-                       end_step=end_step, frequency=frequency)
+    pruner = GradualPruner(
+        sparsity,
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
+        initial=initial,
+        scope=scope,
+        overrides=overrides,
+    )
+    report = fit(
+        model,
+        batches,
+        cfg,
+        eval_data=eval_data,
+        objective=objective or cross_entropy,
+        after_step=pruner,
+        progress=progress,
+    )
+    return PruneResult(
+        masks=pruner.masks,
+        train=report,
+        table=sparsity_table(model),
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
+    )

@@ -26,8 +26,14 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lepton.compress.share import (MAX_SHARE_BITS, bake_weights, check_plain_weight, resolve_bits, share_tensor,
-                                   weight_layers)
+from lepton.compress.share import (
+    MAX_SHARE_BITS,
+    bake_weights,
+    check_plain_weight,
+    resolve_bits,
+    share_tensor,
+    weight_layers,
+)
 from lepton.errors import ConfigError
 from lepton.train.evaluate import evaluate
 from lepton.utils.checks import check_float, check_int
@@ -133,17 +139,26 @@ class QATHandle:
 
     def quantized(self) -> dict[str, QuantizedTensor]:
         """Integer levels and scales of each layer's weight (before or after finalize), e.g. for an int runtime."""
-        return {name: quantize_tensor(self._weights(name)[0], b, granularity=self.granularity)
-                for name, b in self.bits.items()}
+        return {
+            name: quantize_tensor(self._weights(name)[0], b, granularity=self.granularity)
+            for name, b in self.bits.items()
+        }
 
     def report(self) -> QuantizationReport:
         rows = []
         for name, b in self.bits.items():
             baked, shadow = self._weights(name)
             levels = max(int(torch.unique(channel).numel()) for channel in baked.reshape(len(baked), -1))
-            rows.append(QuantizedLayer(layer=name, bits=b, granularity=self.granularity, max_levels_per_channel=levels,
-                                       distinct_values=int(torch.unique(baked).numel()),
-                                       snr_db=None if shadow is None else snr_db(shadow, baked)))
+            rows.append(
+                QuantizedLayer(
+                    layer=name,
+                    bits=b,
+                    granularity=self.granularity,
+                    max_levels_per_channel=levels,
+                    distinct_values=int(torch.unique(baked).numel()),
+                    snr_db=None if shadow is None else snr_db(shadow, baked),
+                )
+            )
         return QuantizationReport(layers=rows)
 
     def finalize(self, model: nn.Module) -> nn.Module:
@@ -153,8 +168,13 @@ class QATHandle:
         return bake_weights(model, self.bits, FakeQuantWeight, "has no QAT parametrization", "quantize_qat")
 
 
-def quantize_qat(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,
-                 granularity: Granularity = "channel") -> QATHandle:
+def quantize_qat(
+    model: nn.Module,
+    bits: int | Mapping[str, int],
+    *,
+    layers: Iterable[str] | None = None,
+    granularity: Granularity = "channel",
+) -> QATHandle:
     """Fake-quantize the weights of every Conv2d/Linear layer (or those in ``layers``, or the keys of a
     per-layer ``bits`` dict) of ``model`` in place, so ``fit`` trains the float shadow weights through the
     straight-through estimator. Weights that are zero now (pruned) stay zero. Call ``.finalize(model)`` to bake.
@@ -190,16 +210,25 @@ class BitScanReport(BaseModel):
 
 def _quantizer(method: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
     if method == "share":
+
         def shared(w: torch.Tensor, b: int) -> torch.Tensor:
             codebook, index, mask = share_tensor(w, b)
             return torch.where(mask, codebook[index], 0.0) if len(codebook) else w.clone()
+
         return shared
     return lambda w, b: quantize_tensor(w, b).dequantize()
 
 
-def scan_bits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, candidates: Sequence[int] = (2, 3, 4, 5, 6, 8),
-              max_drop: float, method: Literal["share", "uniform"] = "share",
-              layers: Iterable[str] | None = None) -> BitScanReport:
+def scan_bits(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    candidates: Sequence[int] = (2, 3, 4, 5, 6, 8),
+    max_drop: float,
+    method: Literal["share", "uniform"] = "share",
+    layers: Iterable[str] | None = None,
+) -> BitScanReport:
     """Sensitivity scan: quantize one layer at a time (the others stay float) at each candidate width,
     measure accuracy on ``(x, y)``, and choose per layer the smallest width whose accuracy drop is at most
     ``max_drop`` (a fraction, e.g. 0.01 = one point), or the widest candidate if none is. The drops are
@@ -227,26 +256,46 @@ def scan_bits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, candidates:
                 with torch.no_grad():
                     module.weight.copy_(quantize(original, b))
                 accuracy = evaluate(model, x, y).accuracy
-                trials.append(BitTrial(layer=name, bits=b, accuracy=accuracy, drop=baseline - accuracy,
-                                       snr_db=snr_db(original, module.weight)))
+                trials.append(
+                    BitTrial(
+                        layer=name,
+                        bits=b,
+                        accuracy=accuracy,
+                        drop=baseline - accuracy,
+                        snr_db=snr_db(original, module.weight),
+                    )
+                )
         finally:
             with torch.no_grad():
                 module.weight.copy_(original)
         fitting = [t.bits for t in trials if t.layer == name and t.drop <= max_drop]
         chosen[name], within[name] = (min(fitting), True) if fitting else (widths[-1], False)
-    return BitScanReport(method=method, baseline_accuracy=baseline, max_drop=max_drop, trials=trials,
-                         chosen=chosen, within_budget=within)
+    return BitScanReport(
+        method=method, baseline_accuracy=baseline, max_drop=max_drop, trials=trials, chosen=chosen, within_budget=within
+    )
 
 
-def choose_bits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, candidates: Sequence[int] = (2, 3, 4, 5, 6, 8),
-                max_drop: float, method: Literal["share", "uniform"] = "share",
-                layers: Iterable[str] | None = None) -> dict[str, int]:
+def choose_bits(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    candidates: Sequence[int] = (2, 3, 4, 5, 6, 8),
+    max_drop: float,
+    method: Literal["share", "uniform"] = "share",
+    layers: Iterable[str] | None = None,
+) -> dict[str, int]:
     """Per-layer bit widths from :func:`scan_bits` (call that for the full typed report of the scan)."""
     return scan_bits(model, x, y, candidates=candidates, max_drop=max_drop, method=method, layers=layers).chosen
 
 
-def post_training_quantize(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,
-                           granularity: Granularity = "channel") -> nn.Module:
+def post_training_quantize(
+    model: nn.Module,
+    bits: int | Mapping[str, int],
+    *,
+    layers: Iterable[str] | None = None,
+    granularity: Granularity = "channel",
+) -> nn.Module:
     """A quantized deep copy of ``model`` without training (the baseline QAT is compared against)."""
     quantized = copy.deepcopy(model)
     handle = quantize_qat(quantized, bits, layers=layers, granularity=granularity)

@@ -39,14 +39,23 @@ class SensitivityScan(BaseModel):
 
     def rows(self) -> list[dict[str, float | str]]:
         """Flat table rows: layer, rate, accuracy, drop (baseline minus accuracy)."""
-        return [{"layer": s.layer, "rate": p.rate, "accuracy": p.accuracy,
-                 "drop": self.baseline_accuracy - p.accuracy} for s in self.layers for p in s.points]
+        return [
+            {"layer": s.layer, "rate": p.rate, "accuracy": p.accuracy, "drop": self.baseline_accuracy - p.accuracy}
+            for s in self.layers
+            for p in s.points
+        ]
 
 
 @torch.no_grad()
-def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                     rates: Sequence[float] = DEFAULT_RATES, layers: Sequence[str] | None = None,
-                     batch_size: int = 1000) -> SensitivityScan:
+def sensitivity_scan(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    rates: Sequence[float] = DEFAULT_RATES,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 1000,
+) -> SensitivityScan:
     """Accuracy on ``(x, y)`` with each of ``layers`` (default: all prunable) magnitude-pruned alone to
     each of ``rates``; every weight is restored bit for bit before the next point."""
     weights = prunable_weights(model)

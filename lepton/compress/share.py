@@ -30,8 +30,9 @@ Init = Literal["linear", "density", "random"]
 MAX_SHARE_BITS = 8  # the .lep codebook holds at most 256 values
 
 
-def kmeans_1d(values: torch.Tensor, k: int, *, init: Init = "linear", iters: int = 30,
-              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_1d(
+    values: torch.Tensor, k: int, *, init: Init = "linear", iters: int = 30, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on the scalars in ``values``; returns ``(centroids, assignments)``.
 
     ``init``: ``"linear"`` spaces k centroids evenly over [min, max] (Deep Compression's recommendation:
@@ -84,12 +85,13 @@ def _nearest(flat: torch.Tensor, sorted_centroids: torch.Tensor) -> torch.Tensor
     return torch.searchsorted(midpoints, flat, right=False)
 
 
-def share_tensor(weight: torch.Tensor, bits: int, *, init: Init = "linear",
-                 iters: int = 30) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def share_tensor(
+    weight: torch.Tensor, bits: int, *, init: Init = "linear", iters: int = 30
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(codebook, index, mask)`` of ``weight``'s nonzero entries clustered into at most 2^bits values;
     ``where(mask, codebook[index], 0)`` reconstructs the shared weight (index is 0 where mask is False)."""
     mask = weight.detach() != 0
-    codebook, assign = kmeans_1d(weight.detach()[mask], 2 ** bits, init=init, iters=iters)
+    codebook, assign = kmeans_1d(weight.detach()[mask], 2**bits, init=init, iters=iters)
     index = torch.zeros(weight.shape, dtype=torch.long, device=weight.device)
     index[mask] = assign.to(weight.device)
     return codebook.to(weight.device), index, mask
@@ -116,18 +118,23 @@ def weight_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict
     names = list(layers)
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise ConfigError(f"unknown layer(s) {unknown}: expected Conv2d/Linear layer names of the model, "
-                          f"i.e. some of {sorted(found)}.")
+        raise ConfigError(
+            f"unknown layer(s) {unknown}: expected Conv2d/Linear layer names of the model, "
+            f"i.e. some of {sorted(found)}."
+        )
     return {n: found[n] for n in names}
 
 
-def resolve_bits(model: nn.Module, bits: int | Mapping[str, int], layers: Iterable[str] | None, *,
-                 low: int, high: int, what: str) -> dict[str, int]:
+def resolve_bits(
+    model: nn.Module, bits: int | Mapping[str, int], layers: Iterable[str] | None, *, low: int, high: int, what: str
+) -> dict[str, int]:
     """``{layer: bits}`` for an int (every selected layer) or a per-layer dict, validated to [low, high]."""
     if isinstance(bits, Mapping):
         if layers is not None:
-            raise ConfigError(f"{what}: pass either a per-layer bits dict or layers=, not both; the dict's keys "
-                              "already name the layers.")
+            raise ConfigError(
+                f"{what}: pass either a per-layer bits dict or layers=, not both; the dict's keys "
+                "already name the layers."
+            )
         chosen = weight_layers(model, bits.keys())
         plan = {name: bits[name] for name in chosen}
     else:
@@ -135,15 +142,19 @@ def resolve_bits(model: nn.Module, bits: int | Mapping[str, int], layers: Iterab
     for name, b in plan.items():
         check_int(b, "bits", low, high, owner=f"{what} for layer {name!r}")
     if not plan:
-        raise ConfigError(f"{what}: no layer to compress; the model has no Conv2d or Linear layer, or the "
-                          "bits dict is empty. Name some of its Conv2d/Linear layers.")
+        raise ConfigError(
+            f"{what}: no layer to compress; the model has no Conv2d or Linear layer, or the "
+            "bits dict is empty. Name some of its Conv2d/Linear layers."
+        )
     return plan
 
 
 def check_plain_weight(module: nn.Module, name: str, what: str) -> None:
     if parametrize.is_parametrized(module, "weight") or hasattr(module, "weight_orig"):
-        raise ConfigError(f"{what}: layer {name!r} already has a parametrization or pruning hook on its weight; "
-                          "finalize the previous step first (pruning: make the masks permanent).")
+        raise ConfigError(
+            f"{what}: layer {name!r} already has a parametrization or pruning hook on its weight; "
+            "finalize the previous step first (pruning: make the masks permanent)."
+        )
 
 
 class SharedLayer(BaseModel):
@@ -175,9 +186,18 @@ class WeightSharing:
         return {name: p.codebook.detach().clone() for name, p in self.parametrizations.items()}
 
     def report(self) -> SharingReport:
-        return SharingReport(layers=[
-            SharedLayer(layer=name, bits=self.bits[name], centroids=len(p.codebook), kept_weights=int(p.mask.sum()),
-                        total_weights=p.mask.numel()) for name, p in self.parametrizations.items()])
+        return SharingReport(
+            layers=[
+                SharedLayer(
+                    layer=name,
+                    bits=self.bits[name],
+                    centroids=len(p.codebook),
+                    kept_weights=int(p.mask.sum()),
+                    total_weights=p.mask.numel(),
+                )
+                for name, p in self.parametrizations.items()
+            ]
+        )
 
     def finalize(self, model: nn.Module) -> nn.Module:
         """Replace each shared layer's parametrization in ``model`` (the shared model, or a deep copy of it) by
@@ -185,8 +205,9 @@ class WeightSharing:
         return bake_weights(model, self.bits, SharedWeight, "is not weight-shared", "share_weights")
 
 
-def bake_weights(model: nn.Module, layers: Iterable[str], kind: type[nn.Module], problem: str,
-                 installer: str) -> nn.Module:
+def bake_weights(
+    model: nn.Module, layers: Iterable[str], kind: type[nn.Module], problem: str, installer: str
+) -> nn.Module:
     """Replace the ``kind`` weight parametrization of each of ``layers`` by a plain trainable weight holding its
     current value; refuses (before changing anything) a layer that does not carry one."""
     modules = dict(model.named_modules())
@@ -194,16 +215,24 @@ def bake_weights(model: nn.Module, layers: Iterable[str], kind: type[nn.Module],
     for name in layers:
         plist = getattr(getattr(modules.get(name), "parametrizations", None), "weight", None)
         if plist is None or not isinstance(plist[0], kind):
-            raise ConfigError(f"finalize: layer {name!r} of this model {problem} (already finalized, or not the "
-                              f"model passed to {installer}); pass that model.")
+            raise ConfigError(
+                f"finalize: layer {name!r} of this model {problem} (already finalized, or not the "
+                f"model passed to {installer}); pass that model."
+            )
     for name in layers:
         parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
         modules[name].weight.requires_grad_(True)
     return model
 
 
-def share_weights(model: nn.Module, bits: int | Mapping[str, int], *, layers: Iterable[str] | None = None,
-                  init: Init = "linear", iters: int = 30) -> WeightSharing:
+def share_weights(
+    model: nn.Module,
+    bits: int | Mapping[str, int],
+    *,
+    layers: Iterable[str] | None = None,
+    init: Init = "linear",
+    iters: int = 30,
+) -> WeightSharing:
     """Share the weights of every Conv2d/Linear layer (or those in ``layers``, or the keys of a per-layer
     ``bits`` dict) of ``model`` in place: nonzero weights -> at most 2^bits centroids, zeros stay zero.
 

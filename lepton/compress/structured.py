@@ -64,12 +64,27 @@ def _run_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
 
 
 def _check_ratio(ratio: Any, owner: str) -> float:
-    return float(check_float(ratio, "ratio", 0, 1, hi_open=True, owner=owner,
-                             hint="It is a fraction of channels; 0.5 removes half of them."))
+    return float(
+        check_float(
+            ratio,
+            "ratio",
+            0,
+            1,
+            hi_open=True,
+            owner=owner,
+            hint="It is a fraction of channels; 0.5 removes half of them.",
+        )
+    )
 
 
-def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float | Mapping[str, float], *,
-                   importance: Importance = "l1", ignored_layers: Sequence[str] | None = None) -> nn.Module:
+def prune_channels(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    ratio: float | Mapping[str, float],
+    *,
+    importance: Importance = "l1",
+    ignored_layers: Sequence[str] | None = None,
+) -> nn.Module:
     """A copy of ``model`` with the least important output channels of its conv / linear layers removed.
 
     Each pruned layer keeps ``max(1, round((1 - r) * n))`` of its ``n`` output channels, ``r`` being
@@ -79,8 +94,10 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
     ``model`` itself is left untouched.
     """
     if importance not in IMPORTANCES:
-        raise ConfigError(f"The 'importance' parameter of prune_channels must be one of {sorted(IMPORTANCES)}. "
-                          f"Got {importance!r} instead.")
+        raise ConfigError(
+            f"The 'importance' parameter of prune_channels must be one of {sorted(IMPORTANCES)}. "
+            f"Got {importance!r} instead."
+        )
     model = copy.deepcopy(model)
     modules = dict(model.named_modules())
     order = _run_order(model, example_input)
@@ -95,8 +112,10 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
     if isinstance(ratio, Mapping):
         bad = sorted(set(ratio) - set(prunable))
         if bad:
-            raise ConfigError(f"the ratio dict names {bad}, which cannot be pruned here (unknown, ignored or the "
-                              f"final classifier {classifier!r}); the prunable layers are {prunable}.")
+            raise ConfigError(
+                f"the ratio dict names {bad}, which cannot be pruned here (unknown, ignored or the "
+                f"final classifier {classifier!r}); the prunable layers are {prunable}."
+            )
         ratios = {n: _check_ratio(r, f"prune_channels for layer {n!r}") for n, r in ratio.items()}
     else:
         r = _check_ratio(ratio, "prune_channels")
@@ -108,8 +127,13 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
         keep = max(1, round((1.0 - r) * n))
         exact[modules[name]] = 1.0 - (keep + 0.5) / n
     pruner = tp.pruner.BasePruner(
-        model, example_input, IMPORTANCES[importance](), pruning_ratio=0.0, pruning_ratio_dict=exact,
-        ignored_layers=[modules[classifier], *(modules[n] for n in sorted(ignored))])
+        model,
+        example_input,
+        IMPORTANCES[importance](),
+        pruning_ratio=0.0,
+        pruning_ratio_dict=exact,
+        ignored_layers=[modules[classifier], *(modules[n] for n in sorted(ignored))],
+    )
     pruner.step()
     return model
 
@@ -118,31 +142,52 @@ def spec_for(model: nn.Module, base_spec: ModelSpec) -> ModelSpec:
     """The spec of a (channel-pruned) LeNet-family ``model``: ``base_spec`` with its widths read off the
     layers, checked by rebuilding it and comparing every parameter shape."""
     if base_spec.name not in WIDTHS:
-        raise ConfigError(f"spec_for knows the widths of {sorted(WIDTHS)}, not {base_spec.name!r}; save a pruned "
-                          "custom model with a factory that takes its widths as arguments.")
+        raise ConfigError(
+            f"spec_for knows the widths of {sorted(WIDTHS)}, not {base_spec.name!r}; save a pruned "
+            "custom model with a factory that takes its widths as arguments."
+        )
     expected = resolve_factory(base_spec.name)
     if type(model) is not expected:
-        raise ConfigError(f"spec_for: the model is a {type(model).__name__} but the spec names {base_spec.name!r} "
-                          f"({expected.__name__}); pass the spec the model was built from.")
+        raise ConfigError(
+            f"spec_for: the model is a {type(model).__name__} but the spec names {base_spec.name!r} "
+            f"({expected.__name__}); pass the spec the model was built from."
+        )
     modules = dict(model.named_modules())
-    spec = ModelSpec(base_spec.name, base_spec.input_shape, base_spec.num_classes,
-                     {**base_spec.kwargs, **{w: _width(modules[w]) for w in WIDTHS[base_spec.name]}})
+    spec = ModelSpec(
+        base_spec.name,
+        base_spec.input_shape,
+        base_spec.num_classes,
+        {**base_spec.kwargs, **{w: _width(modules[w]) for w in WIDTHS[base_spec.name]}},
+    )
     rebuilt = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if rebuilt != actual:
         diff = sorted(k for k in rebuilt.keys() | actual.keys() if rebuilt.get(k) != actual.get(k))
-        raise ConfigError(f"spec_for: rebuilding {spec.to_dict()} does not reproduce the model's parameters "
-                          f"(differs at {diff}); was the model changed beyond its layer widths?")
+        raise ConfigError(
+            f"spec_for: rebuilding {spec.to_dict()} does not reproduce the model's parameters "
+            f"(differs at {diff}); was the model changed beyond its layer widths?"
+        )
     return spec
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, threads: int = 1,
-                    repeats: int = 50, warmup: int = 10) -> dict[str, float | int]:
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    repeats: int = 50,
+    warmup: int = 10,
+) -> dict[str, float | int]:
     """Wall-clock time of one forward pass on ``batch`` zero inputs of ``input_shape`` (C, H, W), on
     ``threads`` intra-op threads (the previous setting is restored): p50 / p90 / mean in ms."""
-    for name, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1),
-                             ("warmup", warmup, 0)):
+    for name, value, low in (
+        ("batch", batch, 1),
+        ("threads", threads, 1),
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+    ):
         check_int(value, name, low, owner="measure_latency")
     x = torch.zeros(batch, *input_shape)
     was_training = model.training
@@ -152,5 +197,11 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: in
             t = latency(lambda: model(x), repeats, warmup=warmup)
     finally:
         model.train(was_training)
-    return {"batch": batch, "threads": threads, "repeats": repeats, "p50_ms": t.p50_ms, "p90_ms": t.p90_ms,
-            "mean_ms": t.mean_ms}
+    return {
+        "batch": batch,
+        "threads": threads,
+        "repeats": repeats,
+        "p50_ms": t.p50_ms,
+        "p90_ms": t.p90_ms,
+        "mean_ms": t.mean_ms,
+    }

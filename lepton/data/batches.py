@@ -19,8 +19,18 @@ class TensorBatches:
     a last global batch too small to give every rank a sample is dropped.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if not 0 <= rank < world_size:
@@ -32,8 +42,16 @@ class TensorBatches:
 
     def shard(self, rank: int, world_size: int) -> TensorBatches:
         """The same batches, sharded: this rank's slice of each global batch."""
-        return TensorBatches(self.x, self.y, self.batch_size, shuffle=self.shuffle, seed=self.seed,
-                             drop_last=self.drop_last, rank=rank, world_size=world_size)
+        return TensorBatches(
+            self.x,
+            self.y,
+            self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=self.drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -28,28 +28,35 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != np.uint8:
-                raise DataError(f"{self.name}: {split} images must be uint8, got {x.dtype}; "
-                                "scale them to 0..255 and cast with .astype(np.uint8).")
+                raise DataError(
+                    f"{self.name}: {split} images must be uint8, got {x.dtype}; "
+                    "scale them to 0..255 and cast with .astype(np.uint8)."
+                )
             if x.ndim not in (3, 4):
-                raise DataError(f"{self.name}: {split} images must have shape [N, H, W] or [N, C, H, W], "
-                                f"got {x.shape}.")
+                raise DataError(
+                    f"{self.name}: {split} images must have shape [N, H, W] or [N, C, H, W], got {x.shape}."
+                )
             if y.ndim != 1 or len(y) != len(x):
-                raise DataError(f"{self.name}: {split} labels must be a vector of {len(x)} entries, "
-                                f"got shape {y.shape}.")
+                raise DataError(
+                    f"{self.name}: {split} labels must be a vector of {len(x)} entries, got shape {y.shape}."
+                )
             if not np.issubdtype(y.dtype, np.integer):
                 raise DataError(f"{self.name}: {split} labels must be integers, got {y.dtype}.")
             if len(y) and y.min() < 0:
                 raise DataError(f"{self.name}: {split} labels must be >= 0, found {int(y.min())}.")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(f"{self.name}: train images {self.x_train.shape[1:]} and test images "
-                            f"{self.x_test.shape[1:]} differ in shape.")
+            raise DataError(
+                f"{self.name}: train images {self.x_train.shape[1:]} and test images "
+                f"{self.x_test.shape[1:]} differ in shape."
+            )
         if len(self.x_train) == 0:
             raise DataError(f"{self.name}: the training split is empty.")
         if not self.classes:
             object.__setattr__(self, "classes", tuple(str(i) for i in range(self._max_label() + 1)))
         elif self._max_label() >= len(self.classes):
-            raise DataError(f"{self.name}: label {self._max_label()} has no class name "
-                            f"({len(self.classes)} classes given).")
+            raise DataError(
+                f"{self.name}: label {self._max_label()} has no class name ({len(self.classes)} classes given)."
+            )
 
     def _max_label(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max() if len(self.y_test) else 0))
@@ -66,8 +73,15 @@ class ImageDataset:
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> ImageDataset:
         """The first ``n_train`` / ``n_test`` samples (for quick runs)."""
-        return ImageDataset(self.name, self.x_train[:n_train], self.y_train[:n_train],
-                            self.x_test[:n_test], self.y_test[:n_test], self.classes, self.source)
+        return ImageDataset(
+            self.name,
+            self.x_train[:n_train],
+            self.y_train[:n_train],
+            self.x_test[:n_test],
+            self.y_test[:n_test],
+            self.classes,
+            self.source,
+        )
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 ``[N, C, H, W]`` in [0, 1] and int64 labels for ``split`` ('train' or 'test')."""
@@ -77,9 +91,14 @@ class ImageDataset:
         return images_to_tensor(x), torch.from_numpy(y.astype(np.int64))
 
     def summary(self) -> dict:
-        return {"name": self.name, "source": self.source, "train": len(self.x_train),
-                "test": len(self.x_test), "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "train": len(self.x_train),
+            "test": len(self.x_test),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
 
 
 def images_to_tensor(x: np.ndarray) -> torch.Tensor:

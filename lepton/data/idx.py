@@ -36,8 +36,11 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     if zero != 0:
         raise FormatError(f"{source}: not an IDX file (first two bytes are {data[:2].hex()}, expected 0000).")
     if code not in IDX_DTYPES:
-        raise FormatError(f"{source}: unknown IDX dtype code 0x{code:02x}; known: "
-                          + ", ".join(f"0x{c:02x}" for c in IDX_DTYPES) + ".")
+        raise FormatError(
+            f"{source}: unknown IDX dtype code 0x{code:02x}; known: "
+            + ", ".join(f"0x{c:02x}" for c in IDX_DTYPES)
+            + "."
+        )
     if ndim == 0:
         raise FormatError(f"{source}: IDX header declares 0 dimensions.")
     header = 4 + 4 * ndim
@@ -47,8 +50,10 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     dtype = IDX_DTYPES[code]
     expected = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize
     if len(data) - header != expected:
-        raise FormatError(f"{source}: IDX header declares shape {shape} ({expected} data bytes) but the file "
-                          f"holds {len(data) - header}; the file is truncated or corrupted.")
+        raise FormatError(
+            f"{source}: IDX header declares shape {shape} ({expected} data bytes) but the file "
+            f"holds {len(data) - header}; the file is truncated or corrupted."
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -56,8 +61,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
     """Encode an array as IDX bytes (the exact inverse of :func:`parse_idx`)."""
     native = np.dtype(array.dtype).newbyteorder("=")
     if native not in _CODES:
-        raise FormatError(f"dtype {array.dtype} has no IDX code; use one of uint8, int8, int16, int32, "
-                          "float32, float64.")
+        raise FormatError(
+            f"dtype {array.dtype} has no IDX code; use one of uint8, int8, int16, int32, float32, float64."
+        )
     if array.ndim == 0 or array.ndim > 255:
         raise FormatError(f"IDX needs 1 to 255 dimensions, got {array.ndim}.")
     code = _CODES[native]

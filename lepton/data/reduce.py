@@ -50,8 +50,10 @@ class ReduceConfig(StrictModel):
     def _one_method(self) -> ReduceConfig:
         chosen = [k for k in ("pca_variance", "bits", "select_variance", "select_mi") if getattr(self, k) is not None]
         if len(chosen) != 1:
-            raise ValueError(f"choose exactly one lossy method (pca_variance, bits, select_variance, select_mi); "
-                             f"got {chosen or 'none'}")
+            raise ValueError(
+                f"choose exactly one lossy method (pca_variance, bits, select_variance, select_mi); "
+                f"got {chosen or 'none'}"
+            )
         return self
 
     @property
@@ -102,8 +104,12 @@ def write_reduced(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig
         scale = np.maximum(np.abs(ztr).max(axis=0), 1e-6).astype(np.float32) / 127
         field, (ftr, fte) = PCA_FIELD, (_quantize(ztr, scale), _quantize(zte, scale))
         arrays = {"pca.mean": mean, "pca.components": comps, "pca.scale": scale}
-        attrs["reduction"] = {"method": "pca", "variance": cfg.pca_variance, "components": int(comps.shape[0]),
-                              "image_shape": shape}
+        attrs["reduction"] = {
+            "method": "pca",
+            "variance": cfg.pca_variance,
+            "components": int(comps.shape[0]),
+            "image_shape": shape,
+        }
     elif cfg.bits is not None:
         field, (ftr, fte) = BITS_FIELD, (data.x_train >> (8 - cfg.bits), data.x_test >> (8 - cfg.bits))
         attrs["reduction"] = {"method": "bits", "bits": cfg.bits, "image_shape": shape}
@@ -112,8 +118,12 @@ def write_reduced(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig
         fill = np.rint(xtr.mean(axis=0)).astype(np.uint8)
         field, (ftr, fte) = SELECT_FIELD, (xtr[:, keep], xte[:, keep])
         arrays = {"select.indices": keep.astype(np.int32), "select.fill": fill}
-        attrs["reduction"] = {"method": "select", "features": int(len(keep)), "image_shape": shape,
-                              "rule": "variance" if cfg.select_variance is not None else "mutual_information"}
+        attrs["reduction"] = {
+            "method": "select",
+            "features": int(len(keep)),
+            "image_shape": shape,
+            "rule": "variance" if cfg.select_variance is not None else "mutual_information",
+        }
     with StoreWriter(path, attrs=attrs) as w:
         for split, f, y in (("train", ftr, data.y_train), ("test", fte, data.y_test)):
             w.add_split(split, {field: f, LABELS: y}, {field: "auto", LABELS: "general"})
@@ -134,7 +144,7 @@ def _select(x: np.ndarray, y: np.ndarray, cfg: ReduceConfig) -> np.ndarray:
 
         rows = np.random.default_rng(cfg.seed).permutation(len(x))[:10000]  # MI on a 10k sample: plenty for ranking
         mi = mutual_info_classif(x[rows], y[rows], discrete_features=True, random_state=cfg.seed)
-        keep = np.sort(np.argsort(-mi, kind="stable")[:min(cfg.select_mi or 1, x.shape[1])])
+        keep = np.sort(np.argsort(-mi, kind="stable")[: min(cfg.select_mi or 1, x.shape[1])])
     if len(keep) == 0:
         raise FormatError(f"{cfg.label} keeps no pixels; lower the threshold.")
     return keep
@@ -162,8 +172,12 @@ def reconstruct(store: Store) -> ImageDataset:
             images = np.repeat(fill[None], len(f), axis=0)
             images[:, keep] = f
         parts += [images.reshape(len(images), *shape), store.read_field(split, LABELS)]
-    return ImageDataset(str(store.attrs.get("name", "reduced")), *parts, classes=tuple(store.attrs.get("classes", ())),
-                        source=store.location)
+    return ImageDataset(
+        str(store.attrs.get("name", "reduced")),
+        *parts,
+        classes=tuple(store.attrs.get("classes", ())),
+        source=store.location,
+    )
 
 
 Accuracy = Callable[[ImageDataset], float]
@@ -176,8 +190,14 @@ def short_accuracy(data: ImageDataset, train_x: np.ndarray, cfg: ReduceConfig, a
     return accuracy(ImageDataset(data.name, train_x[:n], data.y_train[:n], data.x_test, data.y_test, data.classes))
 
 
-def reduce_dataset(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfig, *, accuracy: Accuracy,
-                   baseline_accuracy: float | None = None) -> ReduceReport:
+def reduce_dataset(
+    data: ImageDataset,
+    path: str | os.PathLike,
+    cfg: ReduceConfig,
+    *,
+    accuracy: Accuracy,
+    baseline_accuracy: float | None = None,
+) -> ReduceReport:
     """Write the reduced store and measure what it costs: bytes, ratio to raw, and ``accuracy`` on the
     reconstructed training images against the original ones (``baseline_accuracy`` if already known)."""
     store = write_reduced(data, path, cfg)
@@ -185,10 +205,26 @@ def reduce_dataset(data: ImageDataset, path: str | os.PathLike, cfg: ReduceConfi
     raw = data.x_train.nbytes + data.y_train.nbytes + data.x_test.nbytes + data.y_test.nbytes
     base = short_accuracy(data, data.x_train, cfg, accuracy) if baseline_accuracy is None else baseline_accuracy
     acc = short_accuracy(data, recon.x_train, cfg, accuracy)
-    rows = [ReduceRow(data="original (raw uint8)", bytes=raw, ratio=1.0, test_accuracy=base, accuracy_delta=0.0),
-            ReduceRow(data=cfg.label, bytes=store.file_bytes, ratio=raw / store.file_bytes, test_accuracy=acc,
-                      accuracy_delta=acc - base)]
-    note = (f"accuracy: {cfg.model} trained {cfg.epochs} epoch(s) on the first {min(cfg.train_samples, len(data.x_train)):,} "
-            "training images, tested on the original test set — a short check, not a full training run")
-    return ReduceReport(method=store.attrs["reduction"]["method"], params=store.attrs["reduction"], raw_bytes=raw,
-                        store_bytes=store.file_bytes, ratio=raw / store.file_bytes, rows=rows, note=note)
+    rows = [
+        ReduceRow(data="original (raw uint8)", bytes=raw, ratio=1.0, test_accuracy=base, accuracy_delta=0.0),
+        ReduceRow(
+            data=cfg.label,
+            bytes=store.file_bytes,
+            ratio=raw / store.file_bytes,
+            test_accuracy=acc,
+            accuracy_delta=acc - base,
+        ),
+    ]
+    note = (
+        f"accuracy: {cfg.model} trained {cfg.epochs} epoch(s) on the first {min(cfg.train_samples, len(data.x_train)):,} "
+        "training images, tested on the original test set — a short check, not a full training run"
+    )
+    return ReduceReport(
+        method=store.attrs["reduction"]["method"],
+        params=store.attrs["reduction"],
+        raw_bytes=raw,
+        store_bytes=store.file_bytes,
+        ratio=raw / store.file_bytes,
+        rows=rows,
+        note=note,
+    )

@@ -36,8 +36,9 @@ def load_npz(path: Path, *, test_fraction: float = 0.2) -> ImageDataset:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read as .npz without pickle ({e}). Save it with np.savez "
-                        "from plain numeric arrays.") from e
+        raise DataError(
+            f"{path}: cannot read as .npz without pickle ({e}). Save it with np.savez from plain numeric arrays."
+        ) from e
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     elif {"x", "y"} <= arrays.keys():
@@ -49,8 +50,9 @@ def load_npz(path: Path, *, test_fraction: float = 0.2) -> ImageDataset:
         test, train = order[:n_test], order[n_test:]
         parts = [x[train], y[train], x[test], y[test]]
     else:
-        raise DataError(f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); "
-                        f"found {sorted(arrays)}.")
+        raise DataError(
+            f"{path}: needs arrays 'x' and 'y' (or x_train, y_train, x_test, y_test); found {sorted(arrays)}."
+        )
     return ImageDataset(path.stem, *parts, source=str(path))
 
 
@@ -69,5 +71,7 @@ def load_dataset(spec: str) -> ImageDataset:
         return load_npz(path)
     if path.is_dir():
         return load_idx_dir(path, name=path.name)
-    raise DataError(f"unknown dataset {spec!r}: use one of {', '.join(DATASETS)}, a .npz file with x/y "
-                    "arrays, or a directory of IDX files.")
+    raise DataError(
+        f"unknown dataset {spec!r}: use one of {', '.join(DATASETS)}, a .npz file with x/y "
+        "arrays, or a directory of IDX files."
+    )

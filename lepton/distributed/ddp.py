@@ -28,14 +28,18 @@ def shard_batches(batches: Any, world: World) -> Any:
         if batches.world_size == world.size and batches.rank == world.rank:
             return batches
         if batches.world_size != 1:
-            raise ConfigError(f"batches are sharded for rank {batches.rank} of {batches.world_size}, but this "
-                              f"process is rank {world.rank} of {world.size}; pass unsharded TensorBatches.")
+            raise ConfigError(
+                f"batches are sharded for rank {batches.rank} of {batches.world_size}, but this "
+                f"process is rank {world.rank} of {world.size}; pass unsharded TensorBatches."
+            )
         return batches.shard(world.rank, world.size)
     sampler = getattr(batches, "sampler", None)
     if isinstance(sampler, torch.utils.data.DistributedSampler):
         return batches
-    raise ConfigError(f"under torch.distributed, fit() needs TensorBatches or a DataLoader with a "
-                      f"DistributedSampler, got {type(batches).__name__}; wrap your data in TensorBatches.")
+    raise ConfigError(
+        f"under torch.distributed, fit() needs TensorBatches or a DataLoader with a "
+        f"DistributedSampler, got {type(batches).__name__}; wrap your data in TensorBatches."
+    )
 
 
 def wrap_ddp(model: nn.Module, hook: CommHookConfig) -> DistributedDataParallel:
@@ -50,8 +54,9 @@ def wrap_ddp(model: nn.Module, hook: CommHookConfig) -> DistributedDataParallel:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **options)
 
 
-def distribute(model: nn.Module, batches: Any, hook: CommHookConfig, world: World,
-               seed: int) -> tuple[DistributedDataParallel, Any, CommCounter]:
+def distribute(
+    model: nn.Module, batches: Any, hook: CommHookConfig, world: World, seed: int
+) -> tuple[DistributedDataParallel, Any, CommCounter]:
     """Wrap ``model`` in DDP (rank 0's weights are broadcast to all), shard ``batches``, reseed the
     per-rank random streams (dropout, augmentation) and install ``hook`` behind a byte counter."""
     if isinstance(model, DistributedDataParallel):

@@ -51,10 +51,16 @@ class CommCounter:
         before = after = None
         if self.powersgd is not None:
             _, before, after = self.powersgd.compression_stats()
-        return CommReport(hook=self.hook, steps=self.steps, bytes_total=self.bytes_total,
-                          bytes_last_step=self.bytes_last_step, uncompressed_bytes_per_step=self.uncompressed,
-                          compression_ratio=self.uncompressed / max(self.bytes_last_step, 1),
-                          powersgd_numel_before=before, powersgd_numel_after=after)
+        return CommReport(
+            hook=self.hook,
+            steps=self.steps,
+            bytes_total=self.bytes_total,
+            bytes_last_step=self.bytes_last_step,
+            uncompressed_bytes_per_step=self.uncompressed,
+            compression_ratio=self.uncompressed / max(self.bytes_last_step, 1),
+            powersgd_numel_before=before,
+            powersgd_numel_after=after,
+        )
 
 
 def powersgd_numel(shape: torch.Size, rank: int, min_rate: float) -> int:
@@ -86,9 +92,14 @@ def register_comm_hook(model: DistributedDataParallel, cfg: CommHookConfig) -> C
             return bucket.buffer().numel() * 2
     else:
         state = powerSGD_hook.PowerSGDState(
-            process_group=None, matrix_approximation_rank=cfg.rank, start_powerSGD_iter=cfg.warmup_steps,
-            min_compression_rate=cfg.min_compression_rate, use_error_feedback=cfg.error_feedback,
-            warm_start=cfg.warm_start, random_seed=cfg.seed)
+            process_group=None,
+            matrix_approximation_rank=cfg.rank,
+            start_powerSGD_iter=cfg.warmup_steps,
+            min_compression_rate=cfg.min_compression_rate,
+            use_error_feedback=cfg.error_feedback,
+            warm_start=cfg.warm_start,
+            random_seed=cfg.seed,
+        )
         inner, counter.powersgd = powerSGD_hook.powerSGD_hook, state
 
         def count(st: Any, bucket: dist.GradBucket) -> int:

@@ -21,24 +21,39 @@ class LaunchError(LeptonError):
 
 def torchrun_args(cfg: DistributedConfig) -> list[str]:
     """torchrun's options for ``cfg``: standalone on one node, c10d (elastic) or static rendezvous across nodes."""
-    args = [f"--nnodes={cfg.nnodes}", f"--nproc-per-node={cfg.nproc}", f"--max-restarts={cfg.max_restarts}",
-            "--monitor-interval=0.5"]
+    args = [
+        f"--nnodes={cfg.nnodes}",
+        f"--nproc-per-node={cfg.nproc}",
+        f"--max-restarts={cfg.max_restarts}",
+        "--monitor-interval=0.5",
+    ]
     if cfg.rdzv_endpoint is None:
         return [*args, "--standalone"]
     if cfg.node_rank is not None:  # fixed ranks: the endpoint is rank 0's address
         host, _, port = cfg.rdzv_endpoint.rpartition(":")
-        return [*args, "--rdzv-backend=static", f"--node-rank={cfg.node_rank}", f"--master-addr={host}",
-                f"--master-port={port}"]
-    return [*args, "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}", f"--rdzv-id={cfg.rdzv_id}",
-            f"--rdzv-conf=join_timeout={int(cfg.timeout_s)}"]
+        return [
+            *args,
+            "--rdzv-backend=static",
+            f"--node-rank={cfg.node_rank}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+        ]
+    return [
+        *args,
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+        f"--rdzv-id={cfg.rdzv_id}",
+        f"--rdzv-conf=join_timeout={int(cfg.timeout_s)}",
+    ]
 
 
 def torchrun_command(cfg: DistributedConfig, module: str, module_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(cfg), "-m", module, *module_args]
 
 
-def launch(cfg: DistributedConfig, module: str, module_args: list[str], *, threads: int = 1,
-           timeout_s: float | None = None) -> None:
+def launch(
+    cfg: DistributedConfig, module: str, module_args: list[str], *, threads: int = 1, timeout_s: float | None = None
+) -> None:
     """Run ``python -m module module_args`` on ``cfg.nproc`` workers of this node; returns when all succeed.
 
     Workers get ``OMP_NUM_THREADS=threads``. On error, interrupt or ``timeout_s`` the agent is sent
@@ -56,8 +71,9 @@ def launch(cfg: DistributedConfig, module: str, module_args: list[str], *, threa
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _stop(proc)
-        raise LaunchError(f"the distributed job ran past {timeout_s:.0f} s and was stopped; raise the timeout "
-                          "or shrink the job.") from None
+        raise LaunchError(
+            f"the distributed job ran past {timeout_s:.0f} s and was stopped; raise the timeout or shrink the job."
+        ) from None
     except BaseException:
         _stop(proc)
         raise
@@ -65,8 +81,10 @@ def launch(cfg: DistributedConfig, module: str, module_args: list[str], *, threa
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if rc != 0:
-        raise LaunchError(f"the distributed job failed (torchrun exit status {rc}, after up to "
-                          f"{cfg.max_restarts} restarts); the failing worker's error is printed above.")
+        raise LaunchError(
+            f"the distributed job failed (torchrun exit status {rc}, after up to "
+            f"{cfg.max_restarts} restarts); the failing worker's error is printed above."
+        )
 
 
 def _raise_exit(signum: int, _frame: FrameType | None) -> None:

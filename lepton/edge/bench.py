@@ -46,9 +46,16 @@ class LatencyReport(BaseModel):
 def _report(name: str, fn1: Callable[[], object], fnb: Callable[[], object], cfg: BenchConfig) -> LatencyReport:
     one = latency(fn1, cfg.iterations, warmup=cfg.warmup)
     big = latency(fnb, cfg.throughput_iterations, warmup=min(cfg.warmup, 2))
-    return LatencyReport(name=name, threads=cfg.threads, p50_ms=one.p50_ms, p90_ms=one.p90_ms, p99_ms=one.p99_ms,
-                         mean_ms=one.mean_ms, throughput_batch=cfg.throughput_batch,
-                         images_per_second=cfg.throughput_batch / (big.p50_ms / 1e3))
+    return LatencyReport(
+        name=name,
+        threads=cfg.threads,
+        p50_ms=one.p50_ms,
+        p90_ms=one.p90_ms,
+        p99_ms=one.p99_ms,
+        mean_ms=one.mean_ms,
+        throughput_batch=cfg.throughput_batch,
+        images_per_second=cfg.throughput_batch / (big.p50_ms / 1e3),
+    )
 
 
 def _inputs(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,23 +64,33 @@ def _inputs(images: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return images[:1].copy(), np.ascontiguousarray(np.concatenate([images] * reps)[:batch])
 
 
-def bench_onnx(path: str | Path, images: np.ndarray, cfg: BenchConfig | None = None, *,
-               name: str | None = None) -> LatencyReport:
+def bench_onnx(
+    path: str | Path, images: np.ndarray, cfg: BenchConfig | None = None, *, name: str | None = None
+) -> LatencyReport:
     """Time the ONNX file ``path`` in ONNX Runtime on real ``images`` (float32 [N, C, H, W])."""
     cfg = cfg or BenchConfig()
     session = onnx_session(path, threads=cfg.threads)
     model_input = session.get_inputs()[0]
     input_name, expected = model_input.name, list(model_input.shape[1:])
-    if len(expected) != images.ndim - 1 or any(isinstance(e, int) and e != g for e, g in zip(expected, images.shape[1:])):
-        raise DataError(f"{path} expects inputs {expected} but the images are {list(images.shape[1:])}; "
-                        "pass --data with the dataset the model was trained on.")
+    if len(expected) != images.ndim - 1 or any(
+        isinstance(e, int) and e != g for e, g in zip(expected, images.shape[1:])
+    ):
+        raise DataError(
+            f"{path} expects inputs {expected} but the images are {list(images.shape[1:])}; "
+            "pass --data with the dataset the model was trained on."
+        )
     x1, xb = _inputs(images, cfg.throughput_batch)
-    return _report(name or Path(path).name, lambda: session.run(None, {input_name: x1}),
-                   lambda: session.run(None, {input_name: xb}), cfg)
+    return _report(
+        name or Path(path).name,
+        lambda: session.run(None, {input_name: x1}),
+        lambda: session.run(None, {input_name: xb}),
+        cfg,
+    )
 
 
-def bench_torch(model: nn.Module, images: np.ndarray, cfg: BenchConfig | None = None, *,
-                name: str = "pytorch eager fp32") -> LatencyReport:
+def bench_torch(
+    model: nn.Module, images: np.ndarray, cfg: BenchConfig | None = None, *, name: str = "pytorch eager fp32"
+) -> LatencyReport:
     """Time ``model`` in PyTorch eager mode (fp32, inference mode) on the same inputs as :func:`bench_onnx`."""
     cfg = cfg or BenchConfig()
     model = model.eval()

@@ -103,8 +103,16 @@ class EdgeReport(BaseModel):
     split: SplitSummary
 
 
-def export_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, out: Path, int8_out: Path | None = None, *,
-                 opset: int = 17, calibration_images: int = 1024) -> ExportResult:
+def export_model(
+    model: nn.Module,
+    spec: ModelSpec,
+    data: ImageDataset,
+    out: Path,
+    int8_out: Path | None = None,
+    *,
+    opset: int = 17,
+    calibration_images: int = 1024,
+) -> ExportResult:
     """Export ``model`` to ONNX at ``out`` (and int8 QDQ at ``int8_out``, calibrated on training images), each
     compared with torch on the first test images and scored on the whole test set."""
     qcfg = QuantizeConfig(calibration_images=calibration_images) if int8_out is not None else None
@@ -112,9 +120,13 @@ def export_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, out: Pat
     probe = torch.from_numpy(x_test[:PROBE_IMAGES])
 
     def checked(path: Path, fmt: str, size: int) -> OnnxFile:
-        return OnnxFile(file=str(path), format=fmt, bytes=size,
-                        max_abs_diff_vs_torch=max_abs_diff(model, onnx_session(path), probe),
-                        test_accuracy=onnx_accuracy(path, x_test, y_test))
+        return OnnxFile(
+            file=str(path),
+            format=fmt,
+            bytes=size,
+            max_abs_diff_vs_torch=max_abs_diff(model, onnx_session(path), probe),
+            test_accuracy=onnx_accuracy(path, x_test, y_test),
+        )
 
     fp32 = checked(out, "onnx fp32", export_onnx(model, out, input_shape=spec.input_shape, opset=opset).bytes)
     if int8_out is None or qcfg is None:
@@ -124,29 +136,54 @@ def export_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, out: Pat
     return ExportResult(fp32=fp32, int8=checked(int8_out, "onnx int8 QDQ", q.bytes), int8_size_ratio=q.size_ratio)
 
 
-def bench_models(images: np.ndarray, cfg: BenchConfig, onnx_files: Sequence[tuple[Path, str | None]] = (), *,
-                 torch_model: nn.Module | None = None) -> list[LatencyReport]:
+def bench_models(
+    images: np.ndarray,
+    cfg: BenchConfig,
+    onnx_files: Sequence[tuple[Path, str | None]] = (),
+    *,
+    torch_model: nn.Module | None = None,
+) -> list[LatencyReport]:
     """Batch-1 latency and throughput of ``torch_model`` in PyTorch eager (first, when given) and of each
     ``(path, name)`` ONNX file (name None: the file's name), all on the same ``images``."""
     reports = [bench_torch(torch_model, images, cfg)] if torch_model is not None else []
     return reports + [bench_onnx(path, images, cfg, name=name) for path, name in onnx_files]
 
 
-def split_model(model: nn.Module, model_file: Path, images: np.ndarray, net: NetworkProfile, *, requests: int,
-                threads: int = 1, run: bool = True, trust_code: bool = False) -> SplitResult:
+def split_model(
+    model: nn.Module,
+    model_file: Path,
+    images: np.ndarray,
+    net: NetworkProfile,
+    *,
+    requests: int,
+    threads: int = 1,
+    run: bool = True,
+    trust_code: bool = False,
+) -> SplitResult:
     """Plan the edge–cloud split of ``model`` for ``net`` (layers profiled on ``images``) and, with ``run``, run the
     best cut for real: this process the head, a child process loading ``model_file`` the tail, ``requests`` images."""
     profile = profile_layers(model, images[:PROFILE_IMAGES], threads=threads)
     plan = plan_split(profile, net)
     local = plan_split(profile, net.model_copy(update=FREE_LINK))
-    measured = splitrun.run_split(model_file, plan.best_cut, images[:requests], encoding=net.encoding,
-                                  trust_code=trust_code) if run else None
+    measured = (
+        splitrun.run_split(model_file, plan.best_cut, images[:requests], encoding=net.encoding, trust_code=trust_code)
+        if run
+        else None
+    )
     return SplitResult(plan=plan, measured=measured, predicted_loopback_ms=local.rows[plan.best_cut].total_ms)
 
 
-def deploy_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: EdgeConfig, out_dir: Path, *,
-                 model_file: Path | None = None, source: str = "trained model",
-                 trust_code: bool = False) -> EdgeReport:
+def deploy_model(
+    model: nn.Module,
+    spec: ModelSpec,
+    data: ImageDataset,
+    cfg: EdgeConfig,
+    out_dir: Path,
+    *,
+    model_file: Path | None = None,
+    source: str = "trained model",
+    trust_code: bool = False,
+) -> EdgeReport:
     """Export ``model`` to ``out_dir``/model.onnx and model.int8.onnx, benchmark both against PyTorch eager, and
     plan + run the split for ``cfg``'s network. ``model_file`` is the file the split's cloud process loads
     (default: a checkpoint of ``model`` saved to ``out_dir``/edge-split-model); ``source`` names it in the report."""
@@ -155,27 +192,59 @@ def deploy_model(model: nn.Module, spec: ModelSpec, data: ImageDataset, cfg: Edg
     assert exported.int8 is not None and exported.int8_size_ratio is not None  # int8_out was given
     x_test = data.tensors("test")[0].numpy()
     bcfg = BenchConfig(threads=cfg.threads, iterations=cfg.iterations, throughput_batch=cfg.throughput_batch)
-    eager, ort32, ort8 = bench_models(x_test[:cfg.throughput_batch], bcfg, [(fp32, "onnx runtime fp32"),
-                                                                            (int8, "onnx runtime int8")],
-                                      torch_model=model)
+    eager, ort32, ort8 = bench_models(
+        x_test[: cfg.throughput_batch],
+        bcfg,
+        [(fp32, "onnx runtime fp32"), (int8, "onnx runtime int8")],
+        torch_model=model,
+    )
     if model_file is None:
         from lepton.train.checkpoint import save_checkpoint
 
         model_file = save_checkpoint(out_dir / "edge-split-model", model, spec)
-    net = NetworkProfile(bandwidth_bps=parse_bandwidth(cfg.bandwidth), rtt_ms=cfg.rtt_ms,
-                         edge_slowdown=cfg.edge_slowdown, encoding=cfg.encoding)
-    split = split_model(model, model_file, x_test[:max(cfg.split_requests, PROFILE_IMAGES)], net,
-                        requests=cfg.split_requests, threads=cfg.threads, trust_code=trust_code)
+    net = NetworkProfile(
+        bandwidth_bps=parse_bandwidth(cfg.bandwidth),
+        rtt_ms=cfg.rtt_ms,
+        edge_slowdown=cfg.edge_slowdown,
+        encoding=cfg.encoding,
+    )
+    split = split_model(
+        model,
+        model_file,
+        x_test[: max(cfg.split_requests, PROFILE_IMAGES)],
+        net,
+        requests=cfg.split_requests,
+        threads=cfg.threads,
+        trust_code=trust_code,
+    )
     plan, run = split.plan, split.measured
     assert run is not None  # run=True
     return EdgeReport(
-        source=source, onnx_fp32_bytes=exported.fp32.bytes, onnx_int8_bytes=exported.int8.bytes,
-        int8_size_ratio=exported.int8_size_ratio, fp32_test_accuracy=exported.fp32.test_accuracy,
-        int8_test_accuracy=exported.int8.test_accuracy, max_abs_diff_fp32=exported.fp32.max_abs_diff_vs_torch,
-        max_abs_diff_int8=exported.int8.max_abs_diff_vs_torch, eager_p50_ms=eager.p50_ms, fp32_p50_ms=ort32.p50_ms,
-        int8_p50_ms=ort8.p50_ms, int8_speedup_vs_eager=eager.p50_ms / ort8.p50_ms,
-        cpu_int8_features=cpu_int8_features(), latency=[eager, ort32, ort8],
-        split=SplitSummary(best_cut=plan.best_cut, best_after=plan.best_after, predicted_ms=plan.best_ms,
-                           predicted_loopback_ms=split.predicted_loopback_ms, measured_ms=run.total_ms,
-                           measured_edge_ms=run.edge_ms, measured_transfer_ms=run.transfer_ms,
-                           measured_cloud_ms=run.cloud_ms, agreement=run.agreement, network=net, rows=plan.rows))
+        source=source,
+        onnx_fp32_bytes=exported.fp32.bytes,
+        onnx_int8_bytes=exported.int8.bytes,
+        int8_size_ratio=exported.int8_size_ratio,
+        fp32_test_accuracy=exported.fp32.test_accuracy,
+        int8_test_accuracy=exported.int8.test_accuracy,
+        max_abs_diff_fp32=exported.fp32.max_abs_diff_vs_torch,
+        max_abs_diff_int8=exported.int8.max_abs_diff_vs_torch,
+        eager_p50_ms=eager.p50_ms,
+        fp32_p50_ms=ort32.p50_ms,
+        int8_p50_ms=ort8.p50_ms,
+        int8_speedup_vs_eager=eager.p50_ms / ort8.p50_ms,
+        cpu_int8_features=cpu_int8_features(),
+        latency=[eager, ort32, ort8],
+        split=SplitSummary(
+            best_cut=plan.best_cut,
+            best_after=plan.best_after,
+            predicted_ms=plan.best_ms,
+            predicted_loopback_ms=split.predicted_loopback_ms,
+            measured_ms=run.total_ms,
+            measured_edge_ms=run.edge_ms,
+            measured_transfer_ms=run.transfer_ms,
+            measured_cloud_ms=run.cloud_ms,
+            agreement=run.agreement,
+            network=net,
+            rows=plan.rows,
+        ),
+    )

@@ -45,13 +45,16 @@ class ExportReport(BaseModel):
 def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
-        raise ConfigError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}; "
-                          "pass the spec's input_shape, e.g. (1, 28, 28).")
+        raise ConfigError(
+            f"input_shape must be three positive ints (C, H, W), got {input_shape!r}; "
+            "pass the spec's input_shape, e.g. (1, 28, 28)."
+        )
     return shape  # type: ignore[return-value]
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, int, int],
-                opset: int = 17) -> ExportReport:
+def export_onnx(
+    model: nn.Module, path: str | Path, *, input_shape: tuple[int, int, int], opset: int = 17
+) -> ExportReport:
     """Write ``model`` (fp32, eval mode) to ``path`` as ONNX with input ``input`` [batch, C, H, W] and
     output ``logits`` [batch, classes]; the batch axis is dynamic. The file is validated with
     ``onnx.checker`` before it replaces ``path``, so a failed export never leaves a file behind."""
@@ -67,21 +70,36 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: tuple[int, i
         with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
             with torch.no_grad():
-                torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    model,
+                    (dummy,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                )
             try:
                 onnx.checker.check_model(str(tmp), full_check=True)
             except onnx.checker.ValidationError as e:
                 raise FormatError(f"the ONNX export of {type(model).__name__} failed validation: {e}") from e
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
-        raise ConfigError(f"cannot export {type(model).__name__} to ONNX: {e}; the model must be traceable "
-                          "with a single image tensor input.") from e
+        raise ConfigError(
+            f"cannot export {type(model).__name__} to ONNX: {e}; the model must be traceable "
+            "with a single image tensor input."
+        ) from e
     finally:
         model.train(was_training)
-    return ExportReport(path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path), opset=opset,
-                        input_shape=shape, seconds=time.perf_counter() - start)
+    return ExportReport(
+        path=str(path),
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        opset=opset,
+        input_shape=shape,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def onnx_session(path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
@@ -106,8 +124,7 @@ def run_session(session: ort.InferenceSession, x: np.ndarray, *, batch_size: int
     """Logits of ``session`` on float32 images ``x`` [N, C, H, W], computed in batches."""
     name = session.get_inputs()[0].name
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
 def max_abs_diff(model: nn.Module, session: ort.InferenceSession, x: torch.Tensor) -> float:

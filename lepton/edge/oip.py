@@ -27,13 +27,34 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 # ONNX Runtime's type strings -> Open Inference Protocol datatypes -> numpy dtypes.
-ORT_TO_OIP = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
-              "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
-              "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
-              "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL"}
-OIP_TO_NUMPY = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT8": np.int8, "INT16": np.int16,
-                "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-                "UINT64": np.uint64, "BOOL": np.bool_}
+ORT_TO_OIP = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+}
+OIP_TO_NUMPY = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "FP16": np.float16,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "BOOL": np.bool_,
+}
 DATATYPES = (*OIP_TO_NUMPY, "BF16", "BYTES")
 
 
@@ -44,8 +65,11 @@ FLOAT_TYPES = ("FP16", "FP32", "FP64")
 _DATA_LIST = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
 _NOT_NUMBER_CHAR = re.compile(rb"[^0-9eE.+\-, \t\n\r]")
 # Forms numpy reads but JSON forbids (+1, .5, 1., 01), each searched only if its character occurs at all.
-_NOT_JSON_NUMBER = [(b"+", re.compile(rb"(?<![eE])\+")), (b".", re.compile(rb"\.(?![0-9])|(?<![0-9])\.")),
-                    (b"0", re.compile(rb"(?:^|[^0-9.eE+\-])-?0[0-9]"))]
+_NOT_JSON_NUMBER = [
+    (b"+", re.compile(rb"(?<![eE])\+")),
+    (b".", re.compile(rb"\.(?![0-9])|(?<![0-9])\.")),
+    (b"0", re.compile(rb"(?:^|[^0-9.eE+\-])-?0[0-9]")),
+]
 
 
 class ProtocolError(Exception):
@@ -134,34 +158,50 @@ def parse_infer_request(body: bytes) -> ParsedRequest:
             continue  # nested, not numbers, or not JSON: the ordinary parser handles it
         key = f"lepton-data:{nonce}:{len(lists)}"
         lists[key] = body[start:end]
-        parts += [body[pos:start - 1], b'"', key.encode(), b'"']
+        parts += [body[pos : start - 1], b'"', key.encode(), b'"']
         pos = end + 1
     envelope = b"".join([*parts, body[pos:]]) if lists else body
     return ParsedRequest(InferRequest.model_validate_json(envelope), lists)
 
 
-def decode_input(inp: RequestInput, spec: TensorMetadata, lists: dict[str, bytes] | None = None, *,
-                 max_elements: int = 1 << 24) -> np.ndarray:
+def decode_input(
+    inp: RequestInput, spec: TensorMetadata, lists: dict[str, bytes] | None = None, *, max_elements: int = 1 << 24
+) -> np.ndarray:
     """The array ``inp`` carries, checked against ``spec`` (datatype, rank, fixed axes, element count, finite
     values within the datatype's range); ``lists`` holds the flat lists :func:`parse_infer_request` cut out."""
     where = f"input {inp.name!r}"
     if inp.parameters and "binary_data_size" in inp.parameters:
-        raise ProtocolError(400, f"{where}: the binary tensor extension is not supported; send the tensor as JSON "
-                                 "'data' (tritonclient: set_data_from_numpy(x, binary_data=False)).")
+        raise ProtocolError(
+            400,
+            f"{where}: the binary tensor extension is not supported; send the tensor as JSON "
+            "'data' (tritonclient: set_data_from_numpy(x, binary_data=False)).",
+        )
     if inp.datatype != spec.datatype:
         known = "" if inp.datatype in DATATYPES else f" ({inp.datatype!r} is not an Open Inference Protocol datatype)"
-        raise ProtocolError(400, f"{where}: datatype {inp.datatype!r} does not match the model's {spec.datatype!r}"
-                                 f"{known}; send {spec.datatype} data.")
-    if len(inp.shape) != len(spec.shape) or any(d < 0 for d in inp.shape) or any(
-            want != -1 and got != want for got, want in zip(inp.shape, spec.shape)):
-        raise ProtocolError(400, f"{where}: shape {inp.shape} does not fit the model's {spec.shape} (-1 = any size); "
-                                 f"send e.g. {[1 if d == -1 else d for d in spec.shape]}.")
+        raise ProtocolError(
+            400,
+            f"{where}: datatype {inp.datatype!r} does not match the model's {spec.datatype!r}"
+            f"{known}; send {spec.datatype} data.",
+        )
+    if (
+        len(inp.shape) != len(spec.shape)
+        or any(d < 0 for d in inp.shape)
+        or any(want != -1 and got != want for got, want in zip(inp.shape, spec.shape))
+    ):
+        raise ProtocolError(
+            400,
+            f"{where}: shape {inp.shape} does not fit the model's {spec.shape} (-1 = any size); "
+            f"send e.g. {[1 if d == -1 else d for d in spec.shape]}.",
+        )
     if inp.shape[0] == 0:
         raise ProtocolError(400, f"{where}: shape {inp.shape} holds no sample; the batch axis must be at least 1.")
     count = math.prod(inp.shape)
     if count > max_elements:
-        raise ProtocolError(400, f"{where}: shape {inp.shape} holds {count} values, more than the server's limit "
-                                 f"of {max_elements}; send fewer samples per request.")
+        raise ProtocolError(
+            400,
+            f"{where}: shape {inp.shape} holds {count} values, more than the server's limit "
+            f"of {max_elements}; send fewer samples per request.",
+        )
     data = inp.data
     if isinstance(data, str):
         if data not in (lists or {}):
@@ -179,22 +219,32 @@ def decode_input(inp: RequestInput, spec: TensorMetadata, lists: dict[str, bytes
         raise ProtocolError(400, f"{where}: 'data' is not a regular array ({e}); send a flat row-major list.") from e
     numeric = raw.dtype.kind == "b" if spec.datatype == "BOOL" else raw.dtype.kind in "iuf"
     if not numeric:
-        raise ProtocolError(400, f"{where}: 'data' must hold only {spec.datatype} values (numbers"
-                                 f"{'' if spec.datatype != 'BOOL' else ' true/false'}), got {raw.dtype.name} values.")
+        raise ProtocolError(
+            400,
+            f"{where}: 'data' must hold only {spec.datatype} values (numbers"
+            f"{'' if spec.datatype != 'BOOL' else ' true/false'}), got {raw.dtype.name} values.",
+        )
     if raw.size != math.prod(inp.shape):
-        raise ProtocolError(400, f"{where}: 'data' has {raw.size} values but shape {inp.shape} needs "
-                                 f"{math.prod(inp.shape)}.")
+        raise ProtocolError(
+            400, f"{where}: 'data' has {raw.size} values but shape {inp.shape} needs {math.prod(inp.shape)}."
+        )
     dtype = np.dtype(OIP_TO_NUMPY[spec.datatype])
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise ProtocolError(400, f"{where}: 'data' holds NaN or Infinity (or a number too large for a 64-bit "
-                                 f"float, such as 1e400); send finite {spec.datatype} values.")
+        raise ProtocolError(
+            400,
+            f"{where}: 'data' holds NaN or Infinity (or a number too large for a 64-bit "
+            f"float, such as 1e400); send finite {spec.datatype} values.",
+        )
     if dtype.kind in "iu":
         if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
             raise ProtocolError(400, f"{where}: {spec.datatype} data must be whole numbers.")
         info = np.iinfo(dtype)
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
-            raise ProtocolError(400, f"{where}: 'data' holds values outside {spec.datatype}'s range "
-                                     f"[{info.min}, {info.max}]; send values in that range.")
+            raise ProtocolError(
+                400,
+                f"{where}: 'data' holds values outside {spec.datatype}'s range "
+                f"[{info.min}, {info.max}]; send values in that range.",
+            )
     with np.errstate(over="ignore"):  # a value too large for the dtype becomes inf, refused below
         out = raw.astype(dtype, copy=False).reshape(inp.shape)
     return _check_finite(where, spec.datatype, out) if dtype.kind == "f" else out
@@ -209,8 +259,9 @@ def _parse_floats(where: str, text: bytes, datatype: str) -> np.ndarray:
         try:
             out = np.fromstring(text, dtype=np.float64 if datatype == "FP64" else np.float32, sep=",")
         except (ValueError, DeprecationWarning):
-            raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers such as "
-                                     "-1.5e-3.") from None
+            raise ProtocolError(
+                400, f"{where}: 'data' holds a malformed number; send JSON numbers such as -1.5e-3."
+            ) from None
     return out.astype(np.float16) if datatype == "FP16" else out
 
 
@@ -223,8 +274,11 @@ def _json_list(where: str, text: bytes) -> list[Any]:
 
 def _check_finite(where: str, datatype: str, array: np.ndarray) -> np.ndarray:
     if not np.isfinite(array).all():
-        raise ProtocolError(400, f"{where}: 'data' holds NaN, Infinity or a number too large for {datatype} "
-                                 f"(such as 1e400); send finite {datatype} values.")
+        raise ProtocolError(
+            400,
+            f"{where}: 'data' holds NaN, Infinity or a number too large for {datatype} "
+            f"(such as 1e400); send finite {datatype} values.",
+        )
     return array
 
 

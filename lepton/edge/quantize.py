@@ -15,8 +15,7 @@ from typing import Literal
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,14 +57,17 @@ class _Images(CalibrationDataReader):
     """Feeds calibration batches to ONNX Runtime's calibrator."""
 
     def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
-        self._batches = iter([{name: images[i:i + batch]} for i in range(0, len(images), batch)])
+        self._batches = iter([{name: images[i : i + batch]} for i in range(0, len(images), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
 
-_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}
+_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 def cpu_int8_features() -> list[str]:
@@ -86,8 +88,9 @@ def calibration_sample(x_train: np.ndarray, n: int, seed: int = 0) -> np.ndarray
     return np.ascontiguousarray(x_train[np.sort(idx)], dtype=np.float32)
 
 
-def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray,
-                  cfg: QuantizeConfig | None = None) -> QuantizeReport:
+def quantize_onnx(
+    fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, cfg: QuantizeConfig | None = None
+) -> QuantizeReport:
     """Write the int8 QDQ version of ``fp32_path`` to ``out_path``, calibrated on ``calibration``
     (float32 [N, C, H, W] images preprocessed as for training). Atomic: ``out_path`` appears only when done."""
     cfg = cfg or QuantizeConfig()
@@ -101,8 +104,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.n
     name = model.graph.input[0].name
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
-        raise ConfigError(f"calibration images must be a non-empty float array [N, C, H, W], got shape "
-                          f"{calibration.shape}.")
+        raise ConfigError(
+            f"calibration images must be a non-empty float array [N, C, H, W], got shape {calibration.shape}."
+        )
     reduce_range = not cpu_int8_features() if cfg.reduce_range == "auto" else cfg.reduce_range
     start = time.perf_counter()
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs advice through the root logger
@@ -111,18 +115,33 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: np.n
         try:
             # symbolic shape inference + graph cleanup, as ONNX Runtime recommends before quantizing
             quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
-            quantize_static(str(prep), str(tmp), _Images(name, calibration, cfg.calibration_batch),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
-                            reduce_range=reduce_range, calibrate_method=_METHODS[cfg.method],
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            quantize_static(
+                str(prep),
+                str(tmp),
+                _Images(name, calibration, cfg.calibration_batch),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=cfg.per_channel,
+                reduce_range=reduce_range,
+                calibrate_method=_METHODS[cfg.method],
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
         finally:
             prep.unlink(missing_ok=True)
             for aux in tmp.parent.glob(tmp.name + ".prep*"):
                 aux.unlink(missing_ok=True)
         onnx.checker.check_model(str(tmp))
     fp32_bytes, size = fp32_path.stat().st_size, out_path.stat().st_size
-    return QuantizeReport(path=str(out_path), bytes=size, fp32_bytes=fp32_bytes, size_ratio=size / fp32_bytes,
-                          sha256=sha256_file(out_path), calibration_images=len(calibration),
-                          per_channel=cfg.per_channel, reduce_range=reduce_range, method=cfg.method,
-                          seconds=time.perf_counter() - start)
+    return QuantizeReport(
+        path=str(out_path),
+        bytes=size,
+        fp32_bytes=fp32_bytes,
+        size_ratio=size / fp32_bytes,
+        sha256=sha256_file(out_path),
+        calibration_images=len(calibration),
+        per_channel=cfg.per_channel,
+        reduce_range=reduce_range,
+        method=cfg.method,
+        seconds=time.perf_counter() - start,
+    )

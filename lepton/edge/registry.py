@@ -87,18 +87,21 @@ class Manifest(BaseModel):
 def check_segment(value: str, what: str) -> str:
     """``value`` if it is one safe path segment (letters, digits, ``._+-``, not starting with ``.``)."""
     if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or value in (".", ".."):
-        raise RegistryError(f"{what} {value!r} is not allowed: use 1-128 letters, digits, '.', '_', '+' or '-', "
-                            "starting with a letter or digit (no '/', no '..').")
+        raise RegistryError(
+            f"{what} {value!r} is not allowed: use 1-128 letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit (no '/', no '..')."
+        )
     return value
 
 
 def safe_key(key: str) -> str:
     """``key`` if it stays inside the registry root: relative, no empty, ``.`` or ``..`` segments, no ``\\``."""
     parts = key.split("/")
-    if (not key or key.startswith("/") or "\\" in key or "\x00" in key
-            or any(p in ("", ".", "..") for p in parts)):
-        raise RegistryError(f"registry key {key!r} escapes the registry root or is malformed; keys are relative "
-                            "paths without '..', '.', empty segments or backslashes.")
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts):
+        raise RegistryError(
+            f"registry key {key!r} escapes the registry root or is malformed; keys are relative "
+            "paths without '..', '.', empty segments or backslashes."
+        )
     return key
 
 
@@ -168,8 +171,9 @@ class LocalStore:
             try:
                 os.link(tmp, final)  # a hard link never replaces an existing file: an atomic no-clobber publish
             except FileExistsError:
-                raise VersionExistsError(f"{self.url}: {key} already exists; published versions are immutable, "
-                                         "push under a new --version.") from None
+                raise VersionExistsError(
+                    f"{self.url}: {key} already exists; published versions are immutable, push under a new --version."
+                ) from None
 
     def download(self, key: str, out: Any, limit: int) -> int:
         path = self._path(key)
@@ -211,12 +215,14 @@ class S3Store:
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise RegistryError(f"{self.url}: {key} does not exist.") from e
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise VersionExistsError(f"{self.url}: {key} already exists; published versions are immutable, "
-                                    "push under a new --version.") from e
+                raise VersionExistsError(
+                    f"{self.url}: {key} already exists; published versions are immutable, push under a new --version."
+                ) from e
             raise RegistryError(f"{self.url}: S3 refused {key}: {code} {e}") from e
         except BotoCoreError as e:
-            raise RegistryError(f"{self.url}: cannot reach S3 for {key}: {e}; check AWS_ENDPOINT_URL and "
-                                "credentials.") from e
+            raise RegistryError(
+                f"{self.url}: cannot reach S3 for {key}: {e}; check AWS_ENDPOINT_URL and credentials."
+            ) from e
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -226,7 +232,10 @@ class S3Store:
                 self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except RegistryError as e:
             if isinstance(e.__cause__, ClientError) and e.__cause__.response.get("Error", {}).get("Code") in (
-                    "404", "NoSuchKey", "NotFound"):
+                "404",
+                "NoSuchKey",
+                "NotFound",
+            ):
                 return False
             raise
         return True
@@ -257,11 +266,13 @@ class S3Store:
                     parts = []
                     while block := f.read(part):
                         n = len(parts) + 1
-                        etag = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload, PartNumber=n,
-                                                       Body=block)["ETag"]
+                        etag = self.client.upload_part(
+                            Bucket=self.bucket, Key=full, UploadId=upload, PartNumber=n, Body=block
+                        )["ETag"]
                         parts.append({"ETag": etag, "PartNumber": n})
-                    self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload,
-                                                          MultipartUpload={"Parts": parts})
+                    self.client.complete_multipart_upload(
+                        Bucket=self.bucket, Key=full, UploadId=upload, MultipartUpload={"Parts": parts}
+                    )
                 except BaseException:
                     with contextlib.suppress(Exception):
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload)
@@ -269,7 +280,7 @@ class S3Store:
 
     def _abort_stale_uploads(self, prefix: str) -> None:
         """Abort the multipart uploads under ``prefix`` that killed pushes left (older than the stale age)."""
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=STALE_TEMP_SECONDS)
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_TEMP_SECONDS)
         for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
             for u in page.get("Uploads", []):
                 if u["Initiated"] < cutoff:
@@ -278,8 +289,9 @@ class S3Store:
 
     def create_bytes(self, key: str, data: bytes) -> None:
         with self._errors(key):
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
-                                   ContentType="application/json")
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*", ContentType="application/json"
+            )
 
     def download(self, key: str, out: Any, limit: int) -> int:
         from botocore.exceptions import ClientError
@@ -300,9 +312,10 @@ class S3Store:
         full = self._key(prefix) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
         names: list[str] = []
         with self._errors(prefix):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full,
-                                                                             Delimiter="/"):
-                names += [p["Prefix"][len(full):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full, Delimiter="/"
+            ):
+                names += [p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
         return sorted(names)
 
 
@@ -344,8 +357,10 @@ def parse_ref(url: str) -> tuple[str, str, str | None]:
     elif not root or not last or root.endswith(":/") or root == "s3:/":
         raise RegistryError(f"{url!r} has no model name; write ROOT/NAME[:VERSION], e.g. s3://bucket/models/lenet5:3.")
     elif ":" in re.sub(r"^(s3|file)://", "", root):
-        raise RegistryError(f"{url!r}: a version may not contain '/' and a registry folder may not contain ':'; "
-                            "write ROOT/NAME[:VERSION], e.g. ./registry/lenet5:3.")
+        raise RegistryError(
+            f"{url!r}: a version may not contain '/' and a registry folder may not contain ':'; "
+            "write ROOT/NAME[:VERSION], e.g. ./registry/lenet5:3."
+        )
     name, _, version = last.partition(":")
     check_segment(name, "model name")
     return root, name, check_segment(version, "version") if version else None
@@ -361,8 +376,11 @@ class Registry:
         """The published versions of ``name``: the valid manifests, oldest push first, and for each version
         whose manifest is unreadable, forged or invalid, the one-line reason (so one bad version never hides
         the others)."""
-        found = [v for v in self.store.list_dirs(f"models/{check_segment(name, 'model name')}")
-                 if _SEGMENT.fullmatch(v) and self.store.exists(manifest_key(name, v))]
+        found = [
+            v
+            for v in self.store.list_dirs(f"models/{check_segment(name, 'model name')}")
+            if _SEGMENT.fullmatch(v) and self.store.exists(manifest_key(name, v))
+        ]
         good, bad = [], {}
         for v in found:
             try:
@@ -381,26 +399,38 @@ class Registry:
     def manifest(self, name: str, version: str) -> Manifest:
         key = manifest_key(name, version)
         if not self.store.exists(key):
-            raise RegistryError(f"{self.store.url}: {name}:{version} is not published "
-                                f"(published: {', '.join(self._plain_versions(name)) or 'none'}).")
+            raise RegistryError(
+                f"{self.store.url}: {name}:{version} is not published "
+                f"(published: {', '.join(self._plain_versions(name)) or 'none'})."
+            )
         raw = self.store.read_bytes(key, MAX_MANIFEST_BYTES)
         what = f"{self.store.url}: the manifest of {name}:{version}"
         try:
             m = Manifest.model_validate(strict_json.loads(raw, what))
         except ValidationError as e:
             err = e.errors()[0]
-            raise FormatError(f"{what} is invalid: field {'.'.join(map(str, err['loc'])) or '(top level)'}: "
-                              f"{err['msg']} ({len(e.errors())} problem(s) in all); re-push the version.") from None
+            raise FormatError(
+                f"{what} is invalid: field {'.'.join(map(str, err['loc'])) or '(top level)'}: "
+                f"{err['msg']} ({len(e.errors())} problem(s) in all); re-push the version."
+            ) from None
         if (m.name, m.version) != (name, version):
-            raise FormatError(f"{self.store.url}: the manifest at {key} describes {m.name}:{m.version}, "
-                              f"not {name}:{version}; it was moved or forged.")
+            raise FormatError(
+                f"{self.store.url}: the manifest at {key} describes {m.name}:{m.version}, "
+                f"not {name}:{version}; it was moved or forged."
+            )
         return m
 
     def _plain_versions(self, name: str) -> list[str]:
         return [v for v in self.store.list_dirs(f"models/{name}") if _SEGMENT.fullmatch(v)]
 
-    def push(self, path: str | Path, name: str, version: str | None = None, *,
-             metrics: dict[str, float | int | str] | None = None) -> Manifest:
+    def push(
+        self,
+        path: str | Path,
+        name: str,
+        version: str | None = None,
+        *,
+        metrics: dict[str, float | int | str] | None = None,
+    ) -> Manifest:
         """Publish ``path`` as ``name:version``. Without a version: one more than the largest integer one, and
         if a concurrent push publishes that number first, the next free one (up to :data:`AUTO_VERSION_TRIES`)."""
         path = Path(path)
@@ -408,12 +438,15 @@ class Registry:
             raise RegistryError(f"{path}: no such file; push a .onnx or .lep artifact.")
         kind = KINDS.get(path.suffix)
         if kind is None:
-            raise RegistryError(f"{path}: only .onnx and .lep files can be pushed "
-                                f"(got {path.suffix or 'no suffix'!r}).")
+            raise RegistryError(
+                f"{path}: only .onnx and .lep files can be pushed (got {path.suffix or 'no suffix'!r})."
+            )
         check_segment(name, "model name")
         if version is not None and self.store.exists(manifest_key(name, version)):
-            raise VersionExistsError(f"{self.store.url}: {name}:{version} already exists; published versions are "
-                                     "immutable, push under a new --version.")
+            raise VersionExistsError(
+                f"{self.store.url}: {name}:{version} already exists; published versions are "
+                "immutable, push under a new --version."
+            )
         check_artifact(path, kind)
         digest, size = sha256_file(path), path.stat().st_size
         blob = blob_key(digest)
@@ -424,19 +457,30 @@ class Registry:
             if version is None:
                 tried = max([tried] + [int(v) for v in self._plain_versions(name) if v.isdigit()]) + 1
             try:
-                manifest = Manifest(name=name, version=version or str(tried), file=f"{name}{path.suffix}", kind=kind,
-                                    sha256=digest, size=size, metrics=dict(metrics or {}),
-                                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"))
+                manifest = Manifest(
+                    name=name,
+                    version=version or str(tried),
+                    file=f"{name}{path.suffix}",
+                    kind=kind,
+                    sha256=digest,
+                    size=size,
+                    metrics=dict(metrics or {}),
+                    created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+                )
             except ValidationError as e:
                 raise ConfigError(f"cannot publish {name}:{version or tried}: {e}") from e
             try:
-                self.store.create_bytes(manifest_key(name, manifest.version), manifest.model_dump_json(indent=2).encode())
+                self.store.create_bytes(
+                    manifest_key(name, manifest.version), manifest.model_dump_json(indent=2).encode()
+                )
                 return manifest
             except VersionExistsError:
                 if version is not None:
                     raise
-        raise RegistryError(f"{self.store.url}: concurrent pushes took every version up to {name}:{tried} before "
-                            f"this one could publish ({AUTO_VERSION_TRIES} tries); push again or give :VERSION.")
+        raise RegistryError(
+            f"{self.store.url}: concurrent pushes took every version up to {name}:{tried} before "
+            f"this one could publish ({AUTO_VERSION_TRIES} tries); push again or give :VERSION."
+        )
 
     def _blob_intact(self, key: str, sha256: str, size: int) -> bool:
         """Whether ``key`` exists with exactly ``size`` bytes hashing to ``sha256`` (reads at most ``size + 1``)."""
@@ -449,11 +493,12 @@ class Registry:
         if version is None:
             good, bad = self.scan(name)
             for problem in bad.values():
-                warnings.warn(f"{problem}; skipped it when choosing the latest version.", RegistryWarning,
-                              stacklevel=2)
+                warnings.warn(f"{problem}; skipped it when choosing the latest version.", RegistryWarning, stacklevel=2)
             if not good:
-                raise RegistryError(f"{self.store.url}: no published version of {name!r} with a valid manifest "
-                                    f"(invalid: {', '.join(bad) or 'none'}; models: {', '.join(self.names()) or 'none'}).")
+                raise RegistryError(
+                    f"{self.store.url}: no published version of {name!r} with a valid manifest "
+                    f"(invalid: {', '.join(bad) or 'none'}; models: {', '.join(self.names()) or 'none'})."
+                )
             return good[-1]
         return self.manifest(name, version)
 
@@ -465,25 +510,36 @@ class Registry:
         dest = Path(out) if out is not None else Path.cwd()
         if dest.is_dir() or not dest.suffix:
             folder = dest.resolve()
-            final = Path(os.path.normpath(folder / m.file))  # lexically: an existing link there is replaced, not followed
+            final = Path(
+                os.path.normpath(folder / m.file)
+            )  # lexically: an existing link there is replaced, not followed
             if final.parent != folder:
-                raise RegistryError(f"{self.store.url}: the manifest of {name}:{m.version} names file {m.file!r}, "
-                                    f"which resolves to {final}, outside the output folder {folder}; nothing was "
-                                    f"written. The manifest is forged: remove models/{name}/{m.version}/ and push again.")
+                raise RegistryError(
+                    f"{self.store.url}: the manifest of {name}:{m.version} names file {m.file!r}, "
+                    f"which resolves to {final}, outside the output folder {folder}; nothing was "
+                    f"written. The manifest is forged: remove models/{name}/{m.version}/ and push again."
+                )
             dest = dest / final.name
         if dest.suffix != Path(m.file).suffix:
-            raise ConfigError(f"-o {dest}: {name}:{m.version} is a .{m.kind} file; give an output ending in "
-                              f"{Path(m.file).suffix} or a folder.")
+            raise ConfigError(
+                f"-o {dest}: {name}:{m.version} is a .{m.kind} file; give an output ending in "
+                f"{Path(m.file).suffix} or a folder."
+            )
         with atomic_path(dest) as tmp:
             h = hashlib.sha256()
             with open(tmp, "wb") as f:
                 got = self.store.download(blob_key(m.sha256), _HashingWriter(h, f), m.size)
             if got != m.size or h.hexdigest() != m.sha256:
-                what = (f"more than {m.size} bytes (stopped reading there)" if got > m.size
-                        else f"{got} bytes with sha256 {h.hexdigest()}")
-                raise FormatError(f"{self.store.url}: the artifact of {name}:{m.version} is corrupted: got {what}, "
-                                  f"the manifest says {m.size} bytes with sha256 {m.sha256}; nothing was written. "
-                                  "Re-push the artifact.")
+                what = (
+                    f"more than {m.size} bytes (stopped reading there)"
+                    if got > m.size
+                    else f"{got} bytes with sha256 {h.hexdigest()}"
+                )
+                raise FormatError(
+                    f"{self.store.url}: the artifact of {name}:{m.version} is corrupted: got {what}, "
+                    f"the manifest says {m.size} bytes with sha256 {m.sha256}; nothing was written. "
+                    "Re-push the artifact."
+                )
         return m, dest
 
 
@@ -514,22 +570,29 @@ def check_artifact(path: Path, kind: str) -> None:
     from onnx.external_data_helper import uses_external_data
 
     if (size := path.stat().st_size) > MAX_ONNX_BYTES:
-        raise FormatError(f"{path}: {size:,} bytes, more than an .onnx file can hold ({MAX_ONNX_BYTES:,}); "
-                          "export the model again (lepton edge export).")
+        raise FormatError(
+            f"{path}: {size:,} bytes, more than an .onnx file can hold ({MAX_ONNX_BYTES:,}); "
+            "export the model again (lepton edge export)."
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError) as e:
         detail = (str(e).strip().splitlines() or [""])[0]
-        raise FormatError(f"{path}: not a valid ONNX model ({type(e).__name__}: {detail}), so it was not "
-                          "published; export it again (lepton edge export).") from None
+        raise FormatError(
+            f"{path}: not a valid ONNX model ({type(e).__name__}: {detail}), so it was not "
+            "published; export it again (lepton edge export)."
+        ) from None
     if any(uses_external_data(t) for t in model.graph.initializer):
-        raise FormatError(f"{path}: the model keeps weights in external data files, which a registry artifact "
-                          "cannot carry; export it with the weights inside the .onnx file.")
+        raise FormatError(
+            f"{path}: the model keeps weights in external data files, which a registry artifact "
+            "cannot carry; export it with the weights inside the .onnx file."
+        )
 
 
-def push(path: str | Path, url: str, *, metrics: dict[str, float | int | str] | None = None,
-         s3_client: Any | None = None) -> Manifest:
+def push(
+    path: str | Path, url: str, *, metrics: dict[str, float | int | str] | None = None, s3_client: Any | None = None
+) -> Manifest:
     """Publish ``path`` at ``url`` = ``ROOT/NAME[:VERSION]`` (a bare ``NAME[:VERSION]`` uses the default registry)."""
     root, name, version = parse_ref(url)
     return Registry(root, s3_client=s3_client).push(path, name, version, metrics=metrics)

@@ -39,8 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
-from lepton.edge.oip import (ORT_TO_OIP, InferResponse, ModelMetadata, ProtocolError, ServerMetadata, TensorMetadata,
-                             decode_input, encode_output, parse_infer_request)
+from lepton.edge.oip import (
+    ORT_TO_OIP,
+    InferResponse,
+    ModelMetadata,
+    ProtocolError,
+    ServerMetadata,
+    TensorMetadata,
+    decode_input,
+    encode_output,
+    parse_infer_request,
+)
 from lepton.errors import ConfigError
 from lepton.utils.checks import NAME_PATTERN, check_name
 
@@ -61,17 +70,29 @@ class ServeConfig(BaseModel):
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
-    max_connections: int = Field(512, ge=1, description="requests handled at once before 503 (connections still "
-                                                        "sending their headers do not count)")
-    max_open_connections: int = Field(4096, ge=1, description="open connections before the oldest one still "
-                                                              "sending its headers is closed")
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="requests handled at once before 503 (connections still sending their headers do not count)",
+    )
+    max_open_connections: int = Field(
+        4096, ge=1, description="open connections before the oldest one still sending its headers is closed"
+    )
     max_inflight_bytes: int = Field(64 << 20, ge=1024, description="request bodies held at once; more wait, then 503")
-    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection's request headers must arrive "
-                                                                     "within this time, else 408 and close")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="a connection's request headers must arrive within this time, else 408 and close",
+    )
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="a request's body must arrive within this time")
     keep_alive_s: float = Field(5.0, gt=0, le=3600, description="idle keep-alive connections close after this")
-    token: str | None = Field(None, pattern=r"^[\x21-\x7e]{8,4096}$", repr=False,
-                              description="bearer token every route except /v2/health/* requires")
+    token: str | None = Field(
+        None,
+        pattern=r"^[\x21-\x7e]{8,4096}$",
+        repr=False,
+        description="bearer token every route except /v2/health/* requires",
+    )
     no_auth: bool = Field(False, description="allow a non-loopback host without a token")
 
 
@@ -105,8 +126,13 @@ class ServedModel:
         return all(t.shape and t.shape[0] == -1 for t in [*self.inputs, *self.outputs])
 
     def metadata(self) -> ModelMetadata:
-        return ModelMetadata(name=self.name, versions=[self.version], platform="onnxruntime_onnx",
-                             inputs=self.inputs, outputs=self.outputs)
+        return ModelMetadata(
+            name=self.name,
+            versions=[self.version],
+            platform="onnxruntime_onnx",
+            inputs=self.inputs,
+            outputs=self.outputs,
+        )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [t.name for t in self.outputs]
@@ -116,14 +142,24 @@ class ServedModel:
 def _tensor_meta(t: Any) -> TensorMetadata:
     datatype = ORT_TO_OIP.get(t.type)
     if datatype is None:
-        raise ConfigError(f"model tensor {t.name!r} has type {t.type}, which the Open Inference Protocol server "
-                          f"cannot carry; supported: {', '.join(ORT_TO_OIP)}.")
-    return TensorMetadata(name=t.name, datatype=datatype, shape=[d if isinstance(d, int) and d >= 0 else -1
-                                                                 for d in t.shape])
+        raise ConfigError(
+            f"model tensor {t.name!r} has type {t.type}, which the Open Inference Protocol server "
+            f"cannot carry; supported: {', '.join(ORT_TO_OIP)}."
+        )
+    return TensorMetadata(
+        name=t.name, datatype=datatype, shape=[d if isinstance(d, int) and d >= 0 else -1 for d in t.shape]
+    )
 
 
-def load_served_model(path: str | Path, *, name: str | None = None, version: str = "1", threads: int = 1,
-                      workdir: str | Path | None = None, trust_code: bool = False) -> ServedModel:
+def load_served_model(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    threads: int = 1,
+    workdir: str | Path | None = None,
+    trust_code: bool = False,
+) -> ServedModel:
     """Open ``path`` for serving: an ``.onnx`` file directly; a ``.lep`` or checkpoint is exported to ONNX
     first (into ``workdir``, default a fresh temporary folder)."""
     from lepton.edge.export import export_onnx, onnx_session
@@ -208,8 +244,9 @@ class Batcher:
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         start = time.perf_counter()
         try:
-            feeds = {k: np.concatenate([f[k] for f, _ in batch]) if len(batch) > 1 else batch[0][0][k]
-                     for k in batch[0][0]}
+            feeds = {
+                k: np.concatenate([f[k] for f, _ in batch]) if len(batch) > 1 else batch[0][0][k] for k in batch[0][0]
+            }
             outputs = await loop.run_in_executor(self.executor, self.model.run, feeds)
         except Exception as e:  # a failure on inputs that passed validation: a server error (500)
             for _, fut in batch:
@@ -223,13 +260,18 @@ class Batcher:
         for f, fut in batch:
             n = len(next(iter(f.values())))
             if not fut.done():
-                fut.set_result({k: v[offset:offset + n] for k, v in outputs.items()})
+                fut.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
             offset += n
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    headers = {"retry-after": "1"} if status == 503 else {"www-authenticate": 'Bearer realm="lepton"'} \
-        if status == 401 else None
+    headers = (
+        {"retry-after": "1"}
+        if status == 503
+        else {"www-authenticate": 'Bearer realm="lepton"'}
+        if status == 401
+        else None
+    )
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -247,8 +289,10 @@ def check_exposure(config: ServeConfig) -> None:
     if config.token is not None and config.no_auth:
         raise ConfigError("--token and --no-auth contradict each other; pass one of them.")
     if config.token is None and not config.no_auth and not is_loopback(config.host):
-        raise ConfigError(f"--host {config.host} accepts connections from other machines but no token is set; pass "
-                          "--token TOKEN (or set LEPTON_SERVE_TOKEN), or --no-auth to serve without authentication.")
+        raise ConfigError(
+            f"--host {config.host} accepts connections from other machines but no token is set; pass "
+            "--token TOKEN (or set LEPTON_SERVE_TOKEN), or --no-auth to serve without authentication."
+        )
 
 
 class ByteBudget:
@@ -265,8 +309,11 @@ class ByteBudget:
             try:
                 await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
             except TimeoutError:
-                raise ProtocolError(503, f"the server is busy: {self.used} bytes of request bodies are being "
-                                         f"processed (limit {self.capacity}); retry in a moment.") from None
+                raise ProtocolError(
+                    503,
+                    f"the server is busy: {self.used} bytes of request bodies are being "
+                    f"processed (limit {self.capacity}); retry in a moment.",
+                ) from None
             self.used += size
         try:
             yield
@@ -288,11 +335,15 @@ class Gate:
         if scope["type"] != "http" or scope["path"].startswith(OPEN_ROUTES):
             return await self.app(scope, receive, send)
         if self.token is not None and not self._authorized(scope["headers"]):
-            return await _error(401, "this server needs 'Authorization: Bearer TOKEN' with the token it was "
-                                     "started with (--token or LEPTON_SERVE_TOKEN).")(scope, receive, send)
+            return await _error(
+                401,
+                "this server needs 'Authorization: Bearer TOKEN' with the token it was "
+                "started with (--token or LEPTON_SERVE_TOKEN).",
+            )(scope, receive, send)
         if self.active >= self.max_requests:
-            return await _error(503, f"the server is handling {self.active} requests, its limit; retry in a "
-                                     "moment.")(scope, receive, send)
+            return await _error(503, f"the server is handling {self.active} requests, its limit; retry in a moment.")(
+                scope, receive, send
+            )
         self.active += 1
         try:
             await self.app(scope, receive, send)
@@ -318,8 +369,14 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         yield
         await batcher.stop()
 
-    app = FastAPI(title="Lepton inference server", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Lepton inference server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.stats = stats
     app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
 
@@ -345,8 +402,9 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     def check_model(name: str, version: str | None) -> None:
         if name != model.name or (version is not None and version != model.version):
             asked = name if version is None else f"{name} version {version}"
-            raise ProtocolError(404, f"model {asked!r} is not served here; this server serves {model.name!r} "
-                                     f"version {model.version!r}.")
+            raise ProtocolError(
+                404, f"model {asked!r} is not served here; this server serves {model.name!r} version {model.version!r}."
+            )
 
     @app.get("/v2")
     async def server_metadata() -> ServerMetadata:
@@ -375,18 +433,31 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     @app.get("/v2/models/{name}/stats")
     async def model_stats(name: str) -> dict[str, Any]:
         check_model(name, None)
-        return {"model_stats": [{"name": model.name, "version": model.version, "inference_count": stats.rows,
-                                 "request_count": stats.requests, "execution_count": stats.batches,
-                                 "mean_batch_rows": stats.rows / stats.batches if stats.batches else 0.0,
-                                 "compute_seconds": stats.compute_s, "rejected_requests": stats.errors_4xx}]}
+        return {
+            "model_stats": [
+                {
+                    "name": model.name,
+                    "version": model.version,
+                    "inference_count": stats.rows,
+                    "request_count": stats.requests,
+                    "execution_count": stats.batches,
+                    "mean_batch_rows": stats.rows / stats.batches if stats.batches else 0.0,
+                    "compute_seconds": stats.compute_s,
+                    "rejected_requests": stats.errors_4xx,
+                }
+            ]
+        }
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         check_model(name, version)
         if request.headers.get("inference-header-content-length"):
-            raise ProtocolError(400, "the binary tensor extension is not supported; send the tensors as JSON "
-                                     "(tritonclient: binary_data=False).")
+            raise ProtocolError(
+                400,
+                "the binary tensor extension is not supported; send the tensors as JSON "
+                "(tritonclient: binary_data=False).",
+            )
         declared = _declared_length(request, config.max_body_bytes)
         async with budget.hold(config.max_body_bytes if declared is None else declared):
             return await answer(await _read_body(request, config.max_body_bytes))
@@ -397,20 +468,28 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         except ValidationError as e:
             if any(err["type"] == "json_invalid" for err in e.errors()):
                 raise ProtocolError(400, f"the request body is not valid JSON: {e.errors()[0]['msg']}") from None
-            raise ProtocolError(400, "the request does not follow the Open Inference Protocol: " + "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])) from None
+            raise ProtocolError(
+                400,
+                "the request does not follow the Open Inference Protocol: "
+                + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5]),
+            ) from None
         del body  # the flat lists were copied out: the text can go before the arrays are built
         req = parsed.request
         feeds = _feeds(req, model, parsed.lists, config.max_body_bytes // 2)  # a JSON value takes >= 2 bytes
         wanted = [o.name for o in req.outputs] if req.outputs else [t.name for t in model.outputs]
         unknown = sorted(set(wanted) - {t.name for t in model.outputs})
         if unknown:
-            raise ProtocolError(400, f"unknown output(s) {unknown}; the model's outputs are "
-                                     f"{[t.name for t in model.outputs]}.")
+            raise ProtocolError(
+                400, f"unknown output(s) {unknown}; the model's outputs are {[t.name for t in model.outputs]}."
+            )
         stats.requests += 1
         outputs = await batcher.infer(feeds)
-        response = InferResponse(model_name=model.name, model_version=model.version, id=req.id,
-                                 outputs=[encode_output(n, outputs[n]) for n in wanted])
+        response = InferResponse(
+            model_name=model.name,
+            model_version=model.version,
+            id=req.id,
+            outputs=[encode_output(n, outputs[n]) for n in wanted],
+        )
         return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
     return app
@@ -419,8 +498,11 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
 def _declared_length(request: Request, limit: int) -> int | None:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(413, f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
-                                 "bytes; send fewer samples per request.")
+        raise ProtocolError(
+            413,
+            f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
+            "bytes; send fewer samples per request.",
+        )
     return None if declared is None else int(declared)
 
 
@@ -429,8 +511,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(413, f"the request body is larger than the server's limit of {limit} bytes; "
-                                     "send fewer samples per request.")
+            raise ProtocolError(
+                413,
+                f"the request body is larger than the server's limit of {limit} bytes; send fewer samples per request.",
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -439,8 +523,9 @@ def _feeds(req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: 
     given = [i.name for i in req.inputs]
     expected = [t.name for t in model.inputs]
     if len(set(given)) != len(given) or set(given) != set(expected):
-        raise ProtocolError(400, f"the request's inputs {given} do not match the model's inputs {expected}; "
-                                 "send each exactly once.")
+        raise ProtocolError(
+            400, f"the request's inputs {given} do not match the model's inputs {expected}; send each exactly once."
+        )
     specs = {t.name: t for t in model.inputs}
     feeds = {i.name: decode_input(i, specs[i.name], lists, max_elements=max_elements) for i in req.inputs}
     if len({len(a) for a in feeds.values()}) > 1:
@@ -449,8 +534,10 @@ def _feeds(req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: 
 
 
 _TIMEOUT_BODY = json.dumps({"error": "the request did not arrive in time; the connection is closed."}).encode()
-_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
 
 
 def guarded_protocol(config: ServeConfig) -> type:
@@ -513,9 +600,18 @@ def guarded_protocol(config: ServeConfig) -> type:
 def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                         access_log=False, http=guarded_protocol(config),
-                                         timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=5))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            http=guarded_protocol(config),
+            timeout_keep_alive=config.keep_alive_s,
+            timeout_graceful_shutdown=5,
+        )
+    )
 
 
 def serve(model: ServedModel, config: ServeConfig) -> None:
@@ -529,8 +625,9 @@ def serve(model: ServedModel, config: ServeConfig) -> None:
 
 
 @contextlib.contextmanager
-def serve_in_thread(model: ServedModel, config: ServeConfig | None = None, *,
-                    startup_timeout_s: float = 30.0) -> Iterator[str]:
+def serve_in_thread(
+    model: ServedModel, config: ServeConfig | None = None, *, startup_timeout_s: float = 30.0
+) -> Iterator[str]:
     """Run the server on 127.0.0.1 and a free port in a background thread; yields its base URL and
     always shuts it down on exit. For tests and benchmarks."""
     config = (config or ServeConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})

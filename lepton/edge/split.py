@@ -13,7 +13,6 @@ k = 0 is cloud-only (the raw image is sent; the RTT covers the tiny reply), k = 
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import zstandard
@@ -54,15 +53,19 @@ def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:  # fx raises TraceError and assorted errors for data-dependent control flow
-        raise ConfigError(f"cannot trace {type(model).__name__} with torch.fx ({e}); the split planner needs a "
-                          "model whose forward is a plain sequence of layers.") from e
+        raise ConfigError(
+            f"cannot trace {type(model).__name__} with torch.fx ({e}); the split planner needs a "
+            "model whose forward is a plain sequence of layers."
+        ) from e
     nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
     chain: list[tuple[str, nn.Module]] = []
     prev = next(n for n in gm.graph.nodes if n.op == "placeholder")
     for node in nodes:
         if node.all_input_nodes != [prev] or len(prev.users) != 1:
-            raise ConfigError(f"{type(model).__name__} is not a chain at {node.name!r} (it reads "
-                              f"{[n.name for n in node.all_input_nodes]}); only sequential models can be split.")
+            raise ConfigError(
+                f"{type(model).__name__} is not a chain at {node.name!r} (it reads "
+                f"{[n.name for n in node.all_input_nodes]}); only sequential models can be split."
+            )
         chain.append((node.name, _Op(gm, node)))
         prev = node
     return chain
@@ -76,6 +79,7 @@ def head_tail(chain: list[tuple[str, nn.Module]], cut: int) -> tuple[nn.Sequenti
 
 
 # ------------------------------------------------------------------ payloads
+
 
 def encode_tensor(x: np.ndarray, encoding: Encoding) -> bytes:
     """The bytes sent over the link for ``x`` (float32): raw, or per-tensor affine uint8, optionally zstd'd."""
@@ -104,6 +108,7 @@ def decode_tensor(data: bytes, shape: tuple[int, ...], encoding: Encoding) -> np
 
 # ------------------------------------------------------------------ profile
 
+
 class LayerTime(BaseModel):
     model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
@@ -128,12 +133,13 @@ def _payload_sizes(xs: list[np.ndarray]) -> dict[str, float]:
     return {enc: float(np.mean([len(encode_tensor(x, enc)) for x in xs])) for enc in ("fp32", "int8", "int8+zstd")}
 
 
-def profile_layers(model: nn.Module, images: np.ndarray, *, threads: int = 1, warmup: int = 50,
-                   iterations: int = 300) -> ModelProfile:
+def profile_layers(
+    model: nn.Module, images: np.ndarray, *, threads: int = 1, warmup: int = 50, iterations: int = 300
+) -> ModelProfile:
     """Median batch-1 time of each layer of ``model`` on real ``images`` (the first is timed; payload
     sizes average over all of them, since zstd's ratio depends on the data)."""
     chain = layer_chain(model.eval())
-    xs = [torch.from_numpy(np.ascontiguousarray(images[i:i + 1], dtype=np.float32)) for i in range(len(images))]
+    xs = [torch.from_numpy(np.ascontiguousarray(images[i : i + 1], dtype=np.float32)) for i in range(len(images))]
     if not xs:
         raise ConfigError("profiling needs at least one image.")
     layers: list[LayerTime] = []
@@ -143,12 +149,16 @@ def profile_layers(model: nn.Module, images: np.ndarray, *, threads: int = 1, wa
             x0 = xs[0]
             ms = latency(lambda: layer(x0), iterations, warmup=warmup).p50_ms
             xs = [layer(x) for x in xs]
-            layers.append(LayerTime(name=name, ms=ms, out_shape=list(xs[0].shape),
-                                    out_bytes=_payload_sizes([x.numpy() for x in xs])))
+            layers.append(
+                LayerTime(
+                    name=name, ms=ms, out_shape=list(xs[0].shape), out_bytes=_payload_sizes([x.numpy() for x in xs])
+                )
+            )
     return ModelProfile(input_shape=list(images.shape[1:]), input_bytes=input_bytes, layers=layers)
 
 
 # ------------------------------------------------------------------ planner
+
 
 class NetworkProfile(BaseModel):
     """The link and the two machines the planner assumes."""
@@ -201,10 +211,25 @@ def plan_split(profile: ModelProfile, net: NetworkProfile) -> SplitPlan:
         nbytes = 0.0 if k == len(times) else sent[net.encoding]  # edge-only: the result stays on the device
         transfer = 0.0 if k == len(times) else nbytes * 8 / net.bandwidth_bps * 1e3 + net.rtt_ms
         edge, cloud = sum(times[:k]) * net.edge_slowdown, sum(times[k:]) / net.cloud_speedup
-        rows.append(CutRow(cut=k, after="input" if k == 0 else profile.layers[k - 1].name, edge_ms=edge,
-                           transfer_bytes=nbytes, transfer_ms=transfer, cloud_ms=cloud,
-                           total_ms=edge + transfer + cloud))
+        rows.append(
+            CutRow(
+                cut=k,
+                after="input" if k == 0 else profile.layers[k - 1].name,
+                edge_ms=edge,
+                transfer_bytes=nbytes,
+                transfer_ms=transfer,
+                cloud_ms=cloud,
+                total_ms=edge + transfer + cloud,
+            )
+        )
     best = min(rows, key=lambda r: r.total_ms)
-    return SplitPlan(network=net, rows=rows, best_cut=best.cut, best_after=best.after, best_ms=best.total_ms,
-                     cloud_only_ms=rows[0].total_ms, edge_only_ms=rows[-1].total_ms,
-                     speedup_vs_cloud_only=rows[0].total_ms / best.total_ms)
+    return SplitPlan(
+        network=net,
+        rows=rows,
+        best_cut=best.cut,
+        best_after=best.after,
+        best_ms=best.total_ms,
+        cloud_only_ms=rows[0].total_ms,
+        edge_only_ms=rows[-1].total_ms,
+        speedup_vs_cloud_only=rows[0].total_ms / best.total_ms,
+    )

@@ -66,8 +66,7 @@ def _serve(model_file: str, cut: int, trust_code: bool) -> None:
                 start = time.perf_counter()
                 with torch.inference_mode():
                     logits = tail(torch.from_numpy(x.copy())).numpy()
-                body = json.dumps({"logits": logits.tolist(),
-                                   "cloud_ms": (time.perf_counter() - start) * 1e3}).encode()
+                body = json.dumps({"logits": logits.tolist(), "cloud_ms": (time.perf_counter() - start) * 1e3}).encode()
                 self.send_response(200)
             except (ValueError, KeyError, RuntimeError, zstandard.ZstdError) as e:
                 body = json.dumps({"error": str(e)}).encode()
@@ -84,8 +83,16 @@ def _serve(model_file: str, cut: int, trust_code: bool) -> None:
     server.shutdown()
 
 
-def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding: Encoding = "fp32",
-              warmup: int = 5, timeout_s: float = 60.0, trust_code: bool = False) -> SplitRun:
+def run_split(
+    model_file: str | Path,
+    cut: int,
+    images: np.ndarray,
+    *,
+    encoding: Encoding = "fp32",
+    warmup: int = 5,
+    timeout_s: float = 60.0,
+    trust_code: bool = False,
+) -> SplitRun:
     """Run ``model_file`` split at ``cut`` on each of ``images`` (one request per image, batch 1)."""
     from lepton.artifacts import load_model_file
 
@@ -95,14 +102,26 @@ def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding:
     images = np.ascontiguousarray(images, dtype=np.float32)
     if len(images) == 0:
         raise ConfigError("run_split needs at least one image.")
-    proc = subprocess.Popen([sys.executable, "-m", "lepton.edge.splitrun", str(model_file), str(cut),
-                             "trust-code" if trust_code else "no-trust-code"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lepton.edge.splitrun",
+            str(model_file),
+            str(cut),
+            "trust-code" if trust_code else "no-trust-code",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("PORT "):
-            raise LeptonError(f"the cloud process did not start (exit code {proc.poll()}); run "
-                              f"`python -m lepton.edge.splitrun {model_file} {cut}` to see why.")
+            raise LeptonError(
+                f"the cloud process did not start (exit code {proc.poll()}); run "
+                f"`python -m lepton.edge.splitrun {model_file} {cut}` to see why."
+            )
         url = f"http://127.0.0.1:{int(line.split()[1])}/tail"
         rows, agree = [], 0
         with torch_threads(1), torch.inference_mode():
@@ -116,9 +135,16 @@ def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding:
                     z = head(x).numpy()
                     data = encode_tensor(z, encoding)
                     edge_done = time.perf_counter()
-                    req = urllib.request.Request(url, data=data, method="POST", headers={
-                        "X-Shape": ",".join(map(str, z.shape)), "X-Encoding": encoding,
-                        "Content-Type": "application/octet-stream"})
+                    req = urllib.request.Request(
+                        url,
+                        data=data,
+                        method="POST",
+                        headers={
+                            "X-Shape": ",".join(map(str, z.shape)),
+                            "X-Encoding": encoding,
+                            "Content-Type": "application/octet-stream",
+                        },
+                    )
                     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
                         reply = strict_json.loads(resp.read(), f"the cloud process's reply from {url}")
                     logits, cloud_ms, sent = np.asarray(reply["logits"]), reply["cloud_ms"], len(data)
@@ -136,8 +162,17 @@ def run_split(model_file: str | Path, cut: int, images: np.ndarray, *, encoding:
             proc.kill()
             proc.wait()
     med = np.median(np.array(rows), axis=0)
-    return SplitRun(cut=cut, encoding=encoding, requests=len(rows), edge_ms=med[0], transfer_ms=med[1],
-                    cloud_ms=med[2], total_ms=med[3], payload_bytes=med[4], agreement=agree / len(rows))
+    return SplitRun(
+        cut=cut,
+        encoding=encoding,
+        requests=len(rows),
+        edge_ms=med[0],
+        transfer_ms=med[1],
+        cloud_ms=med[2],
+        total_ms=med[3],
+        payload_bytes=med[4],
+        agreement=agree / len(rows),
+    )
 
 
 if __name__ == "__main__":

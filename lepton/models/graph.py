@@ -44,49 +44,179 @@ MAX_PATH_DEPTH = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,6}")
 
-MODULES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
-    nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.ELU,
-    nn.Softmax, nn.LogSoftmax, nn.Identity, nn.Flatten, nn.Dropout, nn.Dropout2d,
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d)}
+MODULES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.GELU,
+        nn.SiLU,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.Softmax,
+        nn.LogSoftmax,
+        nn.Identity,
+        nn.Flatten,
+        nn.Dropout,
+        nn.Dropout2d,
+        nn.MaxPool1d,
+        nn.MaxPool2d,
+        nn.AvgPool1d,
+        nn.AvgPool2d,
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveMaxPool2d,
+    )
+}
 """Leaf module types a graph may hold, by class name."""
 
 FUNCTIONS: dict[str, Any] = {
-    **{f"operator.{n}": getattr(operator, n) for n in (
-        "add", "sub", "mul", "truediv", "floordiv", "neg", "matmul", "getitem", "iadd", "imul", "pow")},
-    **{f"torch.{n}": getattr(torch, n) for n in (
-        "add", "sub", "mul", "div", "cat", "stack", "flatten", "reshape", "transpose", "permute", "squeeze",
-        "unsqueeze", "relu", "sigmoid", "tanh", "mean", "sum", "amax", "softmax", "log_softmax", "matmul", "chunk",
-        "split", "clamp", "maximum", "minimum", "exp", "sqrt", "abs")},
-    **{f"F.{n}": getattr(F, n) for n in (
-        "relu", "relu6", "gelu", "silu", "hardswish", "hardsigmoid", "leaky_relu", "elu", "sigmoid", "tanh",
-        "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-        "adaptive_max_pool2d", "dropout", "dropout2d", "softmax", "log_softmax", "pad", "normalize")},
+    **{
+        f"operator.{n}": getattr(operator, n)
+        for n in ("add", "sub", "mul", "truediv", "floordiv", "neg", "matmul", "getitem", "iadd", "imul", "pow")
+    },
+    **{
+        f"torch.{n}": getattr(torch, n)
+        for n in (
+            "add",
+            "sub",
+            "mul",
+            "div",
+            "cat",
+            "stack",
+            "flatten",
+            "reshape",
+            "transpose",
+            "permute",
+            "squeeze",
+            "unsqueeze",
+            "relu",
+            "sigmoid",
+            "tanh",
+            "mean",
+            "sum",
+            "amax",
+            "softmax",
+            "log_softmax",
+            "matmul",
+            "chunk",
+            "split",
+            "clamp",
+            "maximum",
+            "minimum",
+            "exp",
+            "sqrt",
+            "abs",
+        )
+    },
+    **{
+        f"F.{n}": getattr(F, n)
+        for n in (
+            "relu",
+            "relu6",
+            "gelu",
+            "silu",
+            "hardswish",
+            "hardsigmoid",
+            "leaky_relu",
+            "elu",
+            "sigmoid",
+            "tanh",
+            "max_pool1d",
+            "max_pool2d",
+            "avg_pool1d",
+            "avg_pool2d",
+            "adaptive_avg_pool1d",
+            "adaptive_avg_pool2d",
+            "adaptive_max_pool2d",
+            "dropout",
+            "dropout2d",
+            "softmax",
+            "log_softmax",
+            "pad",
+            "normalize",
+        )
+    },
 }
 """Functions a graph may call, by the name stored in the file."""
 
 _SHAPE_ATTRS = ("shape", "ndim")
 FUNCTIONS["getattr"] = getattr  # only ever called on a tensor for one of _SHAPE_ATTRS (checked in _call)
 
-METHODS = frozenset((
-    "view", "reshape", "flatten", "size", "dim", "relu", "sigmoid", "tanh", "mean", "sum", "amax", "permute",
-    "transpose", "contiguous", "add", "sub", "mul", "div", "softmax", "log_softmax", "chunk", "split", "unsqueeze",
-    "squeeze", "expand", "expand_as", "view_as", "reshape_as", "clamp", "pow", "sqrt", "exp", "abs", "neg", "t",
-    "matmul", "float"))
+METHODS = frozenset(
+    (
+        "view",
+        "reshape",
+        "flatten",
+        "size",
+        "dim",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "mean",
+        "sum",
+        "amax",
+        "permute",
+        "transpose",
+        "contiguous",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "softmax",
+        "log_softmax",
+        "chunk",
+        "split",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "view_as",
+        "reshape_as",
+        "clamp",
+        "pow",
+        "sqrt",
+        "exp",
+        "abs",
+        "neg",
+        "t",
+        "matmul",
+        "float",
+    )
+)
 """Tensor methods a graph may call."""
 
 _TRAINING_ARG = {"F.dropout": 2, "F.dropout2d": 2}  # position of the ``training`` argument
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
 _FUNCTION_NAMES = {id(fn): name for name, fn in FUNCTIONS.items()}
 
 
 # ---- module arguments -------------------------------------------------------------------------------------
 
+
 def _int(lo: int, hi: int = MAX_DIM) -> Any:
     def check(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
     return check
 
 
@@ -97,6 +227,7 @@ def _ints(lo: int, hi: int = MAX_DIM, *, none_ok: bool = False) -> Any:
         if isinstance(v, list):
             return 1 <= len(v) <= 3 and all(one(x) or (none_ok and x is None) for x in v)
         return one(v) or (none_ok and v is None)
+
     return check
 
 
@@ -105,6 +236,7 @@ def _float(lo: float, hi: float, *, none_ok: bool = False) -> Any:
         if v is None:
             return none_ok
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
     return check
 
 
@@ -117,16 +249,37 @@ def _one_of(*options: Any) -> Any:
 
 
 _ARGS: dict[str, Any] = {  # constructor argument -> check of its JSON value
-    "in_channels": _int(1), "out_channels": _int(1), "in_features": _int(1), "out_features": _int(1),
-    "num_features": _int(1), "num_channels": _int(1), "num_groups": _int(1), "groups": _int(1),
-    "kernel_size": _ints(1), "stride": _ints(1), "dilation": _ints(1),
-    "padding": lambda v: _ints(0)(v) or _one_of("same", "valid")(v), "output_size": _ints(1, none_ok=True),
-    "bias": _bool, "affine": _bool, "track_running_stats": _bool, "elementwise_affine": _bool, "inplace": _bool,
-    "ceil_mode": _bool, "count_include_pad": _bool, "return_indices": lambda v: v is False,
-    "eps": _float(1e-30, 1.0), "momentum": _float(0.0, 1.0, none_ok=True), "p": _float(0.0, 1.0),
-    "negative_slope": _float(-1e6, 1e6), "alpha": _float(-1e6, 1e6),
-    "padding_mode": _one_of("zeros", "reflect", "replicate", "circular"), "approximate": _one_of("none", "tanh"),
-    "dim": lambda v: v is None or _int(-64, 64)(v), "start_dim": _int(-64, 64), "end_dim": _int(-64, 64),
+    "in_channels": _int(1),
+    "out_channels": _int(1),
+    "in_features": _int(1),
+    "out_features": _int(1),
+    "num_features": _int(1),
+    "num_channels": _int(1),
+    "num_groups": _int(1),
+    "groups": _int(1),
+    "kernel_size": _ints(1),
+    "stride": _ints(1),
+    "dilation": _ints(1),
+    "padding": lambda v: _ints(0)(v) or _one_of("same", "valid")(v),
+    "output_size": _ints(1, none_ok=True),
+    "bias": _bool,
+    "affine": _bool,
+    "track_running_stats": _bool,
+    "elementwise_affine": _bool,
+    "inplace": _bool,
+    "ceil_mode": _bool,
+    "count_include_pad": _bool,
+    "return_indices": lambda v: v is False,
+    "eps": _float(1e-30, 1.0),
+    "momentum": _float(0.0, 1.0, none_ok=True),
+    "p": _float(0.0, 1.0),
+    "negative_slope": _float(-1e6, 1e6),
+    "alpha": _float(-1e6, 1e6),
+    "padding_mode": _one_of("zeros", "reflect", "replicate", "circular"),
+    "approximate": _one_of("none", "tanh"),
+    "dim": lambda v: v is None or _int(-64, 64)(v),
+    "start_dim": _int(-64, 64),
+    "end_dim": _int(-64, 64),
     "normalized_shape": lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(_int(1)(x) for x in v),
     "divisor_override": lambda v: v is None or _int(1)(v),
 }
@@ -147,18 +300,23 @@ def _json_arg(m: nn.Module, name: str) -> Any:
 def _module_args(path: str, m: nn.Module) -> dict[str, Any]:
     cls = type(m)
     if MODULES.get(cls.__name__) is not cls:
-        raise ConfigError(f"cannot save the architecture as data: layer {path!r} is a {cls.__module__}."
-                          f"{cls.__qualname__}, which is not among the supported layers ({', '.join(MODULES)}); "
-                          "save it with a registry model, or load it later with trust_code=True.")
+        raise ConfigError(
+            f"cannot save the architecture as data: layer {path!r} is a {cls.__module__}."
+            f"{cls.__qualname__}, which is not among the supported layers ({', '.join(MODULES)}); "
+            "save it with a registry model, or load it later with trust_code=True."
+        )
     args = {name: _json_arg(m, name) for name in _constructor_args(cls)}
     for name, value in args.items():
         if not _ARGS[name](value):
-            raise ConfigError(f"cannot save the architecture as data: layer {path!r} ({cls.__name__}) has "
-                              f"{name}={value!r}, outside what a model file may hold.")
+            raise ConfigError(
+                f"cannot save the architecture as data: layer {path!r} ({cls.__name__}) has "
+                f"{name}={value!r}, outside what a model file may hold."
+            )
     return args
 
 
 # ---- capture ------------------------------------------------------------------------------------------------
+
 
 class _Tracer(fx.Tracer):
     """Leaves are the allow-listed layers; everything else is traced through (and refused if not allowed)."""
@@ -186,8 +344,10 @@ def _encode_value(v: Any, path: str) -> Any:
         return {"ellipsis": True}
     if isinstance(v, torch.dtype) and v in _DTYPES.values():
         return {"dtype": next(k for k, d in _DTYPES.items() if d is v)}
-    raise ConfigError(f"cannot save the architecture as data: {path} uses a constant of type "
-                      f"{type(v).__name__} ({v!r:.60}), which a model file cannot hold.")
+    raise ConfigError(
+        f"cannot save the architecture as data: {path} uses a constant of type "
+        f"{type(v).__name__} ({v!r:.60}), which a model file cannot hold."
+    )
 
 
 def capture(model: nn.Module) -> dict[str, Any]:
@@ -197,9 +357,11 @@ def capture(model: nn.Module) -> dict[str, Any]:
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # noqa: BLE001 - fx raises many types for untraceable code; all mean the same here
-        raise ConfigError(f"cannot save the architecture of {type(model).__name__} as data: torch.fx cannot trace "
-                          f"it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); models whose "
-                          "forward branches on tensor values need trust_code=True to load.") from None
+        raise ConfigError(
+            f"cannot save the architecture of {type(model).__name__} as data: torch.fx cannot trace "
+            f"it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); models whose "
+            "forward branches on tensor values need trust_code=True to load."
+        ) from None
     modules: dict[str, Any] = {}
     attrs: dict[str, Any] = {}
     nodes: list[dict[str, Any]] = []
@@ -211,8 +373,10 @@ def capture(model: nn.Module) -> dict[str, Any]:
         elif node.op == "get_attr":
             value = _get_path(model, node.target)
             if not isinstance(value, torch.Tensor):
-                raise ConfigError(f"cannot save the architecture as data: {where} reads {node.target!r}, "
-                                  f"a {type(value).__name__}, not a parameter or buffer.")
+                raise ConfigError(
+                    f"cannot save the architecture as data: {where} reads {node.target!r}, "
+                    f"a {type(value).__name__}, not a parameter or buffer."
+                )
             kind = "parameter" if isinstance(value, nn.Parameter) else "buffer"
             dtype = next((k for k, d in _DTYPES.items() if d is value.dtype), None)
             if dtype is None:
@@ -227,13 +391,17 @@ def capture(model: nn.Module) -> dict[str, Any]:
             name = _FUNCTION_NAMES.get(id(node.target))
             if name is None:
                 fn = getattr(node.target, "__name__", repr(node.target))
-                raise ConfigError(f"cannot save the architecture as data: {where} calls {fn}, which is not among "
-                                  "the supported operators (lepton.models.graph.FUNCTIONS).")
+                raise ConfigError(
+                    f"cannot save the architecture as data: {where} calls {fn}, which is not among "
+                    "the supported operators (lepton.models.graph.FUNCTIONS)."
+                )
             entry.update(op="function", target=name)
         elif node.op == "call_method":
             if node.target not in METHODS:
-                raise ConfigError(f"cannot save the architecture as data: {where} calls the tensor method "
-                                  f"{node.target!r}, which is not supported (lepton.models.graph.METHODS).")
+                raise ConfigError(
+                    f"cannot save the architecture as data: {where} calls the tensor method "
+                    f"{node.target!r}, which is not supported (lepton.models.graph.METHODS)."
+                )
             entry.update(op="method", target=node.target)
         elif node.op == "output":
             entry["op"] = "output"
@@ -260,6 +428,7 @@ def _get_path(root: nn.Module, path: str) -> Any:
 
 
 # ---- validation ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Ref:
@@ -291,8 +460,9 @@ def _check_path(path: Any, what: str, error: type[Exception]) -> str:
         raise error(f"{what}: expected a dotted module path, got {path!r:.80}.")
     parts = path.split(".")
     if len(parts) > MAX_PATH_DEPTH or not all(_SEGMENT.fullmatch(p) for p in parts):
-        raise error(f"{what}: path {path!r:.80} is not a dotted path of identifiers or indices "
-                    f"(at most {MAX_PATH_DEPTH} deep).")
+        raise error(
+            f"{what}: path {path!r:.80} is not a dotted path of identifiers or indices (at most {MAX_PATH_DEPTH} deep)."
+        )
     for p in parts:
         if p in _reserved_names():
             raise error(f"{what}: path {path!r:.80} uses the reserved name {p!r}.")
@@ -317,7 +487,7 @@ def _decode_value(v: Any, names: set[str], what: str, error: type[Exception], de
             raise error(f"{what}: list constant of {len(v)} items (at most 64).")
         return [_decode_value(x, names, what, error, depth + 1) for x in v]
     if isinstance(v, dict) and len(v) == 1:
-        (key, inner), = v.items()
+        ((key, inner),) = v.items()
         if key == "node" and isinstance(inner, str) and inner in names:
             return _Ref(inner)
         if key == "tuple" and isinstance(inner, list) and len(inner) <= 64:
@@ -332,8 +502,10 @@ def _decode_value(v: Any, names: set[str], what: str, error: type[Exception], de
             return _DTYPES[inner]
         if key == "training" and inner is True:
             return _Training()
-    raise error(f"{what}: argument {v!r:.80} is not a constant, a node reference or one of the tagged values "
-                "(tuple, slice, ellipsis, dtype, training).")
+    raise error(
+        f"{what}: argument {v!r:.80} is not a constant, a node reference or one of the tagged values "
+        "(tuple, slice, ellipsis, dtype, training)."
+    )
 
 
 def check_graph(graph: Any, *, error: type[Exception] = FormatError) -> dict[str, Any]:
@@ -350,8 +522,10 @@ def _parse(graph: Any, error: type[Exception]) -> tuple[list[_Node], dict[str, A
     if not isinstance(graph, dict) or set(graph) != {"version", "modules", "attrs", "nodes"}:
         raise error("model graph: expected an object with exactly version, modules, attrs and nodes.")
     if graph["version"] != GRAPH_VERSION or isinstance(graph["version"], bool):
-        raise error(f"model graph version {graph['version']!r:.20} is not supported (this Lepton reads "
-                    f"{GRAPH_VERSION}); upgrade Lepton.")
+        raise error(
+            f"model graph version {graph['version']!r:.20} is not supported (this Lepton reads "
+            f"{GRAPH_VERSION}); upgrade Lepton."
+        )
     modules, attrs, raw_nodes = graph["modules"], graph["attrs"], graph["nodes"]
     if not isinstance(modules, dict) or len(modules) > MAX_MODULES:
         raise error(f"model graph: modules must be an object of at most {MAX_MODULES} layers.")
@@ -366,8 +540,10 @@ def _parse(graph: Any, error: type[Exception]) -> tuple[list[_Node], dict[str, A
             raise error(f"{what}: expected an object with type and args.")
         cls = MODULES.get(m["type"]) if isinstance(m["type"], str) else None
         if cls is None:
-            raise error(f"{what}: layer type {m['type']!r:.80} is not supported; a model file may only use "
-                        f"{', '.join(MODULES)}.")
+            raise error(
+                f"{what}: layer type {m['type']!r:.80} is not supported; a model file may only use "
+                f"{', '.join(MODULES)}."
+            )
         allowed = set(_constructor_args(cls))
         for name, value in m["args"].items():
             if name not in allowed:
@@ -377,9 +553,15 @@ def _parse(graph: Any, error: type[Exception]) -> tuple[list[_Node], dict[str, A
     for path, a in attrs.items():
         what = f"model graph attribute {path!r:.80}"
         _check_path(path, what, error)
-        if (not isinstance(a, dict) or set(a) != {"kind", "shape", "dtype"} or a["kind"] not in ("parameter", "buffer")
-                or a["dtype"] not in _DTYPES or not isinstance(a["shape"], list) or len(a["shape"]) > 8
-                or not all(_int(0)(s) for s in a["shape"])):
+        if (
+            not isinstance(a, dict)
+            or set(a) != {"kind", "shape", "dtype"}
+            or a["kind"] not in ("parameter", "buffer")
+            or a["dtype"] not in _DTYPES
+            or not isinstance(a["shape"], list)
+            or len(a["shape"]) > 8
+            or not all(_int(0)(s) for s in a["shape"])
+        ):
             raise error(f"{what}: expected kind (parameter or buffer), shape (up to 8 sizes) and dtype.")
     paths = [*modules, *attrs]
     for p in paths:  # a layer is a leaf: nothing may live below it, and no path is used twice
@@ -417,18 +599,28 @@ def _parse(graph: Any, error: type[Exception]) -> tuple[list[_Node], dict[str, A
             raise error(f"{what}: a method call needs the tensor as its first argument.")
         if any(not isinstance(k, str) or not _NAME.fullmatch(k) for k in kwargs):
             raise error(f"{what}: keyword names must be identifiers.")
-        nodes.append(_Node(op, name, target, tuple(_decode_value(a, names, what, error) for a in args),
-                           {k: _decode_value(v, names, what, error) for k, v in kwargs.items()}))
+        nodes.append(
+            _Node(
+                op,
+                name,
+                target,
+                tuple(_decode_value(a, names, what, error) for a in args),
+                {k: _decode_value(v, names, what, error) for k, v in kwargs.items()},
+            )
+        )
         names.add(name)
     if [n.op for n in nodes].count("output") != 1 or nodes[-1].op != "output":
         raise error("model graph: exactly one output node, at the end.")
     if nodes[0].op != "input" or [n.op for n in nodes].count("input") != 1 or len(nodes[-1].args) != 1:
-        raise error("model graph: one input node, first, and an output that returns one value (a model file "
-                    "holds models of one input tensor).")
+        raise error(
+            "model graph: one input node, first, and an output that returns one value (a model file "
+            "holds models of one input tensor)."
+        )
     return nodes, modules, attrs
 
 
 # ---- rebuild and run ----------------------------------------------------------------------------------------
+
 
 def _container(root: nn.Module, parts: list[str]) -> nn.Module:
     parent = root
@@ -455,8 +647,9 @@ class GraphModel(nn.Module):
             try:
                 layer = MODULES[m["type"]](**m["args"])
             except (TypeError, ValueError, RuntimeError) as e:
-                raise FormatError(f"model graph layer {path!r}: {m['type']}({m['args']}) is invalid: "
-                                  f"{str(e).splitlines()[0]}") from None
+                raise FormatError(
+                    f"model graph layer {path!r}: {m['type']}({m['args']}) is invalid: {str(e).splitlines()[0]}"
+                ) from None
             _container(self, parents).add_module(leaf, layer)
         for path, a in attrs.items():
             *parents, leaf = path.split(".")
@@ -496,8 +689,9 @@ class GraphModel(nn.Module):
             if not isinstance(args[0], (torch.Tensor, fx.Proxy)):
                 raise TypeError(f"node {node.name!r}: method {target!r} called on a {type(args[0]).__name__}.")
             return getattr(args[0], target)(*args[1:], **kwargs)
-        if target == "getattr" and (len(args) != 2 or kwargs or args[1] not in _SHAPE_ATTRS
-                                    or not isinstance(args[0], (torch.Tensor, fx.Proxy))):
+        if target == "getattr" and (
+            len(args) != 2 or kwargs or args[1] not in _SHAPE_ATTRS or not isinstance(args[0], (torch.Tensor, fx.Proxy))
+        ):
             raise TypeError(f"node {node.name!r}: getattr may only read a tensor's {' or '.join(_SHAPE_ATTRS)}.")
         return FUNCTIONS[target](*args, **kwargs)
 

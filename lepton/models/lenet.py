@@ -22,13 +22,23 @@ class LeNet5(nn.Module):
     fc 500, fc 10 (431,080 parameters on 28x28 MNIST). The widths are arguments so that a
     channel-pruned copy can be rebuilt from its spec."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
-                 conv1: int = 20, conv2: int = 50, fc1: int = 500) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        *,
+        conv1: int = 20,
+        conv2: int = 50,
+        fc1: int = 500,
+    ) -> None:
         super().__init__()
         side = _conv_out(_conv_out(image_size, 5) // 2, 5) // 2
         if side < 1:
-            raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}x{image_size}; "
-                             "use lenet-300-100 for smaller images.")
+            raise ValueError(
+                f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}x{image_size}; "
+                "use lenet-300-100 for smaller images."
+            )
         _check_widths("LeNet-5", conv1=conv1, conv2=conv2, fc1=fc1)
         self.conv1 = nn.Conv2d(in_channels, conv1, 5)
         self.conv2 = nn.Conv2d(conv1, conv2, 5)
@@ -46,8 +56,17 @@ class LeNet5Classic(nn.Module):
     """LeCun et al. 1998's LeNet-5 layout (6-16-120-84-10) with ReLU and max pooling; conv1 pads by 2
     so 28x28 MNIST sees the original 32x32 geometry (61,706 parameters)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
-                 conv1: int = 6, conv2: int = 16, fc1: int = 120, fc2: int = 84) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        *,
+        conv1: int = 6,
+        conv2: int = 16,
+        fc1: int = 120,
+        fc2: int = 84,
+    ) -> None:
         super().__init__()
         side = _conv_out(_conv_out(image_size, 5, 2) // 2, 5) // 2
         if side < 1:
@@ -70,8 +89,9 @@ class LeNet5Classic(nn.Module):
 class LeNet300100(nn.Module):
     """The fully connected LeNet-300-100 (266,610 parameters on 28x28 MNIST)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *,
-                 fc1: int = 300, fc2: int = 100) -> None:
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *, fc1: int = 300, fc2: int = 100
+    ) -> None:
         super().__init__()
         _check_widths("LeNet-300-100", fc1=fc1, fc2=fc2)
         self.fc1 = nn.Linear(in_channels * image_size * image_size, fc1)

@@ -56,21 +56,29 @@ def resolve_factory(name: str, *, trust_code: bool = False) -> Callable[..., nn.
         raise UntrustedCodeError(
             f"model {name!r} is Python code: building it would import module {module_name!r} and call {attr!r}. "
             "Lepton runs user code only when asked: if you trust it, pass --trust-code (CLI) or "
-            "trust_code=True (Python).")
-    print(f"lepton: --trust-code: importing {module_name!r} and calling {attr!r} to build the model",
-          file=sys.stderr)
+            "trust_code=True (Python)."
+        )
+    print(f"lepton: --trust-code: importing {module_name!r} and calling {attr!r} to build the model", file=sys.stderr)
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"model {name!r}: cannot import {attr!r} from {module_name!r} ({e}); "
-                          "check that the module is importable (on PYTHONPATH).") from e
+        raise ConfigError(
+            f"model {name!r}: cannot import {attr!r} from {module_name!r} ({e}); "
+            "check that the module is importable (on PYTHONPATH)."
+        ) from e
     if not callable(factory):
         raise ConfigError(f"model {name!r}: {attr!r} is not callable.")
     return factory
 
 
-def build_model(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, *,
-                trust_code: bool = False, **kwargs: Any) -> nn.Module:
+def build_model(
+    name: str,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+    *,
+    trust_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """Instantiate ``name`` for images of ``input_shape`` (C, H, W) and ``num_classes`` outputs.
 
     User factories (``package.module:factory``, only with ``trust_code=True``) receive ``in_channels``,
@@ -143,8 +151,9 @@ class ModelSpec:
             return self
         return replace(self, graph=graph)
 
-    def load(self, state_dict: Mapping[str, torch.Tensor], *, trust_code: bool = False,
-             what: str = "the model file") -> nn.Module:
+    def load(
+        self, state_dict: Mapping[str, torch.Tensor], *, trust_code: bool = False, what: str = "the model file"
+    ) -> nn.Module:
         """The model with ``state_dict`` loaded, checked before anything real is allocated.
 
         The spec is first built on the meta device (no memory, no user code unless trusted): its size is
@@ -158,8 +167,9 @@ class ModelSpec:
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
-            raise FormatError(f"{what}: the weights do not fit model {self.name!r}: "
-                              f"{' '.join(str(e).split())[:300]}") from None
+            raise FormatError(
+                f"{what}: the weights do not fit model {self.name!r}: {' '.join(str(e).split())[:300]}"
+            ) from None
         return model
 
     def _meta_state(self, trust_code: bool, what: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]] | None:
@@ -171,8 +181,10 @@ class ModelSpec:
                 state = model.state_dict()
                 n = sum(t.numel() for t in state.values())
                 if n > MAX_MODEL_ELEMENTS:
-                    raise FormatError(f"{what}: model {self.name!r} would have {n:,} parameters and buffers, over "
-                                      f"the limit of {MAX_MODEL_ELEMENTS:,}; the file is forged or corrupted.")
+                    raise FormatError(
+                        f"{what}: model {self.name!r} would have {n:,} parameters and buffers, over "
+                        f"the limit of {MAX_MODEL_ELEMENTS:,}; the file is forged or corrupted."
+                    )
                 if self.graph is not None:
                     model.eval()(torch.empty(1, *self.input_shape))
         except (FormatError, UntrustedCodeError):
@@ -180,9 +192,10 @@ class ModelSpec:
         except Exception as e:  # noqa: BLE001 - a forged spec may make torch raise anything; no real memory used
             if self.needs_code:
                 return None  # a trusted factory that cannot build on the meta device: check after the real build
-            raise FormatError(f"{what}: model {self.name!r} cannot be built for input {list(self.input_shape)} "
-                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the spec is invalid."
-                              ) from None
+            raise FormatError(
+                f"{what}: model {self.name!r} cannot be built for input {list(self.input_shape)} "
+                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the spec is invalid."
+            ) from None
         return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,26 +214,37 @@ class ModelSpec:
         unknown = set(d) - {"name", "input_shape", "num_classes", "kwargs", "tt", "graph"}
         missing = {"name", "input_shape", "num_classes"} - set(d)
         if unknown or missing:
-            raise ConfigError(f"invalid model spec: {'unknown keys ' + ', '.join(sorted(unknown)) if unknown else ''}"
-                              f"{'; ' if unknown and missing else ''}"
-                              f"{'missing ' + ', '.join(sorted(missing)) if missing else ''}; expected name, "
-                              "input_shape [C, H, W], num_classes, kwargs (and tt, graph).")
+            raise ConfigError(
+                f"invalid model spec: {'unknown keys ' + ', '.join(sorted(unknown)) if unknown else ''}"
+                f"{'; ' if unknown and missing else ''}"
+                f"{'missing ' + ', '.join(sorted(missing)) if missing else ''}; expected name, "
+                "input_shape [C, H, W], num_classes, kwargs (and tt, graph)."
+            )
         name, shape, classes = d["name"], d["input_shape"], d["num_classes"]
         if not isinstance(name, str) or not 1 <= len(name) <= 256:
             raise ConfigError(f"invalid model spec: name must be a string of 1 to 256 characters, got {name!r:.80}.")
         limits = (MAX_CHANNELS, MAX_SIDE, MAX_SIDE)
-        if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(
-                _is_int(v) and 1 <= v <= hi for v, hi in zip(shape, limits)):
-            raise ConfigError(f"invalid model spec: input_shape must be [C, H, W] with 1 <= C <= {MAX_CHANNELS} and "
-                              f"1 <= H, W <= {MAX_SIDE}, got {shape!r:.80}.")
+        if (
+            not isinstance(shape, (list, tuple))
+            or len(shape) != 3
+            or not all(_is_int(v) and 1 <= v <= hi for v, hi in zip(shape, limits))
+        ):
+            raise ConfigError(
+                f"invalid model spec: input_shape must be [C, H, W] with 1 <= C <= {MAX_CHANNELS} and "
+                f"1 <= H, W <= {MAX_SIDE}, got {shape!r:.80}."
+            )
         if not _is_int(classes) or not 1 <= classes <= MAX_CLASSES:
-            raise ConfigError(f"invalid model spec: num_classes must be an integer in [1, {MAX_CLASSES}], "
-                              f"got {classes!r:.40}.")
+            raise ConfigError(
+                f"invalid model spec: num_classes must be an integer in [1, {MAX_CLASSES}], got {classes!r:.40}."
+            )
         kwargs = d.get("kwargs") or {}
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() and _plain(v)
-                                                   for k, v in kwargs.items()):
-            raise ConfigError(f"invalid model spec: kwargs must map argument names to numbers, strings, booleans "
-                              f"or lists of them, got {kwargs!r:.80}.")
+        if not isinstance(kwargs, dict) or not all(
+            isinstance(k, str) and k.isidentifier() and _plain(v) for k, v in kwargs.items()
+        ):
+            raise ConfigError(
+                f"invalid model spec: kwargs must map argument names to numbers, strings, booleans "
+                f"or lists of them, got {kwargs!r:.80}."
+            )
         tt: dict[str, dict[str, list[int]]] = {}
         if d.get("tt"):
             tt = check_tt_layout(d["tt"])
@@ -245,16 +269,22 @@ def _plain(v: Any, depth: int = 0) -> bool:
     return isinstance(v, list) and depth < 4 and len(v) <= 256 and all(_plain(x, depth + 1) for x in v)
 
 
-def _compare_state(expected: dict[str, tuple[tuple[int, ...], torch.dtype]], state: Mapping[str, torch.Tensor],
-                   what: str, name: str) -> None:
+def _compare_state(
+    expected: dict[str, tuple[tuple[int, ...], torch.dtype]], state: Mapping[str, torch.Tensor], what: str, name: str
+) -> None:
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
-    wrong = [f"{k} {list(state[k].shape)} {state[k].dtype} vs {list(shape)} {dtype}"
-             for k, (shape, dtype) in expected.items()
-             if k in state and (tuple(state[k].shape) != shape or state[k].dtype != dtype)]
+    wrong = [
+        f"{k} {list(state[k].shape)} {state[k].dtype} vs {list(shape)} {dtype}"
+        for k, (shape, dtype) in expected.items()
+        if k in state and (tuple(state[k].shape) != shape or state[k].dtype != dtype)
+    ]
     if missing or extra or wrong:
-        parts = [f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", extra), ("file vs model", wrong)) if items]
+        parts = [
+            f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
+            for label, items in (("missing", missing), ("unexpected", extra), ("file vs model", wrong))
+            if items
+        ]
         raise FormatError(f"{what}: the weights do not fit model {name!r} ({'; '.join(parts)}).")
 
 

@@ -45,8 +45,10 @@ def factorize(n: int, d: int) -> tuple[int, ...]:
 def _check_modes(in_modes: Sequence[int], out_modes: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     ins, outs = tuple(int(m) for m in in_modes), tuple(int(m) for m in out_modes)
     if not ins or len(ins) != len(outs):
-        raise ConfigError(f"TT in_modes {ins} and out_modes {outs} must be non-empty and of the same length "
-                          "(one input and one output mode per core).")
+        raise ConfigError(
+            f"TT in_modes {ins} and out_modes {outs} must be non-empty and of the same length "
+            "(one input and one output mode per core)."
+        )
     if min(ins + outs) < 1:
         raise ConfigError(f"TT modes must be positive ints. Got in_modes={ins}, out_modes={outs}.")
     return ins, outs
@@ -55,8 +57,10 @@ def _check_modes(in_modes: Sequence[int], out_modes: Sequence[int]) -> tuple[tup
 def _check_ranks(ranks: int | Sequence[int], d: int) -> tuple[int, ...]:
     inner = (int(ranks),) * (d - 1) if isinstance(ranks, int) else tuple(int(r) for r in ranks)
     if len(inner) != d - 1 or (inner and min(inner) < 1):
-        raise ConfigError(f"TT ranks must be one positive int or {d - 1} positive ints (the ranks between "
-                          f"{d} cores; the outer ranks are 1). Got {ranks!r}.")
+        raise ConfigError(
+            f"TT ranks must be one positive int or {d - 1} positive ints (the ranks between "
+            f"{d} cores; the outer ranks are 1). Got {ranks!r}."
+        )
     return (1, *inner, 1)
 
 
@@ -68,8 +72,9 @@ class TTLinear(nn.Module):
     materialises ``W`` only for inspection and tests.
     """
 
-    def __init__(self, in_modes: Sequence[int], out_modes: Sequence[int], ranks: int | Sequence[int],
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_modes: Sequence[int], out_modes: Sequence[int], ranks: int | Sequence[int], bias: bool = True
+    ) -> None:
         super().__init__()
         self.in_modes, self.out_modes = _check_modes(in_modes, out_modes)
         self.ranks = _check_ranks(ranks, len(self.in_modes))
@@ -84,8 +89,10 @@ class TTLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ConfigError(f"TTLinear expects inputs with {self.in_features} features (modes {self.in_modes}); "
-                              f"got shape {tuple(x.shape)}.")
+            raise ConfigError(
+                f"TTLinear expects inputs with {self.in_features} features (modes {self.in_modes}); "
+                f"got shape {tuple(x.shape)}."
+            )
         lead = x.shape[:-1]
         b = math.prod(lead)
         t = x.reshape(b, 1, 1, self.in_modes[0], self.in_features // self.in_modes[0])  # [B, J, r, m_k, rest]
@@ -119,12 +126,20 @@ class TTLinear(nn.Module):
         return self.dense_params() / self.num_params()
 
     def extra_repr(self) -> str:
-        return (f"in_modes={self.in_modes}, out_modes={self.out_modes}, ranks={self.ranks}, "
-                f"bias={self.bias is not None}, params={self.num_params()}, ratio={self.compression_ratio():.1f}x")
+        return (
+            f"in_modes={self.in_modes}, out_modes={self.out_modes}, ranks={self.ranks}, "
+            f"bias={self.bias is not None}, params={self.num_params()}, ratio={self.compression_ratio():.1f}x"
+        )
 
 
-def tt_svd(weight: nn.Linear | torch.Tensor, in_modes: Sequence[int], out_modes: Sequence[int],
-           max_rank: int | None = None, *, bias: torch.Tensor | None = None) -> TTLinear:
+def tt_svd(
+    weight: nn.Linear | torch.Tensor,
+    in_modes: Sequence[int],
+    out_modes: Sequence[int],
+    max_rank: int | None = None,
+    *,
+    bias: torch.Tensor | None = None,
+) -> TTLinear:
     """Convert a dense layer to a :class:`TTLinear` by TT-SVD (Oseledets 2011): sequential truncated SVDs.
 
     ``weight``: an ``nn.Linear`` (its bias is copied) or an ``[out, in]`` tensor (``bias`` optional).
@@ -138,9 +153,11 @@ def tt_svd(weight: nn.Linear | torch.Tensor, in_modes: Sequence[int], out_modes:
         raise ConfigError("tt_svd needs an nn.Linear or a 2-D [out_features, in_features] weight tensor.")
     ins, outs = _check_modes(in_modes, out_modes)
     if (math.prod(outs), math.prod(ins)) != tuple(weight.shape):
-        raise ConfigError(f"TT modes do not match the weight: out_modes {outs} multiply to {math.prod(outs)} and "
-                          f"in_modes {ins} to {math.prod(ins)}, but the weight is {tuple(weight.shape)} [out, in]; "
-                          f"pick modes whose products are the feature counts (e.g. factorize(n, d)).")
+        raise ConfigError(
+            f"TT modes do not match the weight: out_modes {outs} multiply to {math.prod(outs)} and "
+            f"in_modes {ins} to {math.prod(ins)}, but the weight is {tuple(weight.shape)} [out, in]; "
+            f"pick modes whose products are the feature counts (e.g. factorize(n, d))."
+        )
     check_int(max_rank, "max_rank", 1, owner="tt_svd", allow_none=True)
     d = len(ins)
     w = weight.detach().to(torch.float64).reshape(*outs, *ins)
@@ -164,8 +181,14 @@ def tt_svd(weight: nn.Linear | torch.Tensor, in_modes: Sequence[int], out_modes:
     return layer.to(device=device, dtype=dtype)
 
 
-def tt_for_ratio(linear: nn.Linear, ratio: float, *, cores: int = 4, in_modes: Sequence[int] | None = None,
-                 out_modes: Sequence[int] | None = None) -> TTLinear:
+def tt_for_ratio(
+    linear: nn.Linear,
+    ratio: float,
+    *,
+    cores: int = 4,
+    in_modes: Sequence[int] | None = None,
+    out_modes: Sequence[int] | None = None,
+) -> TTLinear:
     """TT-SVD of ``linear`` at the largest rank whose :meth:`TTLinear.compression_ratio` is still ≥ ``ratio``.
 
     Modes default to ``factorize(features, cores)``. Raises ``ConfigError`` if even rank 1 is below ``ratio``.
@@ -183,8 +206,10 @@ def tt_for_ratio(linear: nn.Linear, ratio: float, *, cores: int = 4, in_modes: S
         return dense >= ratio * (tt_core_elements(ins, outs, _capped_ranks(ins, outs, cap)) + bias)
 
     if not meets(1):
-        raise ConfigError(f"no TT rank compresses a {linear.in_features}x{linear.out_features} layer {ratio}x with "
-                          f"modes {ins} x {outs}; ask for a smaller ratio or use more cores.")
+        raise ConfigError(
+            f"no TT rank compresses a {linear.in_features}x{linear.out_features} layer {ratio}x with "
+            f"modes {ins} x {outs}; ask for a smaller ratio or use more cores."
+        )
     lo, hi = 1, max(linear.in_features, linear.out_features)
     while lo < hi:  # the ratio falls as the rank cap rises: bisect for the largest cap that still meets it
         mid = (lo + hi + 1) // 2
@@ -203,7 +228,7 @@ def _capped_ranks(ins: Sequence[int], outs: Sequence[int], cap: int) -> list[int
     sizes = [m * n for m, n in zip(ins, outs)]
     ranks, left = [], 1
     for k in range(len(sizes) - 1):
-        r = min(cap, left * sizes[k], math.prod(sizes[k + 1:]))
+        r = min(cap, left * sizes[k], math.prod(sizes[k + 1 :]))
         ranks.append(r)
         left = r
     return ranks
@@ -221,18 +246,27 @@ def check_tt_layout(layout: object) -> dict[str, dict[str, list[int]]]:
     out: dict[str, dict[str, list[int]]] = {}
     total = 0
     for name, entry in layout.items():
-        if not isinstance(name, str) or not name or not isinstance(entry, dict) or set(entry) != {
-                "in_modes", "out_modes", "ranks"}:
-            raise ConfigError(f"TT layout entry {name!r} must map a layer name to exactly in_modes, out_modes "
-                              f"and ranks, got {entry!r}.")
+        if (
+            not isinstance(name, str)
+            or not name
+            or not isinstance(entry, dict)
+            or set(entry) != {"in_modes", "out_modes", "ranks"}
+        ):
+            raise ConfigError(
+                f"TT layout entry {name!r} must map a layer name to exactly in_modes, out_modes "
+                f"and ranks, got {entry!r}."
+            )
         ins, outs, ranks = entry["in_modes"], entry["out_modes"], entry["ranks"]
         ok = all(isinstance(v, list) and all(type(i) is int for i in v) for v in (ins, outs, ranks))
         if not ok or not 1 <= len(ins) <= MAX_CORES or len(outs) != len(ins) or len(ranks) != len(ins) - 1:
-            raise ConfigError(f"TT layout of {name!r}: in_modes and out_modes must be lists of the same length "
-                              f"(1..{MAX_CORES} ints) and ranks one int shorter, got {entry!r}.")
+            raise ConfigError(
+                f"TT layout of {name!r}: in_modes and out_modes must be lists of the same length "
+                f"(1..{MAX_CORES} ints) and ranks one int shorter, got {entry!r}."
+            )
         if any(not 1 <= v <= MAX_MODE for v in ins + outs) or any(not 1 <= r <= MAX_RANK for r in ranks):
-            raise ConfigError(f"TT layout of {name!r}: modes must be in [1, {MAX_MODE}] and ranks in "
-                              f"[1, {MAX_RANK}], got {entry!r}.")
+            raise ConfigError(
+                f"TT layout of {name!r}: modes must be in [1, {MAX_MODE}] and ranks in [1, {MAX_RANK}], got {entry!r}."
+            )
         total += tt_core_elements(ins, outs, ranks) + math.prod(outs)
         if total > MAX_CORE_ELEMENTS or math.prod(ins) > MAX_CORE_ELEMENTS or math.prod(outs) > MAX_CORE_ELEMENTS:
             raise ConfigError(f"TT layout of {name!r} describes more than {MAX_CORE_ELEMENTS} elements; refused.")
@@ -242,8 +276,11 @@ def check_tt_layout(layout: object) -> dict[str, dict[str, list[int]]]:
 
 def tt_layout(model: nn.Module) -> dict[str, dict[str, list[int]]]:
     """The layout of every :class:`TTLinear` in ``model`` (what :func:`apply_tt_layout` rebuilds)."""
-    return {name: {"in_modes": list(m.in_modes), "out_modes": list(m.out_modes), "ranks": list(m.ranks[1:-1])}
-            for name, m in model.named_modules() if isinstance(m, TTLinear)}
+    return {
+        name: {"in_modes": list(m.in_modes), "out_modes": list(m.out_modes), "ranks": list(m.ranks[1:-1])}
+        for name, m in model.named_modules()
+        if isinstance(m, TTLinear)
+    }
 
 
 def apply_tt_layout(model: nn.Module, layout: dict[str, dict[str, list[int]]]) -> nn.Module:
@@ -256,8 +293,10 @@ def apply_tt_layout(model: nn.Module, layout: dict[str, dict[str, list[int]]]) -
         layer = _linear_at(model, name, "TT layout")
         ins, outs = entry["in_modes"], entry["out_modes"]
         if (math.prod(ins), math.prod(outs)) != (layer.in_features, layer.out_features):
-            raise ConfigError(f"TT layout of {name!r}: modes {ins} x {outs} give a {math.prod(ins)}x{math.prod(outs)} "
-                              f"layer, but {name} is {layer.in_features}x{layer.out_features}.")
+            raise ConfigError(
+                f"TT layout of {name!r}: modes {ins} x {outs} give a {math.prod(ins)}x{math.prod(outs)} "
+                f"layer, but {name} is {layer.in_features}x{layer.out_features}."
+            )
         tt = TTLinear(ins, outs, entry["ranks"], bias=layer.bias is not None)
         replace_module(model, name, tt.to(dtype=layer.weight.dtype, device=layer.weight.device))
     return model
@@ -276,8 +315,12 @@ def convert_linears(model: nn.Module, layers: dict[str, float], *, cores: int = 
     for name, ratio in layers.items():
         tt = tt_for_ratio(_linear_at(model, name, "compress.tt.layers"), ratio, cores=cores)
         replace_module(model, name, tt)
-        done[name] = {"ratio": round(tt.compression_ratio(), 2), "params": tt.num_params(),
-                      "dense_params": tt.dense_params(), "ranks": list(tt.ranks)}
+        done[name] = {
+            "ratio": round(tt.compression_ratio(), 2),
+            "params": tt.num_params(),
+            "dense_params": tt.dense_params(),
+            "ranks": list(tt.ranks),
+        }
     return done
 
 
@@ -286,6 +329,8 @@ def _linear_at(model: nn.Module, name: str, what: str) -> nn.Linear:
     layer = modules.get(name)
     if not isinstance(layer, nn.Linear):
         found = "no such layer" if layer is None else type(layer).__name__
-        raise ConfigError(f"{what} names layer {name!r}, but the model has {found} there; "
-                          f"its linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}.")
+        raise ConfigError(
+            f"{what} names layer {name!r}, but the model has {found} there; "
+            f"its linear layers are {[n for n, m in modules.items() if isinstance(m, nn.Linear)]}."
+        )
     return layer

@@ -42,18 +42,25 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         shortcut = x
         if self.stride != 1 or self.pad:
-            shortcut = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.pad))
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
         return F.relu(out + shortcut)
 
 
 class ResNet20(nn.Module):
     """ResNet-20 for small images (269,722 parameters for 3x32x32 and 10 classes; 269,434 for 1x28x28)."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *, width: int = 16,
-                 blocks: int = 3) -> None:
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *, width: int = 16, blocks: int = 3
+    ) -> None:
         super().__init__()
-        _check("ResNet-20", in_channels=in_channels, image_size=image_size, num_classes=num_classes, width=width,
-               blocks=blocks)
+        _check(
+            "ResNet-20",
+            in_channels=in_channels,
+            image_size=image_size,
+            num_classes=num_classes,
+            width=width,
+            blocks=blocks,
+        )
         if image_size < 8:
             raise ValueError(f"ResNet-20 needs images of at least 8x8 pixels, got {image_size}x{image_size}.")
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
@@ -81,10 +88,15 @@ class InvertedResidual(nn.Module):
         hidden = in_planes * expand
         self.use_residual = stride == 1 and in_planes == planes
         self.block = nn.Sequential(
-            nn.Conv2d(in_planes, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+            nn.Conv2d(in_planes, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
             nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, planes, 1, bias=False), nn.BatchNorm2d(planes))
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, planes, 1, bias=False),
+            nn.BatchNorm2d(planes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x) if self.use_residual else self.block(x)
@@ -98,12 +110,12 @@ class MobileNetV2Small(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *, head: int = 256) -> None:
         super().__init__()
-        _check("MobileNetV2-small", in_channels=in_channels, image_size=image_size, num_classes=num_classes,
-               head=head)
+        _check("MobileNetV2-small", in_channels=in_channels, image_size=image_size, num_classes=num_classes, head=head)
         if image_size < 8:
             raise ValueError(f"MobileNetV2-small needs images of at least 8x8 pixels, got {image_size}x{image_size}.")
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(inplace=True)
+        )
         blocks, planes = [], 16
         for expand, channels, n, stride in self.STAGES:
             for i in range(n):
@@ -138,14 +150,31 @@ class MixerBlock(nn.Module):
 class MLPMixerSmall(nn.Module):
     """MLP-Mixer with 4x4-pixel patches (7x7 = 49 tokens on 28 px, 64 on 32 px), 4 blocks of width 64."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, *, patch: int = 4,
-                 dim: int = 64, depth: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        *,
+        patch: int = 4,
+        dim: int = 64,
+        depth: int = 4,
+    ) -> None:
         super().__init__()
-        _check("MLP-Mixer", in_channels=in_channels, image_size=image_size, num_classes=num_classes, patch=patch,
-               dim=dim, depth=depth)
+        _check(
+            "MLP-Mixer",
+            in_channels=in_channels,
+            image_size=image_size,
+            num_classes=num_classes,
+            patch=patch,
+            dim=dim,
+            depth=depth,
+        )
         if image_size % patch:
-            raise ValueError(f"MLP-Mixer: image size {image_size} is not a multiple of the patch size {patch}; "
-                             "pass kwargs {\"patch\": P} with P dividing the image size.")
+            raise ValueError(
+                f"MLP-Mixer: image size {image_size} is not a multiple of the patch size {patch}; "
+                'pass kwargs {"patch": P} with P dividing the image size.'
+            )
         tokens = (image_size // patch) ** 2
         self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.blocks = nn.Sequential(*[MixerBlock(tokens, dim, 2 * tokens, 4 * dim) for _ in range(depth)])

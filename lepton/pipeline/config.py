@@ -35,14 +35,21 @@ class PackConfig(StrictModel):
 
     enabled: bool = True
     codec: str = Field("auto", description="image codec of the store: auto, lepton-cm, lzma, zstd, deflate")
-    codec_params: dict[str, int | bool] = Field(default_factory=dict, description="parameters of a named codec, "
-                                                 "e.g. {level: 3} for zstd")
+    codec_params: dict[str, int | bool] = Field(
+        default_factory=dict, description="parameters of a named codec, e.g. {level: 3} for zstd"
+    )
     block_samples: int = Field(1000, ge=1, le=1 << 20, description="samples per independent block")
-    compare: list[str] = Field(default_factory=lambda: ["deflate", "zstd", "lzma", "lepton-cm"],
-                               description="codecs measured side by side (unavailable ones are skipped)")
-    compare_samples: int | None = Field(10000, ge=1, description="measure the codecs on the first N training "
-                                                                 "images only (None: all; benchmarks/data_codecs.py "
-                                                                 "measures the full set)")
+    compare: list[str] = Field(
+        default_factory=lambda: ["deflate", "zstd", "lzma", "lepton-cm"],
+        description="codecs measured side by side (unavailable ones are skipped)",
+    )
+    compare_samples: int | None = Field(
+        10000,
+        ge=1,
+        description="measure the codecs on the first N training "
+        "images only (None: all; benchmarks/data_codecs.py "
+        "measures the full set)",
+    )
     loader_batches: int = Field(300, ge=1, description="training steps timed for the DataLoader throughput")
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading the store")
     lossy: LossyConfig = LossyConfig()
@@ -86,16 +93,25 @@ class RunConfig(StrictModel):
 
 # --quick: a smoke test of every stage in well under two minutes.
 QUICK: dict[str, Any] = {
-    "data": {"train_subset": 20000, "pack": {"codec": "zstd", "codec_params": {"level": 3}, "compare": ["deflate", "zstd"],
-                                             "compare_samples": 1000, "loader_batches": 20}},
+    "data": {
+        "train_subset": 20000,
+        "pack": {
+            "codec": "zstd",
+            "codec_params": {"level": 3},
+            "compare": ["deflate", "zstd"],
+            "compare_samples": 1000,
+            "loader_batches": 20,
+        },
+    },
     "train": {"epochs": 1},
     "compress": {"prune": {"epochs": 1}, "share": {"epochs": 1}},
     "edge": {"calibration_images": 256, "iterations": 200, "split_requests": 20},
 }
 
 
-def load_run_config(path: str | Path | None = None, *, quick: bool = False,
-                    overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_run_config(
+    path: str | Path | None = None, *, quick: bool = False, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """The default config, updated by the YAML at ``path``, then ``--quick``, then ``--set`` overrides."""
     raw: dict[str, Any] = read_yaml(path) if path is not None else {}
     if quick:

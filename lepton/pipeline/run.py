@@ -49,12 +49,16 @@ def prepare_run_dir(run_dir: str | Path, *, overwrite: bool = False) -> Path:
         raise ConfigError(f"run folder {run_dir}: a file of that name exists; choose another folder with -o.")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
-            raise ConfigError(f"run folder {run_dir} is not empty (a previous run?); pass --overwrite to replace "
-                              "it, or choose another folder with -o.")
+            raise ConfigError(
+                f"run folder {run_dir} is not empty (a previous run?); pass --overwrite to replace "
+                "it, or choose another folder with -o."
+            )
         if not any((run_dir / m).is_file() for m in RUN_MARKERS):
-            raise ConfigError(f"run folder {run_dir} is not empty and holds no {' or '.join(RUN_MARKERS)}, so it "
-                              "does not look like a Lepton run folder; --overwrite refuses to delete it: choose "
-                              "another folder with -o.")
+            raise ConfigError(
+                f"run folder {run_dir} is not empty and holds no {' or '.join(RUN_MARKERS)}, so it "
+                "does not look like a Lepton run folder; --overwrite refuses to delete it: choose "
+                "another folder with -o."
+            )
         for entry in run_dir.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -64,9 +68,16 @@ def prepare_run_dir(run_dir: str | Path, *, overwrite: bool = False) -> Path:
     return run_dir
 
 
-def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = True,
-                 console: Console | None = None, stages: list[Stage] | None = None,
-                 trust_code: bool = False, overwrite: bool = False) -> RunResult:
+def run_pipeline(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    stages: list[Stage] | None = None,
+    trust_code: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
     """Run every enabled stage into ``run_dir``, which must be new or empty (``overwrite``: clear a previous
     run's folder first; see :func:`prepare_run_dir`)."""
     run_dir = prepare_run_dir(run_dir, overwrite=overwrite)
@@ -78,8 +89,10 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = Tru
     with stopwatch() as sw:
         data = load_dataset(config.data.dataset)
         state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
-    console.print(f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "
-                  f"{len(state.dataset.x_test):,} test, verified ({sw.seconds:.1f} s)")
+    console.print(
+        f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "
+        f"{len(state.dataset.x_test):,} test, verified ({sw.seconds:.1f} s)"
+    )
     seconds: dict[str, float] = {}
     document: dict[str, Any] = {}
     for stage in stages if stages is not None else STAGES:
@@ -98,17 +111,21 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *, progress: bool = Tru
 
 def render_report(state: RunState, env: dict[str, Any], seconds: dict[str, float], stages: list[Stage]) -> str:
     cfg, data = state.config, state.require_dataset()
-    parts = [f"<h1>Lepton run: {html.escape(cfg.name)}</h1>",
-             f"<p class='muted'>{html.escape(env['time_utc'])} · lepton {html.escape(env['lepton'])} · "
-             f"torch {html.escape(env['torch'])} · {env['torch_threads']} threads · seed {cfg.train.seed}</p>",
-             f"<p>Dataset <b>{html.escape(data.name)}</b>: {len(data.x_train):,} training and "
-             f"{len(data.x_test):,} test images of shape {list(data.input_shape)}, {data.num_classes} classes.</p>",
-             H.table([{"stage": s.name, "seconds": seconds.get(s.name, 0.0)} for s in stages if s.name in seconds])]
+    parts = [
+        f"<h1>Lepton run: {html.escape(cfg.name)}</h1>",
+        f"<p class='muted'>{html.escape(env['time_utc'])} · lepton {html.escape(env['lepton'])} · "
+        f"torch {html.escape(env['torch'])} · {env['torch_threads']} threads · seed {cfg.train.seed}</p>",
+        f"<p>Dataset <b>{html.escape(data.name)}</b>: {len(data.x_train):,} training and "
+        f"{len(data.x_test):,} test images of shape {list(data.input_shape)}, {data.num_classes} classes.</p>",
+        H.table([{"stage": s.name, "seconds": seconds.get(s.name, 0.0)} for s in stages if s.name in seconds]),
+    ]
     for stage in stages:
         if stage.name in state.reports:
             parts.append(f"<h2>{html.escape(stage.title)}</h2>")
             parts.append(stage.html(state.reports[stage.name], state))
-    parts.append("<h2>Reproduce</h2><p>The resolved configuration (<code>config.yaml</code>):</p>"
-                 f"<pre>{html.escape(yaml.safe_dump(cfg.model_dump(mode='json'), sort_keys=False))}</pre>"
-                 f"<p>Environment:</p><pre>{html.escape(yaml.safe_dump(env, sort_keys=False))}</pre>")
+    parts.append(
+        "<h2>Reproduce</h2><p>The resolved configuration (<code>config.yaml</code>):</p>"
+        f"<pre>{html.escape(yaml.safe_dump(cfg.model_dump(mode='json'), sort_keys=False))}</pre>"
+        f"<p>Environment:</p><pre>{html.escape(yaml.safe_dump(env, sort_keys=False))}</pre>"
+    )
     return H.page(f"Lepton run {cfg.name}", "".join(parts))

@@ -15,7 +15,13 @@ from lepton.errors import ConfigError
 from lepton.utils.checks import check_int
 
 GATES: dict[str, tuple[int, int]] = {  # name -> (wires, angles)
-    "RX": (1, 1), "RY": (1, 1), "RZ": (1, 1), "ROT": (1, 3), "H": (1, 0), "CNOT": (2, 0), "CZ": (2, 0),
+    "RX": (1, 1),
+    "RY": (1, 1),
+    "RZ": (1, 1),
+    "ROT": (1, 3),
+    "H": (1, 0),
+    "CNOT": (2, 0),
+    "CZ": (2, 0),
 }
 MAX_DESCRIBED_QUBITS = 1024  # a description (drawn, exported) may be large; simulation checks memory itself
 MAX_DESCRIBED_OPS = 1 << 20  # gates of one description: building, drawing or exporting more is never useful
@@ -81,8 +87,10 @@ class Circuit:
         if self.encoding not in ("angle", "amplitude"):
             raise ConfigError(f"Circuit encoding must be 'angle' or 'amplitude', got {self.encoding!r}.")
         if self.encoding == "amplitude" and not 1 <= self.n_inputs <= 2 ** min(n, 62):
-            raise ConfigError(f"amplitude encoding of {self.n_inputs} inputs needs 1 <= n_inputs <= 2**n_qubits "
-                              f"= {2 ** n}; use more qubits or fewer features.")
+            raise ConfigError(
+                f"amplitude encoding of {self.n_inputs} inputs needs 1 <= n_inputs <= 2**n_qubits "
+                f"= {2**n}; use more qubits or fewer features."
+            )
         for i, op in enumerate(self.ops):
             self._check_op(i, op)
         for wire in self.measured:
@@ -98,14 +106,18 @@ class Circuit:
             raise ConfigError(f"{where}: {op.gate} acts on {n_wires} distinct wire(s).")
         for wire in op.wires:
             if not isinstance(wire, int) or not 0 <= wire < self.n_qubits:
-                raise ConfigError(f"{where}: wire {wire!r} is out of range; this circuit has wires "
-                                  f"0..{self.n_qubits - 1}. Use a wire index below n_qubits or add qubits.")
+                raise ConfigError(
+                    f"{where}: wire {wire!r} is out of range; this circuit has wires "
+                    f"0..{self.n_qubits - 1}. Use a wire index below n_qubits or add qubits."
+                )
         if len(op.params) != n_params:
             raise ConfigError(f"{where}: {op.gate} takes {n_params} angle(s), got {len(op.params)}.")
         for p in op.params:
             if p.kind == "w" and not 0 <= p.index < self.n_weights:
-                raise ConfigError(f"{where}: weight index {p.index} is out of range for weight_shape "
-                                  f"{self.weight_shape} ({self.n_weights} weights).")
+                raise ConfigError(
+                    f"{where}: weight index {p.index} is out of range for weight_shape "
+                    f"{self.weight_shape} ({self.n_weights} weights)."
+                )
             if p.kind == "x" and not 0 <= p.index < self.n_inputs:
                 raise ConfigError(f"{where}: input index {p.index} is out of range for {self.n_inputs} inputs.")
             if p.kind == "x" and self.encoding == "amplitude":
@@ -122,30 +134,62 @@ class Circuit:
         return tuple(range(self.n_qubits)) if self.measure is None else self.measure
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_qubits": self.n_qubits, "weight_shape": list(self.weight_shape), "n_inputs": self.n_inputs,
-                "encoding": self.encoding, "measure": None if self.measure is None else list(self.measure), "meta": self.meta,
-                "ops": [{"gate": o.gate, "wires": list(o.wires),
-                         "params": [{"kind": p.kind, "index": p.index, "scale": p.scale, "value": p.value}
-                                    for p in o.params]} for o in self.ops]}
+        return {
+            "n_qubits": self.n_qubits,
+            "weight_shape": list(self.weight_shape),
+            "n_inputs": self.n_inputs,
+            "encoding": self.encoding,
+            "measure": None if self.measure is None else list(self.measure),
+            "meta": self.meta,
+            "ops": [
+                {
+                    "gate": o.gate,
+                    "wires": list(o.wires),
+                    "params": [
+                        {"kind": p.kind, "index": p.index, "scale": p.scale, "value": p.value} for p in o.params
+                    ],
+                }
+                for o in self.ops
+            ],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Circuit:
         try:
-            ops = tuple(Op(str(o["gate"]), tuple(int(v) for v in o["wires"]),
-                           tuple(Param(p["kind"], int(p["index"]), float(p["scale"]), float(p["value"]))
-                                 for p in o["params"])) for o in d["ops"])
-            return cls(int(d["n_qubits"]), ops, tuple(int(v) for v in d["weight_shape"]), int(d["n_inputs"]),
-                       d["encoding"], None if d.get("measure") is None else tuple(int(v) for v in d["measure"]), dict(d.get("meta", {})))
+            ops = tuple(
+                Op(
+                    str(o["gate"]),
+                    tuple(int(v) for v in o["wires"]),
+                    tuple(Param(p["kind"], int(p["index"]), float(p["scale"]), float(p["value"])) for p in o["params"]),
+                )
+                for o in d["ops"]
+            )
+            return cls(
+                int(d["n_qubits"]),
+                ops,
+                tuple(int(v) for v in d["weight_shape"]),
+                int(d["n_inputs"]),
+                d["encoding"],
+                None if d.get("measure") is None else tuple(int(v) for v in d["measure"]),
+                dict(d.get("meta", {})),
+            )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"not a valid circuit description: {type(e).__name__}: {e}") from None
 
 
-def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = None,
-                        encoding: Literal["angle", "amplitude"] = "angle", rotation: Literal["rot", "ry"] = "rot",
-                        entangler: Literal["cnot", "cz"] = "cnot", reupload: bool = False,
-                        input_gate: Literal["RX", "RY"] = "RY") -> Circuit:
+def variational_circuit(
+    n_qubits: int,
+    n_layers: int,
+    *,
+    n_inputs: int | None = None,
+    encoding: Literal["angle", "amplitude"] = "angle",
+    rotation: Literal["rot", "ry"] = "rot",
+    entangler: Literal["cnot", "cz"] = "cnot",
+    reupload: bool = False,
+    input_gate: Literal["RX", "RY"] = "RY",
+) -> Circuit:
     """The standard hardware-efficient ansatz: encode, then ``n_layers`` × (rotate every wire, entangle a ring).
 
     Angle encoding puts input ``i`` on wire ``i % n_qubits`` (``input_gate``); with ``reupload`` the inputs
@@ -155,20 +199,24 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
     check_int(n_qubits, "n_qubits", 1, MAX_DESCRIBED_QUBITS, owner="variational_circuit")
     check_int(n_layers, "n_layers", 1, owner="variational_circuit")
     if rotation not in ("rot", "ry") or entangler not in ("cnot", "cz") or input_gate not in ("RX", "RY"):
-        raise ConfigError(f"unknown ansatz option: rotation={rotation!r} (rot|ry), entangler={entangler!r} "
-                          f"(cnot|cz), input_gate={input_gate!r} (RX|RY).")
+        raise ConfigError(
+            f"unknown ansatz option: rotation={rotation!r} (rot|ry), entangler={entangler!r} "
+            f"(cnot|cz), input_gate={input_gate!r} (RX|RY)."
+        )
     if encoding == "angle":
         n_inputs = n_qubits if n_inputs is None else n_inputs
     else:
-        n_inputs = 2 ** n_qubits if n_inputs is None else n_inputs
+        n_inputs = 2**n_qubits if n_inputs is None else n_inputs
     k = 3 if rotation == "rot" else 1
     check_int(n_inputs, "n_inputs", 0, owner="variational_circuit")
     # Count the gates before building any (a typo such as --layers 1000000000 must not allocate for minutes).
     encodings = (n_layers if reupload else 1) if encoding == "angle" else 0
     n_ops = encodings * n_inputs + n_layers * (n_qubits + (n_qubits if n_qubits > 2 else n_qubits - 1))
     if n_ops > MAX_DESCRIBED_OPS:
-        raise ConfigError(f"a variational circuit of {n_qubits} qubits and {n_layers} layers has {n_ops:,} gates, "
-                          f"more than the {MAX_DESCRIBED_OPS:,} Lepton describes; use fewer qubits or layers.")
+        raise ConfigError(
+            f"a variational circuit of {n_qubits} qubits and {n_layers} layers has {n_ops:,} gates, "
+            f"more than the {MAX_DESCRIBED_OPS:,} Lepton describes; use fewer qubits or layers."
+        )
     ops: list[Op] = []
 
     def encode() -> None:
@@ -185,9 +233,20 @@ def variational_circuit(n_qubits: int, n_layers: int, *, n_inputs: int | None = 
         if n_qubits > 1:
             pairs = [(q, (q + 1) % n_qubits) for q in range(n_qubits)] if n_qubits > 2 else [(0, 1)]
             ops.extend(Op(entangler.upper(), pair) for pair in pairs)
-    return Circuit(n_qubits, tuple(ops), (n_layers, n_qubits, k), n_inputs, encoding,
-                   meta={"ansatz": "variational", "n_layers": n_layers, "rotation": rotation, "entangler": entangler,
-                         "reupload": reupload})
+    return Circuit(
+        n_qubits,
+        tuple(ops),
+        (n_layers, n_qubits, k),
+        n_inputs,
+        encoding,
+        meta={
+            "ansatz": "variational",
+            "n_layers": n_layers,
+            "rotation": rotation,
+            "entangler": entangler,
+            "reupload": reupload,
+        },
+    )
 
 
 def _angle_text(p: Param, weights: list[float] | None) -> str:

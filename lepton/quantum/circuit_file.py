@@ -32,14 +32,21 @@ class TrainedCircuit:
 
 
 def save_circuit(path: str | Path, tc: TrainedCircuit) -> None:
-    doc = {"format": FORMAT, "version": VERSION, "circuit": tc.circuit.to_dict(),
-           "weights": [float(v) for v in tc.weights.detach().reshape(-1)], "sample_inputs": tc.sample_inputs,
-           "meta": tc.meta}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "circuit": tc.circuit.to_dict(),
+        "weights": [float(v) for v in tc.weights.detach().reshape(-1)],
+        "sample_inputs": tc.sample_inputs,
+        "meta": tc.meta,
+    }
     try:
         text = json.dumps(doc, indent=1, allow_nan=False)
     except ValueError:
-        raise ConfigError(f"{path}: the circuit's weights or sample inputs hold NaN or infinity (training diverged?); "
-                          "a circuit file stores finite numbers only.") from None
+        raise ConfigError(
+            f"{path}: the circuit's weights or sample inputs hold NaN or infinity (training diverged?); "
+            "a circuit file stores finite numbers only."
+        ) from None
     atomic_write_text(path, text)
 
 
@@ -52,8 +59,10 @@ def _finite(values: Any, what: str) -> list[float]:
         except OverflowError:  # an integer beyond the float range
             x = math.inf
         if not math.isfinite(x):
-            raise FormatError(f"{what} holds {str(v)[:40]}; expected finite numbers only (a NaN or infinite angle "
-                              "cannot be simulated or exported), the file is damaged or forged.")
+            raise FormatError(
+                f"{what} holds {str(v)[:40]}; expected finite numbers only (a NaN or infinite angle "
+                "cannot be simulated or exported), the file is damaged or forged."
+            )
         out.append(x)
     return out
 

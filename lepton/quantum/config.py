@@ -20,4 +20,3 @@ class HybridConfig(StrictModel):
     lr: float = Field(0.05, gt=0, le=1)
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples of the classes")
     seed: int = Field(0, ge=0)
-

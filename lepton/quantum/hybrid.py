@@ -35,7 +35,7 @@ class PCAFeatures(nn.Module):
         flat = x.reshape(len(x), -1).double()
         mean = flat.mean(0)
         _, _, vh = torch.linalg.svd(flat - mean, full_matrices=False)
-        comp = vh[:self.components.shape[1]].T
+        comp = vh[: self.components.shape[1]].T
         self.mean.copy_(mean)
         self.components.copy_(comp)
         self.std.copy_(((flat - mean) @ comp).std(0).clamp(min=1e-12))
@@ -52,8 +52,17 @@ class HybridPCA(nn.Module):
     uniformly in [0, 2π). At 8 qubits × 3 layers both reach about 96% on MNIST digits 0–3 (docs/quantum.md).
     """
 
-    def __init__(self, in_features: int, num_classes: int, n_qubits: int = 8, n_layers: int = 3, *,
-                 reupload: bool = False, init_std: float | None = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        n_qubits: int = 8,
+        n_layers: int = 3,
+        *,
+        reupload: bool = False,
+        init_std: float | None = 0.1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.pca = PCAFeatures(in_features, n_qubits)
         self.scale = nn.Parameter(torch.full((n_qubits,), 1.0))
@@ -68,11 +77,19 @@ class HybridPCA(nn.Module):
 class HybridCNN(nn.Module):
     """A small CNN → ``n_qubits`` angles (tanh · π) → QuantumLayer → linear head, trained end to end."""
 
-    def __init__(self, num_classes: int, n_qubits: int = 8, n_layers: int = 2, *, in_channels: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, num_classes: int, n_qubits: int = 8, n_layers: int = 2, *, in_channels: int = 1, seed: int = 0
+    ) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(in_channels, 8, 5, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 5, stride=2),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, n_qubits))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 5, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 5, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64, n_qubits),
+        )
         self.quantum = QuantumLayer(n_qubits, n_layers, seed=seed)
         self.head = nn.Linear(n_qubits, num_classes)
 
@@ -116,21 +133,30 @@ def tiny_mlp(k: int, num_classes: int, target_params: int) -> nn.Module:
 def run_hybrid(dataset: ImageDataset, cfg: HybridConfig, *, progress: bool = False) -> HybridReport:
     """Train the hybrid PCA → quantum model, logistic regression and a tiny MLP on the same PCA features."""
     if any(c < 0 or c >= dataset.num_classes for c in cfg.classes) or len(set(cfg.classes)) != len(cfg.classes):
-        raise ConfigError(f"quantum classes {cfg.classes} must be distinct labels of {dataset.name} "
-                          f"(0..{dataset.num_classes - 1}).")
+        raise ConfigError(
+            f"quantum classes {cfg.classes} must be distinct labels of {dataset.name} (0..{dataset.num_classes - 1})."
+        )
     seed_everything(cfg.seed)
     x_tr, y_tr = _subset(*dataset.tensors("train"), cfg.classes)
     x_te, y_te = _subset(*dataset.tensors("test"), cfg.classes)
     if cfg.train_subset is not None:
-        x_tr, y_tr = x_tr[:cfg.train_subset], y_tr[:cfg.train_subset]
+        x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
     k, n_cls = cfg.n_qubits, len(cfg.classes)
     pca = PCAFeatures(x_tr[0].numel(), k).fit(x_tr)
     with torch.no_grad():
         f_tr, f_te = pca(x_tr).float(), pca(x_te).float()
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr, weight_decay=0.0,
-                       schedule="cosine", seed=cfg.seed)
-    hybrid = HybridPCA(x_tr[0].numel(), n_cls, k, cfg.n_layers, reupload=cfg.reupload, init_std=cfg.init_std,
-                       seed=cfg.seed)
+    tcfg = TrainConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer="adam",
+        lr=cfg.lr,
+        weight_decay=0.0,
+        schedule="cosine",
+        seed=cfg.seed,
+    )
+    hybrid = HybridPCA(
+        x_tr[0].numel(), n_cls, k, cfg.n_layers, reupload=cfg.reupload, init_std=cfg.init_std, seed=cfg.seed
+    )
     hybrid.pca = nn.Identity()  # type: ignore[assignment]  # features are precomputed once for all three models
     n_q = sum(p.numel() for p in hybrid.parameters())
     models: list[tuple[str, nn.Module]] = [
@@ -144,11 +170,25 @@ def run_hybrid(dataset: ImageDataset, cfg: HybridConfig, *, progress: bool = Fal
         rep = fit(model, TensorBatches(f_tr, y_tr, cfg.batch_size, seed=cfg.seed), tcfg, progress=progress)
         seconds = time.perf_counter() - t0
         acc = evaluate(model, f_te, y_te).accuracy
-        results.append(ModelResult(model=name, params=sum(p.numel() for p in model.parameters()),
-                                   test_accuracy=acc, train_seconds=seconds,
-                                   seconds_per_epoch=rep.train_seconds / rep.epochs))
+        results.append(
+            ModelResult(
+                model=name,
+                params=sum(p.numel() for p in model.parameters()),
+                test_accuracy=acc,
+                train_seconds=seconds,
+                seconds_per_epoch=rep.train_seconds / rep.epochs,
+            )
+        )
     with torch.no_grad():
         angles = (f_te[:1] * hybrid.scale + hybrid.shift)[0]
-    return HybridReport(classes=cfg.classes, n_train=len(y_tr), n_test=len(y_te), features=f"PCA-{k}",
-                        results=results, circuit=hybrid.quantum.draw(), circuit_spec=hybrid.quantum.circuit.to_dict(),
-                        weights=hybrid.quantum.weights.detach().reshape(-1).tolist(), sample_angles=angles.tolist())
+    return HybridReport(
+        classes=cfg.classes,
+        n_train=len(y_tr),
+        n_test=len(y_te),
+        features=f"PCA-{k}",
+        results=results,
+        circuit=hybrid.quantum.draw(),
+        circuit_spec=hybrid.quantum.circuit.to_dict(),
+        weights=hybrid.quantum.weights.detach().reshape(-1).tolist(),
+        sample_angles=angles.tolist(),
+    )

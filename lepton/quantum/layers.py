@@ -21,16 +21,32 @@ class QuantumLayer(nn.Module):
     ``dtype=torch.complex128``). The circuit is compiled once per device and dtype.
     """
 
-    def __init__(self, n_qubits: int, n_layers: int, *, n_inputs: int | None = None,
-                 encoding: Literal["angle", "amplitude"] = "angle", rotation: Literal["rot", "ry"] = "rot",
-                 entangler: Literal["cnot", "cz"] = "cnot", reupload: bool = False,
-                 dtype: torch.dtype = torch.complex64, seed: int | None = None,
-                 init_std: float | None = None) -> None:
+    def __init__(
+        self,
+        n_qubits: int,
+        n_layers: int,
+        *,
+        n_inputs: int | None = None,
+        encoding: Literal["angle", "amplitude"] = "angle",
+        rotation: Literal["rot", "ry"] = "rot",
+        entangler: Literal["cnot", "cz"] = "cnot",
+        reupload: bool = False,
+        dtype: torch.dtype = torch.complex64,
+        seed: int | None = None,
+        init_std: float | None = None,
+    ) -> None:
         super().__init__()
         if dtype not in (torch.complex64, torch.complex128):
             raise ConfigError(f"QuantumLayer dtype must be torch.complex64 or torch.complex128, got {dtype}.")
-        self.circuit: Circuit = variational_circuit(n_qubits, n_layers, n_inputs=n_inputs, encoding=encoding,
-                                                    rotation=rotation, entangler=entangler, reupload=reupload)
+        self.circuit: Circuit = variational_circuit(
+            n_qubits,
+            n_layers,
+            n_inputs=n_inputs,
+            encoding=encoding,
+            rotation=rotation,
+            entangler=entangler,
+            reupload=reupload,
+        )
         self.sim_dtype = dtype
         real = torch.float32 if dtype == torch.complex64 else torch.float64
         g = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -59,5 +75,7 @@ class QuantumLayer(nn.Module):
 
     def extra_repr(self) -> str:
         m = self.circuit.meta
-        return (f"n_qubits={self.circuit.n_qubits}, n_layers={m['n_layers']}, encoding={self.circuit.encoding}, "
-                f"rotation={m['rotation']}, entangler={m['entangler']}, reupload={m['reupload']}")
+        return (
+            f"n_qubits={self.circuit.n_qubits}, n_layers={m['n_layers']}, encoding={self.circuit.encoding}, "
+            f"rotation={m['rotation']}, entangler={m['entangler']}, reupload={m['reupload']}"
+        )

@@ -48,7 +48,8 @@ def check_memory(n_qubits: int, batch: int, dtype: torch.dtype, device: torch.de
         raise ConfigError(
             f"simulating {n_qubits} qubits at batch {batch} needs about {need / 2**30:,.1f} GiB "
             f"({copies} states of 2**{n_qubits} {dtype} amplitudes) but {device} has {have / 2**30:,.1f} GiB "
-            f"available. Use fewer qubits, a smaller batch, complex64, or run under torch.no_grad().")
+            f"available. Use fewer qubits, a smaller batch, complex64, or run under torch.no_grad()."
+        )
 
 
 @dataclass
@@ -58,17 +59,17 @@ class Program:
     circuit: Circuit
     dtype: torch.dtype
     device: torch.device
-    w_index: torch.Tensor   # [G, 3] into weights.flatten() padded with one zero
-    w_scale: torch.Tensor   # [G, 3]
-    x_index: torch.Tensor   # [G, 3] into inputs padded with one zero column
-    x_scale: torch.Tensor   # [G, 3]
-    offset: torch.Tensor    # [G, 3]
-    x_gates: torch.Tensor   # ids of the gates that read inputs
-    x_pos: dict[int, int]   # gate id -> row of the per-sample matrices
+    w_index: torch.Tensor  # [G, 3] into weights.flatten() padded with one zero
+    w_scale: torch.Tensor  # [G, 3]
+    x_index: torch.Tensor  # [G, 3] into inputs padded with one zero column
+    x_scale: torch.Tensor  # [G, 3]
+    offset: torch.Tensor  # [G, 3]
+    x_gates: torch.Tensor  # ids of the gates that read inputs
+    x_pos: dict[int, int]  # gate id -> row of the per-sample matrices
     constants: torch.Tensor  # [K, 2, 2] fixed gates (H), ids G..G+K-1
     steps: list[tuple[str, object, object]]  # ("layer", {wire: [gate ids]}, None) | ("perm", index, sign)
-    product_prefix: int     # 1 if the first layer is applied to |0…0> as a product state
-    z_sign: torch.Tensor    # [2**n, len(measured)]
+    product_prefix: int  # 1 if the first layer is applied to |0…0> as a product state
+    z_sign: torch.Tensor  # [2**n, len(measured)]
 
 
 def _zyz(gate: str, params: tuple) -> list[tuple]:
@@ -76,17 +77,20 @@ def _zyz(gate: str, params: tuple) -> list[tuple]:
     if gate == "ROT":
         return [(p, 0.0) for p in params]
     (p,) = params
-    return {"RY": [(None, 0.0), (p, 0.0), (None, 0.0)],
-            "RZ": [(p, 0.0), (None, 0.0), (None, 0.0)],
-            "RX": [(None, HALF_PI), (p, 0.0), (None, -HALF_PI)]}[gate]  # RX(a) = RZ(-pi/2) RY(a) RZ(pi/2)
+    return {
+        "RY": [(None, 0.0), (p, 0.0), (None, 0.0)],
+        "RZ": [(p, 0.0), (None, 0.0), (None, 0.0)],
+        "RX": [(None, HALF_PI), (p, 0.0), (None, -HALF_PI)],
+    }[gate]  # RX(a) = RZ(-pi/2) RY(a) RZ(pi/2)
 
 
 class _Permute(torch.autograd.Function):
     """``x[perm]`` whose backward is a gather with the inverse permutation (not a scatter-add)."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, perm: torch.Tensor,
-                inverse: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor
+    ) -> torch.Tensor:
         ctx.inverse = inverse  # type: ignore[attr-defined]
         return x.index_select(0, perm)
 
@@ -103,8 +107,9 @@ def _pair_perm(gate: str, a: int, b: int, n: int, idx: torch.Tensor) -> tuple[to
     return idx, 1.0 - 2.0 * (bit_a & bit_b).to(torch.float64)
 
 
-def compile_circuit(circuit: Circuit, *, dtype: torch.dtype = torch.complex64,
-                    device: str | torch.device = "cpu") -> Program:
+def compile_circuit(
+    circuit: Circuit, *, dtype: torch.dtype = torch.complex64, device: str | torch.device = "cpu"
+) -> Program:
     if dtype not in _COMPLEX:
         raise ConfigError(f"simulator dtype must be torch.complex64 or torch.complex128, got {dtype}.")
     device = torch.device(device)
@@ -123,7 +128,7 @@ def compile_circuit(circuit: Circuit, *, dtype: torch.dtype = torch.complex64,
             gate_id.append(-1 - len(constants))
             constants.append(_H)
         else:
-            gate_id.append(-(10 ** 9))
+            gate_id.append(-(10**9))
     g = len(rows)
     w_index, w_scale, x_index, x_scale, offset = ([[0] * 3 for _ in rows] for _ in range(5))
     for i, row in enumerate(rows):
@@ -151,8 +156,13 @@ def compile_circuit(circuit: Circuit, *, dtype: torch.dtype = torch.complex64,
         if perm is not None:
             inverse = torch.empty_like(perm)
             inverse[perm] = torch.arange(len(perm))
-            steps.append(("perm", (perm.to(device), inverse.to(device)),
-                          None if sign is None else sign.to(device=device, dtype=real)))
+            steps.append(
+                (
+                    "perm",
+                    (perm.to(device), inverse.to(device)),
+                    None if sign is None else sign.to(device=device, dtype=real),
+                )
+            )
         perm, sign = None, None
         perm_wires.clear()
 
@@ -189,11 +199,22 @@ def compile_circuit(circuit: Circuit, *, dtype: torch.dtype = torch.complex64,
     measured = torch.tensor(circuit.measured, dtype=torch.int64)
     z_sign = 1.0 - 2.0 * ((idx[:, None] >> (n - 1 - measured)) & 1).to(real)
     t = lambda v, dt: torch.tensor(v, dtype=dt, device=device).reshape(-1, 3)  # noqa: E731
-    return Program(circuit, dtype, device, t(w_index, torch.int64), t(w_scale, real), t(x_index, torch.int64),
-                   t(x_scale, real), t(offset, real), torch.tensor(x_gates, dtype=torch.int64, device=device),
-                   {gid: i for i, gid in enumerate(x_gates)},
-                   torch.tensor(constants, dtype=dtype, device=device).reshape(-1, 2, 2), steps, prefix,
-                   z_sign.to(device))
+    return Program(
+        circuit,
+        dtype,
+        device,
+        t(w_index, torch.int64),
+        t(w_scale, real),
+        t(x_index, torch.int64),
+        t(x_scale, real),
+        t(offset, real),
+        torch.tensor(x_gates, dtype=torch.int64, device=device),
+        {gid: i for i, gid in enumerate(x_gates)},
+        torch.tensor(constants, dtype=dtype, device=device).reshape(-1, 2, 2),
+        steps,
+        prefix,
+        z_sign.to(device),
+    )
 
 
 def zyz_matrices(angles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -207,8 +228,9 @@ def zyz_matrices(angles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.complex(re, im).to(dtype).reshape(*angles.shape[:-1], 2, 2)
 
 
-def _check_tensors(prog: Program, weights: torch.Tensor | None,
-                   inputs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+def _check_tensors(
+    prog: Program, weights: torch.Tensor | None, inputs: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     c = prog.circuit
     if weights is None:
         weights = torch.zeros(c.weight_shape, device=prog.device)
@@ -225,19 +247,24 @@ def _check_tensors(prog: Program, weights: torch.Tensor | None,
     if inputs.dim() == 1:
         inputs, batched = inputs[None], False
     if inputs.dim() != 2 or inputs.shape[1] != c.n_inputs:
-        raise ConfigError(f"circuit inputs must have shape [batch, {c.n_inputs}] or [{c.n_inputs}], "
-                          f"got {tuple(inputs.shape)}.")
+        raise ConfigError(
+            f"circuit inputs must have shape [batch, {c.n_inputs}] or [{c.n_inputs}], got {tuple(inputs.shape)}."
+        )
     if inputs.is_complex():
         raise ConfigError("circuit inputs must be real (angles or amplitudes), got a complex tensor.")
     return weights, inputs, batched
 
 
-def _program(prog: Program | Circuit, weights: torch.Tensor | None, inputs: torch.Tensor | None,
-             dtype: torch.dtype) -> Program:
+def _program(
+    prog: Program | Circuit, weights: torch.Tensor | None, inputs: torch.Tensor | None, dtype: torch.dtype
+) -> Program:
     if isinstance(prog, Program):
         return prog
-    device = weights.device if isinstance(weights, torch.Tensor) else (
-        inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
+    device = (
+        weights.device
+        if isinstance(weights, torch.Tensor)
+        else (inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu"))
+    )
     return compile_circuit(prog, dtype=dtype, device=device)
 
 
@@ -258,8 +285,9 @@ def _run(prog: Program, weights: torch.Tensor | None, inputs: torch.Tensor | Non
     if prog.x_gates.numel():  # gates that read inputs get per-sample matrices [batch, x-gates, 2, 2]
         xg = prog.x_gates
         xin = torch.cat([inputs.to(real), inputs.new_zeros(batch, 1, dtype=real)], 1)
-        mats_x = zyz_matrices(prog.offset[xg] + prog.w_scale[xg] * w[prog.w_index[xg]]
-                              + prog.x_scale[xg] * xin[:, prog.x_index[xg]], dt)
+        mats_x = zyz_matrices(
+            prog.offset[xg] + prog.w_scale[xg] * w[prog.w_index[xg]] + prog.x_scale[xg] * xin[:, prog.x_index[xg]], dt
+        )
 
     def fused(ids: list[int]) -> torch.Tensor:
         m = None
@@ -271,7 +299,7 @@ def _run(prog: Program, weights: torch.Tensor | None, inputs: torch.Tensor | Non
     steps = prog.steps  # the state is kept amplitude-major, [2**n, batch]: gathers of whole rows are fast
     if prog.circuit.encoding == "amplitude":
         amp = torch.zeros(1 << n, batch, dtype=real, device=inputs.device)
-        amp[:inputs.shape[1]] = inputs.to(real).T
+        amp[: inputs.shape[1]] = inputs.to(real).T
         norm = amp.norm(dim=0, keepdim=True)
         if bool((norm == 0).any()):
             raise ConfigError("amplitude encoding needs a non-zero input vector in every row; got an all-zero row.")
@@ -285,7 +313,7 @@ def _run(prog: Program, weights: torch.Tensor | None, inputs: torch.Tensor | Non
         for v in vecs[1:]:
             state = (state[:, None, :] * v[None, :, :]).reshape(-1, max(state.shape[1], v.shape[1]))
         state = state.expand(-1, batch)
-        steps = steps[prog.product_prefix:]
+        steps = steps[prog.product_prefix :]
     for kind, a, b in steps:
         if kind == "layer":
             state = _apply_layer(state, {q: fused(ids) for q, ids in a.items()}, n)  # type: ignore[union-attr]
@@ -296,8 +324,13 @@ def _run(prog: Program, weights: torch.Tensor | None, inputs: torch.Tensor | Non
     return state
 
 
-def simulate(prog: Program | Circuit, weights: torch.Tensor | None = None, inputs: torch.Tensor | None = None,
-             *, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+def simulate(
+    prog: Program | Circuit,
+    weights: torch.Tensor | None = None,
+    inputs: torch.Tensor | None = None,
+    *,
+    dtype: torch.dtype = torch.complex64,
+) -> torch.Tensor:
     """The final statevector ``[batch, 2**n]`` (``[2**n]`` for unbatched or input-free circuits)."""
     prog = _program(prog, weights, inputs, dtype)
     batched = inputs is not None and inputs.dim() == 2
@@ -328,8 +361,13 @@ def _apply_layer(state: torch.Tensor, mats: dict[int, torch.Tensor], n: int) -> 
             m = mats.get(q)
             if m is None:
                 m = torch.eye(2, dtype=state.dtype, device=state.device)[None]
-            k = m if k is None else (k[:, :, None, :, None] * m[:, None, :, None, :]).reshape(
-                max(k.shape[0], m.shape[0]), 2 * k.shape[1], 2 * k.shape[1])
+            k = (
+                m
+                if k is None
+                else (k[:, :, None, :, None] * m[:, None, :, None, :]).reshape(
+                    max(k.shape[0], m.shape[0]), 2 * k.shape[1], 2 * k.shape[1]
+                )
+            )
         a, d, c = 1 << start, 1 << size, 1 << (n - start - size)
         if k.shape[0] == 1:  # type: ignore[union-attr]
             state = k[0] @ state.reshape(a, d, c * batch)  # type: ignore[index]
@@ -344,16 +382,22 @@ def probabilities(state: torch.Tensor) -> torch.Tensor:
     return (r * r).sum(-1)
 
 
-def expval_z(prog: Program | Circuit, weights: torch.Tensor | None = None, inputs: torch.Tensor | None = None,
-             *, dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+def expval_z(
+    prog: Program | Circuit,
+    weights: torch.Tensor | None = None,
+    inputs: torch.Tensor | None = None,
+    *,
+    dtype: torch.dtype = torch.complex64,
+) -> torch.Tensor:
     """Pauli-Z expectation of every measured wire: ``[batch, len(measured)]`` (real)."""
     prog = _program(prog, weights, inputs, dtype)
     z = (prog.z_sign.T @ probabilities(_run(prog, weights, inputs))).T
     return z if inputs is not None and inputs.dim() == 2 else z[0]
 
 
-def sample(state: torch.Tensor, shots: int, wires: tuple[int, ...] | None = None, *,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    state: torch.Tensor, shots: int, wires: tuple[int, ...] | None = None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Measure ``shots`` times in the computational basis: bits ``[batch, shots, len(wires)]`` (uint8)."""
     check_int(shots, "shots", 1, owner="sample")
     batched = state.dim() == 2

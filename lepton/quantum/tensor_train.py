@@ -7,5 +7,15 @@ TTLinear, tt_svd, tt_for_ratio, factorize = _tt.TTLinear, _tt.tt_svd, _tt.tt_for
 tt_layout, apply_tt_layout, check_tt_layout = _tt.tt_layout, _tt.apply_tt_layout, _tt.check_tt_layout
 convert_linears, replace_module, tt_core_elements = _tt.convert_linears, _tt.replace_module, _tt.tt_core_elements
 
-__all__ = ["TTLinear", "apply_tt_layout", "check_tt_layout", "convert_linears", "factorize", "replace_module",
-           "tt_core_elements", "tt_for_ratio", "tt_layout", "tt_svd"]
+__all__ = [
+    "TTLinear",
+    "apply_tt_layout",
+    "check_tt_layout",
+    "convert_linears",
+    "factorize",
+    "replace_module",
+    "tt_core_elements",
+    "tt_for_ratio",
+    "tt_layout",
+    "tt_svd",
+]

@@ -15,8 +15,11 @@ def sensitivity_curves(curves: dict[str, Sequence[tuple[float, float]]], baselin
     for layer, points in curves.items():
         ax.plot([100 * r for r, _ in points], [100 * a for _, a in points], "o-", label=layer, ms=3)
     ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
-    ax.set(xlabel="weights pruned in this layer alone (%)", ylabel="accuracy (%)",
-           title="pruning sensitivity (one layer at a time, no fine-tuning)")
+    ax.set(
+        xlabel="weights pruned in this layer alone (%)",
+        ylabel="accuracy (%)",
+        title="pruning sensitivity (one layer at a time, no fine-tuning)",
+    )
     lo = min([100 * a for pts in curves.values() for _, a in pts] + [100 * baseline])
     ax.set_ylim(max(lo - 1, 0), 100 * baseline + 0.5)
     ax.grid(alpha=0.3)
@@ -62,9 +65,12 @@ def accuracy_vs_size(steps: Sequence[dict]) -> Figure:
     ax.plot(xs, ys, "o-", color="#4c78a8")
     for s, x, y in zip(steps, xs, ys):
         ax.annotate(f"{s['step']}\n{s['ratio']:.0f}x", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set(xscale="log", xlabel="size on disk (KiB, log)", ylabel="test accuracy (%)",
-           title="accuracy against size, step by step")
+    ax.set(
+        xscale="log",
+        xlabel="size on disk (KiB, log)",
+        ylabel="test accuracy (%)",
+        title="accuracy against size, step by step",
+    )
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
-

@@ -22,8 +22,9 @@ def lossy_curve(rows: list[dict]) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.scatter([r["bytes"] for r in rows], [100 * r["test_accuracy"] for r in rows], color="#e45756")
     for r in rows:
-        ax.annotate(r["data"], (r["bytes"], 100 * r["test_accuracy"]), fontsize=8, xytext=(4, 2),
-                    textcoords="offset points")
+        ax.annotate(
+            r["data"], (r["bytes"], 100 * r["test_accuracy"]), fontsize=8, xytext=(4, 2), textcoords="offset points"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("store bytes (log)")
     ax.set_ylabel("test accuracy (%)")

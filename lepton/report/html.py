@@ -36,14 +36,18 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) 
         return "<p class='muted'>(no rows)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def kpis(items: dict[str, Any]) -> str:
-    return "<div class='kpis'>" + "".join(
-        f"<div class='kpi'>{html.escape(k)}<b>{html.escape(fmt(v))}</b></div>" for k, v in items.items()) + "</div>"
+    return (
+        "<div class='kpis'>"
+        + "".join(f"<div class='kpi'>{html.escape(k)}<b>{html.escape(fmt(v))}</b></div>" for k, v in items.items())
+        + "</div>"
+    )
 
 
 def figure(fig: Figure, caption: str = "") -> str:
@@ -57,5 +61,7 @@ def figure(fig: Figure, caption: str = "") -> str:
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )

@@ -13,8 +13,9 @@ from lepton.utils.io import atomic_write_text
 SCHEMA_VERSION = 1
 
 
-def metrics_document(config: BaseModel, env: dict[str, Any], dataset: dict[str, Any] | None,
-                     reports: dict[str, BaseModel]) -> dict[str, Any]:
+def metrics_document(
+    config: BaseModel, env: dict[str, Any], dataset: dict[str, Any] | None, reports: dict[str, BaseModel]
+) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config.model_dump(mode="json"),

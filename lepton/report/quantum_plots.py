@@ -16,9 +16,15 @@ def accuracy_bars(results: Sequence[dict]) -> Figure:
     colors = ["#7b3294" if "qubit" in n else "#888888" for n in names]
     bars = ax.barh(names, accs, color=colors)
     for bar, r in zip(bars, results[::-1]):
-        ax.text(bar.get_width() - 0.5, bar.get_y() + bar.get_height() / 2,
-                f"{100 * r['test_accuracy']:.2f}%  ({r['params']:,} params)", ha="right", va="center",
-                color="white", fontsize=8)
+        ax.text(
+            bar.get_width() - 0.5,
+            bar.get_y() + bar.get_height() / 2,
+            f"{100 * r['test_accuracy']:.2f}%  ({r['params']:,} params)",
+            ha="right",
+            va="center",
+            color="white",
+            fontsize=8,
+        )
     ax.set_xlim(max(min(accs) - 10, 0), 100)
     ax.set(xlabel="test accuracy (%)", title="hybrid quantum model vs classical baselines, same features")
     ax.grid(axis="x", alpha=0.3)

@@ -49,9 +49,11 @@ class Checkpoint:
         try:
             optimizer.load_state_dict(self.optimizer_state)
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise FormatError(f"the checkpoint's optimizer state does not fit a {type(optimizer).__name__} over "
-                              f"this model ({type(e).__name__}: {' '.join(str(e).split())[:200]}); resume with the "
-                              "optimizer it was trained with, or start without --resume.") from None
+            raise FormatError(
+                f"the checkpoint's optimizer state does not fit a {type(optimizer).__name__} over "
+                f"this model ({type(e).__name__}: {' '.join(str(e).split())[:200]}); resume with the "
+                "optimizer it was trained with, or start without --resume."
+            ) from None
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
@@ -83,8 +85,10 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], wher
     for name, t in tensors.items():
         match = _OPTIM_TENSOR.fullmatch(name)
         if match is None:
-            raise FormatError(f"{where}: optimizer tensor {name[:80]!r} is not named optim.<index>.<key> (index a "
-                              "non-negative integer); the checkpoint is forged or corrupted.")
+            raise FormatError(
+                f"{where}: optimizer tensor {name[:80]!r} is not named optim.<index>.<key> (index a "
+                "non-negative integer); the checkpoint is forged or corrupted."
+            )
         state.setdefault(int(match[1]), {})[match[2]] = t
     for idx, extra in meta["scalars"].items():
         state.setdefault(int(idx), {}).update(extra)
@@ -95,25 +99,37 @@ def _check_optimizer(section: Any, where: Path) -> dict[str, Any]:
     """The sidecar's ``optimizer`` section if it has the shape :func:`_split_optimizer` writes."""
     section = expect_dict(section, f"{where}: the key 'optimizer'")
     if set(section) - {"param_groups", "scalars"} or "param_groups" not in section:
-        raise FormatError(f"{where}: the key 'optimizer' has keys {sorted(section)[:8]}, expected param_groups and "
-                          "scalars; the checkpoint is forged or corrupted.")
+        raise FormatError(
+            f"{where}: the key 'optimizer' has keys {sorted(section)[:8]}, expected param_groups and "
+            "scalars; the checkpoint is forged or corrupted."
+        )
     groups = expect_list(section["param_groups"], f"{where}: optimizer.param_groups")
     for i, group in enumerate(groups):
         params = expect_dict(group, f"{where}: optimizer.param_groups[{i}]").get("params")
         if not isinstance(params, list) or not all(type(p) is int and p >= 0 for p in params):
-            raise FormatError(f"{where}: optimizer.param_groups[{i}].params must be a list of parameter indices "
-                              f"(non-negative integers), got {str(params)[:40]}; the checkpoint is forged or corrupted.")
+            raise FormatError(
+                f"{where}: optimizer.param_groups[{i}].params must be a list of parameter indices "
+                f"(non-negative integers), got {str(params)[:40]}; the checkpoint is forged or corrupted."
+            )
     scalars = expect_dict(section.get("scalars", {}), f"{where}: optimizer.scalars")
     for idx, extra in scalars.items():
         if not _INDEX.fullmatch(idx):
-            raise FormatError(f"{where}: optimizer.scalars key {idx[:40]!r} is not a parameter index (a "
-                              "non-negative integer); the checkpoint is forged or corrupted.")
+            raise FormatError(
+                f"{where}: optimizer.scalars key {idx[:40]!r} is not a parameter index (a "
+                "non-negative integer); the checkpoint is forged or corrupted."
+            )
         expect_dict(extra, f"{where}: optimizer.scalars[{idx!r}]")
     return {"param_groups": groups, "scalars": scalars}
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, *,
-                    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``path``'s tensor file and sidecar atomically; returns the tensor file's path."""
     tensor_path, meta_path = paths(path)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -137,11 +153,15 @@ def _sidecar_text(meta: dict[str, Any]) -> str:
     try:
         text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"checkpoint metadata must be JSON with finite numbers ({e}); a NaN or infinite loss "
-                          "usually means training diverged: lower the learning rate.") from None
+        raise ConfigError(
+            f"checkpoint metadata must be JSON with finite numbers ({e}); a NaN or infinite loss "
+            "usually means training diverged: lower the learning rate."
+        ) from None
     if strict_json.nesting_depth(text) > strict_json.MAX_DEPTH:
-        raise ConfigError(f"checkpoint metadata nests {strict_json.nesting_depth(text)} levels deep, over the "
-                          f"{strict_json.MAX_DEPTH} a sidecar allows; flatten the extra metadata.")
+        raise ConfigError(
+            f"checkpoint metadata nests {strict_json.nesting_depth(text)} levels deep, over the "
+            f"{strict_json.MAX_DEPTH} a sidecar allows; flatten the extra metadata."
+        )
     return text
 
 
@@ -150,17 +170,25 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensor_path, meta_path = paths(path)
     for p in (tensor_path, meta_path):
         if not p.is_file():
-            raise FormatError(f"checkpoint file {p} not found; a checkpoint is a .safetensors file with a "
-                              ".json sidecar of the same name (written by `lepton train`).")
+            raise FormatError(
+                f"checkpoint file {p} not found; a checkpoint is a .safetensors file with a "
+                ".json sidecar of the same name (written by `lepton train`)."
+            )
     meta = strict_json.loads(meta_path.read_bytes(), f"checkpoint sidecar {meta_path}")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FormatError(f"{meta_path}: not a Lepton checkpoint sidecar (format tag {meta.get('format') if isinstance(meta, dict) else None!r}).")
+        raise FormatError(
+            f"{meta_path}: not a Lepton checkpoint sidecar (format tag {meta.get('format') if isinstance(meta, dict) else None!r})."
+        )
     if meta.get("version") not in READABLE_VERSIONS or isinstance(meta.get("version"), bool):
-        raise FormatError(f"{meta_path}: checkpoint version {meta.get('version')!r:.40} is not supported "
-                          f"(this Lepton reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton.")
+        raise FormatError(
+            f"{meta_path}: checkpoint version {meta.get('version')!r:.40} is not supported "
+            f"(this Lepton reads versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade Lepton."
+        )
     if "model" not in meta:
-        raise FormatError(f"{meta_path}: the key 'model' (the model spec) is missing; the sidecar is damaged or "
-                          "forged, re-save the checkpoint (e.g. with `lepton train`).")
+        raise FormatError(
+            f"{meta_path}: the key 'model' (the model spec) is missing; the sidecar is damaged or "
+            "forged, re-save the checkpoint (e.g. with `lepton train`)."
+        )
     try:
         spec = ModelSpec.from_dict(expect_dict(meta["model"], f"{meta_path}: the key 'model'"))
     except ConfigError as e:
@@ -168,13 +196,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     optimizer = _check_optimizer(meta["optimizer"], meta_path) if "optimizer" in meta else None
     digest = sha256_file(tensor_path)
     if digest != meta.get("sha256"):
-        raise FormatError(f"{tensor_path}: SHA-256 {digest[:16]}… does not match the sidecar's "
-                          f"{str(meta.get('sha256'))[:16]}…; the checkpoint is corrupted or was modified.")
+        raise FormatError(
+            f"{tensor_path}: SHA-256 {digest[:16]}… does not match the sidecar's "
+            f"{str(meta.get('sha256'))[:16]}…; the checkpoint is corrupted or was modified."
+        )
     try:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise FormatError(f"{tensor_path}: unreadable safetensors file ({e}).") from e
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = None
     if optimizer is not None:
         optim = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optim.")}, optimizer, tensor_path)

@@ -14,10 +14,19 @@ class TrainConfig(StrictModel):
     """Hyper-parameters of :func:`lepton.train.fit`. Unknown keys are refused."""
 
     epochs: int = Field(10, ge=1, description="passes over the training set")
-    batch_size: int = Field(64, ge=1, le=65536, description="samples per optimizer step and worker; the global "
-                            "batch is batch_size × workers")
-    accumulate: int = Field(1, ge=1, le=1024, description="split each batch into this many micro-batches whose "
-                            "gradients add up (less memory, same step; DDP syncs only the last)")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="samples per optimizer step and worker; the global batch is batch_size × workers",
+    )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="split each batch into this many micro-batches whose "
+        "gradients add up (less memory, same step; DDP syncs only the last)",
+    )
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=10, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -39,6 +48,8 @@ class TrainConfig(StrictModel):
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
         if self.accumulate > self.batch_size:
-            raise ValueError(f"accumulate ({self.accumulate}) exceeds batch_size ({self.batch_size}); "
-                             "each micro-batch needs at least one sample")
+            raise ValueError(
+                f"accumulate ({self.accumulate}) exceeds batch_size ({self.batch_size}); "
+                "each micro-batch needs at least one sample"
+            )
         return self

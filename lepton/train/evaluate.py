@@ -20,13 +20,14 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) ->
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None,
-             batch_size: int = 1000) -> EvalReport:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None, batch_size: int = 1000
+) -> EvalReport:
     """Accuracy (fraction), mean cross-entropy, per-class accuracy and the confusion matrix."""
     logits = predict_logits(model, x, batch_size)
     k = num_classes or logits.shape[1]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,17 +40,25 @@ class TrainedModel:
     test: EvalReport
 
 
-def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_kwargs: dict[str, Any] | None = None,
-                checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-                console: Console | None = None, trust_code: bool = False) -> TrainedModel:
+def train_model(
+    data: ImageDataset,
+    model_name: str,
+    cfg: TrainConfig,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    trust_code: bool = False,
+) -> TrainedModel:
     """Train ``model_name`` on ``data``; a ``package.module:factory`` runs only with ``trust_code=True``.
 
     The returned spec (and every checkpoint) carries a user model's architecture as data, so that files
     saved from it load without the user's code.
     """
     if cfg.distributed.launches and not launched_by_torchrun():
-        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress,
-                               trust_code)
+        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress, trust_code)
     resume = resume or restart_count() > 0  # torchrun restarted the group after a failure
     with worker_session(cfg.distributed):
         seed_everything(cfg.seed, cfg.threads)
@@ -60,42 +68,73 @@ def train_model(data: ImageDataset, model_name: str, cfg: TrainConfig, *, model_
         x_train, y_train = data.tensors("train")
         x_test, y_test = data.tensors("test")
         batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=cfg.seed)
-        report = fit(model, batches, cfg, spec=spec, eval_data=(x_test, y_test), checkpoint_dir=checkpoint_dir,
-                     resume=resume, progress=progress, console=console)
+        report = fit(
+            model,
+            batches,
+            cfg,
+            spec=spec,
+            eval_data=(x_test, y_test),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+            console=console,
+        )
     return TrainedModel(spec, model, report, evaluate(model, x_test, y_test, num_classes=data.num_classes))
 
 
-def accuracy_check(model_name: str, *, epochs: int = 1, seed: int = 0,
-                   trust_code: bool = False) -> Callable[[ImageDataset], float]:
+def accuracy_check(
+    model_name: str, *, epochs: int = 1, seed: int = 0, trust_code: bool = False
+) -> Callable[[ImageDataset], float]:
     """A function giving the test accuracy of ``model_name`` trained ``epochs`` on a dataset's training split:
     the short accuracy check lossy data reduction reports against (``lepton.data.reduce``)."""
+
     def accuracy(data: ImageDataset) -> float:
-        job = train_model(data, model_name, TrainConfig(epochs=epochs, seed=seed), progress=False,
-                          trust_code=trust_code)
+        job = train_model(
+            data, model_name, TrainConfig(epochs=epochs, seed=seed), progress=False, trust_code=trust_code
+        )
         return job.test.accuracy
 
     return accuracy
 
 
-def _launch_workers(data: ImageDataset, model_name: str, cfg: TrainConfig, model_kwargs: dict[str, Any],
-                    checkpoint_dir: str | Path | None, resume: bool, progress: bool, trust_code: bool) -> TrainedModel:
+def _launch_workers(
+    data: ImageDataset,
+    model_name: str,
+    cfg: TrainConfig,
+    model_kwargs: dict[str, Any],
+    checkpoint_dir: str | Path | None,
+    resume: bool,
+    progress: bool,
+    trust_code: bool,
+) -> TrainedModel:
     """Hand the dataset and config to torchrun's workers in files; read rank 0's results back."""
     with tempfile.TemporaryDirectory(prefix="lepton-dist-") as tmp:
         out = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").unlink(missing_ok=True)
-        np.savez(Path(tmp) / "data.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-                 y_test=data.y_test)
-        job = {"data": str(Path(tmp) / "data.npz"), "name": data.name, "classes": list(data.classes),
-               "model": model_name, "model_kwargs": model_kwargs, "train": cfg.model_dump(mode="json"),
-               "out": str(out), "resume": resume, "progress": progress, "trust_code": trust_code}
+        np.savez(
+            Path(tmp) / "data.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test
+        )
+        job = {
+            "data": str(Path(tmp) / "data.npz"),
+            "name": data.name,
+            "classes": list(data.classes),
+            "model": model_name,
+            "model_kwargs": model_kwargs,
+            "train": cfg.model_dump(mode="json"),
+            "out": str(out),
+            "resume": resume,
+            "progress": progress,
+            "trust_code": trust_code,
+        }
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         launch(cfg.distributed, "lepton.train.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)
         if not (out / "report.json").exists() and cfg.distributed.nnodes > 1:
             where = f"its folder {out}" if checkpoint_dir is not None else "its run folder"
             raise ResultOnOtherNode(
                 f"training finished; global rank 0 ran on another node and saved the model in {where} there "
-                f"(give every node the same shared -o folder to find it here).")
+                f"(give every node the same shared -o folder to find it here)."
+            )
         report = TrainReport.model_validate_json((out / "report.json").read_text())
         ckpt = load_checkpoint(out / "last")
     model = ckpt.build_model(trust_code=trust_code)

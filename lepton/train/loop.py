@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,7 +56,6 @@ class EpochRecord(BaseModel):
     images_per_second: float
 
 
-
 def _resume_point(meta: dict[str, Any], stem: Path) -> tuple[list[EpochRecord], int]:
     """The epoch records and the finished epoch count a resumable checkpoint's sidecar keeps under ``train``."""
     train = meta.get("train")
@@ -66,10 +65,13 @@ def _resume_point(meta: dict[str, Any], stem: Path) -> tuple[list[EpochRecord], 
         if type(epoch) is not int or epoch < 0:
             raise ValueError(f"epoch {epoch!r}")
     except (TypeError, KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-        raise FormatError(f"{stem}.json: the key 'train' must hold 'epoch' (an int >= 0) and 'history' (a list of "
-                          f"epoch records) to resume ({type(e).__name__}); delete the checkpoint or train without "
-                          "resuming.") from None
+        raise FormatError(
+            f"{stem}.json: the key 'train' must hold 'epoch' (an int >= 0) and 'history' (a list of "
+            f"epoch records) to resume ({type(e).__name__}); delete the checkpoint or train without "
+            "resuming."
+        ) from None
     return history, epoch
+
 
 class TrainReport(BaseModel):
     epochs: int
@@ -91,8 +93,9 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, _inputs: torch.Te
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -110,8 +113,9 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / max(total, 1)))
 
 
-def forward_backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                     micro_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_backward(
+    model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, micro_batches: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and mean loss of the batch, its gradient accumulated over ``micro_batches`` slices (to
     save memory); DDP all-reduces only with the last slice (``no_sync`` before)."""
     if micro_batches == 1:
@@ -138,10 +142,20 @@ def _set_epoch(batches: Batches, epoch: int) -> None:
         target.set_epoch(epoch)
 
 
-def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec | None = None,
-        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, objective: Objective = cross_entropy,
-        after_step: Callable[[nn.Module], None] | None = None, checkpoint_dir: str | Path | None = None,
-        resume: bool = False, progress: bool = True, console: Console | None = None) -> TrainReport:
+def fit(
+    model: nn.Module,
+    train: Batches,
+    cfg: TrainConfig,
+    *,
+    spec: ModelSpec | None = None,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    objective: Objective = cross_entropy,
+    after_step: Callable[[nn.Module], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainReport:
     """Train ``model`` in place on ``train`` batches; returns the per-epoch history.
 
     ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch;
@@ -166,16 +180,23 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
         try:
             getattr(model, "module", model).load_state_dict(ckpt.model_state)
         except RuntimeError as e:
-            raise FormatError(f"{ckpt_path}.safetensors holds the weights of another model "
-                              f"({' '.join(str(e).split())[:200]}); resume into the model it was saved from, or "
-                              "train into a new folder.") from None
+            raise FormatError(
+                f"{ckpt_path}.safetensors holds the weights of another model "
+                f"({' '.join(str(e).split())[:200]}); resume into the model it was saved from, or "
+                "train into a new folder."
+            ) from None
         ckpt.restore_optimizer(optimizer)
         history, start_epoch = _resume_point(ckpt.meta, ckpt_path)
         resumed = start_epoch
         console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}")]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
     step = start_epoch * steps_per_epoch
     with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
         for epoch in range(start_epoch, cfg.epochs):
@@ -204,27 +225,53 @@ def fit(model: nn.Module, train: Batches, cfg: TrainConfig, *, spec: ModelSpec |
             seen = int(seen_t)
             seconds = time.perf_counter() - t0
             bar.remove_task(task)
-            record = EpochRecord(epoch=epoch + 1, lr=lr, train_loss=float(loss_sum) / max(seen, 1),
-                                 train_accuracy=float(correct) / max(seen, 1), seconds=seconds,
-                                 images_per_second=seen / max(seconds, 1e-9))
+            record = EpochRecord(
+                epoch=epoch + 1,
+                lr=lr,
+                train_loss=float(loss_sum) / max(seen, 1),
+                train_accuracy=float(correct) / max(seen, 1),
+                seconds=seconds,
+                images_per_second=seen / max(seconds, 1e-9),
+            )
             if eval_data is not None:
                 ev = evaluate(getattr(model, "module", model), *eval_data, batch_size=cfg.eval_batch_size)
                 record.test_loss, record.test_accuracy = ev.loss, ev.accuracy
             history.append(record)
             test = f"  test acc {record.test_accuracy:.4f}" if record.test_accuracy is not None else ""
-            console.print(f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  train acc "
-                          f"{record.train_accuracy:.4f}{test}  {record.images_per_second:,.0f} img/s")
+            console.print(
+                f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  train acc "
+                f"{record.train_accuracy:.4f}{test}  {record.images_per_second:,.0f} img/s"
+            )
             if ckpt_path is not None and world.lead:
-                save_checkpoint(ckpt_path, model, spec, optimizer=optimizer,  # type: ignore[arg-type]
-                                extra={"train": {"epoch": epoch + 1, "step": step, "config": cfg.model_dump(),
-                                                 "world_size": world.size,
-                                                 "history": [r.model_dump() for r in history]}})
+                save_checkpoint(
+                    ckpt_path,
+                    model,
+                    spec,
+                    optimizer=optimizer,  # type: ignore[arg-type]
+                    extra={
+                        "train": {
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "config": cfg.model_dump(),
+                            "world_size": world.size,
+                            "history": [r.model_dump() for r in history],
+                        }
+                    },
+                )
             world.barrier()  # every rank resumes from the same checkpoint after a restart
     train_seconds = sum(r.seconds for r in history)
     images = sum(r.images_per_second * r.seconds for r in history)
     last = history[-1]
-    return TrainReport(epochs=cfg.epochs, steps=step, train_seconds=train_seconds,
-                       images_per_second=images / max(train_seconds, 1e-9), final_train_loss=last.train_loss,
-                       final_train_accuracy=last.train_accuracy, final_test_accuracy=last.test_accuracy,
-                       resumed_from_epoch=resumed, world_size=world.size,
-                       communication=comm.report() if comm is not None else None, history=history)
+    return TrainReport(
+        epochs=cfg.epochs,
+        steps=step,
+        train_seconds=train_seconds,
+        images_per_second=images / max(train_seconds, 1e-9),
+        final_train_loss=last.train_loss,
+        final_train_accuracy=last.train_accuracy,
+        final_test_accuracy=last.test_accuracy,
+        resumed_from_epoch=resumed,
+        world_size=world.size,
+        communication=comm.report() if comm is not None else None,
+        history=history,
+    )

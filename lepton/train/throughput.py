@@ -16,8 +16,14 @@ from lepton.train.config import TrainConfig
 from lepton.train.seed import seed_everything
 
 
-def training_throughput(spec: ModelSpec, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int,
-                        cfg: TrainConfig, *, trust_code: bool = False) -> float:
+def training_throughput(
+    spec: ModelSpec,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    cfg: TrainConfig,
+    *,
+    trust_code: bool = False,
+) -> float:
     """Images/s of ``steps`` SGD training steps of ``spec``'s model fed by ``batches`` (iterated again, epoch
     after epoch, if one pass has fewer steps); everything the batches cost (reading, decoding, collating)
     is inside the timed loop."""

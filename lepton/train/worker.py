@@ -25,9 +25,16 @@ def main(job_path: str) -> None:
     with np.load(job["data"], allow_pickle=False) as z:
         data = ImageDataset(job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"]))
     out = Path(job["out"])
-    trained = train_model(data, job["model"], TrainConfig(**job["train"]), model_kwargs=job["model_kwargs"],
-                          checkpoint_dir=out, resume=job["resume"], progress=job["progress"],
-                          trust_code=job["trust_code"])
+    trained = train_model(
+        data,
+        job["model"],
+        TrainConfig(**job["train"]),
+        model_kwargs=job["model_kwargs"],
+        checkpoint_dir=out,
+        resume=job["resume"],
+        progress=job["progress"],
+        trust_code=job["trust_code"],
+    )
     if env_rank() == 0:
         atomic_write_text(out / "report.json", trained.train.model_dump_json())
 

@@ -1,5 +1,5 @@
 """Small helpers shared across subsystems (atomic file writes, hashing)."""
 
-from lepton.utils.io import atomic_write_bytes, atomic_write_text, atomic_path, sha256_file
+from lepton.utils.io import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file"]

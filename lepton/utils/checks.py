@@ -24,8 +24,15 @@ def interval(lo: float | None, hi: float | None, *, lo_open: bool = False, hi_op
     return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
 
 
-def bad_parameter(name: str, expected: str, value: Any, *, owner: str | None = None, hint: str = "",
-                  error: type[Exception] = ConfigError) -> Exception:
+def bad_parameter(
+    name: str,
+    expected: str,
+    value: Any,
+    *,
+    owner: str | None = None,
+    hint: str = "",
+    error: type[Exception] = ConfigError,
+) -> Exception:
     """The error for parameter ``name`` (of ``owner``) holding ``value`` where ``expected`` was due."""
     where = f" of {owner}" if owner else ""
     tail = f" {hint}" if hint else ""
@@ -38,8 +45,17 @@ def _in(value: Any, lo: float | None, hi: float | None, lo_open: bool, hi_open: 
     return bool(above and below)
 
 
-def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None, *, owner: str | None = None,
-              allow_none: bool = False, hint: str = "", error: type[Exception] = ConfigError) -> Any:
+def check_int(
+    value: Any,
+    name: str,
+    lo: int | None = None,
+    hi: int | None = None,
+    *,
+    owner: str | None = None,
+    allow_none: bool = False,
+    hint: str = "",
+    error: type[Exception] = ConfigError,
+) -> Any:
     """``value`` if it is an int (not a bool) in ``[lo, hi]`` (or None where ``allow_none``); else ``error``."""
     if value is None and allow_none:
         return value
@@ -49,32 +65,55 @@ def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = Non
     return value
 
 
-def check_float(value: Any, name: str, lo: float | None = None, hi: float | None = None, *,
-                lo_open: bool = False, hi_open: bool = False, owner: str | None = None, allow_none: bool = False,
-                hint: str = "", error: type[Exception] = ConfigError) -> Any:
+def check_float(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    owner: str | None = None,
+    allow_none: bool = False,
+    hint: str = "",
+    error: type[Exception] = ConfigError,
+) -> Any:
     """``value`` if it is an int or float (not a bool) in the interval (or None where ``allow_none``)."""
     if value is None and allow_none:
         return value
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not _in(value, lo, hi, lo_open, hi_open)):
-        expected = f"a float in {interval(lo, hi, lo_open=lo_open, hi_open=hi_open)}" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _in(value, lo, hi, lo_open, hi_open):
+        expected = f"a float in {interval(lo, hi, lo_open=lo_open, hi_open=hi_open)}" + (
+            " or None" if allow_none else ""
+        )
         raise bad_parameter(name, expected, value, owner=owner, hint=hint, error=error)
     return value
 
 
-def check_name(value: Any, what: str, *, max_len: int = 128, segment: bool = True, hint: str = "",
-               error: type[Exception] = ConfigError) -> str:
+def check_name(
+    value: Any,
+    what: str,
+    *,
+    max_len: int = 128,
+    segment: bool = True,
+    hint: str = "",
+    error: type[Exception] = ConfigError,
+) -> str:
     """``value`` if it is a name of 1 to ``max_len`` characters from A-Z a-z 0-9 ``_ . -``.
 
     With ``segment`` (the default) it must also start with a letter or digit, so it is never ``.``, ``..``
     or an option (``-x``) when it becomes a URL or path segment. Store field names do without: the store
     format has always allowed them (``_labels``), and files written so must stay readable.
     """
-    ok = (isinstance(value, str) and 1 <= len(value) <= max_len and set(value) <= _NAME_CHARS
-          and (not segment or value[0].isascii() and value[0].isalnum()))
+    ok = (
+        isinstance(value, str)
+        and 1 <= len(value) <= max_len
+        and set(value) <= _NAME_CHARS
+        and (not segment or value[0].isascii() and value[0].isalnum())
+    )
     if not ok:
         first = ", starting with a letter or digit" if segment else ""
-        raise error(f"{what} {value!r} is invalid: use 1-{max_len} characters from {NAME_CHARS}{first}."
-                    + (f" {hint}" if hint else ""))
+        raise error(
+            f"{what} {value!r} is invalid: use 1-{max_len} characters from {NAME_CHARS}{first}."
+            + (f" {hint}" if hint else "")
+        )
     return value
-

@@ -41,22 +41,32 @@ def loads(data: bytes | bytearray | memoryview | str, what: str, *, max_depth: i
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise FormatError(f"{what} is not valid UTF-8 (byte {e.start}: {e.reason}); expected UTF-8 JSON, the "
-                              "file is corrupted or forged.") from None
+            raise FormatError(
+                f"{what} is not valid UTF-8 (byte {e.start}: {e.reason}); expected UTF-8 JSON, the "
+                "file is corrupted or forged."
+            ) from None
     else:
         text = data
     _check_depth(text, what, max_depth)
     try:
-        return json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, what),
-                          parse_constant=lambda token: _constant(token, what), parse_float=lambda s: _float(s, what))
+        return json.loads(
+            text,
+            object_pairs_hook=lambda pairs: _object(pairs, what),
+            parse_constant=lambda token: _constant(token, what),
+            parse_float=lambda s: _float(s, what),
+        )
     except FormatError:
         raise
     except json.JSONDecodeError as e:
-        raise FormatError(f"{what} is not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno} column "
-                          f"{e.colno}); the file is corrupted or was not written by Lepton.") from None
+        raise FormatError(
+            f"{what} is not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno} column "
+            f"{e.colno}); the file is corrupted or was not written by Lepton."
+        ) from None
     except ValueError:  # the only other one: an integer longer than int() converts
-        raise FormatError(f"{what} contains an integer with more than {sys.get_int_max_str_digits()} digits; "
-                          "the file is forged or corrupted.") from None
+        raise FormatError(
+            f"{what} contains an integer with more than {sys.get_int_max_str_digits()} digits; "
+            "the file is forged or corrupted."
+        ) from None
 
 
 def expect_dict(value: Any, what: str) -> dict[str, Any]:
@@ -74,8 +84,15 @@ def expect_list(value: Any, what: str) -> list[Any]:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }
     text = repr(value)
     return f"{names.get(type(value), type(value).__name__)} {text[:40] + '…' if len(text) > 40 else text}"
 
@@ -92,8 +109,10 @@ def _check_depth(text: str, what: str, max_depth: int) -> None:
         return
     depth = nesting_depth(text)
     if depth > max_depth:
-        raise FormatError(f"{what} nests JSON arrays/objects {depth} levels deep, over the limit of {max_depth}; "
-                          "the file is forged or corrupted.")
+        raise FormatError(
+            f"{what} nests JSON arrays/objects {depth} levels deep, over the limit of {max_depth}; "
+            "the file is forged or corrupted."
+        )
 
 
 def _object(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
@@ -101,21 +120,26 @@ def _object(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
     if len(obj) != len(pairs):
         seen: set[str] = set()
         key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise FormatError(f"{what} has the duplicate JSON key {key!r} in one object; keys must be unique, the file is "
-                          "forged or corrupted.")
+        raise FormatError(
+            f"{what} has the duplicate JSON key {key!r} in one object; keys must be unique, the file is "
+            "forged or corrupted."
+        )
     return obj
 
 
 def _constant(token: str, what: str) -> Any:
-    raise FormatError(f"{what} contains {token}, which is not valid JSON; only finite numbers are allowed, the file is "
-                      "forged or corrupted.")
+    raise FormatError(
+        f"{what} contains {token}, which is not valid JSON; only finite numbers are allowed, the file is "
+        "forged or corrupted."
+    )
 
 
 def _float(text: str, what: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         shown = text if len(text) <= 24 else text[:24] + "…"
-        raise FormatError(f"{what} contains the number {shown}, which overflows a 64-bit float; only finite "
-                          "numbers are allowed, the file is forged or corrupted.")
+        raise FormatError(
+            f"{what} contains the number {shown}, which overflows a 64-bit float; only finite "
+            "numbers are allowed, the file is forged or corrupted."
+        )
     return value
-

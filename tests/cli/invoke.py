@@ -27,6 +27,7 @@ class Outcome:
 
 def invoke(args: list[str], timeout: float = 60.0) -> Outcome:
     """``args`` through the same click command and error mapping as the console script, under a SIGALRM guard."""
+
     def alarm(signum, frame):  # noqa: ANN001
         raise Hung(f"lepton {' '.join(args)} ran longer than {timeout} s")
 

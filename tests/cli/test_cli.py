@@ -10,15 +10,28 @@ pytestmark = pytest.mark.slow  # every test here runs `python -m lepton` in a su
 
 
 def lepton(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    r = lepton("train", "--data", "digits", "--model", "lenet-300-100", "--epochs", "4", "--lr", "0.05",
-               "-o", str(out), "--quiet", "--format", "json")
+    r = lepton(
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "lenet-300-100",
+        "--epochs",
+        "4",
+        "--lr",
+        "0.05",
+        "-o",
+        str(out),
+        "--quiet",
+        "--format",
+        "json",
+    )
     assert r.returncode == 0, r.stderr
     return out, json.loads(r.stdout)
 
@@ -43,29 +56,67 @@ def test_eval_reproduces_the_training_accuracy(trained):
 
 def test_resume_after_the_last_epoch_trains_nothing_more(trained):
     out, result = trained
-    r = lepton("train", "--data", "digits", "--model", "lenet-300-100", "--epochs", "4", "--lr", "0.05",
-               "-o", str(out), "--resume", "--format", "json")
+    r = lepton(
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "lenet-300-100",
+        "--epochs",
+        "4",
+        "--lr",
+        "0.05",
+        "-o",
+        str(out),
+        "--resume",
+        "--format",
+        "json",
+    )
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stderr
     assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(result["test_accuracy"])
 
 
 def test_python_m_lepton_train_entry_point(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lepton.train", "--data", "digits", "--model", "lenet-300-100",
-                        "--epochs", "1", "-o", str(tmp_path), "-q", "--format", "json"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lepton.train",
+            "--data",
+            "digits",
+            "--model",
+            "lenet-300-100",
+            "--epochs",
+            "1",
+            "-o",
+            str(tmp_path),
+            "-q",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert 0 < json.loads(r.stdout)["test_accuracy"] <= 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "nope", "-q"], "error: unknown dataset 'nope'"),
-    (["train", "--data", "digits", "--epochs", "0", "-q"], "train.epochs = 0: Input should be greater than or equal to 1"),
-    (["train", "--data", "digits", "--model", "lenet5", "-q"], "needs images of at least 12x12"),
-    (["train", "--set", "train.bogus=1", "-q"], "unknown key 'train.bogus'"),
-    (["eval", "/nonexistent/model.safetensors"], "not found"),
-    (["run", "/nonexistent.yaml"], "config file /nonexistent.yaml not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "nope", "-q"], "error: unknown dataset 'nope'"),
+        (
+            ["train", "--data", "digits", "--epochs", "0", "-q"],
+            "train.epochs = 0: Input should be greater than or equal to 1",
+        ),
+        (["train", "--data", "digits", "--model", "lenet5", "-q"], "needs images of at least 12x12"),
+        (["train", "--set", "train.bogus=1", "-q"], "unknown key 'train.bogus'"),
+        (["eval", "/nonexistent/model.safetensors"], "not found"),
+        (["run", "/nonexistent.yaml"], "config file /nonexistent.yaml not found"),
+    ],
+)
 def test_user_errors_are_one_clean_line(args, message):
     r = lepton(*args)
     assert r.returncode == 2
@@ -103,10 +154,11 @@ def test_wrong_typed_dataset_metadata_is_one_clear_line(tmp_path):
     model = spec.build()
     save_lep(tmp_path / "m.lep", spec, model.state_dict(), metadata={"dataset": 5})
     save_checkpoint(tmp_path / "c", model, spec, extra={"dataset": ["digits"]})
-    for args, shown in ((["eval", str(tmp_path / "m.lep")], "is 5"),
-                        (["edge", "export", str(tmp_path / "m.lep"), "-o", str(tmp_path / "m.onnx")], "is 5"),
-                        (["compress", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.lep")],
-                         "is ['digits']")):
+    for args, shown in (
+        (["eval", str(tmp_path / "m.lep")], "is 5"),
+        (["edge", "export", str(tmp_path / "m.lep"), "-o", str(tmp_path / "m.onnx")], "is 5"),
+        (["compress", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.lep")], "is ['digits']"),
+    ):
         r = lepton(*args)
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

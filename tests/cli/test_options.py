@@ -11,8 +11,13 @@ from lepton.cli.app import cli_command
 from tests.cli.invoke import invoke
 from tests.cli.test_sweep import Accepted, leaf_commands
 
-SPELLINGS = {"fmt": ["--format"], "out": ["--out", "-o"], "quiet": ["--quiet", "-q"], "set_": ["--set"],
-             "trust_code": ["--trust-code"]}
+SPELLINGS = {
+    "fmt": ["--format"],
+    "out": ["--out", "-o"],
+    "quiet": ["--quiet", "-q"],
+    "set_": ["--set"],
+    "trust_code": ["--trust-code"],
+}
 
 
 def test_shared_options_have_one_spelling():
@@ -43,12 +48,15 @@ def checkpoint(tmp_path):
 
     torch.manual_seed(0)
     spec = ModelSpec("lenet-300-100", (1, 8, 8), 10)
-    return save_checkpoint(tmp_path / "model", build_model("lenet-300-100", (1, 8, 8), 10), spec,
-                           extra={"dataset": {"name": "digits"}})
+    return save_checkpoint(
+        tmp_path / "model", build_model("lenet-300-100", (1, 8, 8), 10), spec, extra={"dataset": {"name": "digits"}}
+    )
 
 
-@pytest.mark.parametrize("args", [["{ckpt}", "-o", "{out}", "-q"], ["-q", "--out", "{out}", "{ckpt}"],
-                                  ["model", "{ckpt}", "-o", "{out}", "-q"]])
+@pytest.mark.parametrize(
+    "args",
+    [["{ckpt}", "-o", "{out}", "-q"], ["-q", "--out", "{out}", "{ckpt}"], ["model", "{ckpt}", "-o", "{out}", "-q"]],
+)
 def test_compress_spellings_reach_compress_model(monkeypatch, checkpoint, tmp_path, args):
     calls = []
 

@@ -10,8 +10,19 @@ from lepton.pipeline import load_run_config, run_pipeline
 from lepton.pipeline.run import prepare_run_dir
 from tests.cli.invoke import invoke
 
-TINY = ["--set", "data.dataset=digits", "--set", "model.name=lenet-300-100", "--set", "train.epochs=1",
-        "--set", "compress.enabled=false", "--set", "edge.enabled=false", "--quiet"]
+TINY = [
+    "--set",
+    "data.dataset=digits",
+    "--set",
+    "model.name=lenet-300-100",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "compress.enabled=false",
+    "--set",
+    "edge.enabled=false",
+    "--quiet",
+]
 
 
 def _snapshot(folder):
@@ -46,6 +57,7 @@ def test_overwrite_clears_the_old_run_before_the_new_one_starts(tmp_path, monkey
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr("lepton.pipeline.run.load_dataset", interrupted)
     cfg = load_run_config(overrides={"data": {"dataset": "digits"}})
     with pytest.raises(ConfigError, match="--overwrite"):

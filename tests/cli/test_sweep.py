@@ -28,9 +28,16 @@ def _stop(*args, **kwargs):
     raise Accepted
 
 
-STUBS = ["lepton.pipeline.run_pipeline", "lepton.edge.server.serve", "lepton.compress.chain.compress_model",
-         "lepton.data.store.pack_dataset", "lepton.data.reduce.reduce_dataset", "lepton.quantum.hybrid.run_hybrid",
-         "lepton.edge.splitrun.run_split", "lepton.train.job.train_model"]
+STUBS = [
+    "lepton.pipeline.run_pipeline",
+    "lepton.edge.server.serve",
+    "lepton.compress.chain.compress_model",
+    "lepton.data.store.pack_dataset",
+    "lepton.data.reduce.reduce_dataset",
+    "lepton.quantum.hybrid.run_hybrid",
+    "lepton.edge.splitrun.run_split",
+    "lepton.train.job.train_model",
+]
 
 # Cheap valid values for each command's parameters (by parameter name), and flags that keep it cheap.
 BASE: dict[str, dict[str, str]] = {
@@ -38,8 +45,7 @@ BASE: dict[str, dict[str, str]] = {
     "pull": {"url": "{root}/registry/m", "out": "{root}/pulled"},
     "run": {"set_": "data.dataset=digits", "out": "{root}/run"},
     "serve": {"model": "{missing}"},  # never a valid model: a valid one would serve forever
-    "train": {"data": "digits", "model": "lenet-300-100", "epochs": "1", "train_subset": "100",
-              "out": "{root}/train"},
+    "train": {"data": "digits", "model": "lenet-300-100", "epochs": "1", "train_subset": "100", "out": "{root}/train"},
     "eval": {"model_file": "{root}/model.safetensors"},
     "compress model": {"checkpoint": "{root}/model.safetensors", "out": "{root}/out.lep"},
     "compress inspect": {"path": "{root}/model.lep"},
@@ -55,8 +61,13 @@ BASE: dict[str, dict[str, str]] = {
     "quantum export": {"circuit_file": "{root}/circuit.json"},
     "registry list": {"root": "{root}/registry"},
 }
-FLAGS = {"run": ["--quiet"], "train": ["--quiet"], "compress model": ["--quiet"], "data inspect": ["--no-xz"],
-         "edge split": ["--no-run"]}
+FLAGS = {
+    "run": ["--quiet"],
+    "train": ["--quiet"],
+    "compress model": ["--quiet"],
+    "data inspect": ["--no-xz"],
+    "edge split": ["--no-run"],
+}
 
 
 def leaf_commands(cmd=None, path=()):

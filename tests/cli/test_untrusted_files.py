@@ -13,8 +13,15 @@ from lepton.train.checkpoint import save_checkpoint
 
 
 def lepton(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lepton", *args], check=False, capture_output=True, text=True, cwd=cwd,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "lepton", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +33,14 @@ def evil(tmp_path_factory):
     model = build_model("lenet-300-100", (1, 8, 8), 10)
     save_lep(root / "evil.lep", spec, model.state_dict(), metadata={"dataset": {"name": "digits"}})
     save_checkpoint(root / "evil", model, spec, extra={"dataset": {"name": "digits"}})
-    (root / "run.yaml").write_text(yaml.safe_dump({"data": {"dataset": "digits"},
-                                                   "model": {"name": "subprocess:getoutput",
-                                                             "kwargs": {"cmd": f"touch {marker}"}}}))
+    (root / "run.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dataset": "digits"},
+                "model": {"name": "subprocess:getoutput", "kwargs": {"cmd": f"touch {marker}"}},
+            }
+        )
+    )
     return root, marker
 
 
@@ -42,8 +54,17 @@ COMMANDS = [
     ("edge", "bench", "{root}/none.onnx", "--torch", "{root}/evil.lep"),
     ("serve", "{root}/evil.lep", "--port", "0"),
     ("serve", "{root}/evil.safetensors", "--port", "0"),
-    ("train", "--data", "digits", "--model", "subprocess:getoutput", "--set", "model.kwargs.cmd=touch {marker}",
-     "-o", "{root}/train"),
+    (
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "subprocess:getoutput",
+        "--set",
+        "model.kwargs.cmd=touch {marker}",
+        "-o",
+        "{root}/train",
+    ),
     ("run", "{root}/run.yaml", "-o", "{root}/run", "--quiet"),
 ]
 
@@ -72,15 +93,18 @@ def test_pull_then_serve_runs_no_code(evil, tmp_path):
 
 
 def test_python_loaders_run_no_code(evil):
+    from lepton.artifacts import load_model_file
     from lepton.compress.container import load_lep
     from lepton.errors import UntrustedCodeError
-    from lepton.artifacts import load_model_file
     from lepton.train.checkpoint import load_checkpoint
 
     root, marker = evil
-    for load in (lambda: load_model_file(root / "evil.lep"), lambda: load_model_file(root / "evil.safetensors"),
-                 lambda: load_lep(root / "evil.lep").build_model(),
-                 lambda: load_checkpoint(root / "evil.safetensors").build_model()):
+    for load in (
+        lambda: load_model_file(root / "evil.lep"),
+        lambda: load_model_file(root / "evil.safetensors"),
+        lambda: load_lep(root / "evil.lep").build_model(),
+        lambda: load_checkpoint(root / "evil.safetensors").build_model(),
+    ):
         with pytest.raises(UntrustedCodeError, match="import module 'subprocess' and call 'getoutput'"):
             load()
     assert not marker.exists()

@@ -69,9 +69,13 @@ CASES = [
 @pytest.fixture(scope="module")
 def fake_mnist(files):
     rng = np.random.default_rng(0)
-    np.savez(files / "fake.npz", x_train=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
-             y_train=np.arange(20, dtype=np.uint8) % 10, x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8),
-             y_test=np.arange(10, dtype=np.uint8))
+    np.savez(
+        files / "fake.npz",
+        x_train=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+        y_train=np.arange(20, dtype=np.uint8) % 10,
+        x_test=rng.integers(0, 255, (10, 28, 28), dtype=np.uint8),
+        y_test=np.arange(10, dtype=np.uint8),
+    )
 
 
 @pytest.mark.parametrize("args, expected", CASES, ids=lambda a: " ".join(a[:3]) if isinstance(a, list) else "")
@@ -82,9 +86,17 @@ def test_bad_value_is_one_line_exit_2(files, fake_mnist, args, expected):
     assert time.perf_counter() - t0 < 30  # sizes are checked before anything is built or allocated
 
 
-@pytest.mark.parametrize("args", [["serve", ""], ["eval", ""], ["compress", ""], ["edge", "export", ""],
-                                  ["serve", "{root}/model.onnx", "--max-body-mb", "nan"],
-                                  ["edge", "split", "{root}/model.lep", "--edge-slowdown", "inf"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", ""],
+        ["eval", ""],
+        ["compress", ""],
+        ["edge", "export", ""],
+        ["serve", "{root}/model.onnx", "--max-body-mb", "nan"],
+        ["edge", "split", "{root}/model.lep", "--edge-slowdown", "inf"],
+    ],
+)
 def test_empty_paths_and_non_finite_numbers_are_usage_errors(files, args):
     o = invoke([a.format(root=files) for a in args], timeout=60)
     assert o.kind == "usage" and o.code == 2, o
@@ -102,10 +114,18 @@ def test_multi_line_messages_are_joined():
 @pytest.mark.slow  # a subprocess of the real console script
 def test_console_script_prints_one_line(files, tmp_path):
     """The same mapping through ``python -m lepton`` (main()): a pydantic error and a folder given as a file."""
-    for args, expected in ((["data", "reduce", "digits", "--bits", "0"], "--bits 0"),
-                           (["quantum", "export", str(files / "folder")], "is a folder")):
-        r = subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, timeout=120,
-                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    for args, expected in (
+        (["data", "reduce", "digits", "--bits", "0"], "--bits 0"),
+        (["quantum", "export", str(files / "folder")], "is a folder"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "lepton", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        )
         assert r.returncode == 2 and expected in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -113,6 +133,7 @@ def test_console_script_prints_one_line(files, tmp_path):
 def test_verify_lists_every_bad_block(tmp_path):
     """Table-mode `data verify` prints every bad block, not only the first."""
     from lepton.data.store import Store
+
     out = tmp_path / "d.lds"
     assert invoke(["data", "pack", "digits", "-o", str(out), "--codec", "deflate", "--block-samples", "200"]).code == 0
     blocks = Store(out).splits["train"].blocks

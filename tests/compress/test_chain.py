@@ -16,8 +16,9 @@ from lepton.train import TrainConfig, evaluate
 from lepton.train.job import train_model
 
 BASE = TrainConfig(epochs=6, batch_size=32, seed=0, threads=1)
-CFG = CompressConfig(prune={"sparsity": 0.8, "epochs": 2}, share={"bits": 4, "epochs": 1}, batch_size=32,
-                     validation_size=200)
+CFG = CompressConfig(
+    prune={"sparsity": 0.8, "epochs": 2}, share={"bits": 4, "epochs": 1}, batch_size=32, validation_size=200
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,12 @@ def test_the_input_model_is_left_unchanged(compressed, trained):
 
 
 def test_auto_rates_and_bits_come_from_the_sensitivity_scans(trained, digits, tmp_path):
-    cfg = CompressConfig(prune={"sparsity": "auto", "auto_max_drop": 0.02, "epochs": 1},
-                         share={"bits": "auto", "auto_max_drop": 0.02, "epochs": 0}, batch_size=32, validation_size=300)
+    cfg = CompressConfig(
+        prune={"sparsity": "auto", "auto_max_drop": 0.02, "epochs": 1},
+        share={"bits": "auto", "auto_max_drop": 0.02, "epochs": 0},
+        batch_size=32,
+        validation_size=300,
+    )
     report = compress_model(trained.model, trained.spec, digits, cfg, BASE, tmp_path / "auto.lep", progress=False)
     assert set(report.bits) == {"fc1", "fc2", "fc3"} and all(2 <= b <= 8 for b in report.bits.values())
     assert report.bit_exact and report.sensitivity is not None
@@ -89,9 +94,25 @@ def test_cli_compress_inspect_and_eval(trained, digits, tmp_path):
     def lepton(*args):
         return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, timeout=600)
 
-    r = lepton("compress", str(ckpt), "-o", str(out), "-q", "--format", "json", "--set", "compress.prune.sparsity=0.8",
-               "--set", "compress.prune.epochs=1", "--set", "compress.share.epochs=0", "--set", "compress.share.bits=5",
-               "--set", "compress.validation_size=200")
+    r = lepton(
+        "compress",
+        str(ckpt),
+        "-o",
+        str(out),
+        "-q",
+        "--format",
+        "json",
+        "--set",
+        "compress.prune.sparsity=0.8",
+        "--set",
+        "compress.prune.epochs=1",
+        "--set",
+        "compress.share.epochs=0",
+        "--set",
+        "compress.share.bits=5",
+        "--set",
+        "compress.validation_size=200",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["file_bytes"] == out.stat().st_size and report["bit_exact"]
@@ -112,8 +133,13 @@ def test_tensor_train_layers_are_one_more_method_of_the_chain(trained, digits, t
     .lep stores the TT layout in its model spec and the cores like any tensor; decode is bit-exact."""
     from lepton.models.tensor_train import TTLinear
 
-    cfg = CompressConfig.model_validate({**CFG.model_dump(), "tt": {"enabled": True, "layers": {"fc1": 4.0}, "epochs": 1},
-                                         "prune": {"sparsity": {"fc2": 0.8, "fc3": 0.5}, "epochs": 2}})
+    cfg = CompressConfig.model_validate(
+        {
+            **CFG.model_dump(),
+            "tt": {"enabled": True, "layers": {"fc1": 4.0}, "epochs": 1},
+            "prune": {"sparsity": {"fc2": 0.8, "fc3": 0.5}, "epochs": 2},
+        }
+    )
     out = tmp_path / "tt.lep"
     report = compress_model(trained.model, trained.spec, digits, cfg, BASE, out, progress=False)
     assert [s.step for s in report.steps] == ["dense", "tt", "pruned", "shared", "coded"]

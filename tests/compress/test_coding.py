@@ -10,10 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lepton.compress.coding import MAX_DISTINCT, decode_symbols, encode_symbols, entropy_bits
-from lepton.compress.coding import ans, huffman
-from lepton.compress.coding.bits import (Reader, bucket_widths, bucketize, pack_bits, unbucketize, unpack_bits,
-                                         uvarint)
+from lepton.compress.coding import MAX_DISTINCT, ans, decode_symbols, encode_symbols, entropy_bits, huffman
+from lepton.compress.coding.bits import Reader, bucket_widths, bucketize, pack_bits, unbucketize, unpack_bits, uvarint
 from lepton.errors import ConfigError, FormatError
 
 METHODS = ["huffman", "ans"]
@@ -29,6 +27,7 @@ def roundtrip(symbols, method):
 
 
 # ---- round trips -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", METHODS)
 @FAST
@@ -77,11 +76,15 @@ def test_near_uniform_stream_costs_its_entropy(method):
 
 def test_ans_not_larger_than_huffman_on_skewed_data_and_both_decode_the_same():
     rng = np.random.default_rng(3)
-    for symbols in (rng.geometric(0.3, 20000) - 1, rng.choice(4, 20000, p=[0.97, 0.01, 0.01, 0.01]),
-                    np.minimum(rng.geometric(0.08, 30000) - 1, 200)):
+    for symbols in (
+        rng.geometric(0.3, 20000) - 1,
+        rng.choice(4, 20000, p=[0.97, 0.01, 0.01, 0.01]),
+        np.minimum(rng.geometric(0.08, 30000) - 1, 200),
+    ):
         data = {m: encode_symbols(symbols, m) for m in METHODS}
-        assert np.array_equal(decode_symbols(data["ans"], len(symbols), "ans"),
-                              decode_symbols(data["huffman"], len(symbols), "huffman"))
+        assert np.array_equal(
+            decode_symbols(data["ans"], len(symbols), "ans"), decode_symbols(data["huffman"], len(symbols), "huffman")
+        )
         assert len(data["ans"]) <= len(data["huffman"])
         assert len(data["ans"]) < entropy_bits(symbols) / 8 * 1.005 + 80
 
@@ -100,6 +103,7 @@ def test_bad_inputs_are_config_errors():
 
 
 # ---- independent references --------------------------------------------------------------------------------
+
 
 def rans_reference(ranks, weights):
     """Textbook streaming rANS with 64-bit state, 32-bit words and 24-bit probabilities (Duda 2015)."""
@@ -130,11 +134,11 @@ def test_ans_body_is_exactly_the_documented_rans(seed, k, n):
     ranks = np.concatenate([np.arange(k), rng.integers(0, k, n) ** 2 % k])
     body = ans.encode(ranks, k)
     precision, width = body[0], body[1]
-    table = bitstring(body[2:2 + ((k - 1) * width + 7) // 8])
-    freqs = [int(table[i * width:(i + 1) * width] or "0", 2) + 1 for i in range(k - 1)]
+    table = bitstring(body[2 : 2 + ((k - 1) * width + 7) // 8])
+    freqs = [int(table[i * width : (i + 1) * width] or "0", 2) + 1 for i in range(k - 1)]
     freqs.append(2**precision - sum(freqs))
     assert min(freqs) >= 1
-    words = body[2 + ((k - 1) * width + 7) // 8:]
+    words = body[2 + ((k - 1) * width + 7) // 8 :]
     expected = rans_reference(ranks.tolist(), [f << (24 - precision) for f in freqs])
     assert list(struct.unpack(f"<{len(words) // 4}I", words)) == expected
 
@@ -142,7 +146,7 @@ def test_ans_body_is_exactly_the_documented_rans(seed, k, n):
 def huffman_reference_decode(body, count, k):
     """Bit-by-bit canonical Huffman decoding, written from the textbook definition."""
     bits = bitstring(body)
-    lengths = [int(bits[5 * i:5 * i + 5], 2) for i in range(k)]
+    lengths = [int(bits[5 * i : 5 * i + 5], 2) for i in range(k)]
     pos = (5 * k + 7) // 8 * 8
     table, code, prev = {}, 0, None
     for rank in sorted(range(k), key=lambda r: (lengths[r], r)):
@@ -174,7 +178,7 @@ def test_huffman_body_decodes_with_a_bit_by_bit_reference(seed, k, n):
 def brute_force_cost(counts, max_length):
     best = None
     for lengths in itertools.product(range(1, max_length + 1), repeat=len(counts)):
-        if sum(2.0 ** -x for x in lengths) <= 1:
+        if sum(2.0**-x for x in lengths) <= 1:
             cost = sum(c * x for c, x in zip(counts, lengths))
             best = cost if best is None else min(best, cost)
     return best
@@ -196,7 +200,7 @@ def heapq_huffman_cost(counts):
 def test_package_merge_is_optimal_under_the_length_limit(counts, max_length):
     lengths = huffman.code_lengths(np.array(counts), max_length)
     assert lengths.max() <= max_length
-    assert sum(2.0 ** -x for x in lengths) == 1.0
+    assert sum(2.0**-x for x in lengths) == 1.0
     assert int((np.array(counts) * lengths).sum()) == brute_force_cost(counts, max_length)
 
 
@@ -214,12 +218,13 @@ def test_length_limit_binds_on_fibonacci_counts():
         fib.append(fib[-1] + fib[-2])  # unlimited Huffman needs 25-bit codes for these counts
     lengths = huffman.code_lengths(np.array(fib))
     assert lengths.max() == huffman.MAX_CODE_LENGTH
-    assert sum(2.0 ** -x for x in lengths) == 1.0
+    assert sum(2.0**-x for x in lengths) == 1.0
     symbols = np.random.default_rng(5).permutation(np.repeat(np.arange(26), fib))
     roundtrip(symbols, "huffman")
 
 
 # ---- refusing bad streams ----------------------------------------------------------------------------------
+
 
 def sample_stream(method):
     symbols = np.random.default_rng(4).geometric(0.25, 300) - 1
@@ -282,7 +287,7 @@ def test_impossible_tables_are_refused():
     with pytest.raises(FormatError, match="lengths must be in"):
         decode_symbols(head + zero_length + b"\xff", 8, "huffman")
     good = encode_symbols(symbols, "ans")
-    body = good[len(head):]
+    body = good[len(head) :]
     with pytest.raises(FormatError, match="precision"):
         decode_symbols(head + bytes([25]) + body[1:], 8, "ans")
     with pytest.raises(FormatError, match="at least 2"):
@@ -293,11 +298,22 @@ def test_impossible_tables_are_refused():
     with pytest.raises(FormatError, match="zero word"):
         decode_symbols(good + b"\x00\x00\x00\x00", 8, "ans")
     with pytest.raises(FormatError, match="never occur"):
-        decode_symbols(uvarint(8) + uvarint(3) + b"\x00" + uvarint(0) + uvarint(0) + uvarint(0)
-                       + huffman.encode(np.array([0, 1, 1, 1, 1, 1, 1, 1, 2]), 3)[:2] + b"\x00", 8, "huffman")
+        decode_symbols(
+            uvarint(8)
+            + uvarint(3)
+            + b"\x00"
+            + uvarint(0)
+            + uvarint(0)
+            + uvarint(0)
+            + huffman.encode(np.array([0, 1, 1, 1, 1, 1, 1, 1, 2]), 3)[:2]
+            + b"\x00",
+            8,
+            "huffman",
+        )
 
 
 # ---- bit-level primitives ----------------------------------------------------------------------------------
+
 
 @FAST
 @given(st.lists(st.integers(0, 2**40 - 1), max_size=200), st.integers(1, 30))

@@ -16,8 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lepton.compress.coding.bits import uvarint
-from lepton.compress.container import (HEADER_ROW, MAGIC, MAX_ELEMENTS, LepModel, decode_model, deflate_header,
-                                       encode_model, inflate_header, inspect_lep, load_lep, save_lep)
+from lepton.compress.container import (
+    HEADER_ROW,
+    MAGIC,
+    MAX_ELEMENTS,
+    LepModel,
+    decode_model,
+    deflate_header,
+    encode_model,
+    inflate_header,
+    inspect_lep,
+    load_lep,
+    save_lep,
+)
 from lepton.errors import ConfigError, FormatError
 from lepton.models import build_model
 from lepton.models.registry import ModelSpec
@@ -29,13 +40,20 @@ BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 def tiny_state(rows):
     w = torch.zeros(rows * 8)
     w[[3, 10, 11, 30, 47, rows * 8 - 1]] = torch.tensor([0.5, -0.25, 0.5, -0.0, 0.5, 0.5])
-    return {"w": w.reshape(rows, 8), "v": torch.tensor([0.5, -0.5, 0.5, 0.5] * 8).reshape(4, 8),
-            "b": torch.tensor([1.0, -2.0]), "n": torch.tensor(7)}
+    return {
+        "w": w.reshape(rows, 8),
+        "v": torch.tensor([0.5, -0.5, 0.5, 0.5] * 8).reshape(4, 8),
+        "b": torch.tensor([1.0, -2.0]),
+        "n": torch.tensor(7),
+    }
 
 
 def same_bits(a, b):
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and torch.equal(a.reshape(-1).view(BITS[a.element_size()]), b.reshape(-1).view(BITS[b.element_size()])))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.reshape(-1).view(BITS[a.element_size()]), b.reshape(-1).view(BITS[b.element_size()]))
+    )
 
 
 def assert_roundtrip(state, data):
@@ -65,14 +83,16 @@ GOLDEN_ANS_HEADER = (
     '"encoding":"raw","kept":2,"name":"b","shape":[2],"streams":[{"coder":"none","count":2,"crc32":'
     '3280414294,"length":8,"offset":58,"role":"data"}]},{"dtype":"int64","encoding":"raw","kept":1,'
     '"name":"n","shape":[],"streams":[{"coder":"none","count":1,"crc32":1877464688,"length":8,"offset":66,'
-    '"role":"data"}]}],"version":1}')
+    '"role":"data"}]}],"version":1}'
+)
 GOLDEN_ANS_PAYLOAD = (
     "00000080 000080be 00000000 0000003f"  # w codebook
     " 40 04 01 00 03 f0 05 05 0832 00006011 6f43d517"  # w index (ans)
     " 000000bf 0000003f"  # v codebook
     " 20 02 00 00 00 04 03 80 0000f075 77ae0100"  # v index (ans)
     " 0000803f 000000c0"  # b raw
-    " 0700000000000000")  # n raw
+    " 0700000000000000"
+)  # n raw
 GOLDEN_HUFFMAN_HEADER = (
     '{"format":"lepton-model","metadata":{"note":"golden"},"model":{"input_shape":[1,2,2],"kwargs":{},'
     '"name":"lenet-300-100","num_classes":2},"tensors":[{"dtype":"float32","encoding":"sparse",'
@@ -86,7 +106,8 @@ GOLDEN_HUFFMAN_HEADER = (
     '"float32","encoding":"raw","kept":2,"name":"b","shape":[2],"streams":[{"coder":"none","count":2,'
     '"crc32":3280414294,"length":8,"offset":55,"role":"data"}]},{"dtype":"int64","encoding":"raw","kept":1,'
     '"name":"n","shape":[],"streams":[{"coder":"none","count":1,"crc32":1877464688,"length":8,"offset":63,'
-    '"role":"data"}]}],"version":1}')
+    '"role":"data"}]}],"version":1}'
+)
 GOLDEN_HUFFMAN_PAYLOAD = (
     "00000080 000080be 0000003f"  # w codebook
     " 06 03 00 00 00 00 1082 68"  # w index (huffman)
@@ -95,22 +116,29 @@ GOLDEN_HUFFMAN_PAYLOAD = (
     " 000000bf 0000003f"  # v codebook
     " 20 02 00 00 00 0840 bbbbbbbb"  # v index (huffman): lengths [1, 1], ranks as bits
     " 0000803f 000000c0"  # b raw
-    " 0700000000000000")  # n raw
+    " 0700000000000000"
+)  # n raw
 
 
-GOLDEN_SHA256 = {("ans", 1): "df94789f264c3069250b9f4cd0475a1d4c619d5b17e9979694aea3a408177819",
-                 ("huffman", 1): "bfab672bfc3f9080ad3f23c3f8a0f1c27893901f4ecd56322979d1be58677633",
-                 ("ans", 2): "70d993a1d45de9a1231e8bfbf035ead5079d81b4ae28a52f03ea83cc589f870e", ("huffman", 2): "2eeeab82cc5dbe36c7cf9c0dfdf3c26e3c6c0ee6504fc660a5815e08a304667b"}
+GOLDEN_SHA256 = {
+    ("ans", 1): "df94789f264c3069250b9f4cd0475a1d4c619d5b17e9979694aea3a408177819",
+    ("huffman", 1): "bfab672bfc3f9080ad3f23c3f8a0f1c27893901f4ecd56322979d1be58677633",
+    ("ans", 2): "70d993a1d45de9a1231e8bfbf035ead5079d81b4ae28a52f03ea83cc589f870e",
+    ("huffman", 2): "2eeeab82cc5dbe36c7cf9c0dfdf3c26e3c6c0ee6504fc660a5815e08a304667b",
+}
 
 
 def golden(header, payload, version=2):
     raw = deflate_header(header.replace('"version":1}', f'"version":{version}}}').encode())
-    return (MAGIC + struct.pack("<IQI", version, len(raw), zlib.crc32(raw)) + raw
-            + bytes.fromhex(payload.replace(" ", "")))
+    return (
+        MAGIC + struct.pack("<IQI", version, len(raw), zlib.crc32(raw)) + raw + bytes.fromhex(payload.replace(" ", ""))
+    )
 
 
-@pytest.mark.parametrize("coder, rows, header, payload", [
-    ("ans", 8, GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD), ("huffman", 16, GOLDEN_HUFFMAN_HEADER, GOLDEN_HUFFMAN_PAYLOAD)])
+@pytest.mark.parametrize(
+    "coder, rows, header, payload",
+    [("ans", 8, GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD), ("huffman", 16, GOLDEN_HUFFMAN_HEADER, GOLDEN_HUFFMAN_PAYLOAD)],
+)
 def test_golden_bytes(coder, rows, header, payload):
     expected = golden(header, payload)
     assert hashlib.sha256(expected).hexdigest() == GOLDEN_SHA256[coder, 2]  # the whole file, frozen
@@ -122,11 +150,13 @@ def test_golden_bytes(coder, rows, header, payload):
         model = decode_model(data)
         assert model.spec == SPEC and model.metadata == {"note": "golden"} and model.header["version"] == version
         assert_roundtrip(tiny_state(rows), data)
-    assert [r["encoding"] for r in inspect_lep(expected)][:3] == (["dense", "dense", "raw"] if coder == "ans"
-                                                                  else ["sparse", "dense", "raw"])
+    assert [r["encoding"] for r in inspect_lep(expected)][:3] == (
+        ["dense", "dense", "raw"] if coder == "ans" else ["sparse", "dense", "raw"]
+    )
 
 
 # ---- round trips -------------------------------------------------------------------------------------------
+
 
 def lenet5_pruned_shared(keep=0.08, levels=32, seed=0):
     """LeNet-5 weights shaped like trained ones (Laplace), magnitude-pruned to `keep`, each layer's survivors
@@ -164,8 +194,13 @@ def test_pruned_shared_lenet5_roundtrips_small(coder):
 
 def test_unshared_tensors_are_raw_compressed_or_sparse_raw():
     pruned = torch.randn(4000).masked_fill(torch.rand(4000) < 0.9, 0.0)
-    state = {"dense": torch.randn(300), "pruned": pruned, "buffer": torch.zeros(1000, dtype=torch.int64),
-             "ramp": torch.arange(1, 2001, dtype=torch.int32), "flags": torch.tensor([True, False, True])}
+    state = {
+        "dense": torch.randn(300),
+        "pruned": pruned,
+        "buffer": torch.zeros(1000, dtype=torch.int64),
+        "ramp": torch.arange(1, 2001, dtype=torch.int32),
+        "flags": torch.tensor([True, False, True]),
+    }
     data = encode_model(SPEC, state)
     assert_roundtrip(state, data)
     rows = {r["tensor"]: r for r in inspect_lep(data)}
@@ -186,6 +221,7 @@ def test_mask_multiplication_leaves_negative_zeros_that_count_as_kept():
 
 def test_both_raw_compressors_decode():
     from lepton.compress import container
+
     data = container._le(np.arange(5000, dtype=np.int64) % 7, "int64")
     bits = np.frombuffer(data, dtype="<i8")
     xz = lzma.compress(data, format=lzma.FORMAT_RAW, filters=container._lzma_filters(len(data)))
@@ -198,10 +234,27 @@ SPECIAL_F32 = [0x00000000, 0x80000000, 0x7FC00001, 0xFFC12345, 0x7F800000, 0x000
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
-                              torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool]),
-       shape=st.lists(st.integers(0, 9), max_size=3), seed=st.integers(0, 2**32 - 1),
-       distinct=st.integers(1, 300), zeros=st.floats(0.0, 1.0), coder=st.sampled_from(["ans", "huffman"]))
+@given(
+    dtype=st.sampled_from(
+        [
+            torch.float32,
+            torch.float16,
+            torch.bfloat16,
+            torch.float64,
+            torch.int8,
+            torch.uint8,
+            torch.int16,
+            torch.int32,
+            torch.int64,
+            torch.bool,
+        ]
+    ),
+    shape=st.lists(st.integers(0, 9), max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+    distinct=st.integers(1, 300),
+    zeros=st.floats(0.0, 1.0),
+    coder=st.sampled_from(["ans", "huffman"]),
+)
 def test_any_tensor_roundtrips_bit_exact(dtype, shape, seed, distinct, zeros, coder):
     rng = np.random.default_rng(seed)
     n = math.prod(shape)
@@ -257,9 +310,11 @@ def test_bad_arguments_are_config_errors():
 
 # ---- refusing truncated, corrupted and forged files --------------------------------------------------------
 
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("payload, header", [(GOLDEN_ANS_PAYLOAD, GOLDEN_ANS_HEADER),
-                                             (GOLDEN_HUFFMAN_PAYLOAD, GOLDEN_HUFFMAN_HEADER)])
+@pytest.mark.parametrize(
+    "payload, header", [(GOLDEN_ANS_PAYLOAD, GOLDEN_ANS_HEADER), (GOLDEN_HUFFMAN_PAYLOAD, GOLDEN_HUFFMAN_HEADER)]
+)
 def test_every_truncation_and_bit_flip_is_refused(payload, header):
     data = golden(header, payload)
     for n in range(len(data)):
@@ -276,7 +331,7 @@ def test_every_truncation_and_bit_flip_is_refused(payload, header):
 
 def split(data):
     n = struct.unpack_from("<Q", data, 12)[0]
-    return json.loads(inflate_header(data[24:24 + n])), data[24 + n:]
+    return json.loads(inflate_header(data[24 : 24 + n])), data[24 + n :]
 
 
 def forge(data, edit=None, payload=None, version=2, magic=MAGIC, length_delta=0):
@@ -285,8 +340,12 @@ def forge(data, edit=None, payload=None, version=2, magic=MAGIC, length_delta=0)
     if edit:
         edit(header)
     raw = deflate_header(json.dumps(header).encode())
-    return magic + struct.pack("<IQI", version, len(raw) + length_delta, zlib.crc32(raw)) + raw + (
-        old_payload if payload is None else payload)
+    return (
+        magic
+        + struct.pack("<IQI", version, len(raw) + length_delta, zlib.crc32(raw))
+        + raw
+        + (old_payload if payload is None else payload)
+    )
 
 
 def restream(data, edits):
@@ -295,7 +354,7 @@ def restream(data, edits):
     blobs = []
     for t in header["tensors"]:
         for s in t["streams"]:
-            blob = edits.get((t["name"], s["role"]), payload[s["offset"]:s["offset"] + s["length"]])
+            blob = edits.get((t["name"], s["role"]), payload[s["offset"] : s["offset"] + s["length"]])
             s.update(offset=sum(map(len, blobs)), length=len(blob), crc32=zlib.crc32(blob))
             blobs.append(blob)
     return forge(data, lambda h: h.update(header), payload=b"".join(blobs))
@@ -321,8 +380,10 @@ FORGERIES = {
     "header beyond file": (dict(length_delta=10_000), "header length"),
     "unknown key": (dict(edit=lambda h: h.update(code="import os")), "Extra inputs"),
     "huge shape": (dict(edit=set_in("w", shape=[1 << 20, 1 << 20])), "over the limit"),
-    "huge total": (dict(edit=lambda h: [t.update(shape=[MAX_ELEMENTS // 2 + 1]) for t in h["tensors"]]),
-                   "over the limit"),
+    "huge total": (
+        dict(edit=lambda h: [t.update(shape=[MAX_ELEMENTS // 2 + 1]) for t in h["tensors"]]),
+        "over the limit",
+    ),
     "negative dim": (dict(edit=set_in("w", shape=[-8, -8])), "greater than or equal"),
     "bad offset": (dict(edit=set_stream("v", 0, offset=35)), "offset 35, expected 34"),
     "overlapping": (dict(edit=set_stream("v", 1, offset=34)), "offset 34, expected 42"),
@@ -339,8 +400,14 @@ FORGERIES = {
     "gap bits on dense": (dict(edit=set_in("w", gap_direct_bits=3)), "gap_direct_bits"),
     "sparse-raw roles": (dict(edit=set_in("w", encoding="sparse-raw", gap_direct_bits=1)), "needs streams"),
     "bad spec": (dict(edit=lambda h: h["model"].update(input_shape=[1, 2])), "spec"),
-    "huge tt layout": (dict(edit=lambda h: h["model"].update(tt={"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [
-        1 << 20] * 4, "ranks": [4096] * 3}})), "more than"),
+    "huge tt layout": (
+        dict(
+            edit=lambda h: h["model"].update(
+                tt={"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [1 << 20] * 4, "ranks": [4096] * 3}}
+            )
+        ),
+        "more than",
+    ),
     "malformed tt layout": (dict(edit=lambda h: h["model"].update(tt={"fc1": {"in_modes": "784"}})), "TT layout"),
 }
 
@@ -358,9 +425,11 @@ def test_forged_headers_are_refused(case):
 
 def test_malformed_json_is_refused():
     data = golden(GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD)
-    for header, message in ((GOLDEN_ANS_HEADER.replace('"note":"golden"', '"note":NaN'), "not valid JSON"),
-                            (GOLDEN_ANS_HEADER.replace('"metadata"', '"version":1,"metadata"'), "duplicate"),
-                            (GOLDEN_ANS_HEADER[:-1], "not valid JSON")):
+    for header, message in (
+        (GOLDEN_ANS_HEADER.replace('"note":"golden"', '"note":NaN'), "not valid JSON"),
+        (GOLDEN_ANS_HEADER.replace('"metadata"', '"version":1,"metadata"'), "duplicate"),
+        (GOLDEN_ANS_HEADER[:-1], "not valid JSON"),
+    ):
         with pytest.raises(FormatError, match=message):
             decode_model(golden(header, GOLDEN_ANS_PAYLOAD))
     raw = deflate_header(b'{"format":"lepton-model","x":"\xff"}')
@@ -370,13 +439,16 @@ def test_malformed_json_is_refused():
         decode_model(data[:12] + struct.pack("<Q", 1 << 40) + data[20:])
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda h: h.replace('"note":"golden"', '"note":' + "[" * 100_000 + "]" * 100_000), "100002 levels deep"),
-    (lambda h: h.replace('"note":"golden"', '"note":1e999'), "1e999, which overflows"),
-    (lambda h: h.replace('"note":"golden"', '"note":-Infinity'), "-Infinity"),
-    (lambda h: h.replace('"note":"golden"', '"note":' + "7" * 5000), "more than 4300 digits"),
-    (lambda h: h.replace('"note":"golden"', '"note":1,"note":2'), "duplicate JSON key 'note'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda h: h.replace('"note":"golden"', '"note":' + "[" * 100_000 + "]" * 100_000), "100002 levels deep"),
+        (lambda h: h.replace('"note":"golden"', '"note":1e999'), "1e999, which overflows"),
+        (lambda h: h.replace('"note":"golden"', '"note":-Infinity'), "-Infinity"),
+        (lambda h: h.replace('"note":"golden"', '"note":' + "7" * 5000), "more than 4300 digits"),
+        (lambda h: h.replace('"note":"golden"', '"note":1,"note":2'), "duplicate JSON key 'note'"),
+    ],
+)
 def test_strict_json_attacks_with_valid_crcs_are_refused(edit, message):
     with pytest.raises(FormatError, match=f"^the .lep header .*{message}") as info:
         decode_model(golden(edit(GOLDEN_ANS_HEADER), GOLDEN_ANS_PAYLOAD))
@@ -400,14 +472,25 @@ def test_forged_streams_with_valid_crcs_are_refused():
         (restream(huffman_file, {("w", "codebook"): f32(0.5, -0.0, -0.25)}), "strictly increasing"),
         (restream(huffman_file, {("w", "codebook"): np.array([0, 1, 2], "<i4").tobytes()}), "holds a zero"),
         (restream(ans_file, {("n", "data"): b"\x07" + bytes(7)}), None),  # same bytes: still valid
-        (forge(restream(ans_file, {("n", "data"): zstandard.ZstdCompressor().compress(bytes(1 << 20))}),
-               set_stream("n", 0, coder="zstd")), "does not declare"),
+        (
+            forge(
+                restream(ans_file, {("n", "data"): zstandard.ZstdCompressor().compress(bytes(1 << 20))}),
+                set_stream("n", 0, coder="zstd"),
+            ),
+            "does not declare",
+        ),
         (forge(restream(ans_file, {("n", "data"): b"\x00" * 7 + b"\x01"}), set_in("n", kept=0)), "header says 0"),
-        (forge(restream(ans_file, {("b", "data"): b"\x02\x00" + bytes(6)}),
-               lambda h: (set_in("b", dtype="bool", shape=[8], kept=1)(h), set_stream("b", 0, count=8)(h))),
-         "bool"),
-        (restream(ans_file, {("v", "index"): uvarint(32) + uvarint(1) + b"\x00" + uvarint(5)}),
-         "index 5 into a codebook of 2"),
+        (
+            forge(
+                restream(ans_file, {("b", "data"): b"\x02\x00" + bytes(6)}),
+                lambda h: (set_in("b", dtype="bool", shape=[8], kept=1)(h), set_stream("b", 0, count=8)(h)),
+            ),
+            "bool",
+        ),
+        (
+            restream(ans_file, {("v", "index"): uvarint(32) + uvarint(1) + b"\x00" + uvarint(5)}),
+            "index 5 into a codebook of 2",
+        ),
         (restream(huffman_file, {("w", "gap_extra"): b"\xff\xf0"}), "outside"),
         (restream(huffman_file, {("w", "gap_extra"): b"\x20\xf8"}), "padding"),
     ]
@@ -417,8 +500,10 @@ def test_forged_streams_with_valid_crcs_are_refused():
     assert inspect_lep(raw_file)[0]["encoding"].startswith("sparse-raw")
     f32_zero_values = f32(*([0.0] + [1.0] * 599))
     cases += [
-        (forge(restream(raw_file, {("p", "values"): f32_zero_values}), set_stream("p", 0, coder="none")),
-         "nonzero elements, header says 600"),
+        (
+            forge(restream(raw_file, {("p", "values"): f32_zero_values}), set_stream("p", 0, coder="none")),
+            "nonzero elements, header says 600",
+        ),
         (forge(raw_file, set_stream("p", 0, count=601)), "count 601, expected 600"),
         (forge(raw_file, set_in("p", kept=601)), "count 600, expected 601|expected 2404"),
     ]
@@ -431,9 +516,10 @@ def test_forged_streams_with_valid_crcs_are_refused():
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=6),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def json_paths(obj, path=()):
@@ -467,14 +553,17 @@ def test_fuzzed_header_fields_are_refused_cleanly(data):
 
 @pytest.mark.timeout(60)
 @settings(max_examples=300, deadline=None)
-@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
-       cut=st.integers(0, 10**6), tail=st.binary(max_size=8))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.integers(0, 10**6),
+    tail=st.binary(max_size=8),
+)
 def test_random_corruptions_are_refused(edits, cut, tail):
     file = bytearray(golden(GOLDEN_ANS_HEADER, GOLDEN_ANS_PAYLOAD))
     original = bytes(file)
     for position, byte in edits:
         file[position % len(file)] = byte
-    file = bytes(file[:len(file) - cut % 4]) + tail
+    file = bytes(file[: len(file) - cut % 4]) + tail
     if file == original:
         return
     with pytest.raises(FormatError):
@@ -484,8 +573,12 @@ def test_random_corruptions_are_refused(edits, cut, tail):
 def test_header_deflate_bombs_and_garbage_are_refused():
     bomb = deflate_header(b" " * (17 << 20))  # inflates past the 16 MiB cap
     assert len(bomb) < 100_000
-    for raw, message in ((bomb, "inflates to more than"), (b"\xff\xff\xff", "not a valid DEFLATE"),
-                         (deflate_header(b"{}")[:-1], "incomplete"), (deflate_header(b"{}") + b"x", "extra bytes")):
+    for raw, message in (
+        (bomb, "inflates to more than"),
+        (b"\xff\xff\xff", "not a valid DEFLATE"),
+        (deflate_header(b"{}")[:-1], "incomplete"),
+        (deflate_header(b"{}") + b"x", "extra bytes"),
+    ):
         with pytest.raises(FormatError, match=message):
             decode_model(MAGIC + struct.pack("<IQI", 1, len(raw), zlib.crc32(raw)) + raw)
 
@@ -495,10 +588,10 @@ def _as_version_1(data: bytes) -> bytes:
     from lepton.compress.container import PREAMBLE, inflate_header
 
     _, _, size, _ = PREAMBLE.unpack_from(data)
-    header = json.loads(inflate_header(data[PREAMBLE.size:PREAMBLE.size + size]))
+    header = json.loads(inflate_header(data[PREAMBLE.size : PREAMBLE.size + size]))
     header["version"] = 1
     stored = deflate_header(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
-    return PREAMBLE.pack(MAGIC, 1, len(stored), zlib.crc32(stored)) + stored + data[PREAMBLE.size + size:]
+    return PREAMBLE.pack(MAGIC, 1, len(stored), zlib.crc32(stored)) + stored + data[PREAMBLE.size + size :]
 
 
 def test_version_1_files_still_load_and_versions_must_agree():

@@ -7,7 +7,6 @@ from torch import nn
 from lepton.compress.distill import distill, distillation_objective
 from lepton.errors import ConfigError
 from lepton.train import TensorBatches, evaluate
-
 from tests.compress.conftest import DIGITS_CFG as CFG
 from tests.compress.conftest import train_lenet300_on_digits
 
@@ -32,9 +31,10 @@ class _ModeRecorder(nn.Module):
 
 def _reference(student_logits, teacher_logits, targets, t, alpha):
     """Hinton et al.'s loss written out with torch's KLDivLoss module."""
-    kl = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(student_logits / t, 1),
-                                             torch.softmax(teacher_logits / t, 1))
-    return alpha * t ** 2 * kl + (1 - alpha) * nn.CrossEntropyLoss()(student_logits, targets)
+    kl = nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(student_logits / t, 1), torch.softmax(teacher_logits / t, 1)
+    )
+    return alpha * t**2 * kl + (1 - alpha) * nn.CrossEntropyLoss()(student_logits, targets)
 
 
 @pytest.mark.parametrize("t, alpha", [(1.0, 0.5), (4.0, 0.7), (10.0, 1.0), (0.5, 0.2)])
@@ -67,12 +67,15 @@ def test_teacher_runs_in_eval_mode_without_gradients():
     assert teacher.linear.weight.grad is None and logits.grad is not None
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, r"'temperature' .* \(0, inf\). Got 0.0"),
-    ({"temperature": -2}, "temperature"),
-    ({"alpha": -0.1}, r"'alpha' .* \[0, 1\]"),
-    ({"alpha": 1.5}, "alpha"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, r"'temperature' .* \(0, inf\). Got 0.0"),
+        ({"temperature": -2}, "temperature"),
+        ({"alpha": -0.1}, r"'alpha' .* \[0, 1\]"),
+        ({"alpha": 1.5}, "alpha"),
+    ],
+)
 def test_bad_parameters_raise_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         distillation_objective(nn.Linear(2, 2), **kwargs)

@@ -2,10 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from lepton.compress.prune import (GradualPruner, PruneResult, apply_masks, cubic_sparsity, magnitude_masks,
-                                   prunable_weights, prune_gradual, sparsity_table)
-from lepton.compress.sensitivity import (LayerSensitivity, SensitivityPoint, SensitivityScan, choose_rates,
-                                         sensitivity_scan)
+from lepton.compress.prune import (
+    GradualPruner,
+    PruneResult,
+    apply_masks,
+    cubic_sparsity,
+    magnitude_masks,
+    prunable_weights,
+    prune_gradual,
+    sparsity_table,
+)
+from lepton.compress.sensitivity import (
+    LayerSensitivity,
+    SensitivityPoint,
+    SensitivityScan,
+    choose_rates,
+    sensitivity_scan,
+)
 from lepton.errors import ConfigError
 from lepton.models import build_model
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit
@@ -90,14 +103,17 @@ def test_global_scope_with_overrides():
     assert sum(int(masks[n].sum()) for n in pooled) == round(0.1 * total)
 
 
-@pytest.mark.parametrize("call", [
-    lambda m: magnitude_masks(m, 1.0),
-    lambda m: magnitude_masks(m, -0.1),
-    lambda m: magnitude_masks(m, {"fc9": 0.5}),
-    lambda m: magnitude_masks(m, {"fc1": 0.5}, scope="global"),
-    lambda m: magnitude_masks(m, 0.5, scope="everywhere"),
-    lambda m: magnitude_masks(m, 0.5, overrides={"nope": 0.1}),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: magnitude_masks(m, 1.0),
+        lambda m: magnitude_masks(m, -0.1),
+        lambda m: magnitude_masks(m, {"fc9": 0.5}),
+        lambda m: magnitude_masks(m, {"fc1": 0.5}, scope="global"),
+        lambda m: magnitude_masks(m, 0.5, scope="everywhere"),
+        lambda m: magnitude_masks(m, 0.5, overrides={"nope": 0.1}),
+    ],
+)
 def test_bad_parameters_raise_config_error(call):
     with pytest.raises(ConfigError):
         call(lenet5())
@@ -118,7 +134,7 @@ def test_apply_masks_zeroes_exactly_the_masked_weights():
 def test_cubic_sparsity_at_hand_computed_points():
     kw = dict(initial=0.0, final=0.8, begin_step=0, end_step=100)
     assert cubic_sparsity(0, **kw) == 0.0
-    assert cubic_sparsity(25, **kw) == pytest.approx(0.8 - 0.8 * 0.75 ** 3)  # 0.4625
+    assert cubic_sparsity(25, **kw) == pytest.approx(0.8 - 0.8 * 0.75**3)  # 0.4625
     assert cubic_sparsity(50, **kw) == pytest.approx(0.7)  # 0.8 - 0.8 / 8
     assert cubic_sparsity(100, **kw) == 0.8 and cubic_sparsity(500, **kw) == 0.8
     kw = dict(initial=0.2, final=0.9, begin_step=10, end_step=110)
@@ -181,9 +197,17 @@ def test_prune_gradual_reaches_target_and_passes_objective_through(digit_tensors
         calls.append(len(inputs))
         return torch.nn.functional.cross_entropy(logits, targets)
 
-    result = prune_gradual(model, TensorBatches(x, y, 64), CFG.model_copy(update={"epochs": 4}), 0.8,
-                           scope="global", overrides={"fc3": 0.3}, eval_data=test, objective=objective,
-                           progress=False)
+    result = prune_gradual(
+        model,
+        TensorBatches(x, y, 64),
+        CFG.model_copy(update={"epochs": 4}),
+        0.8,
+        scope="global",
+        overrides={"fc3": 0.3},
+        eval_data=test,
+        objective=objective,
+        progress=False,
+    )
     assert isinstance(result, PruneResult)
     assert len(calls) == result.train.steps == 4 * 23
     assert result.end_step == 45 and result.frequency == 2
@@ -222,11 +246,16 @@ def test_sensitivity_scan_restores_weights_and_degrades_with_rate(trained_mlp, d
 
 def test_choose_rates_stops_at_the_first_rate_over_budget():
     def layer(name, accs):
-        return LayerSensitivity(layer=name, params=10,
-                                points=[SensitivityPoint(rate=r, accuracy=a) for r, a in zip((0.5, 0.8, 0.9), accs)])
+        return LayerSensitivity(
+            layer=name, params=10, points=[SensitivityPoint(rate=r, accuracy=a) for r, a in zip((0.5, 0.8, 0.9), accs)]
+        )
 
-    scan = SensitivityScan(samples=100, baseline_accuracy=0.95, rates=[0.5, 0.8, 0.9], layers=[
-        layer("a", [0.95, 0.945, 0.90]), layer("b", [0.94, 0.93, 0.949]), layer("c", [0.95, 0.95, 0.95])])
+    scan = SensitivityScan(
+        samples=100,
+        baseline_accuracy=0.95,
+        rates=[0.5, 0.8, 0.9],
+        layers=[layer("a", [0.95, 0.945, 0.90]), layer("b", [0.94, 0.93, 0.949]), layer("c", [0.95, 0.95, 0.95])],
+    )
     assert choose_rates(scan, max_drop=0.005) == {"a": 0.8, "b": 0.0, "c": 0.9}
     assert choose_rates(scan, max_drop=0.05) == {"a": 0.9, "b": 0.9, "c": 0.9}
     with pytest.raises(ConfigError):

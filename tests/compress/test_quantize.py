@@ -5,12 +5,18 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from lepton.compress.quantize import (choose_bits, fake_quantize, post_training_quantize, quantize_qat,
-                                      quantize_tensor, scan_bits, snr_db)
+from lepton.compress.quantize import (
+    choose_bits,
+    fake_quantize,
+    post_training_quantize,
+    quantize_qat,
+    quantize_tensor,
+    scan_bits,
+    snr_db,
+)
 from lepton.compress.share import share_tensor
 from lepton.errors import ConfigError
 from lepton.train import TensorBatches, evaluate, fit
-
 from tests.compress.conftest import DIGITS_CFG as CFG
 
 LAYERS = ("fc1", "fc2", "fc3")
@@ -37,11 +43,11 @@ def test_per_channel_levels_scales_and_rounding(bits):
     for c in range(16):
         if c != 5:
             assert q.values[c].abs().max() == qmax  # each channel's largest weight lands on the top level
-        assert torch.unique(deq[c]).numel() <= 2 ** bits - 1
+        assert torch.unique(deq[c]).numel() <= 2**bits - 1
     assert torch.equal(deq == 0, (w / q.scale).abs() < 0.5)  # zeros stay zero, and only what rounds to 0
     assert torch.all(deq[5] == 0)
     assert torch.all((deq - w).abs() <= q.scale / 2 + 1e-6)  # round to nearest
-    assert torch.unique(deq).numel() > 2 ** bits  # per channel: more values per layer than one codebook
+    assert torch.unique(deq).numel() > 2**bits  # per channel: more values per layer than one codebook
 
 
 def test_per_tensor_granularity_bounds_the_whole_layer():
@@ -135,16 +141,32 @@ def test_choose_bits_falls_back_to_the_widest_candidate(trained, digits):
     assert scan.chosen == {"fc1": 1} and scan.within_budget == {"fc1": scan.trials[0].drop <= 0}
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda m: quantize_qat(m, 1), r"in \[2, 8\]. Got 1"),
-    (lambda m: quantize_qat(m, {"fc1": 9}), r"'fc1' must be an int in \[2, 8\]. Got 9"),
-    (lambda m: quantize_qat(m, 4, granularity="group"), "granularity"),
-    (lambda m: scan_bits(m, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), max_drop=2), "max_drop"),
-    (lambda m: scan_bits(m, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), max_drop=0.1,
-                         method="uniform", candidates=(1, 4)), "candidates"),
-    (lambda m: scan_bits(m, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), max_drop=0.1,
-                         method="kmeans"), "method"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: quantize_qat(m, 1), r"in \[2, 8\]. Got 1"),
+        (lambda m: quantize_qat(m, {"fc1": 9}), r"'fc1' must be an int in \[2, 8\]. Got 9"),
+        (lambda m: quantize_qat(m, 4, granularity="group"), "granularity"),
+        (lambda m: scan_bits(m, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), max_drop=2), "max_drop"),
+        (
+            lambda m: scan_bits(
+                m,
+                torch.zeros(1, 1, 8, 8),
+                torch.zeros(1, dtype=torch.long),
+                max_drop=0.1,
+                method="uniform",
+                candidates=(1, 4),
+            ),
+            "candidates",
+        ),
+        (
+            lambda m: scan_bits(
+                m, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), max_drop=0.1, method="kmeans"
+            ),
+            "method",
+        ),
+    ],
+)
 def test_bad_parameters_raise_config_errors(trained, call, match):
     with pytest.raises(ConfigError, match=match):
         call(copy.deepcopy(trained))

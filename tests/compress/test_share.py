@@ -10,8 +10,8 @@ from torch.nn.utils import parametrize
 from lepton.compress.share import distinct_nonzero, kmeans_1d, share_weights
 from lepton.errors import ConfigError
 from lepton.train import TensorBatches, evaluate, fit
-
 from tests.compress.conftest import DIGITS_CFG as CFG
+
 # A centroid's gradient is the sum over its cluster (thousands of weights): Adam's scale-free steps suit it.
 FINE_TUNE = CFG.model_copy(update={"epochs": 3, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "seed": 1})
 
@@ -105,7 +105,7 @@ def test_finalize_keeps_zeros_and_at_most_2_to_the_bits_values(trained, bits):
             if name in zeros:
                 assert not parametrize.is_parametrized(m)
                 assert torch.equal(m.weight == 0, zeros[name]), name
-                assert distinct_nonzero(m.weight) <= 2 ** bits
+                assert distinct_nonzero(m.weight) <= 2**bits
                 assert m.weight.requires_grad
 
 
@@ -148,12 +148,15 @@ def test_all_zero_layer_is_left_alone():
     assert list(sharing.bits) == ["3"] and not parametrize.is_parametrized(model[0])
 
 
-@pytest.mark.parametrize("bits, kwargs, match", [
-    (0, {}, r"must be an int in \[1, 8\]. Got 0"),
-    (9, {}, r"must be an int in \[1, 8\]. Got 9"),
-    (4, {"layers": ["fc9"]}, "unknown layer"),
-    ({"fc1": 2}, {"layers": ["fc1"]}, "not both"),
-])
+@pytest.mark.parametrize(
+    "bits, kwargs, match",
+    [
+        (0, {}, r"must be an int in \[1, 8\]. Got 0"),
+        (9, {}, r"must be an int in \[1, 8\]. Got 9"),
+        (4, {"layers": ["fc9"]}, "unknown layer"),
+        ({"fc1": 2}, {"layers": ["fc1"]}, "not both"),
+    ],
+)
 def test_share_weights_rejects_bad_parameters(trained, bits, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         share_weights(copy.deepcopy(trained), bits, **kwargs)

@@ -15,12 +15,15 @@ def model(name="lenet5", shape=MNIST, seed=0):
     return build_model(name, shape)
 
 
-@pytest.mark.parametrize("name,ratio,widths", [
-    ("lenet5", 0.5, {"conv1": 10, "conv2": 25, "fc1": 250}),
-    ("lenet5", 0.75, {"conv1": 5, "conv2": 12, "fc1": 125}),  # round(12.5) == 12
-    ("lenet5-classic", 0.5, {"conv1": 3, "conv2": 8, "fc1": 60, "fc2": 42}),
-    ("lenet-300-100", 0.9, {"fc1": 30, "fc2": 10}),
-])
+@pytest.mark.parametrize(
+    "name,ratio,widths",
+    [
+        ("lenet5", 0.5, {"conv1": 10, "conv2": 25, "fc1": 250}),
+        ("lenet5", 0.75, {"conv1": 5, "conv2": 12, "fc1": 125}),  # round(12.5) == 12
+        ("lenet5-classic", 0.5, {"conv1": 3, "conv2": 8, "fc1": 60, "fc2": 42}),
+        ("lenet-300-100", 0.9, {"fc1": 30, "fc2": 10}),
+    ],
+)
 def test_prune_channels_shrinks_every_layer_but_the_classifier(name, ratio, widths):
     original = model(name)
     params, macs = count_params(original), count_macs(original, MNIST)
@@ -38,14 +41,17 @@ def test_ratio_dict_prunes_only_the_listed_layers():
     assert small.fc1.in_features == 35 * 16
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(ratio={"fc2": 0.5}),  # the final classifier
-    dict(ratio=1.0),
-    dict(ratio={"conv9": 0.5}),
-    dict(ratio=0.5, importance="taylor"),
-    dict(ratio=0.5, ignored_layers=["nope"]),
-    dict(ratio={"conv1": 0.5}, ignored_layers=["conv1"]),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(ratio={"fc2": 0.5}),  # the final classifier
+        dict(ratio=1.0),
+        dict(ratio={"conv9": 0.5}),
+        dict(ratio=0.5, importance="taylor"),
+        dict(ratio=0.5, ignored_layers=["nope"]),
+        dict(ratio={"conv1": 0.5}, ignored_layers=["conv1"]),
+    ],
+)
 def test_prune_channels_rejects_bad_parameters(kwargs):
     with pytest.raises(ConfigError):
         prune_channels(model(), X, **kwargs)
@@ -105,8 +111,13 @@ def test_pruned_model_fine_tunes_with_fit(digits):
     (x, y), test = digits.tensors("train"), digits.tensors("test")
     small = prune_channels(model("lenet-300-100", (1, 8, 8)), torch.zeros(1, 1, 8, 8), 0.5)
     assert (small.fc1.out_features, small.fc2.out_features) == (150, 50)
-    report = fit(small, TensorBatches(x, y, 64), TrainConfig(epochs=3, batch_size=64, schedule="constant"),
-                 eval_data=test, progress=False)
+    report = fit(
+        small,
+        TensorBatches(x, y, 64),
+        TrainConfig(epochs=3, batch_size=64, schedule="constant"),
+        eval_data=test,
+        progress=False,
+    )
     assert report.final_test_accuracy > 0.8
     assert evaluate(small, *test).accuracy == report.final_test_accuracy
 

@@ -25,7 +25,8 @@ def roundtrip(codec: Codec, a: np.ndarray) -> np.ndarray:
 
 
 arrays = st.sampled_from(DTYPES).flatmap(
-    lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)))
+    lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9))
+)
 images = hnp.arrays(np.uint8, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12))
 
 
@@ -42,8 +43,12 @@ def test_general_codecs_roundtrip_edge_cases_of_every_dtype(name, dtype):
     codec = get_codec(name)
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, 4096, dtype=np.uint8).view(np.uint8)[: 4096 // dtype.itemsize * dtype.itemsize]
-    cases = [np.zeros((0, 5), dtype), np.ones(1, dtype), np.full((7, 3), 1, dtype),
-             noise.view(dtype) if dtype != np.bool_ else noise.astype(bool)]
+    cases = [
+        np.zeros((0, 5), dtype),
+        np.ones(1, dtype),
+        np.full((7, 3), 1, dtype),
+        noise.view(dtype) if dtype != np.bool_ else noise.astype(bool),
+    ]
     for a in cases:
         assert same(roundtrip(codec, a), a)
     # the stream is the little-endian bytes: decompressing without the shuffle gives them back
@@ -85,7 +90,7 @@ def _reference_features(x: np.ndarray) -> np.ndarray:
     p = np.pad(x.astype(np.int64), ((0, 0), (2, 0), (3, 2)))
 
     def at(dr, dc):
-        return p[:, 2 + dr:2 + dr + h, 3 + dc:3 + dc + w]
+        return p[:, 2 + dr : 2 + dr + h, 3 + dc : 3 + dc + w]
 
     W, N, NW, NE, WW, NN = at(0, -1), at(-1, 0), at(-1, -1), at(-1, 1), at(0, -2), at(-2, 0)
     NNE, NWW, NNW, NEE, WWW, NNEE = at(-2, 1), at(-1, -2), at(-2, -1), at(-1, 2), at(0, -3), at(-2, 2)
@@ -95,12 +100,34 @@ def _reference_features(x: np.ndarray) -> np.ndarray:
     for k in range(n):
         high = np.bincount(flat[k][flat[k] >= 240], minlength=256)
         mode[k] = high.argmax() if high.any() else 0
-    med = np.where(NW >= np.maximum(W, N), np.minimum(W, N), np.where(NW <= np.minimum(W, N), np.maximum(W, N),
-                                                                       W + N - NW))
-    cols = [W, N, NW, NE, WW, NN, NNE, NWW, NNW, NEE, WWW, NNEE, np.broadcast_to(r, x.shape),
-            np.broadcast_to(c, x.shape), mode.reshape(x.shape), np.clip(N + W - NW, 0, 255),
-            np.maximum(np.maximum(W, N), np.maximum(NW, NE)), N + NE - NNE, 2 * W - WW, 2 * N - NN,
-            abs(W - NW) + abs(N - NW) + abs(N - NE), W + N + NW + NE, med]
+    med = np.where(
+        NW >= np.maximum(W, N), np.minimum(W, N), np.where(NW <= np.minimum(W, N), np.maximum(W, N), W + N - NW)
+    )
+    cols = [
+        W,
+        N,
+        NW,
+        NE,
+        WW,
+        NN,
+        NNE,
+        NWW,
+        NNW,
+        NEE,
+        WWW,
+        NNEE,
+        np.broadcast_to(r, x.shape),
+        np.broadcast_to(c, x.shape),
+        mode.reshape(x.shape),
+        np.clip(N + W - NW, 0, 255),
+        np.maximum(np.maximum(W, N), np.maximum(NW, NE)),
+        N + NE - NNE,
+        2 * W - WW,
+        2 * N - NN,
+        abs(W - NW) + abs(N - NW) + abs(N - NE),
+        W + N + NW + NE,
+        med,
+    ]
     return np.stack(cols, -1).reshape(-1, len(cols))
 
 
@@ -136,7 +163,7 @@ def test_cm_codes_each_block_within_a_hair_of_its_models_entropy(mnist):
     assert same(codec.decode(blob, x.dtype, x.shape), x)
     m = codec._model
     feats = _reference_features(x)
-    modes = feats[::28 * 28, 14]  # each image's near-white level, sent first with the model's last row
+    modes = feats[:: 28 * 28, 14]  # each image's near-white level, sent first with the model's last row
     leaves = np.concatenate([np.full(len(x), m.leaves), [_tree_leaf(m.tree, f) for f in feats]])
     v = np.concatenate([modes, x.reshape(-1)]).astype(np.int64)
     p = m.freq[leaves, v] / 65536
@@ -181,15 +208,18 @@ def _model_blob(tree: bytes, leaves: int, q: np.ndarray | None = None, nfeat: in
     return lzma.compress(body)
 
 
-@pytest.mark.parametrize("tree, leaves, message", [
-    (b"\xff", 1, None),                                   # one leaf: valid
-    (b"\x00\x05\x00\xff\xff", 2, None),               # W <= 5 ? leaf : leaf
-    (b"\x63\x05\x00\xff\xff", 2, "feature id 99"),     # an unknown feature
-    (b"\x00\x05\x00\xff", 2, "ends inside"),           # a missing right child
-    (b"\x00\x05\x00\xff\xff\xff", 2, "stray"),        # bytes after the tree
-    (b"\xff", 2, "1 leaves for 2"),                       # fewer leaves than distributions
-    (b"\x00\x05\x00" * 17 + b"\xff" * 18, 18, "deeper"),  # deeper than the kernels allow
-])
+@pytest.mark.parametrize(
+    "tree, leaves, message",
+    [
+        (b"\xff", 1, None),  # one leaf: valid
+        (b"\x00\x05\x00\xff\xff", 2, None),  # W <= 5 ? leaf : leaf
+        (b"\x63\x05\x00\xff\xff", 2, "feature id 99"),  # an unknown feature
+        (b"\x00\x05\x00\xff", 2, "ends inside"),  # a missing right child
+        (b"\x00\x05\x00\xff\xff\xff", 2, "stray"),  # bytes after the tree
+        (b"\xff", 2, "1 leaves for 2"),  # fewer leaves than distributions
+        (b"\x00\x05\x00" * 17 + b"\xff" * 18, 18, "deeper"),  # deeper than the kernels allow
+    ],
+)
 def test_forged_cm_models_are_refused(tree, leaves, message):
     from lepton.data.codecs.cm import CMCodec
 
@@ -222,15 +252,14 @@ def test_cm_roundtrips_fashion_mnist():
 def _blocks():
     rng = np.random.default_rng(2)
     digits = np.clip(rng.normal(0, 90, (4, 10, 10)), 0, 255).astype(np.uint8)
-    return {name: (get_codec(name), digits if name == "lepton-cm" else digits.astype(np.float32))
-            for name in CODECS}
+    return {name: (get_codec(name), digits if name == "lepton-cm" else digits.astype(np.float32)) for name in CODECS}
 
 
 @pytest.mark.parametrize("name", CODECS)
 def test_corrupt_or_forged_blocks_are_refused(name):
     codec, a = _blocks()[name]
     blob = codec.encode(a)
-    bad = [b"", blob[:3], blob[:-1], blob + b"\x00", blob[:len(blob) // 2]]
+    bad = [b"", blob[:3], blob[:-1], blob + b"\x00", blob[: len(blob) // 2]]
     for i in range(0, len(blob), max(1, len(blob) // 23)):  # bit flips across the block
         flipped = bytearray(blob)
         flipped[i] ^= 0x10
@@ -286,7 +315,7 @@ def test_measure_codec_counts_blocks_and_checks_the_round_trip():
     x = np.random.default_rng(0).integers(0, 4, (10, 6, 6), dtype=np.uint8)
     codec = get_codec("zstd")
     m = measure_codec(codec, x, block_samples=4)
-    assert m.bytes == sum(len(codec.encode(x[s:s + 4])) for s in (0, 4, 8)) and m.model_bytes == 0
+    assert m.bytes == sum(len(codec.encode(x[s : s + 4])) for s in (0, 4, 8)) and m.model_bytes == 0
     assert m.bits_per_pixel == 8 * m.bytes / x.size and m.encode_mb_s > 0 and m.decode_mb_s > 0
     assert measure_codec(codec, x).bytes == len(codec.encode(x))
 

@@ -39,16 +39,19 @@ def test_round_trip(a):
     assert a.tobytes() == b.tobytes()  # bit-exact, NaNs included
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"", "too short"),
-    (bytes([1, 0, 8, 1, 0, 0, 0, 1, 5]), "not an IDX file"),
-    (bytes([0, 0, 7, 1, 0, 0, 0, 1, 5]), "unknown IDX dtype"),
-    (bytes([0, 0, 8, 0]), "0 dimensions"),
-    (bytes([0, 0, 8, 2, 0, 0, 0, 1]), "truncated IDX header"),
-    (bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2]), "truncated or corrupted"),
-    (bytes([0, 0, 8, 1, 0, 0, 0, 1, 1, 2]), "truncated or corrupted"),  # trailing byte
-    (bytes([0, 0, 8, 3, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255]), "truncated or corrupted"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "too short"),
+        (bytes([1, 0, 8, 1, 0, 0, 0, 1, 5]), "not an IDX file"),
+        (bytes([0, 0, 7, 1, 0, 0, 0, 1, 5]), "unknown IDX dtype"),
+        (bytes([0, 0, 8, 0]), "0 dimensions"),
+        (bytes([0, 0, 8, 2, 0, 0, 0, 1]), "truncated IDX header"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2]), "truncated or corrupted"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 1, 1, 2]), "truncated or corrupted"),  # trailing byte
+        (bytes([0, 0, 8, 3, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255]), "truncated or corrupted"),
+    ],
+)
 def test_malformed_files_are_refused(data, match):
     with pytest.raises(FormatError, match=match):
         parse_idx(data)

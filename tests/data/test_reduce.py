@@ -6,9 +6,9 @@ import pytest
 from sklearn.decomposition import PCA
 
 from lepton.data.reduce import ReduceConfig, reconstruct, reduce_dataset, write_reduced
-from lepton.train.job import accuracy_check
 from lepton.data.store import Store, load_packed, verify_store
 from lepton.errors import ConfigError
+from lepton.train.job import accuracy_check
 
 
 def test_pca_reconstruction_matches_sklearn_within_int8_error(tmp_path, digits):
@@ -20,7 +20,7 @@ def test_pca_reconstruction_matches_sklearn_within_int8_error(tmp_path, digits):
     exact = np.clip(np.rint(ref.inverse_transform(ref.transform(flat))), 0, 255)
     back = reconstruct(store).x_train.reshape(len(flat), -1).astype(np.float32)
     # int8 coefficients add a small error on top of PCA's own: SNR against the exact PCA reconstruction
-    snr = 10 * np.log10((exact ** 2).sum() / ((exact - back) ** 2).sum())
+    snr = 10 * np.log10((exact**2).sum() / ((exact - back) ** 2).sum())
     assert snr > 25
     assert verify_store(store).ok and store.file_bytes < digits.x_train.nbytes + digits.x_test.nbytes
 
@@ -30,7 +30,7 @@ def test_bit_depth_keeps_top_bits(tmp_path, digits, bits):
     back = load_packed(write_reduced(digits, tmp_path / "b.lds", ReduceConfig(bits=bits)).location)
     assert np.array_equal(back.x_test >> (8 - bits), digits.x_test >> (8 - bits))  # same top bits
     levels = np.unique(back.x_train)
-    assert len(levels) <= 2 ** bits and levels.min() >= 0 and (bits > 1 or set(levels) <= {0, 255})
+    assert len(levels) <= 2**bits and levels.min() >= 0 and (bits > 1 or set(levels) <= {0, 255})
 
 
 def test_feature_selection_keeps_chosen_pixels(tmp_path, digits):
@@ -49,8 +49,9 @@ def test_feature_selection_keeps_chosen_pixels(tmp_path, digits):
 @pytest.mark.slow
 def test_reduce_report_trains_on_reconstructed_images(tmp_path, digits):
     cfg = ReduceConfig(bits=2, train_samples=300, epochs=1, model="lenet-300-100")
-    report = reduce_dataset(digits, tmp_path / "r.lds", cfg,
-                            accuracy=accuracy_check(cfg.model, epochs=cfg.epochs, seed=cfg.seed))
+    report = reduce_dataset(
+        digits, tmp_path / "r.lds", cfg, accuracy=accuracy_check(cfg.model, epochs=cfg.epochs, seed=cfg.seed)
+    )
     assert [r.data for r in report.rows] == ["original (raw uint8)", "2-bit"]
     assert report.store_bytes == (tmp_path / "r.lds").stat().st_size == report.rows[1].bytes
     assert report.ratio > 3 and 0 < report.rows[1].test_accuracy <= 1

@@ -43,8 +43,13 @@ def test_npz_missing_keys(tmp_path):
 
 def test_float_images_are_refused_with_a_fix():
     with pytest.raises(DataError, match="astype"):
-        ImageDataset("f", np.zeros((2, 4, 4), np.float32), np.zeros(2, np.int64),
-                     np.zeros((1, 4, 4), np.float32), np.zeros(1, np.int64))
+        ImageDataset(
+            "f",
+            np.zeros((2, 4, 4), np.float32),
+            np.zeros(2, np.int64),
+            np.zeros((1, 4, 4), np.float32),
+            np.zeros(1, np.int64),
+        )
 
 
 def test_unknown_dataset():

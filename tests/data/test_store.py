@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lepton.data.codecs import DTYPES, get_codec
-from lepton.data.store import (PackedImageDataset, Store, StoreWriter, inspect_store, load_packed, pack_dataset,
-                               store_batches, verify_store)
+from lepton.data.store import (
+    PackedImageDataset,
+    Store,
+    StoreWriter,
+    inspect_store,
+    load_packed,
+    pack_dataset,
+    store_batches,
+    verify_store,
+)
 from lepton.data.store.format import FOOTER, HEADER
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
@@ -28,6 +36,7 @@ def digits_store(tmp_path_factory, digits):
 
 
 # ---------------------------------------------------------------------------------------------- lossless round trips
+
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), codec=st.sampled_from(["deflate", "zstd", "lzma"]), block=st.integers(1, 7))
@@ -84,18 +93,22 @@ def test_inspect_counts_every_byte(digits_store, digits):
     rows = inspect_store(digits_store, xz=True)
     total = rows[-1]
     assert total["stored_bytes"] == digits_store.stat().st_size == sum(r["stored_bytes"] for r in rows[:-1])
-    assert total["raw_bytes"] == digits.x_train.nbytes + digits.x_test.nbytes + digits.y_train.nbytes + digits.y_test.nbytes
+    assert (
+        total["raw_bytes"]
+        == digits.x_train.nbytes + digits.x_test.nbytes + digits.y_train.nbytes + digits.y_test.nbytes
+    )
     images = next(r for r in rows if r["split"] == "train" and r["field"] == "images")
     assert images["codec"] == "zstd" and images["bits_per_value"] < 8 and images["xz_bytes"] > 0
 
 
 # ------------------------------------------------------------------------------------------ damaged or forged stores
 
+
 def _rewrite_index(src, dst, edit):
     """Copy a store with its index JSON edited and a *valid* footer, as a forger would."""
     raw = src.read_bytes()
-    offset, length, _, end = FOOTER.unpack(raw[-FOOTER.size:])
-    index = json.loads(raw[offset:offset + length])
+    offset, length, _, end = FOOTER.unpack(raw[-FOOTER.size :])
+    index = json.loads(raw[offset : offset + length])
     edit(index)
     new = json.dumps(index).encode()
     dst.write_bytes(raw[:offset] + new + FOOTER.pack(offset, len(new), hashlib.sha256(new).digest(), end))
@@ -107,8 +120,9 @@ def test_cm_store_keeps_one_model_per_field_counted_and_checked(tmp_path, mnist)
     x, y = mnist.x_train[:2000], mnist.y_train[:2000]
     path = tmp_path / "cm.lds"
     with StoreWriter(path, block_samples=500) as w:
-        w.add_split("train", {"images": x, "labels": y}, {"images": get_codec("lepton-cm", leaves=128),
-                                                           "labels": "general"})
+        w.add_split(
+            "train", {"images": x, "labels": y}, {"images": get_codec("lepton-cm", leaves=128), "labels": "general"}
+        )
     s = Store(path)
     spec = s.split("train").fields["images"]
     assert spec.model is not None and spec.codec.model  # one model, read back and checked at open
@@ -124,6 +138,7 @@ def test_cm_store_keeps_one_model_per_field_counted_and_checked(tmp_path, mnist)
 
     def drop_model(ix):
         del ix["splits"]["train"]["fields"]["images"]["model"]
+
     with pytest.raises(FormatError, match="offset"):  # its bytes no longer belong to anything
         Store(_rewrite_index(path, tmp_path / "nomodel.lds", drop_model))
 
@@ -160,17 +175,23 @@ def test_flipped_index_byte_fails_its_hash(digits_store, tmp_path):
         Store(tmp_path / "i.lds")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda ix: ix["splits"]["train"]["blocks"][2]["images"].__setitem__(1, 2**62), "block 2 of split 'train'"),
-    (lambda ix: ix["splits"]["train"]["blocks"][4]["labels"].__setitem__(0, 17), "block 4 of split 'train'"),
-    (lambda ix: ix["splits"]["train"]["fields"]["images"]["codec"].__setitem__("name", "brotli"), "unknown codec 'brotli'"),
-    (lambda ix: ix["splits"]["train"]["fields"]["images"].__setitem__("shape", [2**20, 2**20]), "more than"),
-    (lambda ix: ix["splits"]["train"].__setitem__("samples", 10**9), "block entries"),
-    (lambda ix: ix["splits"]["test"]["fields"]["labels"].__setitem__("dtype", "object"), "dtype 'object'"),
-    (lambda ix: ix.__setitem__("version", 99), "version"),
-    (lambda ix: ix.pop("attrs"), "'attrs' is missing or not an object"),
-    (lambda ix: ix.__setitem__("attrs", [1]), "'attrs' is missing or not an object"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda ix: ix["splits"]["train"]["blocks"][2]["images"].__setitem__(1, 2**62), "block 2 of split 'train'"),
+        (lambda ix: ix["splits"]["train"]["blocks"][4]["labels"].__setitem__(0, 17), "block 4 of split 'train'"),
+        (
+            lambda ix: ix["splits"]["train"]["fields"]["images"]["codec"].__setitem__("name", "brotli"),
+            "unknown codec 'brotli'",
+        ),
+        (lambda ix: ix["splits"]["train"]["fields"]["images"].__setitem__("shape", [2**20, 2**20]), "more than"),
+        (lambda ix: ix["splits"]["train"].__setitem__("samples", 10**9), "block entries"),
+        (lambda ix: ix["splits"]["test"]["fields"]["labels"].__setitem__("dtype", "object"), "dtype 'object'"),
+        (lambda ix: ix.__setitem__("version", 99), "version"),
+        (lambda ix: ix.pop("attrs"), "'attrs' is missing or not an object"),
+        (lambda ix: ix.__setitem__("attrs", [1]), "'attrs' is missing or not an object"),
+    ],
+)
 def test_forged_index_is_refused(digits_store, tmp_path, edit, message):
     with pytest.raises(FormatError, match=message):
         Store(_rewrite_index(digits_store, tmp_path / "forged.lds", edit))
@@ -179,20 +200,25 @@ def test_forged_index_is_refused(digits_store, tmp_path, edit, message):
 def _rewrite_index_text(src, dst, edit):
     """Like :func:`_rewrite_index`, but ``edit`` rewrites the index's JSON text (for what json.dumps never writes)."""
     raw = src.read_bytes()
-    offset, length, _, end = FOOTER.unpack(raw[-FOOTER.size:])
-    new = edit(raw[offset:offset + length].decode()).encode()
+    offset, length, _, end = FOOTER.unpack(raw[-FOOTER.size :])
+    new = edit(raw[offset : offset + length].decode()).encode()
     dst.write_bytes(raw[:offset] + new + FOOTER.pack(offset, len(new), hashlib.sha256(new).digest(), end))
     return dst
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace('"attrs":{', '"attrs":{"deep":' + "[" * 100_000 + "]" * 100_000 + ",", 1),
-     "100002 levels deep, over the limit of 64"),
-    (lambda t: t.replace('"block_samples":', '"block_samples":1e999,"x":', 1), "1e999, which overflows"),
-    (lambda t: t.replace('"attrs":{', '"attrs":{"w":NaN,', 1), "NaN"),
-    (lambda t: t.replace('"version":1', '"version":1,"version":1', 1), "duplicate JSON key 'version'"),
-    (lambda t: t.replace('"attrs":{', '"attrs":{"n":' + "1" * 5000 + ",", 1), "more than 4300 digits"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t.replace('"attrs":{', '"attrs":{"deep":' + "[" * 100_000 + "]" * 100_000 + ",", 1),
+            "100002 levels deep, over the limit of 64",
+        ),
+        (lambda t: t.replace('"block_samples":', '"block_samples":1e999,"x":', 1), "1e999, which overflows"),
+        (lambda t: t.replace('"attrs":{', '"attrs":{"w":NaN,', 1), "NaN"),
+        (lambda t: t.replace('"version":1', '"version":1,"version":1', 1), "duplicate JSON key 'version'"),
+        (lambda t: t.replace('"attrs":{', '"attrs":{"n":' + "1" * 5000 + ",", 1), "more than 4300 digits"),
+    ],
+)
 def test_index_json_attacks_with_a_valid_checksum_are_refused(digits_store, tmp_path, edit, message):
     bad = _rewrite_index_text(digits_store, tmp_path / "forged.lds", edit)
     assert bad.read_bytes() != digits_store.read_bytes()
@@ -214,9 +240,11 @@ def test_attrs_a_reader_would_refuse_are_refused_on_write(tmp_path):
 
 def test_forged_block_length_within_file_is_refused(digits_store, tmp_path):
     """A consistent-looking index whose block claims more samples than its stream holds."""
+
     def shrink(ix):
         ix["splits"]["train"]["block_samples"] = 10
         ix["splits"]["train"]["samples"] = 10 * len(ix["splits"]["train"]["blocks"])
+
     bad = _rewrite_index(digits_store, tmp_path / "f.lds", shrink)
     with pytest.raises(FormatError, match="block 0 of split 'train', field 'images': cannot decode"):
         Store(bad).read_block("train", "images", 0)
@@ -229,7 +257,7 @@ def test_not_a_store_and_wrong_version(tmp_path):
     with StoreWriter(tmp_path / "v.lds") as w:
         w.add_split("train", {"a": np.zeros(3, np.uint8)}, {"a": "zstd"})
     raw = bytearray((tmp_path / "v.lds").read_bytes())
-    raw[:HEADER.size] = HEADER.pack(raw[:8], 2, 0)
+    raw[: HEADER.size] = HEADER.pack(raw[:8], 2, 0)
     (tmp_path / "v.lds").write_bytes(bytes(raw))
     with pytest.raises(FormatError, match="version 2"):
         Store(tmp_path / "v.lds")
@@ -257,6 +285,7 @@ def test_interrupted_write_leaves_no_store(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- reading for torch
+
 
 def test_dataset_random_access_matches_raw_arrays(digits_store, digits):
     ds = PackedImageDataset(digits_store, "train", cache_bytes=2 * 100 * 64)  # two blocks: forces evictions
@@ -328,6 +357,7 @@ def test_training_from_store_gives_identical_weights(tmp_path, mnist):
 
 # --------------------------------------------------------------------------------------------------------- fsspec
 
+
 def test_read_through_file_url(digits_store, digits):
     back = load_packed(f"file://{digits_store}")
     assert np.array_equal(back.x_test, digits.x_test) and np.array_equal(back.y_train, digits.y_train)
@@ -359,6 +389,7 @@ def test_read_through_memory_filesystem_by_ranges(digits_store, digits):
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
+
 
 def test_cli_pack_inspect_verify_unpack(tmp_path, digits):
     from typer.testing import CliRunner

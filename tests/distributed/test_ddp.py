@@ -29,8 +29,9 @@ def test_two_workers_equal_one_process_on_the_global_batch(digits, tmp_path):
     one = TrainConfig(epochs=2, batch_size=64, lr=0.05, seed=5, threads=1)
     ref = train_model(data, "lenet-300-100", one, progress=False)
     # 2 ranks × 32 = the same 64-sample global batches; accumulate=2 also exercises no_sync()
-    two = TrainConfig(**{**one.model_dump(), "batch_size": 32, "accumulate": 2,
-                         "distributed": {"nproc": 2, "timeout_s": 60}})
+    two = TrainConfig(
+        **{**one.model_dump(), "batch_size": 32, "accumulate": 2, "distributed": {"nproc": 2, "timeout_s": 60}}
+    )
     ddp = train_model(data, "lenet-300-100", two, checkpoint_dir=tmp_path, progress=False)
     assert ddp.train.world_size == 2 and ddp.train.steps == ref.train.steps == 2 * 1024 // 64
     assert _max_diff(ref.model, ddp.model) <= 1e-5
@@ -53,8 +54,14 @@ def _grandchildren() -> list[int]:
 
 def test_killed_worker_restarts_and_resumes_from_the_checkpoint(mnist, tmp_path):
     data = mnist.subset(3000, 500)
-    two = TrainConfig(epochs=3, batch_size=32, lr=0.05, seed=2, threads=1,
-                      distributed={"nproc": 2, "max_restarts": 1, "timeout_s": 60})
+    two = TrainConfig(
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        seed=2,
+        threads=1,
+        distributed={"nproc": 2, "max_restarts": 1, "timeout_s": 60},
+    )
     # the reference is the same two-worker run, uninterrupted: a restart must not change the result (that two
     # workers equal one process is tested above; over 141 steps at lr 0.05 the rounding of the split batch
     # grows differently on different CPUs' kernels, so it is not compared here)
@@ -86,12 +93,47 @@ def test_killed_worker_restarts_and_resumes_from_the_checkpoint(mnist, tmp_path)
 
 def test_cli_resumes_a_single_process_checkpoint_on_two_workers(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    common = [sys.executable, "-m", "lepton.train", "--data", "digits", "--model", "lenet-300-100",
-              "--batch-size", "32", "--train-subset", "512", "--seed", "1", "-o", str(tmp_path), "--quiet"]
+    common = [
+        sys.executable,
+        "-m",
+        "lepton.train",
+        "--data",
+        "digits",
+        "--model",
+        "lenet-300-100",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "512",
+        "--seed",
+        "1",
+        "-o",
+        str(tmp_path),
+        "--quiet",
+    ]
     subprocess.run([*common, "--epochs", "1"], check=True, timeout=120, env=env)
     assert load_checkpoint(tmp_path / "last").meta["train"]["world_size"] == 1
-    out = subprocess.run([*common, "--epochs", "2", "--nproc", "2", "--resume", "--comm-hook", "powersgd",
-                          "--powersgd-warmup", "4", "--format", "json"], check=True, timeout=180, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            *common,
+            "--epochs",
+            "2",
+            "--nproc",
+            "2",
+            "--resume",
+            "--comm-hook",
+            "powersgd",
+            "--powersgd-warmup",
+            "4",
+            "--format",
+            "json",
+        ],
+        check=True,
+        timeout=180,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     result = json.loads(out.stdout)
     last = load_checkpoint(tmp_path / "last").meta["train"]
     assert last["epoch"] == 2 and last["world_size"] == 2 and len(last["history"]) == 2
@@ -110,9 +152,30 @@ def _free_port() -> int:
 def test_plain_torchrun_runs_lepton_train(tmp_path):
     """Users who launch their own way: `torchrun --nproc-per-node 2 -m lepton.train …` trains with DDP."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "lepton.train",
-           "--data", "digits", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "32",
-           "--train-subset", "512", "-o", str(tmp_path), "--quiet", "--format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "lepton.train",
+        "--data",
+        "digits",
+        "--model",
+        "lenet-300-100",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "512",
+        "-o",
+        str(tmp_path),
+        "--quiet",
+        "--format",
+        "json",
+    ]
     out = subprocess.run(cmd, check=True, timeout=180, env=env, capture_output=True, text=True)
     result = json.loads(out.stdout)  # only rank 0 prints
     meta = load_checkpoint(tmp_path / "model").meta
@@ -129,11 +192,38 @@ def test_two_node_launch_on_loopback(tmp_path):
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = []
     for node in ("a", "b"):
-        cmd = [sys.executable, "-m", "lepton", "train", "--data", "digits", "--model", "lenet-300-100",
-               "--epochs", "1", "--batch-size", "32", "--train-subset", "512", "--nnodes", "2", "--nproc", "1",
-               "--rdzv-endpoint", endpoint, "-o", str(tmp_path / node), "--quiet", "--format", "json"]
-        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True))  # one process group per "node": launcher + workers
+        cmd = [
+            sys.executable,
+            "-m",
+            "lepton",
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "lenet-300-100",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--train-subset",
+            "512",
+            "--nnodes",
+            "2",
+            "--nproc",
+            "1",
+            "--rdzv-endpoint",
+            endpoint,
+            "-o",
+            str(tmp_path / node),
+            "--quiet",
+            "--format",
+            "json",
+        ]
+        nodes.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            )
+        )  # one process group per "node": launcher + workers
     stray = []
     try:
         outs = [p.communicate(timeout=200) for p in nodes]

@@ -93,9 +93,16 @@ def test_hook_bytes(kind):
     prints a marker once every check has passed and skips the interpreter's teardown (``os._exit``); a
     gloo abort during ``destroy_process_group`` ("terminate called without an active exception", seen
     once in a fresh-clone CI run) after the marker is that upstream teardown bug, not a failed check."""
-    code = (f"import os; from tests.distributed.test_units import check_hook_bytes; check_hook_bytes({kind!r}); "
-            "os._exit(0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
-                       cwd=Path(__file__).resolve().parents[2], env=dict(os.environ, OMP_NUM_THREADS="1"))
+    code = (
+        f"import os; from tests.distributed.test_units import check_hook_bytes; check_hook_bytes({kind!r}); os._exit(0)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert CHECKED in r.stdout, r.stderr[-3000:]
     assert r.returncode == 0 or "terminate called without an active exception" in r.stderr, r.stderr[-3000:]

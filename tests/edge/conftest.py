@@ -17,7 +17,7 @@ def trained(mnist, tmp_path_factory):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for i in range(0, 6000, 64):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+        torch.nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
         opt.step()
     model.eval()
     path = save_checkpoint(tmp_path_factory.mktemp("edge") / "lenet5", model, spec)

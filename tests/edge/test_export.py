@@ -25,7 +25,7 @@ def test_batch_axis_is_dynamic(trained, mnist, tmp_path):
     session = onnx_session(tmp_path / "m.onnx")
     assert [i.name for i in session.get_inputs()] == ["input"] and session.get_outputs()[0].name == "logits"
     x = mnist.tensors("test")[0][:7].numpy()
-    one = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(7)])
+    one = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(7)])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], one, atol=1e-5)
 
 

@@ -61,8 +61,12 @@ def s3_server():
 @pytest.fixture
 def s3(s3_server, monkeypatch, request):
     """A fresh bucket on the moto server; boto3 finds the endpoint through AWS_ENDPOINT_URL like a real user's."""
-    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     name = request.node.name  # parametrized tests share a prefix: a hash of the whole id keeps buckets apart
     bucket = f"lepton-{re.sub('[^a-z0-9]+', '-', name.lower())[:40]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
@@ -135,8 +139,9 @@ def test_a_corrupted_or_truncated_artifact_is_refused_and_nothing_is_written(whe
         assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("url", ["reg/..:1", "reg/lenet5:..", "reg/lenet5:../../etc", "reg/.hidden", "reg/a:b:c",
-                                 "reg/", "s3://bucket/"])
+@pytest.mark.parametrize(
+    "url", ["reg/..:1", "reg/lenet5:..", "reg/lenet5:../../etc", "reg/.hidden", "reg/a:b:c", "reg/", "s3://bucket/"]
+)
 def test_refs_that_escape_or_are_malformed_are_refused(url):
     with pytest.raises(RegistryError):
         parse_ref(url)
@@ -207,8 +212,9 @@ def test_push_pull_and_list_commands(tmp_path, artifact, monkeypatch):
         assert r.exit_code == 0, r.output
         return json.loads(r.stdout)
 
-    assert lepton("push", str(artifact), "lenet5", "--metric", "test_accuracy=0.99",
-                  "--format", "json")["metrics"] == {"test_accuracy": 0.99}
+    assert lepton("push", str(artifact), "lenet5", "--metric", "test_accuracy=0.99", "--format", "json")["metrics"] == {
+        "test_accuracy": 0.99
+    }
     pulled = lepton("pull", "lenet5:1", "-o", str(tmp_path / "got.onnx"), "--format", "json")
     assert pulled["manifest"]["version"] == "1"
     assert (tmp_path / "got.onnx").read_bytes() == artifact.read_bytes()
@@ -218,14 +224,17 @@ def test_push_pull_and_list_commands(tmp_path, artifact, monkeypatch):
         CliRunner().invoke(app, ["pull", "lenet5:../../x"], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[" * 100_000 + "]" * 100_000, "100000 levels deep"),
-    ('{"size": 1e999}', "1e999, which overflows"),
-    ('{"name": "lenet5", "name": "lenet5"}', "duplicate JSON key 'name'"),
-    ("\xff", "not valid UTF-8"),
-    ('{"name": 5}', "is invalid: field"),
-    ("[]", "top level"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[" * 100_000 + "]" * 100_000, "100000 levels deep"),
+        ('{"size": 1e999}', "1e999, which overflows"),
+        ('{"name": "lenet5", "name": "lenet5"}', "duplicate JSON key 'name'"),
+        ("\xff", "not valid UTF-8"),
+        ('{"name": 5}', "is invalid: field"),
+        ("[]", "top level"),
+    ],
+)
 def test_a_bad_manifest_is_refused_and_never_hides_the_other_versions(tmp_path, artifact, text, needle):
     from typer.testing import CliRunner
 
@@ -262,8 +271,10 @@ def test_only_bad_manifests_give_one_clear_error(tmp_path):
     root = tmp_path / "reg"
     (root / "models/lenet5/1").mkdir(parents=True)
     (root / "models/lenet5/1/manifest.json").write_text("[" * 5000)
-    with pytest.warns(RegistryWarning), pytest.raises(RegistryError, match="no published version of 'lenet5' with "
-                                                                           "a valid manifest \\(invalid: 1;"):
+    with (
+        pytest.warns(RegistryWarning),
+        pytest.raises(RegistryError, match="no published version of 'lenet5' with a valid manifest \\(invalid: 1;"),
+    ):
         pull(f"{root}/lenet5", tmp_path)
 
 
@@ -279,8 +290,9 @@ def test_metrics_file_is_parsed_strictly(tmp_path):
     assert _metrics(["n=3"], bad) == {"acc": 0.5, "n": 3}
 
 
-@pytest.mark.parametrize("file", ["/abs/x.lep", "../x.lep", "x.lep/../../authorized_keys", "a/x.lep", "x.lep\n",
-                                  "x" * 200 + ".lep"])
+@pytest.mark.parametrize(
+    "file", ["/abs/x.lep", "../x.lep", "x.lep/../../authorized_keys", "a/x.lep", "x.lep\n", "x" * 200 + ".lep"]
+)
 def test_a_manifest_file_name_is_matched_whole(tmp_path, artifact, file):
     """pydantic's ``pattern`` searches; an unanchored one let a forged manifest name a path outside -o."""
     root = tmp_path / "reg"
@@ -368,7 +380,9 @@ def test_pull_stops_reading_a_blob_longer_than_its_manifest(where, request, tmp_
         (root / "blobs/sha256" / m.sha256).write_bytes(huge)
     written = []
     write = registry._HashingWriter.write
-    monkeypatch.setattr(registry._HashingWriter, "write", lambda self, data: written.append(len(data)) or write(self, data))
+    monkeypatch.setattr(
+        registry._HashingWriter, "write", lambda self, data: written.append(len(data)) or write(self, data)
+    )
     out = tmp_path / "out"
     with pytest.raises(FormatError, match=f"corrupted: got more than {m.size} bytes"):
         pull(f"{root}/lenet5:1", out, s3_client=client)
@@ -465,13 +479,16 @@ def test_concurrent_auto_versioned_pushes_all_publish_distinct_versions(where, r
         assert path.read_bytes() == f.read_bytes()
 
 
-@pytest.mark.parametrize("make, suffix", [
-    (lambda p: p.write_bytes(os.urandom(20_000)), ".onnx"),  # noise
-    (lambda p: p.write_bytes(lep_file(p.with_name("m.lep")).read_bytes()), ".onnx"),  # a .lep named .onnx
-    (lambda p: p.write_bytes(onnx_file(p.with_name("m.onnx")).read_bytes()), ".lep"),  # an .onnx named .lep
-    (lambda p: p.write_bytes(lep_file(p.with_name("m.lep")).read_bytes()[:-10]), ".lep"),  # truncated .lep
-    (lambda p: p.write_bytes(b""), ".onnx"),
-])
+@pytest.mark.parametrize(
+    "make, suffix",
+    [
+        (lambda p: p.write_bytes(os.urandom(20_000)), ".onnx"),  # noise
+        (lambda p: p.write_bytes(lep_file(p.with_name("m.lep")).read_bytes()), ".onnx"),  # a .lep named .onnx
+        (lambda p: p.write_bytes(onnx_file(p.with_name("m.onnx")).read_bytes()), ".lep"),  # an .onnx named .lep
+        (lambda p: p.write_bytes(lep_file(p.with_name("m.lep")).read_bytes()[:-10]), ".lep"),  # truncated .lep
+        (lambda p: p.write_bytes(b""), ".onnx"),
+    ],
+)
 def test_push_refuses_an_artifact_that_is_not_what_its_suffix_says(tmp_path, make, suffix):
     bad = tmp_path / "src" / f"bad{suffix}"
     bad.parent.mkdir()

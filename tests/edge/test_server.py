@@ -35,7 +35,7 @@ def trained(mnist, tmp_path_factory):
     try:
         for i in range(0, 3200, 64):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            torch.nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]).backward()
             opt.step()
     finally:
         torch.set_num_threads(threads)
@@ -107,7 +107,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(trained, ser
         before = c.get("/v2/models/lenet5/stats").json()["model_stats"][0]
 
         def one(i):
-            r = c.post("/v2/models/lenet5/infer", json={**infer_body(x[i:i + 1]), "id": f"req-{i}"})
+            r = c.post("/v2/models/lenet5/infer", json={**infer_body(x[i : i + 1]), "id": f"req-{i}"})
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["id"] == f"req-{i}" and body["model_name"] == "lenet5"
@@ -156,8 +156,11 @@ def test_malformed_json_unknown_models_and_oversized_bodies_get_4xx(server):
         cases = [
             (c.post("/v2/models/lenet5/infer", content=b'{"inputs": [{"name": '), 400, "not valid JSON"),
             (c.post("/v2/models/lenet5/infer", content=b"\xff\xfe not utf-8"), 400, "not valid JSON"),
-            (c.post("/v2/models/lenet5/infer", content=b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"), 400,
-             "recursion limit"),
+            (
+                c.post("/v2/models/lenet5/infer", content=b'{"inputs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+                400,
+                "recursion limit",
+            ),
             (c.post("/v2/models/lenet5/infer", content=b"[1, 2]"), 400, "Open Inference Protocol"),
             (c.post("/v2/models/resnet50/infer", content=good), 404, "not served here"),
             (c.post("/v2/models/lenet5/versions/7/infer", content=good), 404, "version 7"),
@@ -166,8 +169,11 @@ def test_malformed_json_unknown_models_and_oversized_bodies_get_4xx(server):
             (c.post("/v2/models/lenet5/infer", content=b" " * (LIMIT + 1)), 413, "limit"),
             # a chunked upload declares no length: the server counts while reading
             (c.post("/v2/models/lenet5/infer", content=iter([b" " * (LIMIT // 2 + 1)] * 2)), 413, "limit"),
-            (c.post("/v2/models/lenet5/infer", content=good, headers={"Inference-Header-Content-Length": "10"}),
-             400, "binary"),
+            (
+                c.post("/v2/models/lenet5/infer", content=good, headers={"Inference-Header-Content-Length": "10"}),
+                400,
+                "binary",
+            ),
             (c.get("/v2/models/lenet5/infer"), 405, "Method Not Allowed"),
             (c.get("/v3/anything"), 404, "Not Found"),
         ]
@@ -204,9 +210,13 @@ def free_port():
 def test_lepton_serve_command_serves_and_stops_on_ctrl_c(trained):
     _, path = trained
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lepton", "serve", str(path), "--port", str(port),
-                             "--name", "mnist"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lepton", "serve", str(path), "--port", str(port), "--name", "mnist"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

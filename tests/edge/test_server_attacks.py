@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from lepton.edge.export import export_onnx
-from lepton.errors import ConfigError
 from lepton.edge.oip import ProtocolError, TensorMetadata, decode_input, parse_infer_request
 from lepton.edge.server import ServeConfig, check_exposure, load_served_model, serve_in_thread
+from lepton.errors import ConfigError
 
 INFER = "/v2/models/tiny/infer"
 
@@ -28,15 +28,15 @@ INFER = "/v2/models/tiny/infer"
 def tiny(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("attacks") / "tiny.onnx"
-    export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval(), path,
-                input_shape=(1, 28, 28))
+    export_onnx(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval(), path, input_shape=(1, 28, 28))
     return path
 
 
 def body(rows, data=None):
     data = data if data is not None else ",".join(["0.5"] * rows * 784)
-    return (f'{{"inputs": [{{"name": "input", "shape": [{rows}, 1, 28, 28], "datatype": "FP32", '
-            f'"data": [{data}]}}]}}').encode()
+    return (
+        f'{{"inputs": [{{"name": "input", "shape": [{rows}, 1, 28, 28], "datatype": "FP32", "data": [{data}]}}]}}'
+    ).encode()
 
 
 def free_port():
@@ -62,8 +62,11 @@ def test_64_concurrent_7mb_requests_stay_under_a_memory_ceiling(tiny):
     big = body(rows, ",".join(["0"] * rows * 784))
     assert 6.9e6 < len(big) < 8 << 20
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lepton", "serve", str(tiny), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lepton", "serve", str(tiny), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     peak, stop = [0], threading.Event()
     try:
@@ -99,8 +102,10 @@ def test_64_concurrent_7mb_requests_stay_under_a_memory_ceiling(tiny):
         stop.set()
         sampler.join(5)
         growth = peak[0] - baseline
-        print(f"baseline {baseline >> 20} MiB, peak {peak[0] >> 20} MiB, growth {growth >> 20} MiB, "
-              f"ceiling {CEILING >> 20} MiB; statuses {sorted(map(str, statuses))}")
+        print(
+            f"baseline {baseline >> 20} MiB, peak {peak[0] >> 20} MiB, growth {growth >> 20} MiB, "
+            f"ceiling {CEILING >> 20} MiB; statuses {sorted(map(str, statuses))}"
+        )
         assert growth < CEILING, f"RSS grew by {growth >> 20} MiB"
         assert set(statuses) <= {200, 503} and 200 in statuses, statuses
         assert httpx.post(url + INFER, content=body(1), timeout=10).status_code == 200  # still serving
@@ -112,6 +117,7 @@ def test_64_concurrent_7mb_requests_stay_under_a_memory_ceiling(tiny):
 
 
 # 8. slowloris ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
@@ -134,7 +140,7 @@ def test_600_slow_connections_do_not_lock_out_good_clients(tiny):
                 while time.monotonic() - start < 5:  # all 600 trickle one byte a second; good clients keep asking
                     if time.monotonic() - start >= sent:
                         for s in slow:
-                            s.sendall(partial[sent:sent + 1])
+                            s.sendall(partial[sent : sent + 1])
                         sent += 1
                     t = time.monotonic()
                     r = good.post(INFER, content=body(1), headers={"connection": "close"})
@@ -153,8 +159,10 @@ def test_600_slow_connections_do_not_lock_out_good_clients(tiny):
     finally:
         for s in slow:
             s.close()
-    print(f"{len(latencies)} good requests during the attack: worst {max(latencies) * 1000:.0f} ms, "
-          f"statuses {set(statuses)}; {closed}/600 slow connections closed by the server")
+    print(
+        f"{len(latencies)} good requests during the attack: worst {max(latencies) * 1000:.0f} ms, "
+        f"statuses {set(statuses)}; {closed}/600 slow connections closed by the server"
+    )
     assert set(statuses) == {200} and max(latencies) < 1.0
     assert closed == 600
 
@@ -172,6 +180,7 @@ def test_a_body_that_trickles_is_cut_off(tiny):
 
 
 # 9. non-finite numbers ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(tiny):
@@ -193,11 +202,19 @@ def test_non_finite_numbers_get_400_naming_the_input(server, value, layout):
     assert "input 'input'" in r.json()["error"] and "finite FP32" in r.json()["error"]
 
 
-@pytest.mark.parametrize("data, words", [([1, 300], r"range \[-128, 127\]"), ([1, float("nan")], "NaN"),
-                                         ([1.5, 2], "whole numbers"), ([1, 10 ** 400], "must hold only")])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ([1, 300], r"range \[-128, 127\]"),
+        ([1, float("nan")], "NaN"),
+        ([1.5, 2], "whole numbers"),
+        ([1, 10**400], "must hold only"),
+    ],
+)
 def test_int8_inputs_refuse_values_they_cannot_hold(data, words):
     spec = TensorMetadata(name="x", datatype="INT8", shape=[-1])
-    text = '{"inputs": [{"name": "x", "shape": [2], "datatype": "INT8", "data": %s}]}' % str(data).replace("nan", "NaN")
+    values = str(data).replace("nan", "NaN")
+    text = f'{{"inputs": [{{"name": "x", "shape": [2], "datatype": "INT8", "data": {values}}}]}}'
     parsed = parse_infer_request(text.encode())
     with pytest.raises(ProtocolError, match=words):
         decode_input(parsed.request.inputs[0], spec, parsed.lists)
@@ -205,23 +222,26 @@ def test_int8_inputs_refuse_values_they_cannot_hold(data, words):
 
 def test_flat_data_is_parsed_like_json_and_placeholders_cannot_be_forged():
     spec = TensorMetadata(name="x", datatype="FP32", shape=[-1])
-    parsed = parse_infer_request(b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", '
-                                 b'"data": [ -1.5e-3, 2E+2 ,0]}]}')
+    parsed = parse_infer_request(
+        b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [ -1.5e-3, 2E+2 ,0]}]}'
+    )
     assert parsed.lists  # the fast path took it
-    np.testing.assert_array_equal(decode_input(parsed.request.inputs[0], spec, parsed.lists),
-                                  np.array([-1.5e-3, 200, 0], np.float32))
+    np.testing.assert_array_equal(
+        decode_input(parsed.request.inputs[0], spec, parsed.lists), np.array([-1.5e-3, 200, 0], np.float32)
+    )
     for bad in (b"[+1, 2, 3]", b"[.5, 2, 3]", b"[1., 2, 3]", b"[01, 2, 3]", b"[1 2, 3]"):
-        parsed = parse_infer_request(b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": %s}]}'
-                                     % bad)
+        parsed = parse_infer_request(b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": %s}]}' % bad)
         with pytest.raises(ProtocolError, match="malformed number|needs 3"):
             decode_input(parsed.request.inputs[0], spec, parsed.lists)
-    forged = parse_infer_request(b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
-                                 b'"data": "lepton-data:00:0"}]}')
+    forged = parse_infer_request(
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": "lepton-data:00:0"}]}'
+    )
     with pytest.raises(ProtocolError, match="'data' is a string"):
         decode_input(forged.request.inputs[0], spec, forged.lists)
 
 
 # 10. bearer token ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(60)
 def test_the_token_guards_every_route_but_health(server):
@@ -267,8 +287,13 @@ def test_a_non_loopback_host_needs_a_token_or_no_auth():
 @pytest.mark.timeout(60)
 def test_lepton_serve_on_all_interfaces_without_a_token_exits_2(tiny):
     env = {k: v for k, v in os.environ.items() if k != "LEPTON_SERVE_TOKEN"}
-    r = subprocess.run([sys.executable, "-m", "lepton", "serve", str(tiny), "--host", "0.0.0.0", "--port", "0"],
-                       capture_output=True, text=True, timeout=50, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "lepton", "serve", str(tiny), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--token" in lines[0] and "--no-auth" in lines[0], r.stderr

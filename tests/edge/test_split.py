@@ -7,27 +7,44 @@ import pytest
 import torch
 from torch import nn
 
-from lepton.edge.split import (LayerTime, ModelProfile, NetworkProfile, decode_tensor, encode_tensor, head_tail,
-                               layer_chain, parse_bandwidth, parse_duration_ms, plan_split, profile_layers)
+from lepton.edge.split import (
+    LayerTime,
+    ModelProfile,
+    NetworkProfile,
+    decode_tensor,
+    encode_tensor,
+    head_tail,
+    layer_chain,
+    parse_bandwidth,
+    parse_duration_ms,
+    plan_split,
+    profile_layers,
+)
 from lepton.edge.splitrun import run_split
 from lepton.errors import ConfigError
 
 
 def _layer(name, ms, nbytes):
-    return LayerTime(name=name, ms=ms, out_shape=[1], out_bytes={"fp32": nbytes, "int8": nbytes / 4,
-                                                                  "int8+zstd": nbytes / 8})
+    return LayerTime(
+        name=name, ms=ms, out_shape=[1], out_bytes={"fp32": nbytes, "int8": nbytes / 4, "int8+zstd": nbytes / 8}
+    )
 
 
 def test_prediction_of_a_synthetic_profile_matches_hand_computation():
-    profile = ModelProfile(input_shape=[1, 28, 28], input_bytes={"fp32": 3136, "int8": 800, "int8+zstd": 200},
-                           layers=[_layer("a", 1.0, 4000), _layer("b", 0.5, 1000), _layer("c", 6.0, 40)])
+    profile = ModelProfile(
+        input_shape=[1, 28, 28],
+        input_bytes={"fp32": 3136, "int8": 800, "int8+zstd": 200},
+        layers=[_layer("a", 1.0, 4000), _layer("b", 0.5, 1000), _layer("c", 6.0, 40)],
+    )
     net = NetworkProfile(bandwidth_bps=1e6, rtt_ms=10, edge_slowdown=4, cloud_speedup=2)
     plan = plan_split(profile, net)
     # T(k) = 4 * edge layers + (bytes * 8 / 1e6 s + 10 ms) + cloud layers / 2; edge-only sends nothing
-    expected = [0 + (25.088 + 10) + 7.5 / 2,  # 38.838
-                4 * 1.0 + (32.0 + 10) + 6.5 / 2,  # 49.25
-                4 * 1.5 + (8.0 + 10) + 6.0 / 2,  # 27.0
-                4 * 7.5]  # 30.0
+    expected = [
+        0 + (25.088 + 10) + 7.5 / 2,  # 38.838
+        4 * 1.0 + (32.0 + 10) + 6.5 / 2,  # 49.25
+        4 * 1.5 + (8.0 + 10) + 6.0 / 2,  # 27.0
+        4 * 7.5,
+    ]  # 30.0
     np.testing.assert_allclose([r.total_ms for r in plan.rows], expected)
     assert (plan.best_cut, plan.best_after) == (2, "b") and plan.best_ms == pytest.approx(27.0)
     assert plan.speedup_vs_cloud_only == pytest.approx(38.838 / 27.0)
@@ -100,13 +117,40 @@ def test_cli_smoke(trained, tmp_path):
     def lepton(*args):
         return subprocess.run([sys.executable, "-m", "lepton", *args], capture_output=True, text=True, timeout=180)
 
-    out = lepton(*["edge", "export", str(path), "-o", str(tmp_path / "m.onnx"),
-                   "--int8", str(tmp_path / "m8.onnx"), "--calibration", "64", "--format", "json"])
+    out = lepton(
+        *[
+            "edge",
+            "export",
+            str(path),
+            "-o",
+            str(tmp_path / "m.onnx"),
+            "--int8",
+            str(tmp_path / "m8.onnx"),
+            "--calibration",
+            "64",
+            "--format",
+            "json",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows[0]["max_abs_diff_vs_torch"] < 1e-4 and rows[1]["bytes"] < 0.3 * rows[0]["bytes"]
-    out = lepton(*["edge", "split", str(path), "--bandwidth", "10Mbit", "--rtt", "20ms", "--edge-slowdown", "8",
-                   "--no-run", "--plot", str(tmp_path / "s.png")])
+    out = lepton(
+        *[
+            "edge",
+            "split",
+            str(path),
+            "--bandwidth",
+            "10Mbit",
+            "--rtt",
+            "20ms",
+            "--edge-slowdown",
+            "8",
+            "--no-run",
+            "--plot",
+            str(tmp_path / "s.png"),
+        ]
+    )
     assert out.returncode == 0, out.stderr
     assert "best cut" in out.stdout and (tmp_path / "s.png").stat().st_size > 0
     out = lepton(*["edge", "split", str(path), "--bandwidth", "fast", "--no-run"])

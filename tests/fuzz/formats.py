@@ -23,10 +23,32 @@ from tests.fuzz.mutate import RAW_OPS, dumps, edit_json, forge_spec, raw_edit
 KINDS: dict[str, tuple[str, ...]] = {
     "lep": (*RAW_OPS, "header", "header", "header", "spec", "stream", "stream", "header-text"),
     "lds": (*RAW_OPS, "index", "index", "index", "block", "block", "index-text"),
-    "ckpt": ("sidecar-bitflip", "sidecar-token", "sidecar-delete", "sidecar-truncate", "sidecar", "sidecar",
-             "spec", "spec", "tensor-bitflip", "tensor-truncate", "tensor-insert", "tensor-header", "tensor-header"),
-    "registry": ("manifest-bitflip", "manifest-token", "manifest-delete", "manifest-truncate", "manifest",
-                 "manifest", "manifest", "layout", "blob-bitflip"),
+    "ckpt": (
+        "sidecar-bitflip",
+        "sidecar-token",
+        "sidecar-delete",
+        "sidecar-truncate",
+        "sidecar",
+        "sidecar",
+        "spec",
+        "spec",
+        "tensor-bitflip",
+        "tensor-truncate",
+        "tensor-insert",
+        "tensor-header",
+        "tensor-header",
+    ),
+    "registry": (
+        "manifest-bitflip",
+        "manifest-token",
+        "manifest-delete",
+        "manifest-truncate",
+        "manifest",
+        "manifest",
+        "manifest",
+        "layout",
+        "blob-bitflip",
+    ),
     "circuit": ("bitflip", "token", "delete", "truncate", "insert", "json", "json", "json", "json"),
 }
 SELFTEST = ("ok", "refused", "unexpected", "hang", "memory", "code-ran", "die")
@@ -41,12 +63,13 @@ def case_kind(fmt: str, index: int) -> tuple[str, int]:
 
 # ---- .lep ------------------------------------------------------------------------------------------------
 
+
 def split_lep(data: bytes) -> tuple[dict[str, Any], bytes]:
     """(header JSON object, payload) of valid `.lep` bytes."""
     from lepton.compress.container import PREAMBLE, inflate_header
 
     n = PREAMBLE.unpack_from(data)[2]
-    return json.loads(inflate_header(data[PREAMBLE.size:PREAMBLE.size + n])), data[PREAMBLE.size + n:]
+    return json.loads(inflate_header(data[PREAMBLE.size : PREAMBLE.size + n])), data[PREAMBLE.size + n :]
 
 
 def pack_lep(text: bytes, payload: bytes) -> bytes:
@@ -61,14 +84,14 @@ def _edit_stream(header: dict[str, Any], payload: bytes, rng: random.Random, j: 
     """Raw-edit one payload stream; its length, CRC and every later offset are fixed in the header."""
     streams = [s for t in header["tensors"] for s in t["streams"]]
     target = rng.choice([s for s in streams if s["length"]] or streams)
-    old = payload[target["offset"]:target["offset"] + target["length"]]
+    old = payload[target["offset"] : target["offset"] + target["length"]]
     new, note = raw_edit(rng.choice(RAW_OPS), old, rng, j)
     shift = len(new) - len(old)
     for s in streams:
         if s["offset"] > target["offset"]:
             s["offset"] += shift
     target.update(length=len(new), crc32=zlib.crc32(new))
-    payload = payload[:target["offset"]] + new + payload[target["offset"] + len(old):]
+    payload = payload[: target["offset"]] + new + payload[target["offset"] + len(old) :]
     return pack_lep(dumps(header, separators=(",", ":")).encode(), payload), f"stream {target['role']}: {note}"
 
 
@@ -91,12 +114,13 @@ def mutate_lep(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[byte
 
 # ---- .lds ------------------------------------------------------------------------------------------------
 
+
 def split_lds(data: bytes) -> tuple[bytes, dict[str, Any]]:
     """(header + blocks, index JSON object) of valid `.lds` bytes."""
     from lepton.data.store.format import FOOTER
 
-    offset, length, _, _ = FOOTER.unpack(data[-FOOTER.size:])
-    return data[:offset], json.loads(data[offset:offset + length])
+    offset, length, _, _ = FOOTER.unpack(data[-FOOTER.size :])
+    return data[:offset], json.loads(data[offset : offset + length])
 
 
 def pack_lds(body: bytes, index: bytes) -> bytes:
@@ -118,13 +142,13 @@ def _edit_block(body: bytes, index: dict[str, Any], rng: random.Random, j: int) 
     extents = _extents(index)
     target = rng.choice(extents)
     offset, length, _ = target
-    old = body[offset:offset + length]
+    old = body[offset : offset + length]
     new, note = raw_edit(rng.choice(RAW_OPS), old, rng, j)
     for e in extents:
         if e[0] > offset:
             e[0] += len(new) - len(old)
     target[1:] = [len(new), zlib.crc32(new)]
-    body = body[:offset] + new + body[offset + length:]
+    body = body[:offset] + new + body[offset + length :]
     return pack_lds(body, json.dumps(index, separators=(",", ":")).encode()), f"block at {offset}: {note}"
 
 
@@ -143,9 +167,10 @@ def mutate_lds(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[byte
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
 
+
 def split_safetensors(data: bytes) -> tuple[dict[str, Any], bytes]:
     n = struct.unpack_from("<Q", data)[0]
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def mutate_ckpt(stem: Path, kind: str, rng: random.Random, j: int, dest: Path) -> tuple[Path, str]:
@@ -180,6 +205,7 @@ def mutate_ckpt(stem: Path, kind: str, rng: random.Random, j: int, dest: Path) -
 
 
 # ---- registry --------------------------------------------------------------------------------------------
+
 
 def _layout_edit(root: Path, rng: random.Random) -> str:
     """A change to the registry's folders rather than a manifest's bytes."""
@@ -230,6 +256,7 @@ def mutate_registry(seed: Path, kind: str, rng: random.Random, j: int, dest: Pat
 
 # ---- circuits --------------------------------------------------------------------------------------------
 
+
 def mutate_circuit(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[bytes, str]:
     if kind == "json":
         text, note = edit_json(json.loads(data), rng)
@@ -238,6 +265,7 @@ def mutate_circuit(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[
 
 
 # ---- one case --------------------------------------------------------------------------------------------
+
 
 def build_case(fmt: str, seed: int, index: int, seeds: dict[str, list[Path]], dest: Path) -> tuple[Path, str]:
     """Write case ``fmt:seed:index``'s mutant under ``dest``; returns the path to read and a description."""
@@ -262,9 +290,10 @@ def build_case(fmt: str, seed: int, index: int, seeds: dict[str, list[Path]], de
 
 # ---- readers ---------------------------------------------------------------------------------------------
 
+
 def read_lep(path: Path) -> None:
-    from lepton.compress.container import load_lep
     from lepton.artifacts import load_model_file
+    from lepton.compress.container import load_lep
 
     load_lep(path)
     load_model_file(path)
@@ -323,8 +352,10 @@ def read_circuit(path: Path) -> None:
     for version in (2, 3):
         text = to_qasm(tc.circuit, tc.weights, inputs, version=version)
         if "nan" in text or "inf" in text:
-            raise InvalidOutput(f"OpenQASM {version} export of an accepted file has non-finite angles: "
-                                f"{[line for line in text.splitlines() if 'nan' in line or 'inf' in line][:1]}")
+            raise InvalidOutput(
+                f"OpenQASM {version} export of an accepted file has non-finite angles: "
+                f"{[line for line in text.splitlines() if 'nan' in line or 'inf' in line][:1]}"
+            )
 
 
 def read_selftest(behaviour: str) -> None:

@@ -58,11 +58,23 @@ class Worker:
     def start(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1",
-               "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "MALLOC_ARENA_MAX": "2",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=log, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
         self.case, self.done = None, 0
 
     def wait_ready(self, timeout: float = 600.0) -> None:
@@ -140,8 +152,9 @@ class Report:
         groups: dict[tuple, dict[str, Any]] = {}
         for r in self.bad:
             key = (r["outcome"], r.get("type", ""), r.get("where", ""))
-            g = groups.setdefault(key, {"outcome": key[0], "type": key[1], "where": key[2], "count": 0,
-                                        "formats": set(), "example": r})
+            g = groups.setdefault(
+                key, {"outcome": key[0], "type": key[1], "where": key[2], "count": 0, "formats": set(), "example": r}
+            )
             g["count"] += 1
             g["formats"].add(r["id"].split(":")[0])
         return sorted(groups.values(), key=lambda g: (-g["count"], g["outcome"]))
@@ -156,9 +169,11 @@ class Report:
         lines = [self.table(), f"{len(self.results)} cases in {self.seconds:.0f} s"]
         for g in self.distinct():
             ex = g["example"]
-            lines.append(f"\n[{g['outcome']}] x{g['count']} ({', '.join(sorted(g['formats']))}) "
-                         f"{g['type']} at {g['where']}\n    {ex.get('message', '')[:160]!r}\n"
-                         f"    reproduce: python -m tests.fuzz --case {ex['id']}   ({ex.get('note', '')[:120]})")
+            lines.append(
+                f"\n[{g['outcome']}] x{g['count']} ({', '.join(sorted(g['formats']))}) "
+                f"{g['type']} at {g['where']}\n    {ex.get('message', '')[:160]!r}\n"
+                f"    reproduce: python -m tests.fuzz --case {ex['id']}   ({ex.get('note', '')[:120]})"
+            )
         return "\n".join(lines)
 
 
@@ -170,8 +185,14 @@ def _finish(w: Worker, result: dict[str, Any], results: list[dict[str, Any]]) ->
     w.done += 1
 
 
-def run_cases(ids: Iterable[str], *, workers: int = 2, timeout: float = 5.0, full: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> Report:
+def run_cases(
+    ids: Iterable[str],
+    *,
+    workers: int = 2,
+    timeout: float = 5.0,
+    full: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
     """Run every case id in a pool of ``workers``; temporary files are removed afterwards."""
     from tests.fuzz.seeds import write_seeds
 
@@ -181,8 +202,7 @@ def run_cases(ids: Iterable[str], *, workers: int = 2, timeout: float = 5.0, ful
     with tempfile.TemporaryDirectory(prefix="lepton-fuzz-") as tmp:
         run_dir = Path(tmp)
         seeds_json = run_dir / "seeds.json"
-        seeds_json.write_text(json.dumps({k: [str(p) for p in v]
-                                          for k, v in write_seeds(run_dir / "seeds").items()}))
+        seeds_json.write_text(json.dumps({k: [str(p) for p in v] for k, v in write_seeds(run_dir / "seeds").items()}))
         pool = [Worker(n, run_dir, seeds_json) for n in range(min(workers, max(1, total)))]
         try:
             for w in pool:
@@ -196,8 +216,7 @@ def run_cases(ids: Iterable[str], *, workers: int = 2, timeout: float = 5.0, ful
     return Report(results, time.monotonic() - t0)
 
 
-def _loop(pool: list[Worker], queue: deque, results: list, timeout: float, full: bool,
-          tick: Callable[[], Any]) -> None:
+def _loop(pool: list[Worker], queue: deque, results: list, timeout: float, full: bool, tick: Callable[[], Any]) -> None:
     with selectors.DefaultSelector() as sel:
         while queue or any(w.case for w in pool):
             for w in pool:
@@ -215,16 +234,34 @@ def _loop(pool: list[Worker], queue: deque, results: list, timeout: float, full:
                     _finish(w, json.loads(line), results)
                 else:  # the worker died mid-case (killed by the kernel, aborted, or the case exited it)
                     code = w.proc.wait() if w.proc else None
-                    _finish(w, {**w.case, "outcome": "memory", "type": "WorkerDied", "where": f"exit code {code}",
-                                "message": f"the worker died (exit code {code})"}, results)
+                    _finish(
+                        w,
+                        {
+                            **w.case,
+                            "outcome": "memory",
+                            "type": "WorkerDied",
+                            "where": f"exit code {code}",
+                            "message": f"the worker died (exit code {code})",
+                        },
+                        results,
+                    )
                     w.restart()
                 tick()
             for w in pool:  # an answer already waiting (e.g. while another worker restarted) is not a hang
                 if w.case and time.monotonic() > w.deadline and not w.answered():
                     sel.unregister(w.stdout)
                     w.stop()
-                    _finish(w, {**w.case, "outcome": "hang", "type": "Timeout", "where": f"> {timeout:g} s",
-                                "message": f"no answer within {timeout:g} s"}, results)
+                    _finish(
+                        w,
+                        {
+                            **w.case,
+                            "outcome": "hang",
+                            "type": "Timeout",
+                            "where": f"> {timeout:g} s",
+                            "message": f"no answer within {timeout:g} s",
+                        },
+                        results,
+                    )
                     w.restart()
                     tick()
 
@@ -243,11 +280,14 @@ def save_case(case_id: str, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.split("\n\n")[0],
-                                epilog="examples:\n  python -m tests.fuzz --cases-lep 200 --cases-lds 100 "
-                                       "--cases-other 50\n  python -m tests.fuzz --case lep:0:1234\n"
-                                       "  python -m tests.fuzz --case lep:0:1234 --save /tmp/case",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.fuzz",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n  python -m tests.fuzz --cases-lep 200 --cases-lds 100 "
+        "--cases-other 50\n  python -m tests.fuzz --case lep:0:1234\n"
+        "  python -m tests.fuzz --case lep:0:1234 --save /tmp/case",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--cases-lep", type=int, default=10_000)
     p.add_argument("--cases-lds", type=int, default=5_000)
     p.add_argument("--cases-other", type=int, default=1_000, help="cases each for ckpt, registry and circuit")
@@ -269,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in r.items() if k != "traceback"}, indent=1))
             print(r.get("traceback", ""))
         return 1 if report.bad else 0
-    sizes = {"lep": a.cases_lep, "lds": a.cases_lds, "ckpt": a.cases_other, "registry": a.cases_other,
-             "circuit": a.cases_other}
+    sizes = {
+        "lep": a.cases_lep,
+        "lds": a.cases_lds,
+        "ckpt": a.cases_other,
+        "registry": a.cases_other,
+        "circuit": a.cases_other,
+    }
     counts = {f: sizes[f] for f in a.formats.split(",")}
     last = [0.0]
 

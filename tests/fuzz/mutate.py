@@ -18,8 +18,28 @@ MARKER = "LEPTON_FUZZ_MARKER"
 """The file the forged model specs try to create in the worker's folder: if it appears, code ran."""
 
 RAW_OPS = ("bitflip", "insert", "delete", "truncate", "overwrite")
-JSON_TOKENS = (b"{", b"}", b"[", b"]", b'"', b",", b":", b"NaN", b"Infinity", b"-Infinity", b"1e999", b"null",
-               b"true", b"-", b"0", b"\\", b"\\u", b"\xff", b"\x00", b" " * 64)
+JSON_TOKENS = (
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b'"',
+    b",",
+    b":",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e999",
+    b"null",
+    b"true",
+    b"-",
+    b"0",
+    b"\\",
+    b"\\u",
+    b"\xff",
+    b"\x00",
+    b" " * 64,
+)
 
 
 @dataclass(frozen=True)
@@ -37,18 +57,79 @@ class DupKey:
 
 
 RAW_TOKENS = (
-    "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "1e-400", "-0", "1E400", "9" * 5000,
-    "18446744073709551616", "-9223372036854775809", '"\\ud800"', '"\\u0000"',
-    "[" * 20000 + "]" * 20000, '{"a":' * 20000 + "0" + "}" * 20000, "[1e999, NaN, -Infinity]",
+    "1e999",
+    "-1e999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e-400",
+    "-0",
+    "1E400",
+    "9" * 5000,
+    "18446744073709551616",
+    "-9223372036854775809",
+    '"\\ud800"',
+    '"\\u0000"',
+    "[" * 20000 + "]" * 20000,
+    '{"a":' * 20000 + "0" + "}" * 20000,
+    "[1e999, NaN, -Infinity]",
 )
 VALUES: tuple[Any, ...] = (
-    -1, 0, 1, 2, 3, 255, 256, 65536, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30,
-    -(2**63), 0.5, -0.0, 1.5, 1e308, -1e308, True, False, None, "", "x", "A" * 100_000, "../../etc/passwd",
-    "lenet5", "float32", "zstd", "lepton-cm", [], {}, [1], [0, 0], [-1], {"a": 1}, [[[]]], [0] * 100_000,
+    -1,
+    0,
+    1,
+    2,
+    3,
+    255,
+    256,
+    65536,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    10**30,
+    -(2**63),
+    0.5,
+    -0.0,
+    1.5,
+    1e308,
+    -1e308,
+    True,
+    False,
+    None,
+    "",
+    "x",
+    "A" * 100_000,
+    "../../etc/passwd",
+    "lenet5",
+    "float32",
+    "zstd",
+    "lepton-cm",
+    [],
+    {},
+    [1],
+    [0, 0],
+    [-1],
+    {"a": 1},
+    [[[]]],
+    [0] * 100_000,
 )
-NUMBER_EDITS = (lambda n: n + 1, lambda n: n - 1, lambda n: -n, lambda n: n * 2, lambda n: n * 10**6,
-                lambda n: n // 2, lambda n: 2**31, lambda n: 2**32 - 1, lambda n: 2**63, lambda n: 0,
-                lambda n: float(n) + 0.5)
+NUMBER_EDITS = (
+    lambda n: n + 1,
+    lambda n: n - 1,
+    lambda n: -n,
+    lambda n: n * 2,
+    lambda n: n * 10**6,
+    lambda n: n // 2,
+    lambda n: 2**31,
+    lambda n: 2**32 - 1,
+    lambda n: 2**63,
+    lambda n: 0,
+    lambda n: float(n) + 0.5,
+)
 
 _SPEC_EDITS: tuple[dict[str, Any], ...] = (
     {"name": "os:system", "kwargs": {"command": f"touch {MARKER}"}},
@@ -59,27 +140,61 @@ _SPEC_EDITS: tuple[dict[str, Any], ...] = (
     {"name": "builtins:exec", "kwargs": {}},
     {"name": "sys:exit", "kwargs": {}},
     {"name": "torch.nn:Linear", "kwargs": {"in_features": 10**6, "out_features": 10**6}},
-    {"name": "no_such_module_xyz:factory"}, {"name": "lenet6"}, {"name": ""}, {"name": ":"}, {"name": "os:"},
-    {"name": "os:path"}, {"name": 5}, {"name": None}, {"name": ["lenet5"]},
-    {"input_shape": [1, 1400, 1400]}, {"input_shape": [0, 28, 28]}, {"input_shape": [1, 28, 27]},
-    {"input_shape": [10**9, 28, 28]}, {"input_shape": [1, 10**6, 10**6]}, {"input_shape": [-1, 8, 8]},
-    {"input_shape": [1, 8]}, {"input_shape": [1, 8, 8, 1]}, {"input_shape": ["1", "8", "8"]},
-    {"input_shape": [1.5, 8, 8]}, {"input_shape": 8}, {"input_shape": None}, {"input_shape": [1, Raw("NaN"), 8]},
+    {"name": "no_such_module_xyz:factory"},
+    {"name": "lenet6"},
+    {"name": ""},
+    {"name": ":"},
+    {"name": "os:"},
+    {"name": "os:path"},
+    {"name": 5},
+    {"name": None},
+    {"name": ["lenet5"]},
+    {"input_shape": [1, 1400, 1400]},
+    {"input_shape": [0, 28, 28]},
+    {"input_shape": [1, 28, 27]},
+    {"input_shape": [10**9, 28, 28]},
+    {"input_shape": [1, 10**6, 10**6]},
+    {"input_shape": [-1, 8, 8]},
+    {"input_shape": [1, 8]},
+    {"input_shape": [1, 8, 8, 1]},
+    {"input_shape": ["1", "8", "8"]},
+    {"input_shape": [1.5, 8, 8]},
+    {"input_shape": 8},
+    {"input_shape": None},
+    {"input_shape": [1, Raw("NaN"), 8]},
     {"input_shape": [1, Raw("1e999"), 8]},
-    {"num_classes": -1}, {"num_classes": 0}, {"num_classes": 1e12}, {"num_classes": 10**12}, {"num_classes": "10"},
-    {"num_classes": None}, {"num_classes": 2.5}, {"num_classes": Raw("1e999")}, {"num_classes": Raw("NaN")},
-    {"kwargs": {"fc1": 10**9}}, {"kwargs": {"fc1": 10**5, "fc2": 10**5}}, {"kwargs": {"fc1": -5}},
-    {"kwargs": {"fc1": 0}}, {"kwargs": {"fc1": "300"}}, {"kwargs": {"bogus": 1}}, {"kwargs": {"conv1": 10**6}},
-    {"kwargs": [1, 2]}, {"kwargs": "x"}, {"kwargs": {"in_channels": 3}}, {"kwargs": {"fc1": Raw("1e999")}},
+    {"num_classes": -1},
+    {"num_classes": 0},
+    {"num_classes": 1e12},
+    {"num_classes": 10**12},
+    {"num_classes": "10"},
+    {"num_classes": None},
+    {"num_classes": 2.5},
+    {"num_classes": Raw("1e999")},
+    {"num_classes": Raw("NaN")},
+    {"kwargs": {"fc1": 10**9}},
+    {"kwargs": {"fc1": 10**5, "fc2": 10**5}},
+    {"kwargs": {"fc1": -5}},
+    {"kwargs": {"fc1": 0}},
+    {"kwargs": {"fc1": "300"}},
+    {"kwargs": {"bogus": 1}},
+    {"kwargs": {"conv1": 10**6}},
+    {"kwargs": [1, 2]},
+    {"kwargs": "x"},
+    {"kwargs": {"in_channels": 3}},
+    {"kwargs": {"fc1": Raw("1e999")}},
     {"tt": {"fc1": {"in_modes": [2**20] * 16, "out_modes": [2**20] * 16, "ranks": [4096] * 15}}},
     {"tt": {"fc1": {"in_modes": [8, 8], "out_modes": [20, 15], "ranks": [4]}}},
     {"tt": {"fc9": {"in_modes": [8, 8], "out_modes": [20, 15], "ranks": [4]}}},
-    {"tt": {"fc1": {"in_modes": [], "out_modes": [], "ranks": []}}}, {"tt": "x"}, {"tt": [1]},
+    {"tt": {"fc1": {"in_modes": [], "out_modes": [], "ranks": []}}},
+    {"tt": "x"},
+    {"tt": [1]},
     {"tt": {"fc1": {"in_modes": [Raw("1e999"), 8], "out_modes": [20, 15], "ranks": [4]}}},
 )
 
 
 # ---- raw byte edits ------------------------------------------------------------------------------------------
+
 
 def truncate_length(j: int, size: int) -> int:
     """The ``j``-th truncation length of a ``size``-byte file: a golden-ratio stride through ``0..size-1``, so
@@ -106,25 +221,38 @@ def raw_edit(op: str, data: bytes, rng: random.Random, j: int) -> tuple[bytes, s
             out[bit // 8] ^= 1 << (bit % 8)
         return bytes(out), f"flip bits {flips}"
     if op == "insert":
-        blob = rng.choice((bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))), b"\x00" * 8,
-                           b"\xff" * 8, rng.choice(JSON_TOKENS)))
+        blob = rng.choice(
+            (
+                bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))),
+                b"\x00" * 8,
+                b"\xff" * 8,
+                rng.choice(JSON_TOKENS),
+            )
+        )
         return data[:pos] + blob + data[pos:], f"insert {blob[:16]!r} at {pos}"
     if op == "token":
         blob = rng.choice(JSON_TOKENS)
         drop = rng.choice((0, 0, 1, 2))
-        return data[:pos] + blob + data[pos + drop:], f"token {blob!r} at {pos} over {drop}"
+        return data[:pos] + blob + data[pos + drop :], f"token {blob!r} at {pos} over {drop}"
     if op == "delete":
         n = rng.choice((1, 1, 2, 4, 16, max(1, size // 4)))
-        return data[:pos] + data[pos + n:], f"delete {n} at {pos}"
+        return data[:pos] + data[pos + n :], f"delete {n} at {pos}"
     if op == "overwrite":
-        word = rng.choice((struct.pack("<I", rng.choice((0, 1, 2**31, 2**32 - 1))),
-                           struct.pack("<Q", rng.choice((0, 2**63, 2**64 - 1, 1 << 40))), b"\x00", b"\xff"))
+        word = rng.choice(
+            (
+                struct.pack("<I", rng.choice((0, 1, 2**31, 2**32 - 1))),
+                struct.pack("<Q", rng.choice((0, 2**63, 2**64 - 1, 1 << 40))),
+                b"\x00",
+                b"\xff",
+            )
+        )
         pos = min(pos, max(0, size - len(word)))
-        return data[:pos] + word + data[pos + len(word):], f"overwrite {word!r} at {pos}"
+        return data[:pos] + word + data[pos + len(word) :], f"overwrite {word!r} at {pos}"
     raise ValueError(f"unknown raw op {op!r}")
 
 
 # ---- JSON documents with planted tokens ----------------------------------------------------------------------
+
 
 def dumps(doc: Any, **options: Any) -> str:
     """``json.dumps(doc)`` where :class:`Raw` values and :class:`DupKey` keys are written as their text."""
@@ -171,8 +299,23 @@ def _containers(doc: Any, kind: type) -> list[Any]:
 def _edit_once(doc: Any, rng: random.Random) -> tuple[Any, str]:
     """One random structural edit of ``doc`` (changed in place where possible); returns the new document."""
     nodes = _nodes(doc)
-    op = rng.choice(("value", "value", "raw", "number", "number", "splice", "delete", "extra-key", "dup-key",
-                     "rename-key", "list", "string", "root"))
+    op = rng.choice(
+        (
+            "value",
+            "value",
+            "raw",
+            "number",
+            "number",
+            "splice",
+            "delete",
+            "extra-key",
+            "dup-key",
+            "rename-key",
+            "list",
+            "string",
+            "root",
+        )
+    )
     if op == "root" or not nodes:
         new = rng.choice((Raw(rng.choice(RAW_TOKENS)), [], None, "x", [doc], {"doc": doc}))
         return new, f"root -> {type(new).__name__}"
@@ -232,8 +375,21 @@ def _edit_once(doc: Any, rng: random.Random) -> tuple[Any, str]:
         return doc, f"duplicate key {k!r}"
     if op == "rename-key" and keys:
         k = rng.choice(keys)
-        new_key = rng.choice((k + "x", k[:-1], k.upper(), "", k.replace(".", "..", 1), k.split(".")[0],
-                              rng.choice(keys), "model.x", "optim.x.y", "optim.0", "__metadata__"))
+        new_key = rng.choice(
+            (
+                k + "x",
+                k[:-1],
+                k.upper(),
+                "",
+                k.replace(".", "..", 1),
+                k.split(".")[0],
+                rng.choice(keys),
+                "model.x",
+                "optim.x.y",
+                "optim.0",
+                "__metadata__",
+            )
+        )
         target[new_key] = target.pop(k)
         return doc, f"rename key {k!r} -> {new_key!r}"
     extra = rng.choice(("extra", "__proto__", "tt", "kwargs", "model", "sha256", "format", "A" * 1000))

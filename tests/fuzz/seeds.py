@@ -67,10 +67,16 @@ def write_lds(out: Path) -> list[Path]:
     rng = np.random.default_rng(0)
     path = out / "digits.lds"
     with StoreWriter(path, attrs={"name": "blobs", "classes": ["a", "b", "c"]}, block_samples=64, threads=1) as w:
-        w.add_split("train", {"images": _images(200, rng), "labels": rng.integers(0, 3, 200, dtype=np.uint8)},
-                    {"images": get_codec("lepton-cm", leaves=16, fit_pixels=20_000), "labels": "zstd"})
-        w.add_split("test", {"images": _images(70, rng), "labels": rng.integers(0, 3, 70, dtype=np.uint8)},
-                    {"images": "lzma", "labels": "deflate"})
+        w.add_split(
+            "train",
+            {"images": _images(200, rng), "labels": rng.integers(0, 3, 200, dtype=np.uint8)},
+            {"images": get_codec("lepton-cm", leaves=16, fit_pixels=20_000), "labels": "zstd"},
+        )
+        w.add_split(
+            "test",
+            {"images": _images(70, rng), "labels": rng.integers(0, 3, 70, dtype=np.uint8)},
+            {"images": "lzma", "labels": "deflate"},
+        )
         w.add_array("pca.mean", rng.normal(size=64).astype(np.float32), "zstd")
     return [path]
 
@@ -80,8 +86,10 @@ def write_ckpt(out: Path) -> list[Path]:
     from lepton.train.checkpoint import save_checkpoint
 
     paths = []
-    for name, make in (("adam", lambda p: torch.optim.Adam(p, lr=1e-3)),
-                       ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))):
+    for name, make in (
+        ("adam", lambda p: torch.optim.Adam(p, lr=1e-3)),
+        ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+    ):
         torch.manual_seed(0)
         spec, model = _model(SPEC_FC)
         opt = make(model.parameters())
@@ -89,8 +97,9 @@ def write_ckpt(out: Path) -> list[Path]:
             opt.zero_grad()
             model(torch.randn(4, 1, 8, 8)).square().mean().backward()
             opt.step()
-        paths.append(save_checkpoint(out / name, model, spec, optimizer=opt,
-                                     extra={"train": {"epoch": 1, "history": []}}))
+        paths.append(
+            save_checkpoint(out / name, model, spec, optimizer=opt, extra={"train": {"epoch": 1, "history": []}})
+        )
     return paths
 
 
@@ -100,8 +109,9 @@ def write_registry(out: Path, leps: list[Path]) -> list[Path]:
 
     root = out / "registry"
     reg = Registry(root)
-    for i, (lep, name, version) in enumerate(((leps[0], "lenet", "1"), (leps[1], "lenet", "2"),
-                                               (leps[0], "tiny", "v1"))):
+    for i, (lep, name, version) in enumerate(
+        ((leps[0], "lenet", "1"), (leps[1], "lenet", "2"), (leps[0], "tiny", "v1"))
+    ):
         reg.push(lep, name, version, metrics={"accuracy": 0.9, "stage": "seed"})
         manifest = root / "models" / name / version / "manifest.json"
         doc = json.loads(manifest.read_text())
@@ -126,5 +136,10 @@ def write_seeds(out: Path) -> dict[str, list[Path]]:
     """Every seed, by format, under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     leps = write_lep(out)
-    return {"lep": leps, "lds": write_lds(out), "ckpt": write_ckpt(out), "registry": write_registry(out, leps),
-            "circuit": write_circuit(out)}
+    return {
+        "lep": leps,
+        "lds": write_lds(out),
+        "ckpt": write_ckpt(out),
+        "registry": write_registry(out, leps),
+        "circuit": write_circuit(out),
+    }

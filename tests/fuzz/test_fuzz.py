@@ -78,10 +78,10 @@ def test_planted_tokens_and_duplicate_keys():
 
 def _lep_parts(data):
     _, _, n, crc = struct.unpack_from("<8sIQI", data)
-    stored = data[24:24 + n]
+    stored = data[24 : 24 + n]
     assert zlib.crc32(stored) == crc and len(data) >= 24 + n
     d = zlib.decompressobj(-15)
-    return d.decompress(stored), data[24 + n:]
+    return d.decompress(stored), data[24 + n :]
 
 
 @pytest.mark.parametrize("kind", ["header", "spec", "stream", "header-text"])
@@ -92,7 +92,7 @@ def test_lep_structured_edits_pass_the_header_crc(kind, tmp_path, seeds):
         if kind == "stream":  # the header's lengths, offsets and CRCs describe the edited payload
             streams = [s for t in json.loads(text)["tensors"] for s in t["streams"]]
             assert sum(s["length"] for s in streams) == len(payload), note
-            assert all(zlib.crc32(payload[s["offset"]:s["offset"] + s["length"]]) == s["crc32"] for s in streams)
+            assert all(zlib.crc32(payload[s["offset"] : s["offset"] + s["length"]]) == s["crc32"] for s in streams)
             assert path.read_bytes() not in {p.read_bytes() for p in seeds["lep"]}, note
         else:
             assert text not in originals, note
@@ -100,7 +100,7 @@ def test_lep_structured_edits_pass_the_header_crc(kind, tmp_path, seeds):
 
 def _lds_index(data):
     offset, length, digest, end = struct.unpack("<QQ32s8s", data[-56:])
-    index = data[offset:offset + length]
+    index = data[offset : offset + length]
     assert end == b"LDSINDEX" and hashlib.sha256(index).digest() == digest and offset + length == len(data) - 56
     return index
 
@@ -115,7 +115,7 @@ def test_lds_structured_edits_pass_the_index_sha256(kind, tmp_path, seeds):
         if kind == "block":
             ix = json.loads(index)
             extents = [e for s in ix["splits"].values() for b in s["blocks"] for e in b.values()]
-            assert all(zlib.crc32(data[o:o + n]) == c for o, n, c in extents), note
+            assert all(zlib.crc32(data[o : o + n]) == c for o, n, c in extents), note
 
 
 @pytest.mark.parametrize("kind", ["sidecar", "spec", "tensor-header", "tensor-bitflip", "tensor-insert"])
@@ -135,7 +135,9 @@ def test_json_edits_change_the_document(fmt, kind, tmp_path, seeds):
     for path, note in _cases(fmt, kind, tmp_path, seeds):
         if fmt == "registry":
             docs = {p.relative_to(path): p.read_bytes() for p in path.glob("models/*/*/manifest.json")}
-            seed = {p.relative_to(seeds[fmt][0]): p.read_bytes() for p in seeds[fmt][0].glob("models/*/*/manifest.json")}
+            seed = {
+                p.relative_to(seeds[fmt][0]): p.read_bytes() for p in seeds[fmt][0].glob("models/*/*/manifest.json")
+            }
             assert docs != seed, note
         else:
             assert path.read_bytes() != seeds[fmt][0].read_bytes(), note
@@ -148,7 +150,10 @@ def test_cases_are_reproducible(case, tmp_path, seeds):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         path, note = build_case(fmt, int(seed), int(index), seeds, tmp_path / run)
-        files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else \
-            sorted(Path(path).parent.iterdir())
+        files = (
+            sorted(p for p in Path(path).rglob("*") if p.is_file())
+            if Path(path).is_dir()
+            else sorted(Path(path).parent.iterdir())
+        )
         built.append((note, [(p.name, p.read_bytes()) for p in files]))
     assert built[0] == built[1]

@@ -19,7 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-_ALLOC = re.compile(r"can't allocate memory|not enough memory|bad_alloc|Cannot allocate memory|out of memory", re.IGNORECASE)
+_ALLOC = re.compile(
+    r"can't allocate memory|not enough memory|bad_alloc|Cannot allocate memory|out of memory", re.IGNORECASE
+)
 
 
 def classify(exc: BaseException) -> str:
@@ -54,8 +56,13 @@ def run_case(case_id: str, seeds: dict[str, list[Path]], workdir: Path, full: bo
         try:
             path, note = build_case(fmt, int(seed), int(index), seeds, case_dir)
         except Exception as e:  # noqa: BLE001 - a bug in the harness, not in Lepton
-            return {**result, "outcome": "harness-error", "type": type(e).__name__, "where": where(e),
-                    "message": traceback.format_exc()[-2000:]}
+            return {
+                **result,
+                "outcome": "harness-error",
+                "type": type(e).__name__,
+                "where": where(e),
+                "message": traceback.format_exc()[-2000:],
+            }
         result["note"] = note[:300]
         try:
             read_case(fmt, path, note)

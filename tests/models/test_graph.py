@@ -121,30 +121,33 @@ def forged(edit):
     return g
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda g: g["modules"]["head"].update(type="Module"), "layer type 'Module' is not supported"),
-    (lambda g: g["modules"]["head"].update(type="os.system"), "is not supported"),
-    (lambda g: g["nodes"][6].update(target="os:system"), "not among the supported operators"),
-    (lambda g: g["nodes"][6].update(target="builtins.eval"), "not among the supported operators"),
-    (lambda g: g["nodes"][-4].update(op="method", target="__class__"), "tensor method '__class__'"),
-    (lambda g: g["nodes"][-4].update(op="method", target="numpy"), "tensor method 'numpy'"),
-    (lambda g: g["nodes"][1].update(op="import"), "op 'import'"),
-    (lambda g: g["modules"].update({"__class__": g["modules"].pop("head")}), "not a dotted path|reserved"),
-    (lambda g: g["modules"].update({"_modules": g["modules"].pop("head")}), "reserved name '_modules'"),
-    (lambda g: g["modules"].update({"a..b": g["modules"].pop("head")}), "not a dotted path"),
-    (lambda g: g["modules"]["head"]["args"].update(in_features=-1), "out of range"),
-    (lambda g: g["modules"]["head"]["args"].update(in_features=10**12), "out of range"),
-    (lambda g: g["modules"]["head"]["args"].update(factory="os:system"), "takes no argument 'factory'"),
-    (lambda g: g["modules"]["stem.1"]["args"].update(eps=float("nan")), "out of range"),
-    (lambda g: g["nodes"][1].update(args=[{"node": "head"}]), "not a constant, a node reference"),
-    (lambda g: g["nodes"][1].update(args=[{"call": "os.system"}]), "not a constant, a node reference"),
-    (lambda g: g["nodes"][1].update(args=[[[[[[[[[[["x"]]]]]]]]]]]), "nested deeper"),
-    (lambda g: g["nodes"][1].update(name="x"), "not a new identifier"),
-    (lambda g: g["nodes"].append(dict(g["nodes"][-1], name="out2")), "exactly one output"),
-    (lambda g: g.update(version=2), "version 2 is not supported"),
-    (lambda g: g.update(extra=1), "exactly version, modules, attrs and nodes"),
-    (lambda g: g["attrs"]["blocks.0.scale"].update(dtype="object"), "kind .parameter or buffer"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda g: g["modules"]["head"].update(type="Module"), "layer type 'Module' is not supported"),
+        (lambda g: g["modules"]["head"].update(type="os.system"), "is not supported"),
+        (lambda g: g["nodes"][6].update(target="os:system"), "not among the supported operators"),
+        (lambda g: g["nodes"][6].update(target="builtins.eval"), "not among the supported operators"),
+        (lambda g: g["nodes"][-4].update(op="method", target="__class__"), "tensor method '__class__'"),
+        (lambda g: g["nodes"][-4].update(op="method", target="numpy"), "tensor method 'numpy'"),
+        (lambda g: g["nodes"][1].update(op="import"), "op 'import'"),
+        (lambda g: g["modules"].update({"__class__": g["modules"].pop("head")}), "not a dotted path|reserved"),
+        (lambda g: g["modules"].update({"_modules": g["modules"].pop("head")}), "reserved name '_modules'"),
+        (lambda g: g["modules"].update({"a..b": g["modules"].pop("head")}), "not a dotted path"),
+        (lambda g: g["modules"]["head"]["args"].update(in_features=-1), "out of range"),
+        (lambda g: g["modules"]["head"]["args"].update(in_features=10**12), "out of range"),
+        (lambda g: g["modules"]["head"]["args"].update(factory="os:system"), "takes no argument 'factory'"),
+        (lambda g: g["modules"]["stem.1"]["args"].update(eps=float("nan")), "out of range"),
+        (lambda g: g["nodes"][1].update(args=[{"node": "head"}]), "not a constant, a node reference"),
+        (lambda g: g["nodes"][1].update(args=[{"call": "os.system"}]), "not a constant, a node reference"),
+        (lambda g: g["nodes"][1].update(args=[[[[[[[[[[["x"]]]]]]]]]]]), "nested deeper"),
+        (lambda g: g["nodes"][1].update(name="x"), "not a new identifier"),
+        (lambda g: g["nodes"].append(dict(g["nodes"][-1], name="out2")), "exactly one output"),
+        (lambda g: g.update(version=2), "version 2 is not supported"),
+        (lambda g: g.update(extra=1), "exactly version, modules, attrs and nodes"),
+        (lambda g: g["attrs"]["blocks.0.scale"].update(dtype="object"), "kind .parameter or buffer"),
+    ],
+)
 def test_forged_graphs_are_refused_with_one_line(edit, match):
     with pytest.raises(FormatError, match=match) as info:
         build_graph(forged(edit))
@@ -173,25 +176,41 @@ def test_weights_must_match_the_spec_before_the_model_is_built():
         spec.load(state)
 
 
-@pytest.mark.parametrize("spec, match", [
-    ({"name": "lenet5", "input_shape": [1, 1400, 1400], "num_classes": 10, "kwargs": {}}, "over the limit"),
-    ({"name": "lenet5", "input_shape": [1, 100, 100], "num_classes": 10, "kwargs": {}}, "do not fit"),
-    ({"name": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10, "kwargs": {"fc1": 10**9}}, "over the limit"),
-    ({"name": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10, "kwargs": {"fc1": 10**30}}, "cannot be built"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"name": "lenet5", "input_shape": [1, 1400, 1400], "num_classes": 10, "kwargs": {}}, "over the limit"),
+        ({"name": "lenet5", "input_shape": [1, 100, 100], "num_classes": 10, "kwargs": {}}, "do not fit"),
+        ({"name": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10, "kwargs": {"fc1": 10**9}}, "over the limit"),
+        (
+            {"name": "lenet5", "input_shape": [1, 28, 28], "num_classes": 10, "kwargs": {"fc1": 10**30}},
+            "cannot be built",
+        ),
+    ],
+)
 def test_forged_registry_specs_cost_nothing(spec, match):
     state = ModelSpec("lenet5").build().state_dict()
     with pytest.raises(FormatError, match=match):
         ModelSpec.from_dict(spec).load(state)
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"num_classes": -1}, "num_classes"), ({"num_classes": 1e12}, "num_classes"), ({"num_classes": True}, "num_classes"),
-    ({"input_shape": [1, 28]}, "input_shape"), ({"input_shape": [0, 28, 28]}, "input_shape"),
-    ({"input_shape": [1, 10**6, 28]}, "input_shape"), ({"name": 5}, "name"), ({"name": ""}, "name"),
-    ({"kwargs": {"cmd": {"nested": "object"}}}, "kwargs"), ({"kwargs": {"x": float("inf")}}, "kwargs"),
-    ({"kwargs": [1]}, "kwargs"), ({"factory": "os:system"}, "unknown keys factory"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"num_classes": -1}, "num_classes"),
+        ({"num_classes": 1e12}, "num_classes"),
+        ({"num_classes": True}, "num_classes"),
+        ({"input_shape": [1, 28]}, "input_shape"),
+        ({"input_shape": [0, 28, 28]}, "input_shape"),
+        ({"input_shape": [1, 10**6, 28]}, "input_shape"),
+        ({"name": 5}, "name"),
+        ({"name": ""}, "name"),
+        ({"kwargs": {"cmd": {"nested": "object"}}}, "kwargs"),
+        ({"kwargs": {"x": float("inf")}}, "kwargs"),
+        ({"kwargs": [1]}, "kwargs"),
+        ({"factory": "os:system"}, "unknown keys factory"),
+    ],
+)
 def test_spec_fields_are_checked(edit, match):
     with pytest.raises(ConfigError, match=match):
         ModelSpec.from_dict({**ModelSpec("lenet5").to_dict(), **edit})
@@ -199,8 +218,14 @@ def test_spec_fields_are_checked(edit, match):
 
 def test_a_spec_naming_code_never_imports_it(tmp_path):
     marker = tmp_path / "marker"
-    spec = ModelSpec.from_dict({"name": "subprocess:getoutput", "input_shape": [1, 28, 28], "num_classes": 10,
-                                "kwargs": {"cmd": f"touch {marker}"}})
+    spec = ModelSpec.from_dict(
+        {
+            "name": "subprocess:getoutput",
+            "input_shape": [1, 28, 28],
+            "num_classes": 10,
+            "kwargs": {"cmd": f"touch {marker}"},
+        }
+    )
     with pytest.raises(UntrustedCodeError, match="import module 'subprocess' and call 'getoutput'"):
         spec.load({})
     with pytest.raises(UntrustedCodeError):
@@ -222,14 +247,16 @@ def test_user_model_reloads_in_a_process_that_never_imports_its_module(tmp_path)
     code = f"""
 import sys, torch
 from lepton.artifacts import load_model_file
-x, expected = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'expected.pt')!r})
+x, expected = torch.load({str(tmp_path / "x.pt")!r}), torch.load({str(tmp_path / "expected.pt")!r})
 for name in ("m.lep", "ckpt.safetensors"):
     model = load_model_file({str(tmp_path)!r} + "/" + name).model
     assert torch.equal(model(x), expected), name
 assert not any(m.startswith("tests") for m in sys.modules), "the user's module was imported"
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 

@@ -5,11 +5,14 @@ from lepton.errors import ConfigError
 from lepton.models import MODELS, ModelSpec, build_model, count_macs, count_params
 
 
-@pytest.mark.parametrize("name, params, macs", [
-    ("lenet5", 431_080, 2_293_000),
-    ("lenet5-classic", 61_706, 416_520),
-    ("lenet-300-100", 266_610, 266_200),
-])
+@pytest.mark.parametrize(
+    "name, params, macs",
+    [
+        ("lenet5", 431_080, 2_293_000),
+        ("lenet5-classic", 61_706, 416_520),
+        ("lenet-300-100", 266_610, 266_200),
+    ],
+)
 def test_exact_parameter_and_mac_counts(name, params, macs):
     m = build_model(name)
     assert count_params(m) == params
@@ -41,12 +44,15 @@ def test_user_factory_gets_shape_arguments():
     assert ModelSpec.from_dict(spec.to_dict()) == spec
 
 
-@pytest.mark.parametrize("name, match", [
-    ("resnet9000", "unknown model 'resnet9000'"),
-    ("no_such_module_xyz:make", "cannot import"),
-    ("tests.fixtures.custom_model:missing", "cannot import"),
-    ("tests.fixtures.custom_model:not_a_factory", "not callable"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("resnet9000", "unknown model 'resnet9000'"),
+        ("no_such_module_xyz:make", "cannot import"),
+        ("tests.fixtures.custom_model:missing", "cannot import"),
+        ("tests.fixtures.custom_model:not_a_factory", "not callable"),
+    ],
+)
 def test_bad_model_names(name, match):
     with pytest.raises(ConfigError, match=match):
         build_model(name, trust_code=True)
@@ -59,22 +65,32 @@ def test_bad_factory_arguments():
 
 def test_registry_descriptions():
     """Each description states the parameter count the model really has on 28x28 MNIST."""
-    assert set(MODELS) == {"lenet5", "lenet5-classic", "lenet-300-100", "resnet20", "mobilenetv2-small",
-                           "mlp-mixer-small"}
+    assert set(MODELS) == {
+        "lenet5",
+        "lenet5-classic",
+        "lenet-300-100",
+        "resnet20",
+        "mobilenetv2-small",
+        "mlp-mixer-small",
+    }
     for name, (_, description) in MODELS.items():
         assert f"{count_params(build_model(name)):,} params" in description, (name, description)
 
 
 def test_trained_dataset_reads_free_metadata_or_names_the_bad_entry():
-    from lepton.errors import FormatError
     from lepton.artifacts import trained_dataset
+    from lepton.errors import FormatError
 
     assert trained_dataset({"dataset": {"name": "digits", "train": 1437}}, "m.lep") == "digits"
     assert trained_dataset({"dataset_name": "fashion-mnist"}, "m.lep") == "fashion-mnist"
     assert trained_dataset({}, "m.lep") is None and trained_dataset({"dataset": {}}, "m.lep") is None
     assert trained_dataset({"dataset": None}, "m.lep") is None
-    for meta, shown in (({"dataset": 5}, "is 5"), ({"dataset": "digits"}, "is 'digits'"),
-                        ({"dataset": {"name": ["x"]}}, "is ['x']"), ({"dataset_name": 3}, "'dataset_name' is 3")):
+    for meta, shown in (
+        ({"dataset": 5}, "is 5"),
+        ({"dataset": "digits"}, "is 'digits'"),
+        ({"dataset": {"name": ["x"]}}, "is ['x']"),
+        ({"dataset_name": 3}, "'dataset_name' is 3"),
+    ):
         with pytest.raises(FormatError, match="^m.lep: the metadata's .*pass --data NAME") as info:
             trained_dataset(meta, "m.lep")
         assert f"{shown}, expected" in str(info.value)

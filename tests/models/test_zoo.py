@@ -41,13 +41,16 @@ def test_mobilenet_uses_depthwise_convolutions_and_residual_adds():
     assert ops.count("operator.add") == 4  # the blocks whose input and output shapes agree
 
 
-@pytest.mark.parametrize("name, shape, kwargs, match", [
-    ("resnet20", (1, 4, 4), {}, "at least 8x8"),
-    ("mlp-mixer-small", (1, 30, 30), {}, "not a multiple of the patch size"),
-    ("mlp-mixer-small", (1, 28, 28), {"patch": 5}, "not a multiple of the patch size"),
-    ("mlp-mixer-small", (1, 28, 28), {"dim": 0}, "dim=0"),
-    ("resnet20", (1, 28, 28), {"depth": 3}, "depth"),
-])
+@pytest.mark.parametrize(
+    "name, shape, kwargs, match",
+    [
+        ("resnet20", (1, 4, 4), {}, "at least 8x8"),
+        ("mlp-mixer-small", (1, 30, 30), {}, "not a multiple of the patch size"),
+        ("mlp-mixer-small", (1, 28, 28), {"patch": 5}, "not a multiple of the patch size"),
+        ("mlp-mixer-small", (1, 28, 28), {"dim": 0}, "dim=0"),
+        ("resnet20", (1, 28, 28), {"depth": 3}, "depth"),
+    ],
+)
 def test_bad_zoo_arguments_are_config_errors(name, shape, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         build_model(name, shape, 10, **kwargs)

@@ -13,8 +13,12 @@ from lepton.train import load_checkpoint
 @pytest.mark.slow
 def test_lepton_run_quick_end_to_end(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "lepton", "run", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "lepton", "run", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["model"]["name"] == "lenet5"
@@ -41,10 +45,14 @@ def test_lepton_run_quick_end_to_end(tmp_path):
 
 @pytest.mark.slow  # runs the whole pipeline
 def test_pipeline_api_on_digits(tmp_path):
-    cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},
-                                     "train": {"epochs": 2},
-                                     "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0},
-                                                  "validation_size": 200}})
+    cfg = load_run_config(
+        overrides={
+            "data": {"dataset": "digits"},
+            "model": {"name": "lenet-300-100"},
+            "train": {"epochs": 2},
+            "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0}, "validation_size": 200},
+        }
+    )
     result = run_pipeline(cfg, tmp_path, progress=False)
     assert list(result.metrics["stages"]) == ["data", "train", "compress", "edge"]
     assert result.metrics["dataset"]["name"] == "digits"
@@ -54,11 +62,16 @@ def test_pipeline_api_on_digits(tmp_path):
 @pytest.mark.slow  # runs the pipeline with the quantum stage
 def test_quantum_stage_is_off_by_default_and_runs_when_enabled(tmp_path):
     assert not load_run_config().quantum.enabled
-    cfg = load_run_config(overrides={"data": {"dataset": "digits"}, "model": {"name": "lenet-300-100"},
-                                     "train": {"epochs": 1},
-                                     "compress": {"enabled": False}, "edge": {"enabled": False},
-                                     "quantum": {"enabled": True, "n_qubits": 4, "n_layers": 2, "epochs": 3,
-                                                 "batch_size": 32}})
+    cfg = load_run_config(
+        overrides={
+            "data": {"dataset": "digits"},
+            "model": {"name": "lenet-300-100"},
+            "train": {"epochs": 1},
+            "compress": {"enabled": False},
+            "edge": {"enabled": False},
+            "quantum": {"enabled": True, "n_qubits": 4, "n_layers": 2, "epochs": 3, "batch_size": 32},
+        }
+    )
     result = run_pipeline(cfg, tmp_path, progress=False)
     assert list(result.metrics["stages"]) == ["data", "train", "quantum"]
     q = result.metrics["stages"]["quantum"]
@@ -86,13 +99,42 @@ def test_quantum_stage_config_errors_name_the_key():
 def test_lepton_run_trains_on_two_workers(tmp_path):
     """`lepton run --set train.distributed.nproc=2`: the train stage launches torchrun, later stages go on."""
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "lepton", "run", "--out", str(out), "--quiet",
-                        "--set", "data.dataset=digits", "--set", "model.name=lenet-300-100",
-                        "--set", "train.epochs=6", "--set", "train.batch_size=32", "--set", "train.threads=1",
-                        "--set", "train.distributed.nproc=2", "--set", "train.distributed.comm_hook.kind=fp16",
-                        "--set", "compress.prune.epochs=1", "--set", "compress.share.epochs=0",
-                        "--set", "compress.validation_size=200", "--set", "edge.enabled=false"],
-                       capture_output=True, text=True, timeout=280)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lepton",
+            "run",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "data.dataset=digits",
+            "--set",
+            "model.name=lenet-300-100",
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "train.batch_size=32",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "train.distributed.nproc=2",
+            "--set",
+            "train.distributed.comm_hook.kind=fp16",
+            "--set",
+            "compress.prune.epochs=1",
+            "--set",
+            "compress.share.epochs=0",
+            "--set",
+            "compress.validation_size=200",
+            "--set",
+            "edge.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     train = metrics["stages"]["train"]

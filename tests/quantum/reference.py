@@ -42,22 +42,24 @@ def _embed(n: int, wire: int, m: np.ndarray) -> np.ndarray:
 def _two(gate: str, n: int, a: int, b: int) -> np.ndarray:
     p0, p1 = np.diag([1, 0]), np.diag([0, 1])
     other = np.array([[0, 1], [1, 0]]) if gate == "CNOT" else np.diag([1, -1])
+
     def k(ma, mb):
         out = np.ones((1, 1))
         for q in range(n):
             out = np.kron(out, ma if q == a else (mb if q == b else I2))
         return out
+
     return k(p0, I2) + k(p1, other)
 
 
 def dense_state(circuit: Circuit, weights: np.ndarray, inputs: np.ndarray | None) -> np.ndarray:
     n = circuit.n_qubits
     if circuit.encoding == "amplitude":
-        v = np.zeros(2 ** n, dtype=complex)
-        v[:len(inputs)] = inputs
+        v = np.zeros(2**n, dtype=complex)
+        v[: len(inputs)] = inputs
         state = v / np.linalg.norm(v)
     else:
-        state = np.zeros(2 ** n, dtype=complex)
+        state = np.zeros(2**n, dtype=complex)
         state[0] = 1
     for op in circuit.ops:
         if len(op.wires) == 1:
@@ -71,5 +73,5 @@ def dense_state(circuit: Circuit, weights: np.ndarray, inputs: np.ndarray | None
 def dense_expval_z(circuit: Circuit, weights: np.ndarray, inputs: np.ndarray | None) -> np.ndarray:
     n = circuit.n_qubits
     probs = np.abs(dense_state(circuit, weights, inputs)) ** 2
-    idx = np.arange(2 ** n)
+    idx = np.arange(2**n)
     return np.array([(probs * (1 - 2 * ((idx >> (n - 1 - q)) & 1))).sum() for q in circuit.measured])

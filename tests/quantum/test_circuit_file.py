@@ -17,8 +17,12 @@ from lepton.quantum.circuit_file import TrainedCircuit, load_circuit, save_circu
 def saved(tmp_path: Path) -> Path:
     circuit = variational_circuit(2, 1)
     path = tmp_path / "c.json"
-    save_circuit(path, TrainedCircuit(circuit, torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(1, 2, 3),
-                                      [0.25, -0.5], {"dataset": "digits"}))
+    save_circuit(
+        path,
+        TrainedCircuit(
+            circuit, torch.linspace(-1, 1, 6, dtype=torch.float64).reshape(1, 2, 3), [0.25, -0.5], {"dataset": "digits"}
+        ),
+    )
     return path
 
 
@@ -36,18 +40,21 @@ def _forge(path: Path, text: str | None = None, **fields: object) -> None:
     path.write_text(text)
 
 
-@pytest.mark.parametrize("edit, needle", [
-    ({"weights": [0, 0, 0, "nan", 0, 0]}, "weights holds nan; expected finite numbers"),
-    ({"weights": [0, 0, 0, 0, True, 0]}, "weights holds True"),
-    ({"weights": [0, 0, 0, 0, None, 0]}, "weights holds None"),
-    ({"weights": [0, 0, 0, 0, 10**400, 0]}, "weights holds 1000"),
-    ({"weights": 5}, "weights must be a JSON array"),
-    ({"sample_inputs": [0.1, "inf"]}, "sample_inputs holds inf"),
-    ({"sample_inputs": {"a": 1}}, "sample_inputs must be a JSON array"),
-    ({"meta": [1, 2]}, "the key 'meta' must be a JSON object"),
-    ({"circuit": 5}, "the key 'circuit' must be a JSON object"),
-    ({"circuit": {}}, "damaged circuit file"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        ({"weights": [0, 0, 0, "nan", 0, 0]}, "weights holds nan; expected finite numbers"),
+        ({"weights": [0, 0, 0, 0, True, 0]}, "weights holds True"),
+        ({"weights": [0, 0, 0, 0, None, 0]}, "weights holds None"),
+        ({"weights": [0, 0, 0, 0, 10**400, 0]}, "weights holds 1000"),
+        ({"weights": 5}, "weights must be a JSON array"),
+        ({"sample_inputs": [0.1, "inf"]}, "sample_inputs holds inf"),
+        ({"sample_inputs": {"a": 1}}, "sample_inputs must be a JSON array"),
+        ({"meta": [1, 2]}, "the key 'meta' must be a JSON object"),
+        ({"circuit": 5}, "the key 'circuit' must be a JSON object"),
+        ({"circuit": {}}, "damaged circuit file"),
+    ],
+)
 def test_forged_fields_are_refused(saved: Path, edit: dict, needle: str) -> None:
     _forge(saved, **edit)
     with pytest.raises(FormatError, match="c.json") as info:
@@ -55,8 +62,16 @@ def test_forged_fields_are_refused(saved: Path, edit: dict, needle: str) -> None
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("token, needle", [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
-                                           ("1e999", "1e999, which overflows"), ("-1e400", "overflows")])
+@pytest.mark.parametrize(
+    "token, needle",
+    [
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("-Infinity", "-Infinity"),
+        ("1e999", "1e999, which overflows"),
+        ("-1e400", "overflows"),
+    ],
+)
 def test_non_finite_json_numbers_are_refused(saved: Path, token: str, needle: str) -> None:
     doc = json.loads(saved.read_text())
     for key in ("weights", "sample_inputs"):

@@ -14,16 +14,34 @@ from lepton.quantum.qasm import to_qasm
 
 
 def lepton(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lepton", "quantum", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "lepton", "quantum", *args], capture_output=True, text=True, cwd=cwd, timeout=240
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_train_draw_export_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "c.json"
-    r = lepton("train", "--data", "digits", "--classes", "0,1", "--qubits", "3", "--layers", "1", "--epochs", "2",
-               "--train-subset", "120", "-o", str(out), "--format", "json")
+    r = lepton(
+        "train",
+        "--data",
+        "digits",
+        "--classes",
+        "0,1",
+        "--qubits",
+        "3",
+        "--layers",
+        "1",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "120",
+        "-o",
+        str(out),
+        "--format",
+        "json",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert [m["model"].split()[0] for m in report["results"]] == ["hybrid", "logistic", "tiny"]

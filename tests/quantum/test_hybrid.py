@@ -34,8 +34,7 @@ def test_small_init_starts_near_identity_and_rejects_negative_std() -> None:
 
 def test_hybrid_trains_on_digits_and_beats_chance() -> None:
     torch.set_num_threads(1)  # restored after the test by the autouse fixture in tests/conftest.py
-    cfg = HybridConfig(classes=[0, 1, 2, 3], n_qubits=4, n_layers=2, epochs=4, batch_size=32, lr=0.05,
-                       train_subset=300)
+    cfg = HybridConfig(classes=[0, 1, 2, 3], n_qubits=4, n_layers=2, epochs=4, batch_size=32, lr=0.05, train_subset=300)
     rep = run_hybrid(load_digits(), cfg)
     hybrid, logreg, mlp = rep.results
     assert rep.n_train == 300 and rep.n_test > 100 and rep.features == "PCA-4"

@@ -44,7 +44,11 @@ def test_quantum_layer_learns_a_target() -> None:
 def test_qasm_export_text(version: int) -> None:
     circ = variational_circuit(3, 1, entangler="cz")
     text = to_qasm(circ, torch.zeros(circ.weight_shape), [0.1, 0.2, 0.3], version=version)
-    assert text.startswith(f"OPENQASM {version}.0;") and "cz q[0], q[1];" in text and "ry(0.20000000000000001) q[1];" in text
+    assert (
+        text.startswith(f"OPENQASM {version}.0;")
+        and "cz q[0], q[1];" in text
+        and "ry(0.20000000000000001) q[1];" in text
+    )
     with pytest.raises(ConfigError, match="input values"):
         to_qasm(circ, torch.zeros(circ.weight_shape), [0.1], version=version)
     with pytest.raises(ConfigError, match="amplitude"):
@@ -64,8 +68,10 @@ def test_qasm2_simulated_by_qiskit_gives_same_expectations(entangler: str) -> No
         sv = Statevector(qc.remove_final_measurements(inplace=False))
         n = qc.num_qubits
         # Qiskit labels are little-endian: the rightmost character acts on q[0]
-        theirs = [sv.expectation_value(Pauli("".join("Z" if k == q else "I" for k in reversed(range(n))))).real
-                  for q in range(n)]
+        theirs = [
+            sv.expectation_value(Pauli("".join("Z" if k == q else "I" for k in reversed(range(n))))).real
+            for q in range(n)
+        ]
         assert np.abs(np.array(theirs) - ours[i]).max() < 1e-6
 
 

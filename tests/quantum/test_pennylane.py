@@ -19,8 +19,15 @@ qml = pytest.importorskip("pennylane")
 
 def pennylane_expval_z(circuit: Circuit, weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """<Z> of every measured wire, [batch, n], on default.qubit (torch backprop, batch broadcast)."""
-    gates = {"RX": qml.RX, "RY": qml.RY, "RZ": qml.RZ, "ROT": qml.Rot, "H": qml.Hadamard, "CNOT": qml.CNOT,
-             "CZ": qml.CZ}
+    gates = {
+        "RX": qml.RX,
+        "RY": qml.RY,
+        "RZ": qml.RZ,
+        "ROT": qml.Rot,
+        "H": qml.Hadamard,
+        "CNOT": qml.CNOT,
+        "CZ": qml.CZ,
+    }
     batch = inputs.shape[0]
 
     def value(p: Param) -> torch.Tensor:
@@ -41,7 +48,10 @@ def pennylane_expval_z(circuit: Circuit, weights: torch.Tensor, inputs: torch.Te
 
 def _compare(circuit: Circuit, weights: np.ndarray, inputs: np.ndarray) -> None:
     results = []
-    for f in (lambda w, x: expval_z(circuit, w, x, dtype=torch.complex128), lambda w, x: pennylane_expval_z(circuit, w, x)):
+    for f in (
+        lambda w, x: expval_z(circuit, w, x, dtype=torch.complex128),
+        lambda w, x: pennylane_expval_z(circuit, w, x),
+    ):
         w = torch.tensor(weights, dtype=torch.float64, requires_grad=True)
         x = torch.tensor(inputs, dtype=torch.float64, requires_grad=True)
         out = f(w, x)

@@ -25,8 +25,13 @@ def random_circuit(n: int, depth: int, rng: np.random.Generator) -> Circuit:
         params = []
         for _ in range(k):
             kind = rng.integers(3)
-            params.append(w(int(rng.integers(6)), float(rng.normal())) if kind == 0 else
-                          x(int(rng.integers(3)), float(rng.normal())) if kind == 1 else c(float(rng.normal())))
+            params.append(
+                w(int(rng.integers(6)), float(rng.normal()))
+                if kind == 0
+                else x(int(rng.integers(3)), float(rng.normal()))
+                if kind == 1
+                else c(float(rng.normal()))
+            )
         ops.append(Op(str(gate), (int(rng.integers(n)),), tuple(params)))
     return Circuit(n, tuple(ops), (6,), 3)
 

@@ -7,8 +7,15 @@ import torch
 from torch import nn
 
 from lepton.errors import ConfigError
-from lepton.models.tensor_train import (TTLinear, apply_tt_layout, check_tt_layout, factorize, tt_for_ratio,
-                                         tt_layout, tt_svd)
+from lepton.models.tensor_train import (
+    TTLinear,
+    apply_tt_layout,
+    check_tt_layout,
+    factorize,
+    tt_for_ratio,
+    tt_layout,
+    tt_svd,
+)
 
 
 def test_factorize_products_and_balance() -> None:
@@ -109,15 +116,18 @@ def test_layout_round_trips_and_rebuilds_the_same_function() -> None:
     assert torch.equal(fresh(x), model(x))
 
 
-@pytest.mark.parametrize("layout, match", [
-    ([], "must be a mapping"),
-    ({"fc1": {"in_modes": [4], "out_modes": [3]}}, "exactly in_modes, out_modes"),
-    ({"fc1": {"in_modes": [4, 4], "out_modes": [3], "ranks": []}}, "same length"),
-    ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [1.5]}}, "same length"),
-    ({"fc1": {"in_modes": [4, 0], "out_modes": [3, 3], "ranks": [2]}}, r"modes must be in \[1"),
-    ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [10**9]}}, r"ranks in \[1"),
-    ({"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [1 << 20] * 4, "ranks": [4096] * 3}}, "more than"),
-])
+@pytest.mark.parametrize(
+    "layout, match",
+    [
+        ([], "must be a mapping"),
+        ({"fc1": {"in_modes": [4], "out_modes": [3]}}, "exactly in_modes, out_modes"),
+        ({"fc1": {"in_modes": [4, 4], "out_modes": [3], "ranks": []}}, "same length"),
+        ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [1.5]}}, "same length"),
+        ({"fc1": {"in_modes": [4, 0], "out_modes": [3, 3], "ranks": [2]}}, r"modes must be in \[1"),
+        ({"fc1": {"in_modes": [4, 4], "out_modes": [3, 3], "ranks": [10**9]}}, r"ranks in \[1"),
+        ({"fc1": {"in_modes": [1 << 20] * 4, "out_modes": [1 << 20] * 4, "ranks": [4096] * 3}}, "more than"),
+    ],
+)
 def test_forged_layouts_are_refused_before_allocating(layout: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         check_tt_layout(layout)

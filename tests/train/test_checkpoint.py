@@ -39,7 +39,7 @@ def test_no_pickle_on_disk(tmp_path, trained):
     spec, model, opt = trained
     path = save_checkpoint(tmp_path / "c", model, spec, optimizer=opt)
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
-    header = json.loads(path.read_bytes()[8:8 + header_len])
+    header = json.loads(path.read_bytes()[8 : 8 + header_len])
     assert "model.conv1.weight" in header and "optim.0.exp_avg" in header
 
 
@@ -70,6 +70,7 @@ def test_missing_sidecar_and_bad_versions(tmp_path, trained):
 
 # ---- forged sidecars and tensor files: one-line FormatErrors, never KeyError/ValueError/AttributeError ----------
 
+
 def _forge_sidecar(path, edit):
     sidecar = path.with_suffix(".json")
     meta = json.loads(sidecar.read_text())
@@ -85,12 +86,15 @@ def _refused(path, *needles):
     return message
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('{"format": "lepton-checkpoint", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "100001 levels deep"),
-    ('{"format": "lepton-checkpoint", "version": 1e999}', "1e999, which overflows"),
-    ('{"format": "lepton-checkpoint", "format": "lepton-checkpoint"}', "duplicate JSON key 'format'"),
-    ('{"format": "lepton-checkpoint", "test_accuracy": NaN}', "NaN"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"format": "lepton-checkpoint", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "100001 levels deep"),
+        ('{"format": "lepton-checkpoint", "version": 1e999}', "1e999, which overflows"),
+        ('{"format": "lepton-checkpoint", "format": "lepton-checkpoint"}', "duplicate JSON key 'format'"),
+        ('{"format": "lepton-checkpoint", "test_accuracy": NaN}', "NaN"),
+    ],
+)
 def test_json_attacks_on_the_sidecar_are_refused(tmp_path, trained, text, needle):
     spec, model, _ = trained
     path = save_checkpoint(tmp_path / "c", model, spec)
@@ -109,19 +113,22 @@ def test_missing_or_wrong_typed_model_spec_is_refused(tmp_path, trained):
     _refused(path, "c.json", "the key 'model'", "input_shape")
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda o: 5, "the key 'optimizer' must be a JSON object"),
-    (lambda o: {}, "expected param_groups and scalars"),
-    (lambda o: {**o, "code": "x"}, "expected param_groups and scalars"),
-    (lambda o: {**o, "param_groups": 5}, "optimizer.param_groups must be a JSON array"),
-    (lambda o: {**o, "param_groups": [5]}, "optimizer.param_groups[0] must be a JSON object"),
-    (lambda o: {**o, "param_groups": [{"lr": 0.1}]}, "param_groups[0].params must be a list"),
-    (lambda o: {**o, "param_groups": [{"params": ["a"]}]}, "param_groups[0].params must be a list"),
-    (lambda o: {**o, "scalars": []}, "optimizer.scalars must be a JSON object"),
-    (lambda o: {**o, "scalars": {"x": {}}}, "optimizer.scalars key 'x' is not a parameter index"),
-    (lambda o: {**o, "scalars": {"-1": {}}}, "optimizer.scalars key '-1'"),
-    (lambda o: {**o, "scalars": {"0": 3}}, "optimizer.scalars['0'] must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda o: 5, "the key 'optimizer' must be a JSON object"),
+        (lambda o: {}, "expected param_groups and scalars"),
+        (lambda o: {**o, "code": "x"}, "expected param_groups and scalars"),
+        (lambda o: {**o, "param_groups": 5}, "optimizer.param_groups must be a JSON array"),
+        (lambda o: {**o, "param_groups": [5]}, "optimizer.param_groups[0] must be a JSON object"),
+        (lambda o: {**o, "param_groups": [{"lr": 0.1}]}, "param_groups[0].params must be a list"),
+        (lambda o: {**o, "param_groups": [{"params": ["a"]}]}, "param_groups[0].params must be a list"),
+        (lambda o: {**o, "scalars": []}, "optimizer.scalars must be a JSON object"),
+        (lambda o: {**o, "scalars": {"x": {}}}, "optimizer.scalars key 'x' is not a parameter index"),
+        (lambda o: {**o, "scalars": {"-1": {}}}, "optimizer.scalars key '-1'"),
+        (lambda o: {**o, "scalars": {"0": 3}}, "optimizer.scalars['0'] must be a JSON object"),
+    ],
+)
 def test_forged_optimizer_section_is_refused(tmp_path, trained, edit, needle):
     spec, model, opt = trained
     path = save_checkpoint(tmp_path / "c", model, spec, optimizer=opt)
@@ -137,8 +144,7 @@ def test_forged_optimizer_tensor_names_are_refused(tmp_path, trained, name):
 
     spec, model, opt = trained
     path = save_checkpoint(tmp_path / "c", model, spec, optimizer=opt)
-    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()} | {name: torch.zeros(2)},
-              str(path))
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()} | {name: torch.zeros(2)}, str(path))
     _forge_sidecar(path, lambda m: m.update(sha256=sha256_file(path)))
     _refused(path, "c.safetensors", f"optimizer tensor {name!r} is not named optim.<index>.<key>")
 
@@ -148,8 +154,13 @@ def test_resume_refuses_a_forged_train_section(tmp_path, trained):
 
     with pytest.raises(FormatError, match=r"c.json: the key 'train' must hold 'epoch'"):
         _resume_point({}, tmp_path / "c")
-    for train in (5, {"epoch": 1}, {"epoch": "1", "history": []}, {"epoch": 1, "history": [5]},
-                  {"epoch": 1, "history": [{"epoch": "x"}]}):
+    for train in (
+        5,
+        {"epoch": 1},
+        {"epoch": "1", "history": []},
+        {"epoch": 1, "history": [5]},
+        {"epoch": 1, "history": [{"epoch": "x"}]},
+    ):
         with pytest.raises(FormatError, match="to resume"):
             _resume_point({"train": train}, tmp_path / "c")
     assert _resume_point({"train": {"epoch": 0, "history": []}}, tmp_path / "c") == ([], 0)

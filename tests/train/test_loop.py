@@ -16,8 +16,15 @@ def _train(digits, cfg=CFG, **kw):
     spec = ModelSpec("lenet-300-100", digits.input_shape, digits.num_classes)
     model = spec.build()
     x, y = digits.tensors("train")
-    report = fit(model, TensorBatches(x, y, cfg.batch_size, seed=cfg.seed), cfg, spec=spec,
-                 eval_data=digits.tensors("test"), progress=False, **kw)
+    report = fit(
+        model,
+        TensorBatches(x, y, cfg.batch_size, seed=cfg.seed),
+        cfg,
+        spec=spec,
+        eval_data=digits.tensors("test"),
+        progress=False,
+        **kw,
+    )
     return model, report
 
 

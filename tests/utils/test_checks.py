@@ -7,11 +7,17 @@ from lepton.utils.checks import check_float, check_int, check_name, interval
 
 
 def test_one_message_template():
-    with pytest.raises(ConfigError, match=r"^The 'n_components' parameter of PCA must be an int in \[1, inf\)\. "
-                                          r"Got -3 instead\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The 'n_components' parameter of PCA must be an int in \[1, inf\)\. "
+        r"Got -3 instead\.$",
+    ):
         check_int(-3, "n_components", 1, owner="PCA")
-    with pytest.raises(ConfigError, match=r"^The 'alpha' parameter must be a float in \(0, 1\] or None\. Got 0 "
-                                          r"instead\. A hint\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The 'alpha' parameter must be a float in \(0, 1\] or None\. Got 0 "
+        r"instead\. A hint\.$",
+    ):
         check_float(0, "alpha", 0, 1, lo_open=True, allow_none=True, hint="A hint.")
 
 

@@ -23,12 +23,14 @@ def test_a_submodule_of_the_same_name_does_not_shadow_the_re_export():
     importlib.import_module("lepton.distributed.launch")
     from lepton.distributed import launch
     from lepton.train import evaluate
+
     assert callable(evaluate) and not isinstance(evaluate, ModuleType)
     assert callable(launch) and not isinstance(launch, ModuleType)
 
 
 def test_unknown_names_still_raise():
     import lepton.train
+
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         lepton.train.nothing  # noqa: B018
     with pytest.raises(ImportError):

@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 from lepton.errors import FormatError
 from lepton.utils.strict_json import expect_dict, expect_list, loads, nesting_depth
 
-_SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-            | st.text())
-_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner,
-                                                                                              max_size=4),
-                       max_leaves=30)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+_VALUES = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=30
+)
 
 
 @given(_VALUES, st.sampled_from([None, 1]), st.booleans())
@@ -45,20 +44,23 @@ def test_bracket_soup_never_crashes(text):
         pass
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('{"a": 1, "b": 2, "a": 3}', "duplicate JSON key 'a'"),
-    ('[{"x": {"k": 1, "k": 1}}]', "duplicate JSON key 'k'"),
-    ("[NaN]", "NaN"),
-    ('{"w": Infinity}', "Infinity"),
-    ("[-Infinity]", "-Infinity"),
-    ("[1e999]", "1e999"),
-    ('{"w": -1E400}', "-1E400"),
-    ("[" + "9" * 5000 + "]", f"more than {sys.get_int_max_str_digits()} digits"),
-    ('{"a": 1,}', "not valid JSON"),
-    ("", "not valid JSON"),
-    ('"unterminated', "not valid JSON"),
-    ("\ufeff{}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"a": 1, "b": 2, "a": 3}', "duplicate JSON key 'a'"),
+        ('[{"x": {"k": 1, "k": 1}}]', "duplicate JSON key 'k'"),
+        ("[NaN]", "NaN"),
+        ('{"w": Infinity}', "Infinity"),
+        ("[-Infinity]", "-Infinity"),
+        ("[1e999]", "1e999"),
+        ('{"w": -1E400}', "-1E400"),
+        ("[" + "9" * 5000 + "]", f"more than {sys.get_int_max_str_digits()} digits"),
+        ('{"a": 1,}', "not valid JSON"),
+        ("", "not valid JSON"),
+        ('"unterminated', "not valid JSON"),
+        ("\ufeff{}", "not valid JSON"),
+    ],
+)
 def test_refuses_what_json_loads_accepts_or_crashes_on(text, needle):
     with pytest.raises(FormatError, match="^the test file ") as info:
         loads(text, "the test file")

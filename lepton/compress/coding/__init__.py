@@ -37,8 +37,9 @@ __all__ = ["MAX_COUNT", "MAX_DISTINCT", "METHODS", "Method", "decode_symbols", "
 
 def _check_method(method: str) -> None:
     if method not in _CODERS:
-        raise ConfigError(f"The 'method' parameter of the symbol coder must be one of {', '.join(METHODS)}. "
-                          f"Got {method!r} instead.")
+        raise ConfigError(
+            f"The 'method' parameter of the symbol coder must be one of {', '.join(METHODS)}. Got {method!r} instead."
+        )
 
 
 def _encode_alphabet(alphabet: np.ndarray) -> bytes:
@@ -64,9 +65,11 @@ def _decode_alphabet(reader: Reader, k: int) -> np.ndarray:
         return np.array(values, dtype=np.int64)
     span = reader.uvarint("alphabet span", min(MAX_SYMBOL - first, 8 * reader.remaining()))
     bits = np.unpackbits(np.frombuffer(reader.take((span + 8) // 8, "alphabet bitmap"), dtype=np.uint8))
-    if bits[span + 1:].any() or not (bits[0] and bits[span]) or int(bits.sum()) != k:
-        raise FormatError(f"{reader.what}: the alphabet bitmap does not hold {k} symbols from {first} to "
-                          f"{first + span} with zero padding; the data is corrupted.")
+    if bits[span + 1 :].any() or not (bits[0] and bits[span]) or int(bits.sum()) != k:
+        raise FormatError(
+            f"{reader.what}: the alphabet bitmap does not hold {k} symbols from {first} to "
+            f"{first + span} with zero padding; the data is corrupted."
+        )
     return first + np.flatnonzero(bits).astype(np.int64)
 
 
@@ -75,21 +78,28 @@ def encode_symbols(symbols: np.ndarray, method: Method = "ans") -> bytes:
     _check_method(method)
     symbols = np.asarray(symbols)
     if symbols.ndim != 1 or (symbols.size and not np.issubdtype(symbols.dtype, np.integer)):
-        raise ConfigError(f"encode_symbols needs a 1-D integer array, got dtype {symbols.dtype} with shape "
-                          f"{symbols.shape}; flatten it and cast to an integer dtype.")
+        raise ConfigError(
+            f"encode_symbols needs a 1-D integer array, got dtype {symbols.dtype} with shape "
+            f"{symbols.shape}; flatten it and cast to an integer dtype."
+        )
     if len(symbols) > MAX_COUNT:
-        raise ConfigError(f"encode_symbols takes at most {MAX_COUNT} symbols per stream, got {len(symbols)}; "
-                          "split the stream.")
+        raise ConfigError(
+            f"encode_symbols takes at most {MAX_COUNT} symbols per stream, got {len(symbols)}; split the stream."
+        )
     if len(symbols) == 0:
         return b""
     if symbols.min() < 0 or (symbols.dtype == np.uint64 and symbols.max() > MAX_SYMBOL):
-        raise ConfigError(f"encode_symbols needs symbols in [0, 2**63), got [{symbols.min()}, {symbols.max()}]; "
-                          "map negative values to non-negative ones first (e.g. zigzag).")
+        raise ConfigError(
+            f"encode_symbols needs symbols in [0, 2**63), got [{symbols.min()}, {symbols.max()}]; "
+            "map negative values to non-negative ones first (e.g. zigzag)."
+        )
     symbols = symbols.astype(np.int64)
     alphabet = np.unique(symbols)
     if len(alphabet) > MAX_DISTINCT:
-        raise ConfigError(f"encode_symbols takes at most {MAX_DISTINCT} distinct symbols, got {len(alphabet)}; "
-                          "bucket large values first (lepton.compress.coding.bits.bucketize).")
+        raise ConfigError(
+            f"encode_symbols takes at most {MAX_DISTINCT} distinct symbols, got {len(alphabet)}; "
+            "bucket large values first (lepton.compress.coding.bits.bucketize)."
+        )
     head = uvarint(len(symbols)) + uvarint(len(alphabet)) + _encode_alphabet(alphabet)
     if len(alphabet) == 1:
         return head
@@ -114,8 +124,9 @@ def decode_symbols(data: bytes, count: int, method: Method = "ans", *, what: str
     reader = Reader(data, what)
     stored = reader.uvarint("symbol count", MAX_COUNT)
     if stored != count:
-        raise FormatError(f"{what}: the stream holds {stored} symbols, expected {count}; the count is wrong or "
-                          "the data is corrupted.")
+        raise FormatError(
+            f"{what}: the stream holds {stored} symbols, expected {count}; the count is wrong or the data is corrupted."
+        )
     k = reader.uvarint("number of distinct symbols", min(count, MAX_DISTINCT))
     if k == 0:
         raise FormatError(f"{what}: 0 distinct symbols for {count} symbols; the data is corrupted.")
@@ -125,8 +136,10 @@ def decode_symbols(data: bytes, count: int, method: Method = "ans", *, what: str
         return np.full(count, alphabet[0], dtype=np.int64)
     ranks = _CODERS[method].decode(reader.rest(), count, k, what)
     if np.bincount(ranks, minlength=k).min() == 0:
-        raise FormatError(f"{what}: some alphabet symbols never occur among the {count} decoded symbols; "
-                          "the data is corrupted or the count is wrong.")
+        raise FormatError(
+            f"{what}: some alphabet symbols never occur among the {count} decoded symbols; "
+            "the data is corrupted or the count is wrong."
+        )
     return alphabet[ranks]
 
 

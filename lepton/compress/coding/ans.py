@@ -17,8 +17,8 @@ The precision p is chosen per stream to minimise table bits + coded bits (a shor
 
 from __future__ import annotations
 
-import numpy as np
 import constriction
+import numpy as np
 
 from lepton.compress.coding.bits import Reader, pack_fixed, unpack_fixed
 from lepton.errors import FormatError
@@ -34,8 +34,10 @@ def quantize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.int64)
     free = (1 << precision) - len(counts)
     if free < 0:
-        raise ValueError(f"{len(counts)} symbols need a precision of at least {(len(counts) - 1).bit_length()} "
-                         f"bits, got {precision}.")
+        raise ValueError(
+            f"{len(counts)} symbols need a precision of at least {(len(counts) - 1).bit_length()} "
+            f"bits, got {precision}."
+        )
     scaled = counts * free  # < 2**28 * 2**24, fits int64
     total = int(counts.sum())
     freqs = scaled // total + 1
@@ -83,25 +85,32 @@ def decode(data: bytes, count: int, k: int, what: str) -> np.ndarray:
     lowest = max(1, int(k - 1).bit_length())
     precision = reader.byte("ANS precision", PRECISION)
     if precision < lowest:
-        raise FormatError(f"{what}: ANS precision {precision} cannot give {k} symbols a nonzero frequency "
-                          f"(expected at least {lowest}); the table is corrupted.")
+        raise FormatError(
+            f"{what}: ANS precision {precision} cannot give {k} symbols a nonzero frequency "
+            f"(expected at least {lowest}); the table is corrupted."
+        )
     width = reader.byte("ANS frequency width", precision)
     freqs = unpack_fixed(reader, k - 1, width, "ANS frequencies").astype(np.int64) + 1
     last = (1 << precision) - int(freqs.sum())
     if last < 1:
-        raise FormatError(f"{what}: ANS frequencies sum to {int(freqs.sum())}, leaving {last} for the last "
-                          f"symbol (expected >= 1 of {1 << precision}); the table is corrupted.")
+        raise FormatError(
+            f"{what}: ANS frequencies sum to {int(freqs.sum())}, leaving {last} for the last "
+            f"symbol (expected >= 1 of {1 << precision}); the table is corrupted."
+        )
     freqs = np.append(freqs, last)
     body = reader.rest()
     if len(body) % 4:
-        raise FormatError(f"{what}: ANS data is {len(body)} bytes, not a whole number of 32-bit words; "
-                          "the data is truncated or corrupted.")
+        raise FormatError(
+            f"{what}: ANS data is {len(body)} bytes, not a whole number of 32-bit words; "
+            "the data is truncated or corrupted."
+        )
     words = np.frombuffer(body, dtype="<u4").astype(np.uint32)
     if len(words) and words[-1] == 0:
         raise FormatError(f"{what}: ANS data ends in a zero word, which no encoder writes; the data is corrupted.")
     coder = constriction.stream.stack.AnsCoder(words)
     ranks = coder.decode(_model(freqs, precision), count).astype(np.int64)
     if not coder.is_empty():
-        raise FormatError(f"{what}: ANS data is left over after {count} symbols; the count is wrong or the "
-                          "data is corrupted.")
+        raise FormatError(
+            f"{what}: ANS data is left over after {count} symbols; the count is wrong or the data is corrupted."
+        )
     return ranks

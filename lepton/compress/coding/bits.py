@@ -23,9 +23,11 @@ class Reader:
 
     def take(self, n: int, name: str) -> bytes:
         if n > self.remaining():
-            raise FormatError(f"{self.what}: {name} needs {n} bytes at offset {self.pos} but only "
-                              f"{self.remaining()} remain; the data is truncated or corrupted.")
-        out = self.data[self.pos:self.pos + n]
+            raise FormatError(
+                f"{self.what}: {name} needs {n} bytes at offset {self.pos} but only "
+                f"{self.remaining()} remain; the data is truncated or corrupted."
+            )
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -45,8 +47,9 @@ class Reader:
                 if b == 0 and i > 0:
                     raise FormatError(f"{self.what}: {name} is an overlong varint; the data is corrupted.")
                 if value > limit:
-                    raise FormatError(f"{self.what}: {name} is {value}, expected at most {limit}; "
-                                      "the data is corrupted or forged.")
+                    raise FormatError(
+                        f"{self.what}: {name} is {value}, expected at most {limit}; the data is corrupted or forged."
+                    )
                 return value
             shift += 7
         raise FormatError(f"{self.what}: {name} is a varint longer than 10 bytes; the data is corrupted.")
@@ -93,8 +96,10 @@ def unpack_bits(data: bytes, widths: np.ndarray, what: str) -> np.ndarray:
     widths = np.asarray(widths, dtype=np.int64)
     total = int(widths.sum())
     if len(data) != (total + 7) // 8:
-        raise FormatError(f"{what}: expected {(total + 7) // 8} bytes for {total} bits, found {len(data)}; "
-                          "the data is truncated or corrupted.")
+        raise FormatError(
+            f"{what}: expected {(total + 7) // 8} bytes for {total} bits, found {len(data)}; "
+            "the data is truncated or corrupted."
+        )
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
     if bits[total:].any():
         raise FormatError(f"{what}: nonzero padding bits after the last value; the data is corrupted.")

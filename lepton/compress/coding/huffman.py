@@ -39,7 +39,7 @@ def code_lengths(counts: np.ndarray, max_length: int = MAX_CODE_LENGTH) -> np.nd
     leaf_masks = []  # per level, from max_length-1 up to 1: which items of the merged list are leaves
     for _ in range(max_length - 1):
         pairs = len(items) // 2
-        packages = items[0:2 * pairs:2] + items[1:2 * pairs:2]
+        packages = items[0 : 2 * pairs : 2] + items[1 : 2 * pairs : 2]
         merged = np.concatenate([leaves, packages])
         idx = np.argsort(merged, kind="stable")  # ties: leaves before packages
         leaf_masks.append(idx < n)
@@ -92,17 +92,23 @@ def decode(data: bytes, count: int, k: int, what: str) -> np.ndarray:
     reader = Reader(data, what)
     lengths = unpack_fixed(reader, k, LENGTH_BITS, "Huffman code lengths").astype(np.int64)
     if lengths.min() < 1 or lengths.max() > MAX_CODE_LENGTH:
-        raise FormatError(f"{what}: Huffman code lengths must be in [1, {MAX_CODE_LENGTH}], got "
-                          f"[{lengths.min()}, {lengths.max()}]; the table is corrupted.")
+        raise FormatError(
+            f"{what}: Huffman code lengths must be in [1, {MAX_CODE_LENGTH}], got "
+            f"[{lengths.min()}, {lengths.max()}]; the table is corrupted."
+        )
     kraft = int((np.int64(1) << (MAX_CODE_LENGTH - lengths)).sum())
     if kraft != 1 << MAX_CODE_LENGTH:
-        raise FormatError(f"{what}: Huffman code lengths are not a complete prefix code (Kraft sum "
-                          f"{kraft / (1 << MAX_CODE_LENGTH):.6f}, expected 1); the table is corrupted.")
+        raise FormatError(
+            f"{what}: Huffman code lengths are not a complete prefix code (Kraft sum "
+            f"{kraft / (1 << MAX_CODE_LENGTH):.6f}, expected 1); the table is corrupted."
+        )
     body = reader.rest()
     nbits = 8 * len(body)
     if count > nbits:
-        raise FormatError(f"{what}: {count} symbols need at least {count} bits but the bitstream has {nbits}; "
-                          "the count is wrong or the data is truncated.")
+        raise FormatError(
+            f"{what}: {count} symbols need at least {count} bits but the bitstream has {nbits}; "
+            "the count is wrong or the data is truncated."
+        )
     padded = np.frombuffer(body + bytes(4), dtype=np.uint8).astype(np.uint32)
     words = (padded[:-3] << 24) | (padded[1:-2] << 16) | (padded[2:-1] << 8) | padded[3:]  # big-endian, per byte
     by_code, per_length, first, offset = _canonical(lengths, MAX_CODE_LENGTH)
@@ -126,12 +132,14 @@ def decode(data: bytes, count: int, k: int, what: str) -> np.ndarray:
             need -= 1
         at_start = np.array(starts, dtype=np.int64)
         w, n = window[at_start].astype(np.int64), length[at_start]
-        out[done:done + len(starts)] = by_code[offset[n] + (w >> (MAX_CODE_LENGTH - n)) - first[n]]
+        out[done : done + len(starts)] = by_code[offset[n] + (w >> (MAX_CODE_LENGTH - n)) - first[n]]
         done += len(starts)
         pos = chunk + q
     if done < count or pos > nbits:
-        raise FormatError(f"{what}: the Huffman bitstream ends after {done} of {count} symbols; "
-                          "the data is truncated or the count is wrong.")
+        raise FormatError(
+            f"{what}: the Huffman bitstream ends after {done} of {count} symbols; "
+            "the data is truncated or the count is wrong."
+        )
     if (pos + 7) // 8 != nbits // 8:
         raise FormatError(f"{what}: {nbits // 8 - (pos + 7) // 8} unexpected bytes after the last codeword.")
     if pos % 8 and body[pos // 8] & ((1 << (8 - pos % 8)) - 1):

@@ -46,6 +46,7 @@ class Codec(Protocol):
 
 def _cm(**params: Any) -> Codec:
     from lepton.data.codecs.cm import CMCodec  # compiles numba kernels on first use
+
     return CMCodec(**params)
 
 
@@ -85,15 +86,16 @@ class CodecMeasurement:
     decode_mb_s: float
 
 
-def measure_codec(codec: Codec, sample: np.ndarray, *, block_samples: int | None = None,
-                  decode_repeats: int = 1) -> CodecMeasurement:
+def measure_codec(
+    codec: Codec, sample: np.ndarray, *, block_samples: int | None = None, decode_repeats: int = 1
+) -> CodecMeasurement:
     """Encode ``sample`` with the (already fitted, see :func:`fit_codec`) ``codec`` in independent blocks of
     ``block_samples`` samples (None: one block), decode it, and raise FormatError unless every block comes
     back bit for bit. The decode time is the best of ``decode_repeats`` passes (the first may include
     one-time compilation); the comparison is not timed."""
     sample = np.asarray(sample)
     starts = [0] if block_samples is None else list(range(0, len(sample), block_samples))
-    blocks = [sample] if block_samples is None else [sample[s:s + block_samples] for s in starts]
+    blocks = [sample] if block_samples is None else [sample[s : s + block_samples] for s in starts]
     t0 = time.perf_counter()
     blobs = [codec.encode(b) for b in blocks]
     encode_s = time.perf_counter() - t0
@@ -107,12 +109,14 @@ def measure_codec(codec: Codec, sample: np.ndarray, *, block_samples: int | None
             raise FormatError(f"codec {codec.name}: decoded block at sample {s} differs from its input")
     model = len(getattr(codec, "model", b""))
     size, mb = sum(len(b) for b in blobs) + model, sample.nbytes / 1e6
-    return CodecMeasurement(codec.name, size, model, 8 * size / sample.size, mb / max(encode_s, 1e-9),
-                            mb / max(decode_s, 1e-9))
+    return CodecMeasurement(
+        codec.name, size, model, 8 * size / sample.size, mb / max(encode_s, 1e-9), mb / max(decode_s, 1e-9)
+    )
 
 
-def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES,
-                 min_decode_mb_s: float = 10.0) -> Codec:
+def choose_codec(
+    sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES, min_decode_mb_s: float = 10.0
+) -> Codec:
     """The ``auto`` mode: encode ``sample`` with every candidate that supports it, time one decode
     (one thread, best of two), and return the codec with the fewest bytes among those decoding at least
     ``min_decode_mb_s`` MB/s (of raw array bytes). If none meets the floor, the fastest decoder wins.
@@ -135,5 +139,17 @@ def choose_codec(sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDA
     return max(results, key=lambda r: r[1])[2]
 
 
-__all__ = ["AUTO_CANDIDATES", "CODECS", "DTYPES", "Codec", "CodecMeasurement", "DeflateCodec", "LzmaCodec",
-           "ZstdCodec", "choose_codec", "fit_codec", "get_codec", "measure_codec"]
+__all__ = [
+    "AUTO_CANDIDATES",
+    "CODECS",
+    "DTYPES",
+    "Codec",
+    "CodecMeasurement",
+    "DeflateCodec",
+    "LzmaCodec",
+    "ZstdCodec",
+    "choose_codec",
+    "fit_codec",
+    "get_codec",
+    "measure_codec",
+]

@@ -130,14 +130,26 @@ def _quiet(p, r: int, c: int) -> bool:
     """All twelve neighbours of (r, c) are zero (the features are then fixed but for r, c and mode)."""
     y = r + PAD_T
     x = c + PAD_L
-    return (p[y, x - 1] | p[y, x - 2] | p[y, x - 3] | p[y - 1, x - 2] | p[y - 1, x - 1] | p[y - 1, x]
-            | p[y - 1, x + 1] | p[y - 1, x + 2] | p[y - 2, x - 1] | p[y - 2, x] | p[y - 2, x + 1]
-            | p[y - 2, x + 2]) == 0
+    return (
+        p[y, x - 1]
+        | p[y, x - 2]
+        | p[y, x - 3]
+        | p[y - 1, x - 2]
+        | p[y - 1, x - 1]
+        | p[y - 1, x]
+        | p[y - 1, x + 1]
+        | p[y - 1, x + 2]
+        | p[y - 2, x - 1]
+        | p[y - 2, x]
+        | p[y - 2, x + 1]
+        | p[y - 2, x + 2]
+    ) == 0
 
 
 @nb.njit(cache=True, inline="always")
-def _lane_leaves(pad, r: int, c: int, mode, lanes: int, nodes, leafmap, depth: int, fast, use_fast: bool,
-                 f, node, act, leaf) -> None:
+def _lane_leaves(
+    pad, r: int, c: int, mode, lanes: int, nodes, leafmap, depth: int, fast, use_fast: bool, f, node, act, leaf
+) -> None:
     """``leaf[j]`` for pixel (r, c) of each of the first ``lanes`` images. The lanes not served by the
     fast table get their features in rows 0, 1, ... of ``f`` (``act`` maps a row back to its lane) and
     descend level by level side by side, so their load chains overlap."""
@@ -166,7 +178,7 @@ def feature_rows(images, rows):
     pad = np.zeros((height + PAD_T, width + PAD_L + PAD_R), dtype=np.uint8)
     for k in range(n_img):
         img = images[k]
-        pad[PAD_T:, PAD_L:PAD_L + width] = img
+        pad[PAD_T:, PAD_L : PAD_L + width] = img
         mode = _image_mode(img)
         for r in range(height):
             for c in range(width):
@@ -186,7 +198,7 @@ def leaf_counts(images, nodes, leafmap, depth, n_leaves):
     pad = np.zeros((height + PAD_T, width + PAD_L + PAD_R), dtype=np.uint8)
     for k in range(n_img):
         img = images[k]
-        pad[PAD_T:, PAD_L:PAD_L + width] = img
+        pad[PAD_T:, PAD_L : PAD_L + width] = img
         mode = _image_mode(img)
         out[n_leaves, mode] += 1
         for r in range(height):
@@ -235,7 +247,7 @@ def encode(images, nodes, leafmap, depth, fast, start, freq, buf):
     for g in range(0, n_img, LANES):
         lanes = min(LANES, n_img - g)
         for j in range(lanes):
-            pad[j, PAD_T:, PAD_L:PAD_L + width] = images[g + j]
+            pad[j, PAD_T:, PAD_L : PAD_L + width] = images[g + j]
             mode[j] = _image_mode(images[g + j])
             leaves[i] = mode_row
             values[i] = mode[j]

@@ -103,8 +103,9 @@ class CMCodec:
     def _images(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
         if array.dtype != np.uint8:
-            raise DataError(f"lepton-cm codes uint8 images only, got dtype {array.dtype}; "
-                            "use 'zstd' or 'lzma' for other arrays")
+            raise DataError(
+                f"lepton-cm codes uint8 images only, got dtype {array.dtype}; use 'zstd' or 'lzma' for other arrays"
+            )
         return np.ascontiguousarray(array).reshape(_planes(array.shape))
 
     def fit(self, array: np.ndarray) -> CMCodec:
@@ -115,8 +116,9 @@ class CMCodec:
         images = self._images(array)
         if images.size == 0:
             images = np.zeros((1, 1, 1), np.uint8)
-        m = cm_model.fit(images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels,
-                         max_depth=self.depth)
+        m = cm_model.fit(
+            images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels, max_depth=self.depth
+        )
         return dataclasses.replace(self, model=m.to_bytes())
 
     def encode(self, array: np.ndarray) -> bytes:
@@ -131,8 +133,13 @@ class CMCodec:
             m = self._model
             head = header + bytes([KIND_FIELD]) + self._model_crc.to_bytes(4, "little")
         else:
-            m = cm_model.fit(images, leaves=min(self.leaves, max(1, images.size // PIXELS_PER_LEAF)),
-                             min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels, max_depth=self.depth)
+            m = cm_model.fit(
+                images,
+                leaves=min(self.leaves, max(1, images.size // PIXELS_PER_LEAF)),
+                min_leaf=self.min_leaf,
+                max_fit_pixels=self.fit_pixels,
+                max_depth=self.depth,
+            )
             blob = m.to_bytes()
             head = header + bytes([KIND_EMBEDDED]) + struct.pack("<I", len(blob)) + blob
         # < 1 word per symbol (an escape and 8 raw bits: < 24 bits); a symbol per pixel and per image
@@ -145,16 +152,17 @@ class CMCodec:
         from lepton.data.codecs.cm_model import CMModel
 
         if check_dtype(dtype, decoding=True) != np.uint8:
-            raise FormatError(f"lepton-cm: stored dtype is {np.dtype(dtype).name}, but lepton-cm "
-                              "only codes uint8")
+            raise FormatError(f"lepton-cm: stored dtype is {np.dtype(dtype).name}, but lepton-cm only codes uint8")
         shp = check_shape(shape)
         data = bytes(data)
         if len(data) >= len(MAGIC) and data[:3] == MAGIC[:3] and data[3] != MAGIC[3]:
-            raise FormatError(f"lepton-cm: stream version {data[3]} is not supported (this decoder reads "
-                              f"version {MAGIC[3]}, b'LCM\\x03'); re-encode the block")
-        if len(data) < HEADER + 4 or data[:len(MAGIC)] != MAGIC:
+            raise FormatError(
+                f"lepton-cm: stream version {data[3]} is not supported (this decoder reads "
+                f"version {MAGIC[3]}, b'LCM\\x03'); re-encode the block"
+            )
+        if len(data) < HEADER + 4 or data[: len(MAGIC)] != MAGIC:
             raise FormatError("lepton-cm: missing or unknown stream header (expected b'LCM\\x03')")
-        crc = int.from_bytes(data[len(MAGIC):len(MAGIC) + 4], "little")
+        crc = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
         kind = data[HEADER - 1]
         (value,) = struct.unpack_from("<I", data, HEADER)
         body = HEADER + 4
@@ -166,17 +174,20 @@ class CMCodec:
             return np.zeros(shp, np.uint8)
         if kind == KIND_FIELD:
             if not self.model:
-                raise FormatError("lepton-cm: this block was coded with a field's shared model, but the "
-                                  "codec has none; read it through its store")
+                raise FormatError(
+                    "lepton-cm: this block was coded with a field's shared model, but the "
+                    "codec has none; read it through its store"
+                )
             m = self._model
             if value != self._model_crc:
-                raise FormatError(f"lepton-cm: the block was coded with model CRC {value:#010x}, the field's "
-                                  f"model has {self._model_crc:#010x}; the store is inconsistent")
+                raise FormatError(
+                    f"lepton-cm: the block was coded with model CRC {value:#010x}, the field's "
+                    f"model has {self._model_crc:#010x}; the store is inconsistent"
+                )
         elif kind == KIND_EMBEDDED:
             if value > len(data) - body:
-                raise FormatError(f"lepton-cm: embedded model of {value} bytes overruns the "
-                                  f"{len(data)}-byte block")
-            m = CMModel.from_bytes(data[body:body + value])
+                raise FormatError(f"lepton-cm: embedded model of {value} bytes overruns the {len(data)}-byte block")
+            m = CMModel.from_bytes(data[body : body + value])
             body += value
         else:
             raise FormatError(f"lepton-cm: unknown model kind {kind} (expected 0 or 1)")
@@ -184,15 +195,19 @@ class CMCodec:
             raise FormatError("lepton-cm: the rANS payload is not whole 32-bit words; the block is truncated")
         words = np.frombuffer(data, dtype="<u4", offset=body).astype(np.uint32)
         if pixels > MAX_PIXELS_PER_BYTE * max(4 * words.size, 1):
-            raise FormatError(f"lepton-cm: {4 * words.size} bytes cannot hold {pixels} pixels; "
-                              "the stored shape is forged or the block is truncated")
+            raise FormatError(
+                f"lepton-cm: {4 * words.size} bytes cannot hold {pixels} pixels; "
+                "the stored shape is forged or the block is truncated"
+            )
         images = np.zeros(planes, dtype=np.uint8)
         used, state = K.decode(images, *m.nodes, m.fast(*planes[1:]), m.cum, words)
         if used < 0:
             raise FormatError("lepton-cm: an image's near-white level decoded out of range; the block is corrupt")
         if used != words.size or state != K.RANS_L:
-            raise FormatError(f"lepton-cm: the coder read {used} of {words.size} words and ended in state "
-                              f"{state:#x}; the block is truncated or corrupt")
+            raise FormatError(
+                f"lepton-cm: the coder read {used} of {words.size} words and ended in state "
+                f"{state:#x}; the block is truncated or corrupt"
+            )
         if zlib.crc32(images.tobytes()) != crc:
             raise FormatError("lepton-cm: decoded pixels fail the CRC-32 check; the block is corrupt")
         return images.reshape(shp)

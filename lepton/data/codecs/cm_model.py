@@ -183,24 +183,28 @@ class CMModel:
             raise FormatError("lepton-cm model: shorter than its header")
         magic, version, nfeat, leaves, tree_len = HEAD.unpack_from(body)
         if magic != MAGIC or version != VERSION or nfeat != K.NFEAT:
-            raise FormatError(f"lepton-cm model: header {magic!r} v{version} with {nfeat} features is not "
-                              f"{MAGIC!r} v{VERSION} with {K.NFEAT}; re-encode with this version")
+            raise FormatError(
+                f"lepton-cm model: header {magic!r} v{version} with {nfeat} features is not "
+                f"{MAGIC!r} v{VERSION} with {K.NFEAT}; re-encode with this version"
+            )
         bitmap = (leaves + 1) * ((K.NSYM + 7) // 8)
         if not 1 <= leaves <= MAX_LEAVES or len(body) < HEAD.size + tree_len + bitmap:
-            raise FormatError(f"lepton-cm model: {leaves} leaves and a {tree_len}-byte tree do not fit "
-                              f"its {len(body)} bytes")
+            raise FormatError(
+                f"lepton-cm model: {leaves} leaves and a {tree_len}-byte tree do not fit its {len(body)} bytes"
+            )
         at = HEAD.size + tree_len
         bits = np.frombuffer(body, np.uint8, count=bitmap, offset=at).reshape(leaves + 1, -1)
         present = np.unpackbits(bits, axis=1, count=K.NSYM).astype(bool)
         values = np.frombuffer(body, np.uint8, offset=at + bitmap)
         if len(values) != present.sum() or (values == 0).any():
-            raise FormatError(f"lepton-cm model: {len(values)} table bytes for {present.sum()} stored values "
-                              "(or a stored value of 0)")
+            raise FormatError(
+                f"lepton-cm model: {len(values)} table bytes for {present.sum()} stored values (or a stored value of 0)"
+            )
         q = np.zeros((leaves + 1, K.NSYM), np.uint8)
         q[present] = values
         if (q[:, K.ESC] == 0).any():
             raise FormatError("lepton-cm model: a distribution has no escape weight")
-        return cls(_parse_tree(body[HEAD.size:HEAD.size + tree_len], leaves), q)
+        return cls(_parse_tree(body[HEAD.size : HEAD.size + tree_len], leaves), q)
 
 
 def _parse_tree(tree: bytes, leaves: int) -> np.ndarray:
@@ -224,8 +228,9 @@ def _parse_tree(tree: bytes, leaves: int) -> np.ndarray:
             rows[parent][2] = len(rows)
             continue
         if fid >= K.NFEAT or pos + 3 > len(tree):
-            raise FormatError(f"lepton-cm model: node {len(rows)} has feature id {fid} (expected < {K.NFEAT}) "
-                              "or is truncated")
+            raise FormatError(
+                f"lepton-cm model: node {len(rows)} has feature id {fid} (expected < {K.NFEAT}) or is truncated"
+            )
         rows.append([fid, struct.unpack_from("<h", tree, pos + 1)[0], -1])
         pos += 3
         depth += 1
@@ -233,8 +238,10 @@ def _parse_tree(tree: bytes, leaves: int) -> np.ndarray:
             raise FormatError(f"lepton-cm model: the tree is deeper than {MAX_DEPTH}")
         pending.append((len(rows) - 1, depth))
     if pos != len(tree) or n_leaves != leaves:
-        raise FormatError(f"lepton-cm model: the tree has {n_leaves} leaves for {leaves} distributions "
-                          f"and {len(tree) - pos} stray bytes")
+        raise FormatError(
+            f"lepton-cm model: the tree has {n_leaves} leaves for {leaves} distributions "
+            f"and {len(tree) - pos} stray bytes"
+        )
     return np.array(rows, dtype=np.int32)
 
 
@@ -258,8 +265,9 @@ def _preorder(t: Any) -> np.ndarray:
     return np.array(rows, dtype=np.int32)
 
 
-def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, max_depth: int = 16,
-        seed: int = 0) -> CMModel:
+def fit(
+    images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, max_depth: int = 16, seed: int = 0
+) -> CMModel:
     """Grow the tree (at most ``leaves`` leaves, ``max_depth`` levels) on the features of up to
     ``max_fit_pixels`` pixels of ``images`` [N, H, W] (whole images, evenly spaced), then count every
     pixel of ``images`` into its leaf (and every image's near-white level into the last row)."""
@@ -272,9 +280,13 @@ def fit(images: np.ndarray, *, leaves: int, min_leaf: int, max_fit_pixels: int, 
     K.feature_rows(np.ascontiguousarray(sample), rows)
     with warnings.catch_warnings():  # few pixels with many distinct values look like regression to sklearn
         warnings.simplefilter("ignore", UserWarning)
-        fitted = DecisionTreeClassifier(criterion="log_loss", max_leaf_nodes=max(2, leaves),
-                                        min_samples_leaf=max(1, min_leaf), max_depth=max_depth,
-                                        random_state=seed)
+        fitted = DecisionTreeClassifier(
+            criterion="log_loss",
+            max_leaf_nodes=max(2, leaves),
+            min_samples_leaf=max(1, min_leaf),
+            max_depth=max_depth,
+            random_state=seed,
+        )
         fitted.fit(rows, sample.reshape(-1))
     tree = _preorder(fitted.tree_)
     n_leaves = int((tree[:, 0] == K.LEAF).sum())

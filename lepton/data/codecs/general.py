@@ -23,9 +23,23 @@ from lepton.errors import DataError, FormatError
 from lepton.utils.checks import check_int
 
 # Every dtype the packed store accepts (native byte order; the codecs always write little-endian).
-DTYPES: tuple[np.dtype, ...] = tuple(np.dtype(t) for t in (
-    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-    "float16", "float32", "float64"))
+DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t)
+    for t in (
+        "bool",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+    )
+)
 # xz's dictionary size per preset (bytes)
 _LZMA_DICT = [1 << 18, 1 << 20, 1 << 21, 1 << 22, 1 << 22, 1 << 23, 1 << 23, 1 << 24, 1 << 25, 1 << 26]
 _ZSTD_MAX_RATIO = 40_000  # RLE blocks expand at most ~32,800x (100 MB of zeros -> 3,070 bytes)
@@ -40,8 +54,7 @@ def check_dtype(dtype: Any, *, decoding: bool) -> np.dtype:
     dt = dt.newbyteorder("=")
     if dt not in DTYPES:
         names = ", ".join(d.name for d in DTYPES)
-        raise (FormatError if decoding else DataError)(
-            f"dtype {dt.name!r} is not supported; expected one of {names}")
+        raise (FormatError if decoding else DataError)(f"dtype {dt.name!r} is not supported; expected one of {names}")
     return dt
 
 
@@ -113,8 +126,10 @@ class _ByteCodec(abc.ABC):
         n = expected_nbytes(dt, shp)
         raw = self._decompress(bytes(data), n)
         if len(raw) != n:
-            raise FormatError(f"{self.name}: stream decodes to {len(raw)} bytes, expected {n} "
-                              f"for {dt.name}{list(shp)}; the block is truncated or corrupt")
+            raise FormatError(
+                f"{self.name}: stream decodes to {len(raw)} bytes, expected {n} "
+                f"for {dt.name}{list(shp)}; the block is truncated or corrupt"
+            )
         return from_bytes(raw, dt, shp, self.shuffle, self.name)
 
     @abc.abstractmethod

@@ -31,8 +31,10 @@ class PackedImageDataset(Dataset):
         self.store = store if isinstance(store, Store) else Store(store, **store_options)
         info = self.store.split(split)
         if IMAGES not in info.fields or LABELS not in info.fields:
-            raise DataError(f"{self.store.location}: split {split!r} needs fields {IMAGES!r} and {LABELS!r} "
-                            f"(it has {', '.join(info.fields)}); pack it with `lepton data pack`.")
+            raise DataError(
+                f"{self.store.location}: split {split!r} needs fields {IMAGES!r} and {LABELS!r} "
+                f"(it has {', '.join(info.fields)}); pack it with `lepton data pack`."
+            )
         if info.fields[IMAGES].dtype != np.uint8 or len(info.fields[IMAGES].shape) not in (2, 3):
             raise DataError(f"{self.store.location}: field {IMAGES!r} must be uint8 [H, W] or [C, H, W] per sample")
         self.split = split
@@ -73,7 +75,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         else:
             order = torch.arange(self.n)
         for i in range(len(self)):
-            yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            yield order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,13 +85,23 @@ def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
 class StoreBatches:
     """A DataLoader over a packed split with ``set_epoch`` and ``len`` (what :func:`lepton.train.fit` needs)."""
 
-    def __init__(self, dataset: PackedImageDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, workers: int = 0, prefetch_factor: int = 4) -> None:
+    def __init__(
+        self,
+        dataset: PackedImageDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        workers: int = 0,
+        prefetch_factor: int = 4,
+    ) -> None:
         self.dataset = dataset
         self.sampler = SeededBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
         extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers else {}
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, collate_fn=_as_batch, num_workers=workers,
-                                 **extra)
+        self.loader = DataLoader(
+            dataset, batch_sampler=self.sampler, collate_fn=_as_batch, num_workers=workers, **extra
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -101,8 +113,17 @@ class StoreBatches:
         return iter(self.loader)
 
 
-def store_batches(store: Store | str | os.PathLike, split: str, batch_size: int, *, seed: int = 0,
-                  shuffle: bool = True, workers: int = 0, **store_options: Any) -> StoreBatches:
+def store_batches(
+    store: Store | str | os.PathLike,
+    split: str,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    shuffle: bool = True,
+    workers: int = 0,
+    **store_options: Any,
+) -> StoreBatches:
     """Mini-batches of ``split`` read from a packed store; same batches as ``TensorBatches`` for ``seed``."""
-    return StoreBatches(PackedImageDataset(store, split, **store_options), batch_size, shuffle=shuffle, seed=seed,
-                        workers=workers)
+    return StoreBatches(
+        PackedImageDataset(store, split, **store_options), batch_size, shuffle=shuffle, seed=seed, workers=workers
+    )

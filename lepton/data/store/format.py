@@ -75,6 +75,7 @@ def _available(name: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------- writing
 
+
 @dataclass(frozen=True)
 class FieldSpec:
     """What the index records for one field of a split: per-sample dtype and shape, and the codec."""
@@ -89,8 +90,11 @@ class FieldSpec:
         return math.prod(self.shape) * self.dtype.itemsize
 
     def to_json(self) -> dict[str, Any]:
-        out = {"dtype": self.dtype.name, "shape": list(self.shape),
-               "codec": {"name": self.codec.name, "params": dict(self.codec.params)}}
+        out = {
+            "dtype": self.dtype.name,
+            "shape": list(self.shape),
+            "codec": {"name": self.codec.name, "params": dict(self.codec.params)},
+        }
         if self.model is not None:
             out["model"] = list(self.model)
         return out
@@ -113,21 +117,35 @@ class StoreWriter:
     Use as a context manager; if the body raises, no file appears at ``path``.
     """
 
-    def __init__(self, path: str | os.PathLike, *, attrs: Mapping[str, Any] | None = None,
-                 block_samples: int = DEFAULT_BLOCK_SAMPLES, threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        block_samples: int = DEFAULT_BLOCK_SAMPLES,
+        threads: int = 0,
+    ) -> None:
         check_int(block_samples, "block_samples", 1, MAX_BLOCK_SAMPLES, owner="StoreWriter")
         self.path, self.block_samples = Path(path), block_samples
         self.threads = _threads(threads, "StoreWriter", most=4)
         try:
             attrs_text = json.dumps(dict(attrs or {}), allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"StoreWriter: attrs must be JSON (str keys; str, int, finite float, bool, None, "
-                              f"lists, dicts): {e}") from None
+            raise ConfigError(
+                f"StoreWriter: attrs must be JSON (str keys; str, int, finite float, bool, None, lists, dicts): {e}"
+            ) from None
         if strict_json.nesting_depth(attrs_text) >= strict_json.MAX_DEPTH:  # the index holds attrs one level down
-            raise ConfigError(f"StoreWriter: attrs nest {strict_json.nesting_depth(attrs_text)} levels deep; a store "
-                              f"index allows at most {strict_json.MAX_DEPTH - 1}, so flatten them.")
-        self._index: dict[str, Any] = {"format": "lepton-data-store", "version": VERSION,
-                                       "attrs": json.loads(attrs_text), "splits": {}, "arrays": {}}
+            raise ConfigError(
+                f"StoreWriter: attrs nest {strict_json.nesting_depth(attrs_text)} levels deep; a store "
+                f"index allows at most {strict_json.MAX_DEPTH - 1}, so flatten them."
+            )
+        self._index: dict[str, Any] = {
+            "format": "lepton-data-store",
+            "version": VERSION,
+            "attrs": json.loads(attrs_text),
+            "splits": {},
+            "arrays": {},
+        }
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._f: BinaryIO = open(self._tmp, "wb")
@@ -150,8 +168,14 @@ class StoreWriter:
         self._offset += len(blob)
         return entry
 
-    def add_split(self, name: str, fields: Mapping[str, np.ndarray], codecs: Mapping[str, str | Codec],
-                  *, progress: Callable[[int], None] | None = None) -> dict[str, FieldSpec]:
+    def add_split(
+        self,
+        name: str,
+        fields: Mapping[str, np.ndarray],
+        codecs: Mapping[str, str | Codec],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, FieldSpec]:
         """Append split ``name``: equally long arrays (first axis = samples), cut into blocks, each block
         of each field encoded independently. ``progress(samples_done)`` is called after each block."""
         import time
@@ -164,23 +188,27 @@ class StoreWriter:
         arrays = {_check_name("field", k, ConfigError): _sample_array(name, k, v) for k, v in fields.items()}
         counts = {len(a) for a in arrays.values()}
         if len(counts) != 1:
-            raise DataError(f"split {name!r}: fields have different numbers of samples "
-                            f"{ {k: len(a) for k, a in arrays.items()} }")
+            raise DataError(
+                f"split {name!r}: fields have different numbers of samples { {k: len(a) for k, a in arrays.items()} }"
+            )
         n = counts.pop()
         specs: dict[str, FieldSpec] = {}
         for key, a in arrays.items():
             spec = codecs.get(key, "auto")
-            codec = resolve_codec(spec, a[:self.block_samples])
-            if not codec.supports(a.dtype, a[:self.block_samples].shape):
-                raise ConfigError(f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
-                                  f"{list(a.shape[1:])}); choose another codec (e.g. zstd).")
+            codec = resolve_codec(spec, a[: self.block_samples])
+            if not codec.supports(a.dtype, a[: self.block_samples].shape):
+                raise ConfigError(
+                    f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
+                    f"{list(a.shape[1:])}); choose another codec (e.g. zstd)."
+                )
             codec = fit_codec(codec, a)
             model = getattr(codec, "model", b"")  # a learned model: stored once, before the field's blocks
-            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec,
-                                   tuple(self._append(model)) if model else None)
+            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec, tuple(self._append(model)) if model else None)
             if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:
-                raise ConfigError(f"field {key!r}: a block of {self.block_samples} samples would exceed "
-                                  f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples.")
+                raise ConfigError(
+                    f"field {key!r}: a block of {self.block_samples} samples would exceed "
+                    f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples."
+                )
         starts = range(0, n, self.block_samples)
         blocks: list[dict[str, list[int]]] = []
 
@@ -188,7 +216,7 @@ class StoreWriter:
             out, secs = {}, {}
             for key, a in arrays.items():
                 t0 = time.perf_counter()
-                out[key] = specs[key].codec.encode(a[start:start + self.block_samples])
+                out[key] = specs[key].codec.encode(a[start : start + self.block_samples])
                 secs[key] = time.perf_counter() - t0
             return out, secs
 
@@ -199,8 +227,12 @@ class StoreWriter:
                     self.encode_seconds[f"{name}/{key}"] = self.encode_seconds.get(f"{name}/{key}", 0.0) + s
                 if progress is not None:
                     progress(min(start + self.block_samples, n))
-        self._index["splits"][name] = {"samples": n, "block_samples": self.block_samples,
-                                       "fields": {k: s.to_json() for k, s in specs.items()}, "blocks": blocks}
+        self._index["splits"][name] = {
+            "samples": n,
+            "block_samples": self.block_samples,
+            "fields": {k: s.to_json() for k, s in specs.items()},
+            "blocks": blocks,
+        }
         return specs
 
     def add_array(self, name: str, array: np.ndarray, codec: str | Codec = "auto") -> None:
@@ -208,8 +240,10 @@ class StoreWriter:
         _check_name("array", name, ConfigError)
         a = np.asarray(array)
         if a.dtype not in DTYPES or a.ndim > MAX_DIMS or a.nbytes > MAX_ARRAY_BYTES:
-            raise DataError(f"array {name!r}: {a.dtype}{list(a.shape)} is not storable (dtypes: "
-                            f"{', '.join(d.name for d in DTYPES)}; at most {MAX_DIMS} dims and 1 GiB)")
+            raise DataError(
+                f"array {name!r}: {a.dtype}{list(a.shape)} is not storable (dtypes: "
+                f"{', '.join(d.name for d in DTYPES)}; at most {MAX_DIMS} dims and 1 GiB)"
+            )
         c = resolve_codec(codec, a)
         entry = self._append(c.encode(a))
         self._index["arrays"][name] = {**FieldSpec(a.dtype, a.shape, c).to_json(), "block": entry}
@@ -241,12 +275,15 @@ def _sample_array(split: str, key: str, a: np.ndarray) -> np.ndarray:
         raise DataError(f"split {split!r}, field {key!r}: at most {MAX_DIMS} dimensions per sample")
     dt = a.dtype.newbyteorder("=")
     if dt not in DTYPES:
-        raise DataError(f"split {split!r}, field {key!r}: dtype {a.dtype} is not storable; "
-                        f"use one of {', '.join(d.name for d in DTYPES)}")
+        raise DataError(
+            f"split {split!r}, field {key!r}: dtype {a.dtype} is not storable; "
+            f"use one of {', '.join(d.name for d in DTYPES)}"
+        )
     return np.ascontiguousarray(a, dtype=dt)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
+
 
 @dataclass(frozen=True)
 class SplitInfo:
@@ -273,8 +310,14 @@ class Store:
     After ``fork`` (DataLoader workers) the file is reopened in the child on first use.
     """
 
-    def __init__(self, location: str | os.PathLike, *, cache_bytes: int = 256 << 20,
-                 storage_options: dict[str, Any] | None = None, threads: int = 0) -> None:
+    def __init__(
+        self,
+        location: str | os.PathLike,
+        *,
+        cache_bytes: int = 256 << 20,
+        storage_options: dict[str, Any] | None = None,
+        threads: int = 0,
+    ) -> None:
         self.threads = _threads(threads, "Store")
         self.location = str(location)
         self.storage_options = storage_options
@@ -352,8 +395,10 @@ class Store:
         offset, length, crc = entry
         blob = self._src().read(offset, length)
         if zlib.crc32(blob) != crc:
-            raise FormatError(f"{self.location}: {where}: checksum mismatch (stored {crc:#010x}, computed "
-                              f"{zlib.crc32(blob):#010x}); the store is corrupt, re-pack it or fetch it again.")
+            raise FormatError(
+                f"{self.location}: {where}: checksum mismatch (stored {crc:#010x}, computed "
+                f"{zlib.crc32(blob):#010x}); the store is corrupt, re-pack it or fetch it again."
+            )
         return blob
 
     def _decode(self, where: str, entry: tuple[int, int, int], spec: FieldSpec, shape: tuple[int, ...]) -> np.ndarray:
@@ -365,15 +410,18 @@ class Store:
         except Exception as e:  # a checksum-valid block the codec refuses is forged: report, never crash
             raise FormatError(f"{self.location}: {where}: cannot decode with {spec.codec.name}: {e}") from None
         if out.dtype != spec.dtype or out.shape != shape:
-            raise FormatError(f"{self.location}: {where}: decoded {out.dtype}{list(out.shape)}, expected "
-                              f"{spec.dtype}{list(shape)}")
+            raise FormatError(
+                f"{self.location}: {where}: decoded {out.dtype}{list(out.shape)}, expected {spec.dtype}{list(shape)}"
+            )
         return out
 
     def read_block(self, split: str, field: str, i: int) -> np.ndarray:
         """Block ``i`` of ``field`` in ``split``, decoded (cached; do not modify the returned array)."""
         info = self.split(split)
         if field not in info.fields:
-            raise DataError(f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}")
+            raise DataError(
+                f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}"
+            )
         if not 0 <= i < len(info.blocks):
             raise DataError(f"{self.location}: split {split!r} has {len(info.blocks)} blocks, asked for block {i}")
         key = (split, field, i)
@@ -383,8 +431,9 @@ class Store:
                 return self._cache[key]
         start, stop = info.block_range(i)
         spec = info.fields[field]
-        out = self._decode(f"block {i} of split {split!r}, field {field!r}", info.blocks[i][field], spec,
-                           (stop - start, *spec.shape))
+        out = self._decode(
+            f"block {i} of split {split!r}, field {field!r}", info.blocks[i][field], spec, (stop - start, *spec.shape)
+        )
         out.flags.writeable = False
         with self._lock:
             if key not in self._cache and out.nbytes <= self.cache_bytes:
@@ -400,7 +449,9 @@ class Store:
         info = self.split(split)
         spec = info.fields.get(field)
         if spec is None:
-            raise DataError(f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}")
+            raise DataError(
+                f"{self.location}: split {split!r} has no field {field!r}; fields: {', '.join(info.fields)}"
+            )
         out = np.empty((info.samples, *spec.shape), dtype=spec.dtype)
         for i in range(len(info.blocks)):
             start, stop = info.block_range(i)
@@ -424,8 +475,10 @@ class Store:
             key = (split, field)
             with self._lock:
                 if key not in self._whole:
-                    self._whole[key] = (np.empty((info.samples, *spec.shape), dtype=spec.dtype),
-                                        np.zeros(len(info.blocks), dtype=bool))
+                    self._whole[key] = (
+                        np.empty((info.samples, *spec.shape), dtype=spec.dtype),
+                        np.zeros(len(info.blocks), dtype=bool),
+                    )
                 whole, done = self._whole[key]
             todo = np.unique(blocks[~done[blocks]])
             if len(todo):
@@ -487,14 +540,18 @@ def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
     if magic != MAGIC:
         raise FormatError(f"{where}: not a Lepton data store (bad magic); pack one with `lepton data pack`.")
     if version != VERSION or flags != 0:
-        raise FormatError(f"{where}: store format version {version} (flags {flags}) is not supported; this "
-                          f"Lepton reads version {VERSION}. Upgrade Lepton or re-pack the data.")
+        raise FormatError(
+            f"{where}: store format version {version} (flags {flags}) is not supported; this "
+            f"Lepton reads version {VERSION}. Upgrade Lepton or re-pack the data."
+        )
     offset, length, digest, end = FOOTER.unpack(src.read(src.size - FOOTER.size, FOOTER.size))
     if end != END_MAGIC:
         raise FormatError(f"{where}: the footer is missing: the store is truncated or its write was interrupted.")
     if length > MAX_INDEX_BYTES or offset < HEADER.size or offset + length != src.size - FOOTER.size:
-        raise FormatError(f"{where}: the footer's index extent ({length} bytes at {offset}) does not fit the "
-                          f"{src.size}-byte file; the store is corrupt.")
+        raise FormatError(
+            f"{where}: the footer's index extent ({length} bytes at {offset}) does not fit the "
+            f"{src.size}-byte file; the store is corrupt."
+        )
     raw = src.read(offset, length)
     if hashlib.sha256(raw).digest() != digest:
         raise FormatError(f"{where}: the index fails its SHA-256 check; the store is corrupt.")
@@ -538,8 +595,11 @@ def _field_spec(raw: Any, what: str, size: int) -> FieldSpec:
 def _extent(raw: Any, size: int, what: str) -> tuple[int, int, int]:
     if not isinstance(raw, list) or len(raw) != 3:
         raise FormatError(f"{what}: expected [offset, length, crc32]")
-    return (_int(raw[0], HEADER.size, size, f"{what}: offset"), _int(raw[1], 0, size, f"{what}: length"),
-            _int(raw[2], 0, 2**32 - 1, f"{what}: crc32"))
+    return (
+        _int(raw[0], HEADER.size, size, f"{what}: offset"),
+        _int(raw[1], 0, size, f"{what}: length"),
+        _int(raw[2], 0, 2**32 - 1, f"{what}: crc32"),
+    )
 
 
 def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[dict[str, SplitInfo], dict[str, Any]]:
@@ -564,12 +624,16 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
             if spec.model is not None:
                 extents.append((spec.model[0], spec.model[1], f"the model of split {name!r}, field {fname!r}"))
             if spec.sample_bytes * bs > MAX_DECODED_BLOCK_BYTES:
-                raise FormatError(f"{where}: split {name!r}, field {fname!r}: a block would decode to more than "
-                                  f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB")
+                raise FormatError(
+                    f"{where}: split {name!r}, field {fname!r}: a block would decode to more than "
+                    f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB"
+                )
         n_blocks = -(-n // bs)
         if not isinstance(raw["blocks"], list) or len(raw["blocks"]) != n_blocks:
-            raise FormatError(f"{where}: split {name!r}: {n} samples in blocks of {bs} need {n_blocks} block "
-                              f"entries, the index has {len(raw['blocks']) if isinstance(raw['blocks'], list) else 'none'}")
+            raise FormatError(
+                f"{where}: split {name!r}: {n} samples in blocks of {bs} need {n_blocks} block "
+                f"entries, the index has {len(raw['blocks']) if isinstance(raw['blocks'], list) else 'none'}"
+            )
         blocks = []
         for i, braw in enumerate(raw["blocks"]):
             what = f"{where}: block {i} of split {name!r}"
@@ -600,15 +664,19 @@ def _check_tiling(extents: list[tuple[int, int, str]], where: str, end: int) -> 
     pos = HEADER.size
     for offset, length, what in sorted(extents):
         if offset != pos:
-            raise FormatError(f"{where}: {what}: offset {offset} is wrong (expected {pos}: blocks are stored back "
-                              "to back); the index is forged or corrupt.")
+            raise FormatError(
+                f"{where}: {what}: offset {offset} is wrong (expected {pos}: blocks are stored back "
+                "to back); the index is forged or corrupt."
+            )
         pos = offset + length
         if pos > end:
-            raise FormatError(f"{where}: {what}: {length} bytes at {offset} run past the payload; the index is "
-                              "forged or corrupt.")
+            raise FormatError(
+                f"{where}: {what}: {length} bytes at {offset} run past the payload; the index is forged or corrupt."
+            )
     if pos != end:
-        raise FormatError(f"{where}: the blocks end at byte {pos} but the index starts at {end}; the index is "
-                          "forged or corrupt.")
+        raise FormatError(
+            f"{where}: the blocks end at byte {pos} but the index starts at {end}; the index is forged or corrupt."
+        )
 
 
 def open_store(location: str | os.PathLike, **kwargs: Any) -> Store:

@@ -21,17 +21,28 @@ from lepton.errors import DataError, FormatError
 SPLITS = ("train", "test")
 
 
-def pack_dataset(data: ImageDataset, path: str | os.PathLike, *, image_codec: str | Codec = "auto",
-                 label_codec: str | Codec = "general", block_samples: int = DEFAULT_BLOCK_SAMPLES,
-                 splits: tuple[str, ...] = SPLITS, attrs: dict[str, Any] | None = None,
-                 progress: Callable[[str, int], None] | None = None) -> Path:
+def pack_dataset(
+    data: ImageDataset,
+    path: str | os.PathLike,
+    *,
+    image_codec: str | Codec = "auto",
+    label_codec: str | Codec = "general",
+    block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    splits: tuple[str, ...] = SPLITS,
+    attrs: dict[str, Any] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> Path:
     """Write ``data``'s splits (fields ``images`` and ``labels``) to a store at ``path``, losslessly."""
     meta = {"name": data.name, "classes": list(data.classes), "source": data.source, **(attrs or {})}
     with StoreWriter(path, attrs=meta, block_samples=block_samples) as w:
         for split in splits:
             x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-            specs = w.add_split(split, {IMAGES: x, LABELS: y}, {IMAGES: image_codec, LABELS: label_codec},
-                                progress=None if progress is None else (lambda done, s=split: progress(s, done)))
+            specs = w.add_split(
+                split,
+                {IMAGES: x, LABELS: y},
+                {IMAGES: image_codec, LABELS: label_codec},
+                progress=None if progress is None else (lambda done, s=split: progress(s, done)),
+            )
             # the next split reuses the codecs as chosen and fitted here (a learned model is fitted once, on
             # the first split, and stored again beside each later split's blocks)
             image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
@@ -50,8 +61,12 @@ def load_packed(location: str | os.PathLike | Store, **store_options: Any) -> Im
         if split not in store.splits:
             raise DataError(f"{store.location}: needs splits 'train' and 'test', has {', '.join(store.splits)}")
         parts += [store.read_field(split, IMAGES), store.read_field(split, LABELS)]
-    return ImageDataset(str(store.attrs.get("name", "packed")), *parts,
-                        classes=tuple(store.attrs.get("classes", ())), source=store.location)
+    return ImageDataset(
+        str(store.attrs.get("name", "packed")),
+        *parts,
+        classes=tuple(store.attrs.get("classes", ())),
+        source=store.location,
+    )
 
 
 class VerifyReport(BaseModel):
@@ -69,8 +84,9 @@ class VerifyReport(BaseModel):
         return not self.errors
 
 
-def verify_store(location: str | os.PathLike | Store, *, reference: ImageDataset | None = None,
-                 **store_options: Any) -> VerifyReport:
+def verify_store(
+    location: str | os.PathLike | Store, *, reference: ImageDataset | None = None, **store_options: Any
+) -> VerifyReport:
     """Check the index, every block's checksum and decode; with ``reference``, compare every sample too."""
     t0 = time.perf_counter()
     store = location if isinstance(location, Store) else Store(location, cache_bytes=0, **store_options)
@@ -96,9 +112,16 @@ def verify_store(location: str | os.PathLike | Store, *, reference: ImageDataset
             decoded += store.read_array(name).nbytes
         except FormatError as e:
             errors.append(str(e))
-    return VerifyReport(location=store.location, file_bytes=store.file_bytes, blocks=blocks, arrays=len(store.arrays),
-                        samples={k: s.samples for k, s in store.splits.items()}, decoded_bytes=decoded,
-                        seconds=time.perf_counter() - t0, errors=errors)
+    return VerifyReport(
+        location=store.location,
+        file_bytes=store.file_bytes,
+        blocks=blocks,
+        arrays=len(store.arrays),
+        samples={k: s.samples for k, s in store.splits.items()},
+        decoded_bytes=decoded,
+        seconds=time.perf_counter() - t0,
+        errors=errors,
+    )
 
 
 def xz_bytes(array: np.ndarray) -> int:
@@ -106,7 +129,9 @@ def xz_bytes(array: np.ndarray) -> int:
     return len(lzma.compress(np.ascontiguousarray(array).tobytes(), preset=9 | lzma.PRESET_EXTREME))
 
 
-def inspect_store(location: str | os.PathLike | Store, *, xz: bool = False, **store_options: Any) -> list[dict[str, Any]]:
+def inspect_store(
+    location: str | os.PathLike | Store, *, xz: bool = False, **store_options: Any
+) -> list[dict[str, Any]]:
     """One row per split and field: codec, samples, raw and stored bytes, bits per value, ratios; then the
     store's overhead (header, index, footer) and the whole file. ``xz`` adds the xz -9e size of each field."""
     store = location if isinstance(location, Store) else Store(location, **store_options)
@@ -118,23 +143,45 @@ def inspect_store(location: str | os.PathLike | Store, *, xz: bool = False, **st
             stored = store.field_bytes(name, field)
             raw_total += raw
             values = info.samples * max(1, int(np.prod(spec.shape)))
-            row = {"split": name, "field": field, "dtype": spec.dtype.name, "shape": str(list(spec.shape)),
-                   "codec": spec.codec.name, "samples": info.samples, "blocks": len(info.blocks),
-                   "raw_bytes": raw, "stored_bytes": stored,
-                   "bits_per_value": 8 * stored / values if info.samples else 0.0,
-                   "ratio_vs_raw": raw / stored if stored else 0.0}
+            row = {
+                "split": name,
+                "field": field,
+                "dtype": spec.dtype.name,
+                "shape": str(list(spec.shape)),
+                "codec": spec.codec.name,
+                "samples": info.samples,
+                "blocks": len(info.blocks),
+                "raw_bytes": raw,
+                "stored_bytes": stored,
+                "bits_per_value": 8 * stored / values if info.samples else 0.0,
+                "ratio_vs_raw": raw / stored if stored else 0.0,
+            }
             if xz:
                 ref = xz_bytes(store.read_field(name, field))
                 row |= {"xz_bytes": ref, "ratio_vs_xz": ref / stored if stored else 0.0}
             rows.append(row)
     for name, (spec, (_, length, _)) in store.arrays.items():
         raw_total += spec.sample_bytes
-        rows.append({"split": "(array)", "field": name, "dtype": spec.dtype.name, "shape": str(list(spec.shape)),
-                     "codec": spec.codec.name, "raw_bytes": spec.sample_bytes, "stored_bytes": length})
+        rows.append(
+            {
+                "split": "(array)",
+                "field": name,
+                "dtype": spec.dtype.name,
+                "shape": str(list(spec.shape)),
+                "codec": spec.codec.name,
+                "raw_bytes": spec.sample_bytes,
+                "stored_bytes": length,
+            }
+        )
     overhead = store.file_bytes - sum(r["stored_bytes"] for r in rows)
     rows.append({"split": "(store)", "field": "header+index+footer", "stored_bytes": overhead})
-    total = {"split": "(store)", "field": "total", "raw_bytes": raw_total, "stored_bytes": store.file_bytes,
-             "ratio_vs_raw": raw_total / store.file_bytes}
+    total = {
+        "split": "(store)",
+        "field": "total",
+        "raw_bytes": raw_total,
+        "stored_bytes": store.file_bytes,
+        "ratio_vs_raw": raw_total / store.file_bytes,
+    }
     if xz:
         total["xz_bytes"] = sum(r.get("xz_bytes", 0) for r in rows)
         total["ratio_vs_xz"] = total["xz_bytes"] / store.file_bytes
@@ -148,6 +195,9 @@ def bits_per_pixel(store: Store) -> float:
     if isinstance(reduced, dict) and isinstance(reduced.get("image_shape"), list):
         pixels = sum(info.samples for info in store.splits.values()) * int(np.prod(reduced["image_shape"]))
     else:
-        pixels = sum(info.samples * int(np.prod(info.fields[IMAGES].shape))
-                     for info in store.splits.values() if IMAGES in info.fields)
+        pixels = sum(
+            info.samples * int(np.prod(info.fields[IMAGES].shape))
+            for info in store.splits.values()
+            if IMAGES in info.fields
+        )
     return 8 * store.file_bytes / pixels if pixels else 0.0

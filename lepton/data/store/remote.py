@@ -47,8 +47,9 @@ class LocalSource:
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise FormatError(f"{self.location}: read of {length} bytes at offset {offset} is outside the "
-                              f"{self.size}-byte file")
+            raise FormatError(
+                f"{self.location}: read of {length} bytes at offset {offset} is outside the {self.size}-byte file"
+            )
         out = bytearray()
         while len(out) < length:
             chunk = os.pread(self._fd, length - len(out), offset + len(out))
@@ -73,8 +74,10 @@ class FsspecSource:
         try:
             self._fs, self._path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
-            raise DataError(f"{url}: cannot open this URL with fsspec ({e}); install the filesystem's "
-                            "package (e.g. s3fs for s3://, gcsfs for gs://).") from None
+            raise DataError(
+                f"{url}: cannot open this URL with fsspec ({e}); install the filesystem's "
+                "package (e.g. s3fs for s3://, gcsfs for gs://)."
+            ) from None
         try:
             self.size = int(self._fs.size(self._path))
         except FileNotFoundError:
@@ -82,8 +85,9 @@ class FsspecSource:
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
-            raise FormatError(f"{self.location}: read of {length} bytes at offset {offset} is outside the "
-                              f"{self.size}-byte file")
+            raise FormatError(
+                f"{self.location}: read of {length} bytes at offset {offset} is outside the {self.size}-byte file"
+            )
         if length == 0:
             return b""
         data = self._fs.cat_file(self._path, start=offset, end=offset + length)

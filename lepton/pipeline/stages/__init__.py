@@ -8,4 +8,15 @@ from lepton.pipeline.stages.train import TrainStage, TrainStageReport
 
 STAGES = [DataStage(), TrainStage(), CompressStage(), EdgeStage(), QuantumStage()]
 
-__all__ = ["STAGES", "CompressStage", "DataStage", "DataStageReport", "EdgeStage", "EdgeStageReport", "QuantumStage", "QuantumStageReport", "TrainStage", "TrainStageReport"]
+__all__ = [
+    "STAGES",
+    "CompressStage",
+    "DataStage",
+    "DataStageReport",
+    "EdgeStage",
+    "EdgeStageReport",
+    "QuantumStage",
+    "QuantumStageReport",
+    "TrainStage",
+    "TrainStageReport",
+]

@@ -21,32 +21,52 @@ class CompressStage:
         if state.model is None or state.spec is None:
             raise RuntimeError("the compress stage needs the trained model of the train stage")
         path = state.run_dir / "model.lep"
-        report = compress_model(state.model, state.spec, state.require_dataset(), state.config.compress,
-                                state.config.train, path, progress=state.progress, console=state.console,
-                                trust_code=state.trust_code)
+        report = compress_model(
+            state.model,
+            state.spec,
+            state.require_dataset(),
+            state.config.compress,
+            state.config.train,
+            path,
+            progress=state.progress,
+            console=state.console,
+            trust_code=state.trust_code,
+        )
         state.artifacts["lep"] = path
         return report
 
     def html(self, report: CompressReport, state: RunState) -> str:  # type: ignore[override]
         decoded = load_lep(state.run_dir / report.file).build_model(trust_code=state.trust_code)
         parts = [
-            H.kpis({"file": f"{report.file_bytes:,} B", "ratio vs fp32": f"{report.ratio:.1f}x",
+            H.kpis(
+                {
+                    "file": f"{report.file_bytes:,} B",
+                    "ratio vs fp32": f"{report.ratio:.1f}x",
                     "test accuracy (decoded file)": f"{100 * report.test_accuracy:.2f}%",
                     "dense accuracy": f"{100 * report.baseline_test_accuracy:.2f}%",
                     "weights kept": f"{report.kept:,} / {report.params:,}",
-                    "bit-exact decode": "yes" if report.bit_exact else "NO"}),
-            H.figure(P.accuracy_vs_size([s.model_dump() for s in report.steps]),
-                     "dense → pruned → shared → coded; 'pruned' and 'shared' are sized by the same container"),
+                    "bit-exact decode": "yes" if report.bit_exact else "NO",
+                }
+            ),
+            H.figure(
+                P.accuracy_vs_size([s.model_dump() for s in report.steps]),
+                "dense → pruned → shared → coded; 'pruned' and 'shared' are sized by the same container",
+            ),
             H.table([s.model_dump() for s in report.steps]),
-            "<h3>The file, layer by layer (lepton compress inspect)</h3>", H.table(report.layers),
+            "<h3>The file, layer by layer (lepton compress inspect)</h3>",
+            H.table(report.layers),
             f"<p class='muted'>Huffman: {report.huffman_bytes:,} B · ANS: {report.ans_bytes:,} B "
             f"(coder used: {report.coder}).</p>",
         ]
         if report.sensitivity is not None:
             scan = report.sensitivity
             curves = {row["layer"]: [(p["rate"], p["accuracy"]) for p in row["points"]] for row in scan["layers"]}
-            parts.append(H.figure(P.sensitivity_curves(curves, scan["baseline_accuracy"]),
-                                  f"measured on the last {scan['samples']:,} training images, not on the test set"))
+            parts.append(
+                H.figure(
+                    P.sensitivity_curves(curves, scan["baseline_accuracy"]),
+                    f"measured on the last {scan['samples']:,} training images, not on the test set",
+                )
+            )
         parts.append(H.figure(P.layer_sparsity(report.sparsity)))
         parts.append(H.figure(P.shared_weight_histograms(decoded)))
         return "".join(parts)

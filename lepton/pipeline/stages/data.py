@@ -68,8 +68,9 @@ def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats
     except ImportError:
         return None
     m = measure_codec(codec, images, block_samples=block_samples)
-    return CodecStats(bytes=m.bytes, bits_per_pixel=m.bits_per_pixel, encode_mb_s=m.encode_mb_s,
-                      decode_mb_s=m.decode_mb_s)
+    return CodecStats(
+        bytes=m.bytes, bits_per_pixel=m.bits_per_pixel, encode_mb_s=m.encode_mb_s, decode_mb_s=m.decode_mb_s
+    )
 
 
 class DataStage:
@@ -92,73 +93,111 @@ class DataStage:
         store = open_store(path)
         state.dataset = load_packed(store)  # identical arrays (verified); later stages train on what the store holds
         state.artifacts["data_store"] = path
-        state.console.print(f"packed {path.name}: {store.file_bytes:,} bytes, {bits_per_pixel(store):.3f} bits/pixel, "
-                            f"verified in {check.seconds:.1f} s")
+        state.console.print(
+            f"packed {path.name}: {store.file_bytes:,} bytes, {bits_per_pixel(store):.3f} bits/pixel, "
+            f"verified in {check.seconds:.1f} s"
+        )
 
-        sample = data.x_train[:cfg.compare_samples]
+        sample = data.x_train[: cfg.compare_samples]
         codecs = {}
         for name in cfg.compare:
             stats = codec_stats(name, sample, cfg.block_samples)
             if stats is not None:
                 codecs[name] = stats
-                state.console.print(f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "
-                                    f"MB/s, decode {stats.decode_mb_s:.1f} MB/s")
+                state.console.print(
+                    f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "
+                    f"MB/s, decode {stats.decode_mb_s:.1f} MB/s"
+                )
 
         tcfg = state.config.train
         spec = ModelSpec(state.config.model.name, data.input_shape, data.num_classes, dict(state.config.model.kwargs))
         x, y = data.tensors("train")
         steps = min(cfg.loader_batches, len(x) // tcfg.batch_size)
-        mem = training_throughput(spec, TensorBatches(x, y, tcfg.batch_size, seed=tcfg.seed), steps, tcfg,
-                                  trust_code=state.trust_code)
+        mem = training_throughput(
+            spec, TensorBatches(x, y, tcfg.batch_size, seed=tcfg.seed), steps, tcfg, trust_code=state.trust_code
+        )
         loader = store_batches(path, "train", tcfg.batch_size, seed=tcfg.seed, workers=cfg.workers)
         packed = training_throughput(spec, loader, steps, tcfg, trust_code=state.trust_code)
         info = store.split("train")
         raw = sum(s.samples * f.sample_bytes for s in store.splits.values() for f in s.fields.values())
         report = DataStageReport(
-            store_file=path.name, store_bytes=store.file_bytes, raw_bytes=raw, ratio=raw / store.file_bytes,
-            bits_per_pixel=bits_per_pixel(store), image_codec=info.fields["images"].codec.name,
-            label_codec=info.fields["labels"].codec.name, verified=True, pack_seconds=pack_seconds,
-            verify_seconds=check.seconds, compare_images=len(sample), codecs=codecs,
-            loader=LoaderStats(batches=steps, batch_size=tcfg.batch_size, workers=cfg.workers,
-                               in_memory_images_per_second=mem, store_images_per_second=packed, ratio=packed / mem))
+            store_file=path.name,
+            store_bytes=store.file_bytes,
+            raw_bytes=raw,
+            ratio=raw / store.file_bytes,
+            bits_per_pixel=bits_per_pixel(store),
+            image_codec=info.fields["images"].codec.name,
+            label_codec=info.fields["labels"].codec.name,
+            verified=True,
+            pack_seconds=pack_seconds,
+            verify_seconds=check.seconds,
+            compare_images=len(sample),
+            codecs=codecs,
+            loader=LoaderStats(
+                batches=steps,
+                batch_size=tcfg.batch_size,
+                workers=cfg.workers,
+                in_memory_images_per_second=mem,
+                store_images_per_second=packed,
+                ratio=packed / mem,
+            ),
+        )
         if cfg.lossy.enabled:
             report.lossy, report.lossy_note = self._lossy(state)
         return report
 
     def _lossy(self, state: RunState) -> tuple[list[ReduceRow], str]:
         lossy, data = state.config.data.pack.lossy, state.require_dataset()
-        common = {"train_samples": lossy.train_samples, "epochs": lossy.epochs, "seed": state.config.train.seed,
-                  "model": state.config.model.name}
+        common = {
+            "train_samples": lossy.train_samples,
+            "epochs": lossy.epochs,
+            "seed": state.config.train.seed,
+            "model": state.config.model.name,
+        }
         configs = [ReduceConfig(pca_variance=v, **common) for v in lossy.pca_variances]
         configs += [ReduceConfig(bits=b, **common) for b in lossy.bits]
         rows: list[ReduceRow] = []
         baseline, note = None, ""
         for i, rc in enumerate(configs):
             accuracy = accuracy_check(rc.model, epochs=rc.epochs, seed=rc.seed, trust_code=state.trust_code)
-            rep = reduce_dataset(data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, accuracy=accuracy,
-                                 baseline_accuracy=baseline)
+            rep = reduce_dataset(
+                data, state.run_dir / "reduced" / f"reduced-{i}.lds", rc, accuracy=accuracy, baseline_accuracy=baseline
+            )
             baseline, note = rep.rows[0].test_accuracy, rep.note
             rows += rep.rows[1:] if rows else rep.rows
-            state.console.print(f"  lossy {rc.label}: {rep.store_bytes:,} bytes, accuracy {rep.rows[1].test_accuracy:.4f}")
+            state.console.print(
+                f"  lossy {rc.label}: {rep.store_bytes:,} bytes, accuracy {rep.rows[1].test_accuracy:.4f}"
+            )
         return rows, note
 
     def html(self, report: DataStageReport, state: RunState) -> str:  # type: ignore[override]
         rows = [{"codec": k, **v.model_dump()} for k, v in report.codecs.items()]
         lo = report.loader
         parts = [
-            H.kpis({"store": f"{report.store_bytes:,} B", "bits / pixel": f"{report.bits_per_pixel:.3f}",
-                    "ratio vs raw": f"{report.ratio:.2f}x", "image codec": report.image_codec,
+            H.kpis(
+                {
+                    "store": f"{report.store_bytes:,} B",
+                    "bits / pixel": f"{report.bits_per_pixel:.3f}",
+                    "ratio vs raw": f"{report.ratio:.2f}x",
+                    "image codec": report.image_codec,
                     "verified": "yes" if report.verified else "NO",
-                    "loader vs memory": f"{lo.ratio:.2f}x"}),
-            H.figure(codec_sizes(rows), f"each codec on the first {report.compare_images:,} training images, "
-                                        f"blocks of the store's size, one thread"),
+                    "loader vs memory": f"{lo.ratio:.2f}x",
+                }
+            ),
+            H.figure(
+                codec_sizes(rows),
+                f"each codec on the first {report.compare_images:,} training images, "
+                f"blocks of the store's size, one thread",
+            ),
             H.table(rows),
             f"<p>DataLoader over the store ({lo.workers} workers) fed {lo.batches} LeNet training steps at "
             f"{lo.store_images_per_second:,.0f} images/s against {lo.in_memory_images_per_second:,.0f} from "
             f"in-memory tensors. The train stage trains on the arrays read back from <code>{report.store_file}</code>.</p>",
         ]
         if report.lossy:
-            parts += ["<h3>Lossy reduction: size against accuracy</h3>",
-                      H.figure(lossy_curve([r.model_dump() for r in report.lossy]), report.lossy_note or ""),
-                      H.table([r.model_dump() for r in report.lossy])]
+            parts += [
+                "<h3>Lossy reduction: size against accuracy</h3>",
+                H.figure(lossy_curve([r.model_dump() for r in report.lossy]), report.lossy_note or ""),
+                H.table([r.model_dump() for r in report.lossy]),
+            ]
         return "".join(parts)

@@ -10,7 +10,6 @@ from lepton.pipeline.state import RunState
 from lepton.report import html as H
 from lepton.report.edge_plots import plan_figure
 
-
 EdgeStageReport = EdgeReport  # the stage's report is the library's (the name other modules import)
 
 
@@ -32,31 +31,57 @@ class EdgeStage:
             model, spec = state.model.eval(), state.spec
         else:
             raise RuntimeError("the edge stage needs a model: run the train stage first")
-        report = deploy_model(model, spec, state.require_dataset(), state.config.edge, state.run_dir,
-                              model_file=source or state.artifacts.get("checkpoint"),  # what the cloud process loads
-                              source=str(source or "trained model"), trust_code=state.trust_code)
+        report = deploy_model(
+            model,
+            spec,
+            state.require_dataset(),
+            state.config.edge,
+            state.run_dir,
+            model_file=source or state.artifacts.get("checkpoint"),  # what the cloud process loads
+            source=str(source or "trained model"),
+            trust_code=state.trust_code,
+        )
         state.artifacts["onnx"] = state.run_dir / ONNX_FILE
         state.artifacts["onnx_int8"] = state.run_dir / ONNX_INT8_FILE
         return report
 
     def html(self, report: EdgeReport, state: RunState) -> str:  # type: ignore[override]
         s = report.split
-        plan = SplitPlan(network=s.network, rows=s.rows, best_cut=s.best_cut, best_after=s.best_after,
-                         best_ms=s.predicted_ms, cloud_only_ms=s.rows[0].total_ms, edge_only_ms=s.rows[-1].total_ms,
-                         speedup_vs_cloud_only=s.rows[0].total_ms / s.predicted_ms)
-        return "".join([
-            H.kpis({"ONNX fp32": f"{report.onnx_fp32_bytes:,} B", "ONNX int8": f"{report.onnx_int8_bytes:,} B",
-                    "fp32 accuracy": f"{100 * report.fp32_test_accuracy:.2f}%",
-                    "int8 accuracy": f"{100 * report.int8_test_accuracy:.2f}%",
-                    "eager p50": f"{report.eager_p50_ms:.3f} ms", "int8 p50": f"{report.int8_p50_ms:.3f} ms",
-                    "int8 speedup": f"{report.int8_speedup_vs_eager:.1f}x"}),
-            "<h3>Latency at batch 1 and throughput</h3>", H.table([r.model_dump() for r in report.latency]),
-            f"<p class='muted'>CPU int8 dot-product instructions: "
-            f"{', '.join(report.cpu_int8_features) or 'none (AVX2 only)'}.</p><h3>Edge–cloud split (predicted)</h3>",
-            H.figure(plan_figure(plan), f"{s.network.bandwidth_bps / 1e6:g} Mbit/s, RTT {s.network.rtt_ms:g} ms, "
-                                        f"edge {s.network.edge_slowdown:g}x slower, payload {s.network.encoding}"),
-            H.table([r.model_dump() for r in s.rows]),
-            f"<p>Best cut after <b>{s.best_after}</b>: predicted {s.predicted_ms:.3f} ms. Run for real over "
-            f"127.0.0.1: measured {s.measured_ms:.3f} ms beside {s.predicted_loopback_ms:.3f} ms predicted for this "
-            f"host with a free link.</p>",
-        ])
+        plan = SplitPlan(
+            network=s.network,
+            rows=s.rows,
+            best_cut=s.best_cut,
+            best_after=s.best_after,
+            best_ms=s.predicted_ms,
+            cloud_only_ms=s.rows[0].total_ms,
+            edge_only_ms=s.rows[-1].total_ms,
+            speedup_vs_cloud_only=s.rows[0].total_ms / s.predicted_ms,
+        )
+        return "".join(
+            [
+                H.kpis(
+                    {
+                        "ONNX fp32": f"{report.onnx_fp32_bytes:,} B",
+                        "ONNX int8": f"{report.onnx_int8_bytes:,} B",
+                        "fp32 accuracy": f"{100 * report.fp32_test_accuracy:.2f}%",
+                        "int8 accuracy": f"{100 * report.int8_test_accuracy:.2f}%",
+                        "eager p50": f"{report.eager_p50_ms:.3f} ms",
+                        "int8 p50": f"{report.int8_p50_ms:.3f} ms",
+                        "int8 speedup": f"{report.int8_speedup_vs_eager:.1f}x",
+                    }
+                ),
+                "<h3>Latency at batch 1 and throughput</h3>",
+                H.table([r.model_dump() for r in report.latency]),
+                f"<p class='muted'>CPU int8 dot-product instructions: "
+                f"{', '.join(report.cpu_int8_features) or 'none (AVX2 only)'}.</p><h3>Edge–cloud split (predicted)</h3>",
+                H.figure(
+                    plan_figure(plan),
+                    f"{s.network.bandwidth_bps / 1e6:g} Mbit/s, RTT {s.network.rtt_ms:g} ms, "
+                    f"edge {s.network.edge_slowdown:g}x slower, payload {s.network.encoding}",
+                ),
+                H.table([r.model_dump() for r in s.rows]),
+                f"<p>Best cut after <b>{s.best_after}</b>: predicted {s.predicted_ms:.3f} ms. Run for real over "
+                f"127.0.0.1: measured {s.measured_ms:.3f} ms beside {s.predicted_loopback_ms:.3f} ms predicted for this "
+                f"host with a free link.</p>",
+            ]
+        )

@@ -41,29 +41,53 @@ class QuantumStage:
     def run(self, state: RunState) -> QuantumStageReport:
         cfg: QuantumConfig = state.config.quantum  # a QuantumConfig is a HybridConfig
         circuit_path, qasm_path = state.run_dir / "circuit.json", state.run_dir / "circuit.qasm"
-        report = train_circuit(state.require_dataset(), cfg, circuit_path, qasm_file=qasm_path,
-                               qasm_version=cfg.qasm_version, progress=state.progress).hybrid
+        report = train_circuit(
+            state.require_dataset(),
+            cfg,
+            circuit_path,
+            qasm_file=qasm_path,
+            qasm_version=cfg.qasm_version,
+            progress=state.progress,
+        ).hybrid
         state.artifacts["circuit"], state.artifacts["qasm"] = circuit_path, qasm_path
         hybrid, classical = report.results[0], report.results[1:]
         return QuantumStageReport(
-            classes=report.classes, n_train=report.n_train, n_test=report.n_test, features=report.features,
-            n_qubits=cfg.n_qubits, n_layers=cfg.n_layers, hybrid_test_accuracy=hybrid.test_accuracy,
+            classes=report.classes,
+            n_train=report.n_train,
+            n_test=report.n_test,
+            features=report.features,
+            n_qubits=cfg.n_qubits,
+            n_layers=cfg.n_layers,
+            hybrid_test_accuracy=hybrid.test_accuracy,
             best_classical_test_accuracy=max(r.test_accuracy for r in classical),
-            hybrid_seconds_per_epoch=hybrid.seconds_per_epoch, results=report.results, circuit=report.circuit,
-            circuit_file=circuit_path.name, qasm_file=qasm_path.name)
+            hybrid_seconds_per_epoch=hybrid.seconds_per_epoch,
+            results=report.results,
+            circuit=report.circuit,
+            circuit_file=circuit_path.name,
+            qasm_file=qasm_path.name,
+        )
 
     def html(self, report: QuantumStageReport, state: RunState) -> str:  # type: ignore[override]
         rows = [r.model_dump() for r in report.results]
-        return "".join([
-            H.kpis({"hybrid accuracy": f"{100 * report.hybrid_test_accuracy:.2f}%",
-                    "best classical": f"{100 * report.best_classical_test_accuracy:.2f}%",
-                    "qubits × layers": f"{report.n_qubits} × {report.n_layers}",
-                    "quantum s/epoch": f"{report.hybrid_seconds_per_epoch:.1f} s",
-                    "classes": ", ".join(map(str, report.classes))}),
-            H.figure(P.accuracy_bars(rows), f"{report.features} features of {report.n_train:,} training images; "
-                                            f"test on {report.n_test:,}. A statevector simulation: no speed-up claimed."),
-            H.table(rows),
-            f"<h3>The trained circuit</h3><pre>{html.escape(report.circuit)}</pre>"
-            f"<p class='muted'>Saved as {html.escape(report.circuit_file)}; OpenQASM with the trained angles and the "
-            f"first test sample's inputs bound: {html.escape(report.qasm_file)}.</p>",
-        ])
+        return "".join(
+            [
+                H.kpis(
+                    {
+                        "hybrid accuracy": f"{100 * report.hybrid_test_accuracy:.2f}%",
+                        "best classical": f"{100 * report.best_classical_test_accuracy:.2f}%",
+                        "qubits × layers": f"{report.n_qubits} × {report.n_layers}",
+                        "quantum s/epoch": f"{report.hybrid_seconds_per_epoch:.1f} s",
+                        "classes": ", ".join(map(str, report.classes)),
+                    }
+                ),
+                H.figure(
+                    P.accuracy_bars(rows),
+                    f"{report.features} features of {report.n_train:,} training images; "
+                    f"test on {report.n_test:,}. A statevector simulation: no speed-up claimed.",
+                ),
+                H.table(rows),
+                f"<h3>The trained circuit</h3><pre>{html.escape(report.circuit)}</pre>"
+                f"<p class='muted'>Saved as {html.escape(report.circuit_file)}; OpenQASM with the trained angles and the "
+                f"first test sample's inputs bound: {html.escape(report.qasm_file)}.</p>",
+            ]
+        )

@@ -45,37 +45,70 @@ class TrainStage:
 
     def run(self, state: RunState) -> TrainStageReport:
         cfg, data = state.config, state.require_dataset()
-        job = train_model(data, cfg.model.name, cfg.train, model_kwargs=cfg.model.kwargs,
-                          progress=state.progress, console=state.console, trust_code=state.trust_code)
+        job = train_model(
+            data,
+            cfg.model.name,
+            cfg.train,
+            model_kwargs=cfg.model.kwargs,
+            progress=state.progress,
+            console=state.console,
+            trust_code=state.trust_code,
+        )
         spec, model, report, ev = job.spec, job.model, job.train, job.test
-        ckpt = save_checkpoint(state.run_dir / "model", model, spec,
-                               extra={"dataset": data.summary(), "test_accuracy": ev.accuracy})
+        ckpt = save_checkpoint(
+            state.run_dir / "model", model, spec, extra={"dataset": data.summary(), "test_accuracy": ev.accuracy}
+        )
         state.spec, state.model = spec, model
         state.artifacts["checkpoint"] = ckpt
         n = count_params(model)
         return TrainStageReport(
-            model=spec.name, params=n, macs=count_macs(model, spec.input_shape), fp32_bytes=4 * n,
-            layers=layer_table(model), epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-            train_seconds=report.train_seconds, images_per_second=report.images_per_second,
-            train_accuracy=report.final_train_accuracy, test_accuracy=ev.accuracy, test_loss=ev.loss,
-            test_samples=ev.samples, per_class_accuracy=ev.per_class_accuracy, confusion=ev.confusion,
-            checkpoint=ckpt.name, world_size=report.world_size, communication=report.communication,
-            history=report.history)
+            model=spec.name,
+            params=n,
+            macs=count_macs(model, spec.input_shape),
+            fp32_bytes=4 * n,
+            layers=layer_table(model),
+            epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            train_seconds=report.train_seconds,
+            images_per_second=report.images_per_second,
+            train_accuracy=report.final_train_accuracy,
+            test_accuracy=ev.accuracy,
+            test_loss=ev.loss,
+            test_samples=ev.samples,
+            per_class_accuracy=ev.per_class_accuracy,
+            confusion=ev.confusion,
+            checkpoint=ckpt.name,
+            world_size=report.world_size,
+            communication=report.communication,
+            history=report.history,
+        )
 
     def html(self, report: TrainStageReport, state: RunState) -> str:  # type: ignore[override]
         classes = state.require_dataset().classes
-        return "".join([
-            H.kpis({"test accuracy": f"{100 * report.test_accuracy:.2f}%", "parameters": report.params,
-                    "MACs / image": report.macs, "fp32 size": f"{report.fp32_bytes / 1024:,.1f} KiB",
-                    "train time": f"{report.train_seconds:.0f} s",
-                    "throughput": f"{report.images_per_second:,.0f} img/s", "workers": report.world_size}),
-            "" if report.communication is None else
-            H.table([report.communication.model_dump()]),
-            H.figure(plots.training_curves([r.model_dump() for r in report.history]),
-                     "Training curves (test measured after each epoch; the final model is the last epoch's)"),
-            H.figure(plots.per_class_accuracy(report.per_class_accuracy, classes)),
-            H.figure(plots.confusion_matrix(report.confusion, classes)),
-            "<h3>Model size</h3>",
-            H.table(report.layers + [{"layer": "total", "type": "", "params": report.params,
-                                      "fp32_bytes": report.fp32_bytes}]),
-        ])
+        return "".join(
+            [
+                H.kpis(
+                    {
+                        "test accuracy": f"{100 * report.test_accuracy:.2f}%",
+                        "parameters": report.params,
+                        "MACs / image": report.macs,
+                        "fp32 size": f"{report.fp32_bytes / 1024:,.1f} KiB",
+                        "train time": f"{report.train_seconds:.0f} s",
+                        "throughput": f"{report.images_per_second:,.0f} img/s",
+                        "workers": report.world_size,
+                    }
+                ),
+                "" if report.communication is None else H.table([report.communication.model_dump()]),
+                H.figure(
+                    plots.training_curves([r.model_dump() for r in report.history]),
+                    "Training curves (test measured after each epoch; the final model is the last epoch's)",
+                ),
+                H.figure(plots.per_class_accuracy(report.per_class_accuracy, classes)),
+                H.figure(plots.confusion_matrix(report.confusion, classes)),
+                "<h3>Model size</h3>",
+                H.table(
+                    report.layers
+                    + [{"layer": "total", "type": "", "params": report.params, "fp32_bytes": report.fp32_bytes}]
+                ),
+            ]
+        )
