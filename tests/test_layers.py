@@ -1,6 +1,6 @@
 """The floor plan: imports flow down the layers only (STYLE.md), checked on the source with ``ast``.
 
-    cli → pipeline, report → compress, edge, quantum (and artifacts.py, which opens any model file)
+    cli → pipeline, report, api (the Python front door) → compress, edge, quantum (and artifacts.py, which opens any model file)
         → train → distributed → models, data → config, errors, utils
 
 A module may import from its own layer or below. Imports inside functions count too: a lazy import
@@ -21,7 +21,7 @@ LAYERS = [
     ("distributed",),
     ("train",),
     ("compress", "edge", "quantum", "artifacts"),
-    ("report", "pipeline"),
+    ("report", "pipeline", "api"),
     ("cli",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
