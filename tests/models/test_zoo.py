@@ -54,3 +54,27 @@ def test_mobilenet_uses_depthwise_convolutions_and_residual_adds():
 def test_bad_zoo_arguments_are_config_errors(name, shape, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         build_model(name, shape, 10, **kwargs)
+
+
+@pytest.mark.slow  # trains and compresses four models on digits (about a minute)
+@pytest.mark.parametrize("name", [*ZOO, "user"])
+def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
+    """train → compress → .lep → decode bit-exact in a rebuilt model → eval → ONNX fp32 and int8, on real data."""
+    from lepton.api import compress, export_onnx, load, train
+    from lepton.edge.bench import onnx_accuracy
+    from lepton.edge.quantize import calibration_sample, quantize_onnx
+    from tests.fixtures.user_nets import TinyResNet
+
+    model = TinyResNet(1, 8, 10) if name == "user" else build_model(name, digits.input_shape, digits.num_classes)
+    trained = train(model, digits, epochs=6, lr=0.05)
+    small = compress(trained.model, digits)
+    small.save(tmp_path / "m.lep")
+    restored = load(tmp_path / "m.lep")
+    x, y = digits.tensors("test")
+    assert torch.equal(restored(x), small.model(x))  # the file decodes to exactly the model that was measured
+    assert small.report.bit_exact and small.report.test_accuracy >= trained.test.accuracy - 0.05
+    export_onnx(restored, tmp_path / "m.onnx", input_shape=digits.input_shape)
+    calibration = calibration_sample(digits.tensors("train")[0].numpy(), 256)
+    quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", calibration)
+    for path in ("m.onnx", "m.int8.onnx"):
+        assert onnx_accuracy(tmp_path / path, x.numpy(), y.numpy()) >= small.report.test_accuracy - 0.05, path
