@@ -23,6 +23,8 @@ from torch import nn
 from lepton.artifacts import load_model_file
 from lepton.compress.chain import CompressReport, compress_model
 from lepton.compress.config import CompressConfig
+from lepton.compress.container import decode_model
+from lepton.config import validate
 from lepton.data.batches import TensorBatches
 from lepton.data.dataset import ImageDataset
 from lepton.data.sources import load_dataset
@@ -93,11 +95,7 @@ def train(model: nn.Module, data: ImageDataset | str, config: TrainConfig | None
         :class:`Trained` with the model, the per-epoch report and the test-split evaluation.
     """
     model, data = _module(model, "lepton.train"), _dataset(data)
-    try:
-        cfg = (config or TrainConfig()).model_copy(update=options) if options else config or TrainConfig()
-        cfg = TrainConfig.model_validate(cfg.model_dump())
-    except ValueError as e:
-        raise ConfigError(f"lepton.train: {' '.join(str(e).split())[:300]}") from None
+    cfg = validate(TrainConfig, {**(config or TrainConfig()).model_dump(), **options}, source="lepton.api.train")
     seed_everything(cfg.seed, cfg.threads)
     x, y = data.tensors("train")
     xt, yt = data.tensors("test")
@@ -144,16 +142,7 @@ def compress(
             progress=False, trust_code=trust_code,
         )  # fmt: skip
         blob = out.read_bytes()
-    decoded = load_model_file_bytes(blob, trust_code=trust_code)
-    return Compressed(decoded, report, blob)
-
-
-def load_model_file_bytes(data: bytes, *, trust_code: bool = False) -> nn.Module:
-    """The model in `.lep` bytes, in eval mode (verified and rebuilt as :func:`load` does)."""
-    with tempfile.TemporaryDirectory(prefix="lepton-load-") as tmp:
-        path = Path(tmp) / "model.lep"
-        path.write_bytes(data)
-        return load(path, trust_code=trust_code)
+    return Compressed(decode_model(blob).build_model(trust_code=trust_code).eval(), report, blob)
 
 
 def load(path: str | Path, *, trust_code: bool = False) -> nn.Module:

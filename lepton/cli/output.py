@@ -9,7 +9,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lepton.cli.options import Format, TrustCode  # noqa: F401  (re-exported; declared in options.py)
 from lepton.utils.text import fmt
 
 console = Console()

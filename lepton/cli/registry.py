@@ -16,7 +16,8 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file
-from lepton.cli.output import Format, console, print_json, print_table
+from lepton.cli.options import Format, FormatOpt, out_option
+from lepton.cli.output import console, print_json, print_table
 
 registry_app = typer.Typer(
     no_args_is_help=True, help="Publish, fetch and list versioned model artifacts in a folder or s3://bucket/prefix."
@@ -64,7 +65,7 @@ def push(
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the next integer version is used")],
     metric: Annotated[list[str] | None, typer.Option("--metric", help="KEY=VALUE for the manifest, repeatable")] = None,
     metrics: Annotated[Path | None, typer.Option(help="a flat JSON object of metrics for the manifest")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Publish ARTIFACT as an immutable version with a manifest (name, version, sha256, size, metrics).
 
@@ -89,8 +90,8 @@ def push(
 @app.command("pull", hidden=True)
 def pull(
     url: Annotated[str, typer.Argument(help=_URL_HELP + "; without :VERSION the latest push is fetched")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="file or folder [default: current folder]")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    out: Annotated[Path | None, out_option("file or folder [default: current folder]")] = None,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """Fetch a published artifact; it appears only after its size and SHA-256 match the manifest.
 
@@ -120,7 +121,7 @@ def list_artifacts(
     root: Annotated[
         str | None, typer.Argument(help="a folder or s3://bucket/prefix [default: $LEPTON_REGISTRY]")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.table,
+    fmt: FormatOpt = Format.table,
 ) -> None:
     """List every published version with its size and metrics.
 
