@@ -23,7 +23,7 @@ from lepton.compress.container import encode_model, inspect_lep, load_lep, save_
 from lepton.compress.distill import distillation_objective
 from lepton.compress.prune import prune_gradual, sparsity_table
 from lepton.compress.quantize import choose_bits
-from lepton.compress.sensitivity import choose_rates, sensitivity_scan
+from lepton.compress.sensitivity import allocate_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
 from lepton.models.registry import ModelSpec, count_params
@@ -176,16 +176,29 @@ def compress_model(
 
     scan, rates = None, {}
     if cfg.prune.enabled:
-        with stopwatch() as sw:
-            scan = sensitivity_scan(student, x_val, y_val)
-        seconds["sensitivity"] = sw.seconds
         sparsity = cfg.prune.sparsity
         if sparsity == "preset":
             preset = presets.sparsity_for(spec.name)
             sparsity = {k: v for k, v in preset.items() if k not in tt_report} if preset else "auto"
+        n_scan = min(cfg.prune.auto_samples, len(y_val))
+        with stopwatch() as sw:
+            # 'auto' never picks a rate past a layer's max drop, so its scan stops there; otherwise the
+            # whole curve is scanned for the report.
+            scan = sensitivity_scan(
+                student,
+                x_val[:n_scan],
+                y_val[:n_scan],
+                stop_drop=cfg.prune.auto_max_drop if sparsity == "auto" else None,
+            )
+        seconds["sensitivity"] = sw.seconds
         if sparsity == "auto":
-            sparsity = choose_rates(scan, max_drop=cfg.prune.auto_max_drop)
-            console.print("auto sparsity: " + ", ".join(f"{k} {v:.3f}" for k, v in sparsity.items()))
+            sparsity = allocate_rates(
+                scan,
+                budget=cfg.prune.auto_budget,
+                max_layer_drop=cfg.prune.auto_max_drop,
+                max_rate=cfg.prune.auto_max_rate,
+            )
+            console.print("auto sparsity: " + ", ".join(f"{k} {v:.2f}" for k, v in sparsity.items()))
         with stopwatch() as sw:
             prune_gradual(
                 student,

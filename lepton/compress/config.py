@@ -19,11 +19,21 @@ class PruneConfig(StrictModel):
     sparsity: float | LayerFloats | Literal["auto", "preset"] = Field(
         "preset",
         description="fraction of weights removed: one number, per layer {name: fraction}, 'auto' "
-        "(per-layer rates from a sensitivity scan on held-out training images) or 'preset' "
+        "(per-layer rates from a sensitivity scan on held-out training images, sharing auto_budget "
+        "across layers) or 'preset' "
         "(the tuned rates of lepton.compress.presets for known models, else 'auto')",
     )
     scope: Literal["layer", "global"] = "layer"
-    auto_max_drop: float = Field(0.004, ge=0, le=1, description="'auto': allowed one-shot accuracy drop per layer")
+    auto_budget: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="'auto': one-shot accuracy drop shared across all layers (sensitivity.allocate_rates); "
+        "fine-tuning then recovers most of it",
+    )
+    auto_max_drop: float = Field(0.01, ge=0, le=1, description="'auto': no one layer's one-shot drop exceeds this")
+    auto_max_rate: float = Field(0.95, gt=0, lt=1, description="'auto': the highest rate given to any layer")
+    auto_samples: int = Field(1000, ge=100, description="held-out training images the sensitivity scan evaluates")
     epochs: int = Field(8, ge=1, description="fine-tuning epochs, the ramp included")
     ramp_fraction: float = Field(0.5, gt=0, le=1, description="share of the epochs spent ramping sparsity up")
     lr: float = Field(0.02, gt=0)

@@ -1,6 +1,12 @@
 """Per-layer pruning sensitivity (Han et al. 2015, fig. 6): prune one layer at a time by magnitude,
-measure accuracy, restore it; then pick for each layer the largest rate that costs at most a given
-accuracy drop."""
+measure accuracy, restore it; then choose per-layer rates from the curves.
+
+Two rules turn a scan into rates: :func:`choose_rates` gives every layer the largest rate within a
+per-layer drop (the LeNet-era rule), and :func:`allocate_rates` shares one accuracy budget across all
+layers, spending it where it removes the most weights per point of accuracy. The second is the default
+for a model Lepton has never seen: it needs no per-model constants and, unlike a per-layer threshold,
+still prunes an under-trained model whose every layer is a little sensitive.
+"""
 
 from __future__ import annotations
 
@@ -55,9 +61,15 @@ def sensitivity_scan(
     rates: Sequence[float] = DEFAULT_RATES,
     layers: Sequence[str] | None = None,
     batch_size: int = 1000,
+    stop_drop: float | None = None,
 ) -> SensitivityScan:
     """Accuracy on ``(x, y)`` with each of ``layers`` (default: all prunable) magnitude-pruned alone to
-    each of ``rates``; every weight is restored bit for bit before the next point."""
+    each of ``rates``; every weight is restored bit for bit before the next point.
+
+    Args:
+        stop_drop: stop scanning a layer at the first rate whose drop exceeds this (its higher rates
+            could not be chosen anyway); ``None`` scans every rate.
+    """
     weights = prunable_weights(model)
     names = list(weights) if layers is None else list(layers)
     _check_layers(weights, names, "layers")
@@ -77,6 +89,8 @@ def sensitivity_scan(
                 accuracy = evaluate(model, x, y, batch_size=batch_size).accuracy
                 points.append(SensitivityPoint(rate=rate, accuracy=accuracy))
                 w.copy_(saved)
+                if stop_drop is not None and baseline - accuracy > stop_drop:
+                    break
         finally:
             w.copy_(saved)
         results.append(LayerSensitivity(layer=name, params=w.numel(), points=points))
@@ -100,3 +114,66 @@ def choose_rates(scan: SensitivityScan, *, max_drop: float) -> dict[str, float]:
             rate = p.rate
         chosen[layer.layer] = rate
     return chosen
+
+
+def allocate_rates(
+    scan: SensitivityScan,
+    *,
+    budget: float,
+    max_layer_drop: float,
+    max_rate: float = 0.95,
+    min_share: float = 0.005,
+) -> dict[str, float]:
+    """Per-layer rates that remove the most weights while the one-shot drops, summed over layers, stay
+    within ``budget`` (a fraction: 0.02 is two points of accuracy, which fine-tuning then recovers).
+
+    Greedy on the sensitivity curves, as in a knapsack: each step raises the one layer whose next chosen
+    rate removes the most weights per unit of added drop. A layer's drop curve is made monotone (the drop
+    at a rate is the worst drop at any rate up to it), so a noisy curve cannot pick a rate beyond a
+    failing one. Drops within one validation image count as free.
+
+    Args:
+        budget: the summed one-shot drop allowed over all layers.
+        max_layer_drop: no single layer's one-shot drop may exceed this.
+        max_rate: the highest rate chosen for any layer (a layer is never emptied).
+        min_share: layers holding less than this fraction of the scanned weights stay dense: they cost
+            little to keep (first convolutions, depthwise filters) and are often the most sensitive.
+
+    Returns:
+        ``{layer: rate}`` for every scanned layer, 0.0 where the layer stays dense.
+    """
+    for name, value in (("budget", budget), ("max_layer_drop", max_layer_drop), ("min_share", min_share)):
+        check_float(value, name, 0, 1, owner="allocate_rates", hint="0.02 is two points of accuracy.")
+    check_float(max_rate, "max_rate", 0, 1, hi_open=True, owner="allocate_rates", hint="0.95 keeps 5% of a layer.")
+    free = 1.0 / max(scan.samples, 1)
+    total = sum(layer.params for layer in scan.layers) or 1
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for layer in scan.layers:
+        curve, worst = [(0.0, 0.0)], 0.0
+        if layer.params >= min_share * total:
+            for p in sorted(layer.points, key=lambda p: p.rate):
+                if p.rate > max_rate + 1e-12:
+                    break
+                worst = max(worst, scan.baseline_accuracy - p.accuracy)
+                if worst > max_layer_drop + 1e-12:
+                    break
+                curve.append((p.rate, worst if worst > free + 1e-12 else 0.0))
+        curves[layer.layer] = curve
+    params = {layer.layer: layer.params for layer in scan.layers}
+    at = dict.fromkeys(curves, 0)
+    spent = 0.0
+    while True:
+        best: tuple[float, str, int, float] | None = None
+        for name, curve in curves.items():
+            rate, drop = curve[at[name]]
+            for j in range(at[name] + 1, len(curve)):
+                extra = curve[j][1] - drop
+                if spent + extra > budget + 1e-12:
+                    continue
+                gain = params[name] * (curve[j][0] - rate) / (extra + free)
+                if best is None or gain > best[0]:
+                    best = (gain, name, j, extra)
+        if best is None:
+            return {name: curves[name][at[name]][0] for name in curves}
+        _, name, j, extra = best
+        at[name], spent = j, spent + extra

@@ -16,6 +16,7 @@ from lepton.compress.sensitivity import (
     LayerSensitivity,
     SensitivityPoint,
     SensitivityScan,
+    allocate_rates,
     choose_rates,
     sensitivity_scan,
 )
@@ -260,3 +261,66 @@ def test_choose_rates_stops_at_the_first_rate_over_budget():
     assert choose_rates(scan, max_drop=0.05) == {"a": 0.9, "b": 0.9, "c": 0.9}
     with pytest.raises(ConfigError):
         choose_rates(scan, max_drop=-0.1)
+
+
+def _scan(baseline: float, curves: dict[str, tuple[int, list[tuple[float, float]]]]) -> SensitivityScan:
+    return SensitivityScan(
+        samples=1000,
+        baseline_accuracy=baseline,
+        rates=sorted({r for _, pts in curves.values() for r, _ in pts}),
+        layers=[
+            LayerSensitivity(layer=name, params=n, points=[SensitivityPoint(rate=r, accuracy=a) for r, a in pts])
+            for name, (n, pts) in curves.items()
+        ],
+    )
+
+
+def test_allocate_rates_spends_the_budget_where_it_removes_most_weights():
+    # "big" pays 1 point for 0.5 -> 0.9 on 10,000 weights; "mid" pays 1 point for 0.5 on 1,000 weights.
+    scan = _scan(
+        0.90,
+        {
+            "big": (10_000, [(0.5, 0.90), (0.9, 0.89), (0.95, 0.85)]),
+            "mid": (1_000, [(0.5, 0.89), (0.9, 0.87)]),
+            "tiny": (20, [(0.5, 0.90), (0.9, 0.90)]),  # under 0.5% of the weights: stays dense
+        },
+    )
+    # brute force over every combination of scanned rates: the budget-feasible one removing most weights
+    best = max(
+        (
+            (b, m)
+            for b in (0.0, 0.5, 0.9, 0.95)
+            for m in (0.0, 0.5, 0.9)
+            if {0.0: 0, 0.5: 0, 0.9: 0.01, 0.95: 0.05}[b] + {0.0: 0, 0.5: 0.01, 0.9: 0.03}[m] <= 0.01 + 1e-12
+        ),
+        key=lambda bm: 10_000 * bm[0] + 1_000 * bm[1],
+    )
+    assert best == (0.9, 0.0)
+    assert allocate_rates(scan, budget=0.01, max_layer_drop=0.05) == {"big": 0.9, "mid": 0.0, "tiny": 0.0}
+    # a larger budget buys "mid" too; max_rate and max_layer_drop cap every layer
+    assert allocate_rates(scan, budget=0.02, max_layer_drop=0.05) == {"big": 0.9, "mid": 0.5, "tiny": 0.0}
+    assert allocate_rates(scan, budget=1.0, max_layer_drop=0.02, max_rate=0.9) == {
+        "big": 0.9,
+        "mid": 0.5,
+        "tiny": 0.0,
+    }
+
+
+def test_allocate_rates_prunes_an_under_trained_model_that_the_per_layer_rule_leaves_dense():
+    # every layer loses a little (0.5 points) at 50%: a 0.4-point per-layer threshold keeps all dense
+    layers = {f"l{i}": (5_000, [(0.5, 0.655), (0.7, 0.64), (0.9, 0.55)]) for i in range(4)}
+    scan = _scan(0.66, layers)
+    assert set(choose_rates(scan, max_drop=0.004).values()) == {0.0}
+    rates = allocate_rates(scan, budget=0.02, max_layer_drop=0.01)
+    assert rates == {f"l{i}": 0.5 for i in range(4)}
+
+
+def test_allocate_rates_treats_a_noisy_curve_as_monotone_and_checks_its_arguments():
+    # 0.9 looks free but 0.7 failed: the envelope forbids jumping past the failure
+    scan = _scan(0.9, {"a": (1_000, [(0.5, 0.9), (0.7, 0.85), (0.9, 0.9)])})
+    assert allocate_rates(scan, budget=0.02, max_layer_drop=0.1) == {"a": 0.5}
+    assert allocate_rates(scan, budget=0.05, max_layer_drop=0.1) == {"a": 0.9}  # pays 0.7's drop
+    with pytest.raises(ConfigError, match="budget"):
+        allocate_rates(scan, budget=-1, max_layer_drop=0.02)
+    with pytest.raises(ConfigError, match="max_rate"):
+        allocate_rates(scan, budget=0.02, max_layer_drop=0.02, max_rate=1.0)
