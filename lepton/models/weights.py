@@ -235,10 +235,11 @@ def read_torch_zip(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     try:
-        with zipfile.ZipFile(path) as z:
-            return _read_zip(z, path)
-    except zipfile.BadZipFile as e:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, UnicodeDecodeError, struct.error, EOFError, OSError) as e:
         raise FormatError(f"{path}: not a readable zip file ({e}); the file is truncated or damaged.") from None
+    with z:
+        return _read_zip(z, path)
 
 
 def _read_zip(z: zipfile.ZipFile, path: Path) -> dict[str, torch.Tensor]:
@@ -291,7 +292,7 @@ def _member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -
         raise FormatError(f"{path}: record {info.filename[:80]!r} is {info.file_size:,} bytes, over {limit:,}.")
     try:
         return z.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, struct.error) as e:
         raise FormatError(f"{path}: record {info.filename[:80]!r} is unreadable ({e}); the file is damaged.") from None
 
 
