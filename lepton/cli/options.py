@@ -49,7 +49,7 @@ Arch = Annotated[
     str | None,
     typer.Option(
         "--arch",
-        help="the architecture of a plain weight file (MODEL a .pt from torch.save(model.state_dict()) or a "
+        help="the architecture of a plain weight file (a .pt from torch.save(model.state_dict()) or a "
         ".safetensors without Lepton's sidecar): a registry name (see `lepton info`) or package.module:factory "
         "(with --trust-code)",
         rich_help_panel="Plain weight files",

@@ -1,5 +1,7 @@
 """The model zoo: shapes on 28 and 32 px inputs, parameter counts, fx capture, ONNX export."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,7 @@ def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
     from lepton.edge.bench import onnx_accuracy
     from lepton.edge.export import onnx_session, run_session
     from lepton.edge.quantize import calibration_sample, quantize_onnx
+    from tests.cli.invoke import invoke
     from tests.fixtures.user_nets import TinyResNet
 
     model = TinyResNet(1, 8, 10) if name == "user" else build_model(name, digits.input_shape, digits.num_classes)
@@ -95,6 +98,9 @@ def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
     quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", calibration)
     for path in ("m.onnx", "m.int8.onnx"):
         assert onnx_accuracy(tmp_path / path, x.numpy(), y.numpy()) >= small.report.test_accuracy - 0.05, path
+    bench = ["edge", "bench", str(tmp_path / "m.int8.onnx"), "--data", "digits", "--iterations", "10", "--batch", "8"]
+    out = invoke([*bench, "--format", "json"])  # the exported file as the source of `lepton edge bench`
+    assert out.code == 0 and json.loads(out.stdout)[0]["name"] == "m.int8.onnx", out.message
     (tmp_path / "served").mkdir()
     batch = x[:32].numpy()
     int8 = run_session(onnx_session(tmp_path / "m.int8.onnx"), batch).argmax(1)
