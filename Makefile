@@ -44,7 +44,7 @@ test: setup lint
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-# Mutation fuzzing of every file reader (tests/fuzz): ~18,000 cases on 2 workers; non-zero exit on any failure.
+# Mutation fuzzing of every file reader (tests/fuzz): ~20,000 cases on 2 workers; non-zero exit on any failure.
 fuzz: setup
 	$(BIN)/python -m tests.fuzz
 

@@ -1,4 +1,5 @@
-"""Open any model file Lepton writes — a checkpoint (``.safetensors`` + ``.json``) or a ``.lep`` — as a module.
+"""Open any model file Lepton writes — a checkpoint (``.safetensors`` + ``.json``) or a ``.lep`` — as a module, or a
+plain state dict another program saved (``.pt`` or ``.safetensors``) with the architecture the user names.
 
 It dispatches to both formats' readers (``lepton.train.checkpoint`` and ``lepton.compress.container``), so
 it sits on the layer of ``compress`` (above ``train``), below ``edge``, ``pipeline`` and ``cli``, which use it.
@@ -15,6 +16,7 @@ from torch import nn
 from lepton.compress.container import load_lep
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
+from lepton.models.weights import read_weights
 from lepton.train.checkpoint import load_checkpoint
 
 
@@ -23,20 +25,64 @@ class LoadedModel:
     model: nn.Module
     spec: ModelSpec
     meta: dict[str, Any]
-    kind: str  # "checkpoint" or "lep"
+    kind: str  # "checkpoint", "lep" or "weights"
 
 
-def load_model_file(path: str | Path, *, trust_code: bool = False) -> LoadedModel:
+def load_model_file(path: str | Path, *, trust_code: bool = False, arch: ModelSpec | None = None) -> LoadedModel:
     """Verify and load ``path``; the returned model is in eval mode.
 
     No code named by the file runs: the architecture comes from the registry or from the file's graph. A file
-    that only names a ``package.module:factory`` loads with ``trust_code=True`` alone."""
+    that only names a ``package.module:factory`` loads with ``trust_code=True`` alone.
+
+    Args:
+        path: a checkpoint, a ``.lep``, or with ``arch`` a plain state dict (``.pt``, ``.pth``, ``.safetensors``).
+        trust_code: allow importing the ``package.module:factory`` that the file or ``arch`` names.
+        arch: the architecture of a plain state dict: a registry name or factory with input shape and classes.
+
+    Returns:
+        The model (eval mode), its spec (carrying the architecture as data for a user factory), metadata, kind.
+    """
     path = Path(path)
+    if arch is not None:
+        return load_weights_file(path, arch, trust_code=trust_code)
+    if path.suffix in (".pt", ".pth", ".bin") or (
+        path.suffix == ".safetensors" and not path.with_suffix(".json").exists()
+    ):
+        raise FormatError(
+            f"{path}: a plain weight file (no Lepton sidecar) says nothing about its architecture; pass --arch NAME "
+            "(a registry name, or package.module:factory with --trust-code) and --input-shape C,H,W --num-classes N."
+        )
     if path.suffix == ".lep":
         lep = load_lep(path)
         return LoadedModel(lep.build_model(trust_code=trust_code).eval(), lep.spec, lep.metadata, "lep")
     ckpt = load_checkpoint(path)
     return LoadedModel(ckpt.build_model(trust_code=trust_code).eval(), ckpt.spec, ckpt.meta, "checkpoint")
+
+
+def load_weights_file(path: str | Path, arch: ModelSpec, *, trust_code: bool = False) -> LoadedModel:
+    """A plain state dict (:func:`lepton.models.weights.read_weights`: nothing in the file runs) loaded into
+    ``arch``, its names, shapes and dtypes checked first (:meth:`ModelSpec.load`).
+
+    Args:
+        path: a ``.pt``/``.pth`` zip written by ``torch.save(model.state_dict())`` or a ``.safetensors`` file.
+        arch: the architecture (a user factory runs only with ``trust_code``).
+        trust_code: allow importing ``arch``'s ``package.module:factory``.
+
+    Returns:
+        The loaded model in eval mode; its spec carries a user model's architecture as data.
+    """
+    path = Path(path)
+    if path.suffix == ".lep":
+        raise FormatError(f"{path}: a .lep file carries its architecture; drop --arch.")
+    state = read_weights(path)
+    try:
+        model = arch.load(state, trust_code=trust_code, what=str(path)).eval()
+    except FormatError as e:
+        shape = ",".join(map(str, arch.input_shape))
+        raise FormatError(
+            f"{e} Check --arch, --input-shape (now {shape}) and --num-classes (now {arch.num_classes})."
+        ) from None
+    return LoadedModel(model, arch.with_graph(model), {}, "weights")
 
 
 def trained_dataset(meta: dict[str, Any], where: str | Path) -> str | None:

@@ -63,3 +63,28 @@ def make_config(config_class: type[M], option_names: dict[str, str], /, **values
             name = option_names.get(field, "--" + field.replace("_", "-"))
             problems.append(f"{name} {e.get('input')!r}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(problems) + "; see --help.") from None
+
+
+def arch_spec(arch: str | None, input_shape: str | None, num_classes: int | None) -> Any:
+    """The :class:`~lepton.models.registry.ModelSpec` that ``--arch``, ``--input-shape`` and ``--num-classes`` name,
+    or None without ``--arch`` (then the shape options must be absent too)."""
+    from lepton.models.registry import ModelSpec
+
+    if arch is None:
+        if input_shape is not None or num_classes is not None:
+            raise ConfigError("--input-shape and --num-classes describe --arch; pass --arch NAME with them.")
+        return None
+    shape = [1, 28, 28]
+    if input_shape is not None:
+        parts = input_shape.replace("x", ",").split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"--input-shape {input_shape!r}: expected C,H,W (e.g. 3,32,32).")
+        shape = [int(p) for p in parts]
+    try:
+        return ModelSpec.from_dict(
+            {"name": arch, "input_shape": shape, "num_classes": 10 if num_classes is None else num_classes}
+        )
+    except ConfigError as e:
+        raise ConfigError(
+            f"--arch/--input-shape/--num-classes: {str(e).removeprefix('invalid model spec: ')}"
+        ) from None

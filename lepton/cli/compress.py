@@ -9,8 +9,19 @@ import typer
 from typer.core import TyperGroup
 
 from lepton.cli.app import app
-from lepton.cli.checks import input_file, output_file
-from lepton.cli.options import Format, FormatOpt, Overrides, Quiet, TrustCode, config_option, out_option
+from lepton.cli.checks import arch_spec, input_file, output_file
+from lepton.cli.options import (
+    Arch,
+    Format,
+    FormatOpt,
+    InputShape,
+    NumClasses,
+    Overrides,
+    Quiet,
+    TrustCode,
+    config_option,
+    out_option,
+)
 from lepton.cli.output import console, print_json, print_table
 
 
@@ -47,6 +58,7 @@ compress_app = typer.Typer(
     help="Compress a trained model into a small `.lep` file (prune → share → entropy-code), or inspect one.\n\n"
     "Examples:\n\n  lepton compress runs/demo/model.safetensors -o model.lep\n\n"
     "  lepton compress runs/demo/model.safetensors -c run.yaml --set compress.coder=huffman -o m.lep\n\n"
+    "  lepton compress weights.pt --arch resnet20 --data digits --input-shape 1,8,8 -o resnet20.lep\n\n"
     "  lepton compress inspect model.lep",
 )
 app.add_typer(compress_app, name="compress")
@@ -57,7 +69,10 @@ def compress_checkpoint(
     ctx: typer.Context,
     checkpoint: Annotated[
         Path | None,
-        typer.Argument(help="a trained checkpoint (.safetensors with its .json sidecar)", show_default=False),
+        typer.Argument(
+            help="a trained checkpoint (.safetensors with its .json sidecar), or a plain weight file with --arch",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[Path, out_option("the .lep file to write")] = Path("model.lep"),
     config: Annotated[Path | None, config_option("run YAML; its compress and train sections apply")] = None,
@@ -66,30 +81,35 @@ def compress_checkpoint(
     quiet: Quiet = False,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
     """Compress CHECKPOINT into OUT (.lep): prune, share weights, entropy-code; accuracy measured on the file."""
     if ctx.invoked_subcommand is not None:  # `lepton compress inspect …`: the verb does the work
         return
     if checkpoint is None:
         ctx.fail("Missing argument 'CHECKPOINT'.")
-    from lepton.artifacts import trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset
     from lepton.compress.chain import compress_model
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
     from lepton.errors import ConfigError
     from lepton.pipeline.config import load_run_config
-    from lepton.train.checkpoint import load_checkpoint
 
     if out.suffix != ".lep":
         raise ConfigError(f"--out {out}: the compressed model file must end in .lep (e.g. -o model.lep).")
+    if checkpoint.suffix == ".lep":
+        raise ConfigError(f"CHECKPOINT {checkpoint}: already a .lep file; compress the checkpoint it came from.")
     output_file(out, "--out")
     input_file(checkpoint, "CHECKPOINT")
+    spec = arch_spec(arch, input_shape, num_classes)
     cfg = load_run_config(config and input_file(config, "--config"), overrides=parse_overrides(set_ or []))
-    ckpt = load_checkpoint(checkpoint)
-    dataset = load_dataset(data or trained_dataset(ckpt.meta, checkpoint) or "mnist")
+    loaded = load_model_file(checkpoint, trust_code=trust_code, arch=spec)
+    dataset = load_dataset(data or trained_dataset(loaded.meta, checkpoint) or "mnist")
     report = compress_model(
-        ckpt.build_model(trust_code=trust_code),
-        ckpt.spec,
+        loaded.model,
+        loaded.spec,
         dataset,
         cfg.compress,
         cfg.train,

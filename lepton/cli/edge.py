@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.options import Format, FormatOpt, TrustCode, out_option
+from lepton.cli.checks import arch_spec, input_file, make_config, output_file
+from lepton.cli.options import Arch, Format, FormatOpt, InputShape, NumClasses, TrustCode, out_option
 from lepton.cli.output import console, print_json, print_table
 
 edge_app = typer.Typer(
@@ -17,25 +18,30 @@ edge_app = typer.Typer(
     help="Take a model to the edge: ONNX export and int8, latency benchmark, edge–cloud split.\n\n"
     "Examples:\n\n  lepton edge export runs/demo/model.safetensors -o model.onnx --int8 model.int8.onnx\n\n"
     "  lepton edge bench model.int8.onnx --torch runs/demo/model.safetensors\n\n"
-    "  lepton edge split runs/demo/model.safetensors --bandwidth 10Mbit --rtt 20ms --edge-slowdown 8",
+    "  lepton edge split runs/demo/model.safetensors --bandwidth 10Mbit --rtt 20ms --edge-slowdown 8\n\n"
+    "  lepton edge export weights.pt --arch resnet20 --data digits --input-shape 1,8,8 -o resnet20.onnx",
 )
 app.add_typer(edge_app, name="edge")
 
-ModelArg = Annotated[Path, typer.Argument(help="a checkpoint (.safetensors + .json sidecar) or a .lep file")]
+ModelArg = Annotated[
+    Path,
+    typer.Argument(help="a checkpoint (.safetensors + .json sidecar), a .lep file, or a plain weight file with --arch"),
+]
 DataOpt = Annotated[str | None, typer.Option(help="dataset [default: the one the model was trained on]")]
 
 
-def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL"):  # type: ignore[no-untyped-def]
+def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL", arch=None):  # type: ignore[no-untyped-def]
     from lepton.artifacts import load_model_file, trained_dataset
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
 
-    loaded = load_model_file(input_file(model, option), trust_code=trust_code)
+    loaded = load_model_file(input_file(model, option), trust_code=trust_code, arch=arch)
     dataset = load_dataset(data or trained_dataset(loaded.meta, model) or "mnist")
     if tuple(dataset.input_shape) != tuple(loaded.spec.input_shape):
         raise DataError(
             f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but {model} expects "
-            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on."
+            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on"
+            + (" and --input-shape with that dataset's C,H,W." if loaded.kind == "weights" else ".")
         )
     return loaded, dataset
 
@@ -50,6 +56,9 @@ def export_cmd(
     data: DataOpt = None,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), check it against torch on the test set, optionally quantize to int8."""
     from lepton.edge.deploy import export_model
@@ -57,7 +66,7 @@ def export_cmd(
     output_file(out, "--out")
     if int8 is not None:
         output_file(int8, "--int8")
-    loaded, dataset = _load(model, data, trust_code)
+    loaded, dataset = _load(model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes))
     result = export_model(loaded.model, loaded.spec, dataset, out, int8, opset=opset, calibration_images=calibration)
     rows = [f.model_dump() for f in result.files]
     if fmt is Format.json:
@@ -78,18 +87,33 @@ def bench_cmd(
     data: DataOpt = None,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
-    """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images."""
+    """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images.
+
+    ONNX_FILE is any ONNX model with one image input [N, C, H, W] (exported by Lepton or not); pass --data
+    with a dataset of its input shape.
+
+    Examples:
+      lepton edge bench model.int8.onnx --torch runs/demo/model.safetensors
+      lepton edge bench resnet.onnx --data digits --torch weights.pt --arch resnet20 --input-shape 1,8,8
+    """
     from lepton.data.sources import load_dataset
     from lepton.edge.bench import BenchConfig
     from lepton.edge.deploy import bench_models
+    from lepton.errors import ConfigError
 
     cfg = make_config(
         BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations, throughput_batch=batch
     )
     loaded = None
+    spec = arch_spec(arch, input_shape, num_classes)
     if torch_model is not None:
-        loaded, dataset = _load(torch_model, data, trust_code, "--torch")
+        loaded, dataset = _load(torch_model, data, trust_code, "--torch", spec)
+    elif spec is not None:
+        raise ConfigError("--arch describes the weight file given with --torch; pass --torch FILE with it.")
     else:
         dataset = load_dataset(data or "mnist")
     input_file(onnx_file, "ONNX_FILE")
@@ -120,6 +144,9 @@ def split_cmd(
     data: DataOpt = None,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
     """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
     from pydantic import ValidationError
@@ -129,6 +156,7 @@ def split_cmd(
     from lepton.edge.split import NetworkProfile, parse_bandwidth, parse_duration_ms
     from lepton.errors import ConfigError
     from lepton.report.edge_plots import plot_plan
+    from lepton.train.checkpoint import save_checkpoint
 
     if encoding is None:  # one default for `lepton edge split` and `lepton run`: the run config's
         encoding = EdgeConfig.model_fields["encoding"].default
@@ -148,9 +176,13 @@ def split_cmd(
         raise ConfigError(f"--requests {requests}: must be at least 1 (e.g. --requests 100).")
     if plot is not None:
         output_file(plot, "--plot")
-    loaded, dataset = _load(model, data, trust_code)
+    loaded, dataset = _load(model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes))
     images = dataset.tensors("test")[0][: max(requests, PROFILE_IMAGES)].numpy()
-    result = split_model(loaded.model, model, images, net, requests=requests, run=run, trust_code=trust_code)
+    with tempfile.TemporaryDirectory(prefix="lepton-split-") as tmp:
+        source = model
+        if loaded.kind == "weights":  # the tail process reads a Lepton checkpoint, which carries the architecture
+            source = save_checkpoint(Path(tmp) / "model", loaded.model, loaded.spec)
+        result = split_model(loaded.model, source, images, net, requests=requests, run=run, trust_code=trust_code)
     plan, measured = result.plan, result.measured
     if plot is not None:
         plot_plan(plan, str(plot))

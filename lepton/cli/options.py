@@ -45,3 +45,28 @@ TrustCode = Annotated[
         "code); files Lepton saved carry their architecture as data and never need it",
     ),
 ]
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="the architecture of a plain weight file (a .pt from torch.save(model.state_dict()) or a "
+        ".safetensors without Lepton's sidecar): a registry name (see `lepton info`) or package.module:factory "
+        "(with --trust-code)",
+        rich_help_panel="Plain weight files",
+    ),
+]
+InputShape = Annotated[
+    str | None,
+    typer.Option(
+        "--input-shape",
+        help="C,H,W of --arch's input [default: 1,28,28]",
+        show_default=False,
+        rich_help_panel="Plain weight files",
+    ),
+]
+NumClasses = Annotated[
+    int | None,
+    typer.Option(
+        "--num-classes", help="--arch's outputs [default: 10]", show_default=False, rich_help_panel="Plain weight files"
+    ),
+]

@@ -9,14 +9,19 @@ from typing import Annotated
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.checks import input_file
-from lepton.cli.options import TrustCode
+from lepton.cli.checks import arch_spec, input_file
+from lepton.cli.options import Arch, InputShape, NumClasses, TrustCode
 from lepton.cli.output import console
 
 
 @app.command()
 def serve(
-    model: Annotated[Path, typer.Argument(help="a .onnx file (fp32 or int8), a .lep file or a checkpoint")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="a .onnx file (fp32 or int8, one image input), a .lep file, a checkpoint, or a plain weight file with --arch"
+        ),
+    ],
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port)")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 to accept other machines")] = "127.0.0.1",
     name: Annotated[str | None, typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
@@ -38,17 +43,22 @@ def serve(
     ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="serve a non-loopback --host without a token")] = False,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
     """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready,
-    /v2/models/NAME/stats; POST /v2/models/NAME/infer. A .lep file or checkpoint is exported to ONNX first.
+    /v2/models/NAME/stats; POST /v2/models/NAME/infer. A .lep file, checkpoint or plain weight file (.pt or .safetensors with --arch) is exported to ONNX
+    first.
     With a token, every route except /v2/health/* needs it; a --host other than loopback needs --token
     (or LEPTON_SERVE_TOKEN) or an explicit --no-auth.
 
     Examples:
       lepton serve model.onnx --port 8000
       lepton serve model.int8.onnx --name lenet5 --threads 2
+      lepton serve weights.pt --arch resnet20 --input-shape 1,28,28 --num-classes 10
       curl localhost:8000/v2/models/model
       LEPTON_SERVE_TOKEN=$(openssl rand -hex 16) lepton serve model.onnx --host 0.0.0.0
       curl -H "Authorization: Bearer $LEPTON_SERVE_TOKEN" host:8000/v2/models/model
@@ -87,6 +97,7 @@ def serve(
             )
         ) from None
     check_exposure(config)
+    spec = arch_spec(arch, input_shape, num_classes)
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
         served = load_served_model(
             input_file(model, "MODEL"),
@@ -95,6 +106,7 @@ def serve(
             threads=config.threads,
             workdir=workdir,
             trust_code=trust_code,
+            arch=spec,
         )
         console.print(
             f"serving {served.name!r} version {served.version} from {model} on "

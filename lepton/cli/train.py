@@ -8,8 +8,19 @@ from typing import Annotated, Any
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.checks import input_file
-from lepton.cli.options import Format, FormatOpt, Overrides, Quiet, TrustCode, config_option, out_option
+from lepton.cli.checks import arch_spec, input_file
+from lepton.cli.options import (
+    Arch,
+    Format,
+    FormatOpt,
+    InputShape,
+    NumClasses,
+    Overrides,
+    Quiet,
+    TrustCode,
+    config_option,
+    out_option,
+)
 from lepton.cli.output import console, print_json, print_table
 
 
@@ -144,20 +155,22 @@ def train(
         )
 
 
-def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> dict[str, Any]:
-    """Accuracy of a checkpoint or `.lep` file on the test split of ``data`` (default: its training dataset)."""
+def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False, arch: Any = None) -> dict[str, Any]:
+    """Accuracy of a checkpoint, `.lep` file or (with ``arch``, a ModelSpec) plain weight file on the test split of
+    ``data`` (default: its training dataset, or mnist)."""
     from lepton.artifacts import load_model_file, trained_dataset
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
-    loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code)
+    loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code, arch=arch)
     dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(
             f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "
-            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on."
+            f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on"
+            + (" and --input-shape with that dataset's C,H,W." if loaded.kind == "weights" else ".")
         )
     ev = evaluate(loaded.model, *dataset.tensors("test"), num_classes=dataset.num_classes)
     return {
@@ -175,11 +188,17 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False) -> 
 @app.command(name="eval")
 def eval_(
     model_file: Annotated[
-        Path, typer.Argument(help="a .safetensors checkpoint (with its .json sidecar) or a .lep file")
+        Path,
+        typer.Argument(
+            help="a .safetensors checkpoint (with its .json sidecar), a .lep file, or a plain weight file with --arch"
+        ),
     ],
     data: Annotated[str | None, typer.Option(help="dataset to test on [default: the one it was trained on]")] = None,
     fmt: FormatOpt = Format.table,
     trust_code: TrustCode = False,
+    arch: Arch = None,
+    input_shape: InputShape = None,
+    num_classes: NumClasses = None,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
 
@@ -187,8 +206,9 @@ def eval_(
       lepton eval runs/train/model.safetensors
       lepton eval runs/demo/model.lep
       lepton eval runs/train/model.safetensors --data mnist:/data/mnist --format json
+      lepton eval weights.pt --arch resnet20 --data digits --input-shape 1,8,8   # torch.save(model.state_dict())
     """
-    result = evaluate_file(model_file, data, trust_code=trust_code)
+    result = evaluate_file(model_file, data, trust_code=trust_code, arch=arch_spec(arch, input_shape, num_classes))
     if fmt is Format.json:
         print_json(result)
         return

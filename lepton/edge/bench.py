@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from lepton.edge.export import onnx_session, run_session
+from lepton.edge.export import image_input, onnx_session, run_session
 from lepton.errors import DataError
 from lepton.utils.timing import latency, torch_threads
 
@@ -70,8 +70,8 @@ def bench_onnx(
     """Time the ONNX file ``path`` in ONNX Runtime on real ``images`` (float32 [N, C, H, W])."""
     cfg = cfg or BenchConfig()
     session = onnx_session(path, threads=cfg.threads)
-    model_input = session.get_inputs()[0]
-    input_name, expected = model_input.name, list(model_input.shape[1:])
+    input_name, shape = image_input(session, path)
+    expected = shape[1:]
     if len(expected) != images.ndim - 1 or any(
         isinstance(e, int) and e != g for e, g in zip(expected, images.shape[1:])
     ):

@@ -120,6 +120,31 @@ def onnx_session(path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
         raise FormatError(f"ONNX Runtime cannot load {str(path)!r}: {e}") from e
 
 
+def image_input(session: ort.InferenceSession, path: str | Path) -> tuple[str, list[int | str | None]]:
+    """The name and shape of ``session``'s one image input: a single float32 input of rank 4 (N, C, H, W).
+
+    Args:
+        session: an ONNX Runtime session.
+        path: the ONNX file, named in errors.
+
+    Returns:
+        (input name, [N, C, H, W]) where a dynamic axis is a string or None.
+    """
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise FormatError(
+            f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)[:120]}); Lepton benches and serves "
+            "models with one image input [N, C, H, W]: export the model with a single input."
+        )
+    (model_input,) = inputs
+    if model_input.type != "tensor(float)" or len(model_input.shape) != 4:
+        raise FormatError(
+            f"{path}: input {model_input.name!r} is {model_input.type} of shape {model_input.shape}, not an image "
+            "batch (float32 [N, C, H, W]); Lepton benches and serves image classifiers only."
+        )
+    return model_input.name, list(model_input.shape)
+
+
 def run_session(session: ort.InferenceSession, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
     """Logits of ``session`` on float32 images ``x`` [N, C, H, W], computed in batches."""
     name = session.get_inputs()[0].name

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -52,6 +52,9 @@ from lepton.edge.oip import (
 )
 from lepton.errors import ConfigError
 from lepton.utils.checks import NAME_PATTERN, check_name
+
+if TYPE_CHECKING:
+    from lepton.models.registry import ModelSpec
 
 BUDGET_WAIT_S = 5.0  # how long a request waits for its share of max_inflight_bytes before a 503
 OPEN_ROUTES = "/v2/health/"  # liveness/readiness probes never need the token
@@ -159,10 +162,25 @@ def load_served_model(
     threads: int = 1,
     workdir: str | Path | None = None,
     trust_code: bool = False,
+    arch: ModelSpec | None = None,
 ) -> ServedModel:
-    """Open ``path`` for serving: an ``.onnx`` file directly; a ``.lep`` or checkpoint is exported to ONNX
-    first (into ``workdir``, default a fresh temporary folder)."""
-    from lepton.edge.export import export_onnx, onnx_session
+    """Open ``path`` for serving: an ``.onnx`` file with one image input directly; a ``.lep``, a checkpoint or
+    (with ``arch``) a plain weight file is exported to ONNX first (into ``workdir``, default a fresh temporary
+    folder).
+
+    Args:
+        path: the model file.
+        name: the model's name in URLs (default: the file's stem).
+        version: the version reported and accepted.
+        threads: ONNX Runtime intra-op threads.
+        workdir: where a non-ONNX model's export goes.
+        trust_code: allow importing a ``package.module:factory`` that the file or ``arch`` names.
+        arch: the architecture of a plain weight file (:func:`lepton.artifacts.load_model_file`).
+
+    Returns:
+        The model ready for :func:`serve`.
+    """
+    from lepton.edge.export import export_onnx, image_input, onnx_session
 
     path = Path(path)
     if not path.exists():
@@ -170,14 +188,18 @@ def load_served_model(
     if path.suffix != ".onnx":
         from lepton.artifacts import load_model_file
 
-        loaded = load_model_file(path, trust_code=trust_code)
+        loaded = load_model_file(path, trust_code=trust_code, arch=arch)
         onnx_path = Path(workdir or tempfile.mkdtemp(prefix="lepton-serve-")) / f"{path.stem}.onnx"
         export_onnx(loaded.model, onnx_path, input_shape=loaded.spec.input_shape)
+    elif arch is not None:
+        raise ConfigError(f"{path}: an ONNX file carries its architecture; drop --arch.")
     else:
         onnx_path = path
     stem = name or path.stem
     check_name(stem, "model name", hint="It appears in URLs; pass --name.")
-    return ServedModel(onnx_session(onnx_path, threads=threads), stem, version, str(path))
+    session = onnx_session(onnx_path, threads=threads)
+    image_input(session, path)
+    return ServedModel(session, stem, version, str(path))
 
 
 class Batcher:

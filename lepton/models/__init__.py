@@ -1,4 +1,5 @@
-"""Models: the LeNet family, a registry by name, user models by ``module:factory``, size counters."""
+"""Models: the LeNet family, the zoo, a registry by name, user models by ``module:factory``, size counters, and
+plain state dicts read without running code (:func:`read_weights`)."""
 
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
 from lepton.models.registry import (
@@ -10,6 +11,7 @@ from lepton.models.registry import (
     layer_table,
     resolve_factory,
 )
+from lepton.models.weights import read_weights
 
 __all__ = [
     "MODELS",
@@ -21,5 +23,6 @@ __all__ = [
     "count_macs",
     "count_params",
     "layer_table",
+    "read_weights",
     "resolve_factory",
 ]

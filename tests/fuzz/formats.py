@@ -50,6 +50,8 @@ KINDS: dict[str, tuple[str, ...]] = {
         "blob-bitflip",
     ),
     "circuit": ("bitflip", "token", "delete", "truncate", "insert", "json", "json", "json", "json"),
+    "pt": (*RAW_OPS, "pickle", "pickle", "pickle", "pickle", "record", "record"),
+    "safetensors": (*RAW_OPS, "header", "header", "header", "header"),
 }
 SELFTEST = ("ok", "refused", "unexpected", "hang", "memory", "code-ran", "die")
 """Behaviours of the ``selftest`` format, which checks the harness's own classification."""
@@ -264,6 +266,43 @@ def mutate_circuit(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[
     return raw_edit(kind, data, rng, j)
 
 
+# ---- plain weight files (.pt zip, .safetensors) ----------------------------------------------------------
+
+
+def mutate_pt(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[bytes, str]:
+    """A raw edit of the zip, or (re-zipped with fresh CRCs, so the edit reaches the reader) of its pickle or
+    of one tensor record."""
+    import io
+    import zipfile
+
+    if kind in RAW_OPS:
+        return raw_edit(kind, data, rng, j)
+    src = zipfile.ZipFile(io.BytesIO(data))
+    names = src.namelist()
+    pick = "/data.pkl" if kind == "pickle" else "/data/"
+    target = rng.choice([n for n in names if pick in n])
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in names:
+            body = src.read(name)
+            if name == target:
+                body, note = raw_edit(
+                    rng.choice(("bitflip", "insert", "delete", "overwrite", "truncate")), body, rng, j
+                )
+            dst.writestr(name, body)
+    return out.getvalue(), f"{target}: {note}"
+
+
+def mutate_safetensors(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[bytes, str]:
+    """A raw edit, or a structural edit of the JSON header with the header length recomputed."""
+    if kind in RAW_OPS:
+        return raw_edit(kind, data, rng, j)
+    (n,) = struct.unpack_from("<Q", data)
+    text, note = edit_json(json.loads(data[8 : 8 + n]), rng)
+    header = text.encode("utf-8", "surrogatepass")
+    return struct.pack("<Q", len(header)) + header + data[8 + n :], note
+
+
 # ---- one case --------------------------------------------------------------------------------------------
 
 
@@ -281,7 +320,13 @@ def build_case(fmt: str, seed: int, index: int, seeds: dict[str, list[Path]], de
     elif fmt == "registry":
         path, note = mutate_registry(source, kind, rng, j, dest)
     else:
-        mutate = {"lep": mutate_lep, "lds": mutate_lds, "circuit": mutate_circuit}[fmt]
+        mutate = {
+            "lep": mutate_lep,
+            "lds": mutate_lds,
+            "circuit": mutate_circuit,
+            "pt": mutate_pt,
+            "safetensors": mutate_safetensors,
+        }[fmt]
         data, note = mutate(source.read_bytes(), kind, rng, j)
         path = dest / f"case{source.suffix}"
         path.write_bytes(data)
@@ -358,6 +403,14 @@ def read_circuit(path: Path) -> None:
             )
 
 
+def read_weight_file(path: Path) -> None:
+    """Read a plain state dict and use every tensor it yields (a bad view would fault here)."""
+    from lepton.models.weights import read_weights
+
+    for t in read_weights(path).values():
+        t.float().sum()
+
+
 def read_selftest(behaviour: str) -> None:
     """What each ``selftest`` case does, to check that the harness classifies it right."""
     import os
@@ -380,7 +433,15 @@ def read_selftest(behaviour: str) -> None:
         os._exit(3)
 
 
-READERS = {"lep": read_lep, "lds": read_lds, "ckpt": read_ckpt, "registry": read_registry, "circuit": read_circuit}
+READERS = {
+    "lep": read_lep,
+    "lds": read_lds,
+    "ckpt": read_ckpt,
+    "registry": read_registry,
+    "circuit": read_circuit,
+    "pt": read_weight_file,
+    "safetensors": read_weight_file,
+}
 
 
 def read_case(fmt: str, path: Path, note: str) -> None:

@@ -32,7 +32,7 @@ from typing import IO, Any
 from tests.fuzz.mutate import MARKER
 
 REPO = Path(__file__).resolve().parents[2]
-FORMATS = ("lep", "lds", "ckpt", "registry", "circuit")
+FORMATS = ("lep", "lds", "ckpt", "registry", "circuit", "pt", "safetensors")
 OUTCOMES = ("ok", "refused", "unexpected", "hang", "memory", "code-ran", "harness-error")
 BAD = ("unexpected", "hang", "memory", "code-ran", "harness-error")
 HEADROOM_MB = 256
@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--cases-lep", type=int, default=10_000)
     p.add_argument("--cases-lds", type=int, default=5_000)
-    p.add_argument("--cases-other", type=int, default=1_000, help="cases each for ckpt, registry and circuit")
+    p.add_argument(
+        "--cases-other", type=int, default=1_000, help="cases each for ckpt, registry, circuit, pt and safetensors"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per case before it counts as a hang")
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "ckpt": a.cases_other,
         "registry": a.cases_other,
         "circuit": a.cases_other,
+        "pt": a.cases_other,
+        "safetensors": a.cases_other,
     }
     counts = {f: sizes[f] for f in a.formats.split(",")}
     last = [0.0]

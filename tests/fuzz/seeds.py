@@ -132,6 +132,20 @@ def write_circuit(out: Path) -> list[Path]:
     return [path]
 
 
+def write_weights(out: Path) -> dict[str, list[Path]]:
+    """A plain state dict as torch.save and safetensors write it: several dtypes, strided and shared views."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    _, model = _model(SPEC_FC)
+    state = model.state_dict()
+    base = torch.randn(4, 6)
+    extra = {"half": base.half().t(), "view": base[1:3, ::2], "ids": torch.arange(5), "mask": torch.rand(3) > 0.5}
+    torch.save({**state, **extra}, out / "weights.pt")
+    save_file({**state, **{k: v.contiguous() for k, v in extra.items()}}, out / "weights.safetensors")
+    return {"pt": [out / "weights.pt"], "safetensors": [out / "weights.safetensors"]}
+
+
 def write_seeds(out: Path) -> dict[str, list[Path]]:
     """Every seed, by format, under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -142,4 +156,5 @@ def write_seeds(out: Path) -> dict[str, list[Path]]:
         "ckpt": write_ckpt(out),
         "registry": write_registry(out, leps),
         "circuit": write_circuit(out),
+        **write_weights(out),
     }

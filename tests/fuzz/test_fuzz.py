@@ -14,7 +14,7 @@ from tests.fuzz.harness import BAD, case_ids, run_cases
 from tests.fuzz.mutate import RAW_OPS, DupKey, Raw, dumps, raw_edit, truncate_length
 from tests.fuzz.seeds import write_seeds
 
-BOUNDED = {"lep": 120, "lds": 80, "ckpt": 50, "registry": 40, "circuit": 40}
+BOUNDED = {"lep": 120, "lds": 80, "ckpt": 50, "registry": 40, "circuit": 40, "pt": 40, "safetensors": 40}
 SAMPLES = 6  # cases built per structured kind in the targeted tests
 
 

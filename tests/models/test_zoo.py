@@ -1,5 +1,8 @@
 """The model zoo: shapes on 28 and 32 px inputs, parameter counts, fx capture, ONNX export."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -56,13 +59,30 @@ def test_bad_zoo_arguments_are_config_errors(name, shape, kwargs, match):
         build_model(name, shape, 10, **kwargs)
 
 
+def _served_predictions(path, x):
+    """Predicted classes for ``x`` from one OIP request to the real server serving ``path`` (.onnx or .lep)."""
+    import httpx
+
+    from lepton.edge.server import load_served_model, serve_in_thread
+
+    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    with serve_in_thread(load_served_model(path, name="m", workdir=path.parent / "served")) as url:
+        reply = httpx.post(f"{url}/v2/models/m/infer", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    (out,) = reply.json()["outputs"]
+    return np.array(out["data"], dtype=np.float32).reshape(out["shape"]).argmax(1)
+
+
 @pytest.mark.slow  # trains and compresses four models on digits (about a minute)
 @pytest.mark.parametrize("name", [*ZOO, "user"])
 def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
-    """train → compress → .lep → decode bit-exact in a rebuilt model → eval → ONNX fp32 and int8, on real data."""
+    """train → compress → .lep → decode bit-exact in a rebuilt model → eval → ONNX fp32 and int8, on real data →
+    the int8 ONNX and the .lep each served by `lepton serve`'s server, one request agreeing with in-process runs."""
     from lepton.api import compress, export_onnx, load, train
     from lepton.edge.bench import onnx_accuracy
+    from lepton.edge.export import onnx_session, run_session
     from lepton.edge.quantize import calibration_sample, quantize_onnx
+    from tests.cli.invoke import invoke
     from tests.fixtures.user_nets import TinyResNet
 
     model = TinyResNet(1, 8, 10) if name == "user" else build_model(name, digits.input_shape, digits.num_classes)
@@ -78,3 +98,13 @@ def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
     quantize_onnx(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", calibration)
     for path in ("m.onnx", "m.int8.onnx"):
         assert onnx_accuracy(tmp_path / path, x.numpy(), y.numpy()) >= small.report.test_accuracy - 0.05, path
+    bench = ["edge", "bench", str(tmp_path / "m.int8.onnx"), "--data", "digits", "--iterations", "10", "--batch", "8"]
+    out = invoke([*bench, "--format", "json"])  # the exported file as the source of `lepton edge bench`
+    assert out.code == 0 and json.loads(out.stdout)[0]["name"] == "m.int8.onnx", out.message
+    (tmp_path / "served").mkdir()
+    batch = x[:32].numpy()
+    int8 = run_session(onnx_session(tmp_path / "m.int8.onnx"), batch).argmax(1)
+    np.testing.assert_array_equal(_served_predictions(tmp_path / "m.int8.onnx", batch), int8)
+    with torch.no_grad():
+        lep = restored(x[:32]).argmax(1).numpy()
+    np.testing.assert_array_equal(_served_predictions(tmp_path / "m.lep", batch), lep)
