@@ -40,16 +40,14 @@ def fold_pairs(model: nn.Module, example_input: torch.Tensor | None = None) -> l
     """
     try:
         gm = fx.symbolic_trace(model)
+        if example_input is not None:
+            with torch.no_grad():
+                ShapeProp(gm.eval()).propagate(example_input)
     except Exception as e:  # noqa: BLE001 - fx raises many types on untraceable Python control flow
         raise ConfigError(
             f"fold_batchnorm: torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: "
             f"{' '.join(str(e).split())[:160]}); BatchNorm is folded only in traceable models."
         ) from None
-    if example_input is not None:
-        was_training = gm.training
-        with torch.no_grad():
-            ShapeProp(gm.eval()).propagate(example_input)
-        gm.train(was_training)
     modules = dict(gm.named_modules())
     calls = _calls(gm.graph)
     pairs = []
