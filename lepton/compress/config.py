@@ -133,9 +133,9 @@ class ChannelsConfig(StrictModel):
 class CompressConfig(StrictModel):
     enabled: bool = True
     fold_bn: bool = Field(
-        False,
-        description="fold BatchNorm into the convs feeding it before compressing (fine-tuning runs without it; "
-        "off by default: ResNet-20's BN-free fine-tuning at the default lr diverged to NaN on digits)",
+        True,
+        description="fold BatchNorm into the convs feeding it after pruning, before weight sharing and coding "
+        "(the .lep stores the folded model)",
     )
     channels: ChannelsConfig = ChannelsConfig()
     prune: PruneConfig = PruneConfig()

@@ -21,7 +21,6 @@ BASE = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=0, threads=1)
 def test_channel_step_prunes_folds_and_decodes_bit_exactly(digits, tmp_path):
     trained = train_model(digits, "resnet20", BASE, progress=False)
     cfg = CompressConfig(
-        fold_bn=True,
         channels={"enabled": True, "ratio": 0.5, "epochs": 1},
         prune={"sparsity": 0.5, "epochs": 1},
         share={"bits": 6, "epochs": 0},
