@@ -59,6 +59,8 @@ compress_app = typer.Typer(
     "Examples:\n\n  lepton compress runs/demo/model.safetensors -o model.lep\n\n"
     "  lepton compress runs/demo/model.safetensors -c run.yaml --set compress.coder=huffman -o m.lep\n\n"
     "  lepton compress weights.pt --arch resnet20 --data digits --input-shape 1,8,8 -o resnet20.lep\n\n"
+    "  lepton compress runs/demo/model.safetensors --set compress.channels.enabled=true -o m.lep  "
+    "(remove channels first, for latency)\n\n"
     "  lepton compress inspect model.lep",
 )
 app.add_typer(compress_app, name="compress")
@@ -121,6 +123,13 @@ def compress_checkpoint(
         print_json(report.model_dump(mode="json"))
         return
     print_table([s.model_dump() for s in report.steps], "dense → pruned → shared → coded")
+    if report.channels is not None:
+        ch = report.channels
+        console.print(
+            f"channels: {ch.params_before:,} -> {ch.params_after:,} params, {ch.macs_before:,} -> "
+            f"{ch.macs_after:,} MACs, batch-1 latency {ch.latency_p50_ms_before:.3f} -> "
+            f"{ch.latency_p50_ms_after:.3f} ms ({ch.speedup:.2f}x, 1 thread)"
+        )
     console.print(
         f"wrote {out}: {report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32, test accuracy "
         f"{100 * report.test_accuracy:.2f}% (dense {100 * report.baseline_test_accuracy:.2f}%), "

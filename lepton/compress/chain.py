@@ -1,4 +1,5 @@
-"""The Deep-Compression chain, end to end: prune → share weights → entropy-code into a `.lep` file.
+"""The Deep-Compression chain, end to end: (remove channels) → prune → fold BatchNorm → share weights →
+entropy-code into a `.lep` file.
 
 Every step is fine-tuned with the shared training loop (optionally distilling from the dense model)
 and measured on the test split. The final accuracy is measured on the model decoded from the file,
@@ -18,14 +19,17 @@ from rich.console import Console
 from torch import nn
 
 from lepton.compress import presets
+from lepton.compress.channel_step import ChannelStepReport, channel_step
 from lepton.compress.config import CompressConfig
 from lepton.compress.container import encode_model, inspect_lep, load_lep, save_lep
 from lepton.compress.distill import distillation_objective
+from lepton.compress.fold import fold_batchnorm, fold_pairs
 from lepton.compress.prune import prune_gradual, sparsity_table
 from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import allocate_rates, sensitivity_scan
 from lepton.compress.share import kmeans_1d, share_weights
 from lepton.data.dataset import ImageDataset
+from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, count_params
 from lepton.models.tensor_train import TTLinear, convert_linears, tt_layout
 from lepton.train import TensorBatches, TrainConfig, evaluate, fit, predict_logits, seed_everything
@@ -59,6 +63,8 @@ class CompressReport(BaseModel):
     bit_exact: bool
     sparsity: dict[str, float]
     tt: dict[str, dict[str, Any]] = {}
+    folded_bn: list[str] = []
+    channels: ChannelStepReport | None = None
     recipe: dict[str, Any] = {}
     bits: dict[str, int]
     steps: list[StepRecord]
@@ -98,6 +104,22 @@ def share_biases(model: nn.Module, bits: int) -> None:
                 m.bias.copy_(centroids[idx].reshape(m.bias.shape))
 
 
+def fold_step(student: nn.Module, spec: ModelSpec, console: Console) -> tuple[nn.Module, ModelSpec, list[str]]:
+    """Fold BatchNorm into the convs feeding it, after pruning (scaling a filter keeps its zeros) and before
+    weight sharing; returns the model, its spec (with the folded architecture as data) and the folded norms.
+    A model torch.fx cannot trace or capture is left as it is, with a note."""
+    example = torch.zeros(1, *spec.input_shape)
+    try:
+        pairs = fold_pairs(student, example)
+        if not pairs:
+            return student, spec, []
+        folded = fold_batchnorm(student, example)
+        return folded, spec.with_graph(folded), [norm for _, norm in pairs]
+    except ConfigError as e:
+        console.print(f"BatchNorm not folded: {e}")
+        return student, spec, []
+
+
 def compress_model(
     model: nn.Module,
     spec: ModelSpec,
@@ -112,11 +134,17 @@ def compress_model(
 ) -> CompressReport:
     """Compress a trained ``model`` and write ``out`` (a `.lep` file); ``model`` itself is left unchanged.
 
-    A model outside the registry is written with its architecture as data (:meth:`ModelSpec.with_graph`);
-    one torch.fx cannot trace is re-read from ``out`` through its factory, which needs ``trust_code=True``.
+    With ``cfg.channels.enabled`` channels are removed (and the model fine-tuned) before magnitude pruning;
+    with ``cfg.fold_bn`` every BatchNorm is folded into the conv feeding it after pruning, so weight sharing
+    and the file work on the folded model (pruning fine-tunes with BatchNorm: without it, ResNet-20's
+    fine-tuning at the default learning rate diverged). A model outside the registry, or a registry model whose
+    shapes changed (folded, channel-pruned), is written with its architecture as data
+    (:meth:`ModelSpec.with_graph`); one torch.fx cannot trace is re-read from ``out`` through its factory,
+    which needs ``trust_code=True``.
     """
-    spec = spec.with_graph(model)
     console = console or Console(stderr=True, quiet=not progress)
+    student = copy.deepcopy(model)
+    spec = spec.with_graph(student)
     recipe: dict[str, Any] = {}
     if not cfg.tt.enabled:  # recipes are tuned on the plain architecture; TT layers want gentler steps
         cfg, recipe = presets.recipe_for(spec.name, cfg)
@@ -135,7 +163,6 @@ def compress_model(
     x_val, y_val = x_train[-n_val:], y_train[-n_val:]
     batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=base.seed)
     teacher = copy.deepcopy(model).eval()
-    student = copy.deepcopy(model)
     objective: Objective = (
         distillation_objective(teacher, temperature=cfg.distill.temperature, alpha=cfg.distill.alpha)
         if cfg.distill.enabled
@@ -153,6 +180,22 @@ def compress_model(
 
     def file_size(m: nn.Module) -> int:
         return len(encode_model(spec, m.state_dict(), coder=cfg.coder, metadata=metadata))
+
+    channels = None
+    if cfg.channels.enabled:
+        with stopwatch() as sw:
+            student, spec, channels = channel_step(
+                student,
+                spec,
+                cfg.channels,
+                batches,
+                _train_cfg(cfg, base, cfg.channels.epochs, cfg.channels.lr),
+                objective=objective,
+                progress=progress,
+                console=console,
+            )
+        seconds["channels"] = sw.seconds
+        steps.append(record("channels", student, file_size(student)))
 
     tt_report: dict[str, dict[str, Any]] = {}
     if cfg.tt.enabled:
@@ -212,6 +255,9 @@ def compress_model(
             )
         seconds["prune"] = sw.seconds
         steps.append(record("pruned", student, file_size(student)))
+    folded_bn: list[str] = []
+    if cfg.fold_bn:
+        student, spec, folded_bn = fold_step(student, spec, console)
     rates = {r["layer"]: r["sparsity"] for r in sparsity_table(student)}
     bits: dict[str, int] = {}
     if cfg.share.enabled:
@@ -275,6 +321,8 @@ def compress_model(
         bit_exact=bit_exact,
         sparsity=rates,
         tt=tt_report,
+        folded_bn=folded_bn,
+        channels=channels,
         recipe=recipe,
         bits=bits,
         steps=steps,

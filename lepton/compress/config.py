@@ -119,8 +119,35 @@ class TTConfig(StrictModel):
         return self
 
 
+class ChannelsConfig(StrictModel):
+    """Structured channel pruning for latency (Torch-Pruning's dependency graph), then fine-tuning; it runs
+    first, so magnitude pruning, weight sharing and coding work on the narrower model."""
+
+    enabled: bool = False
+    ratio: float | LayerFloats = Field(
+        0.5, description="fraction of channels removed: one number for every prunable layer, or {layer: fraction}"
+    )
+    importance: Literal["l1", "l2", "group_l2", "fpgm"] = "l1"
+    epochs: int = Field(4, ge=0, description="fine-tuning epochs after the channels are removed")
+    lr: float = Field(0.01, gt=0)
+
+    @field_validator("ratio")
+    @classmethod
+    def _check_ratio(cls, v: float | LayerFloats) -> float | LayerFloats:
+        for r in [v] if isinstance(v, float) else v.values():
+            if not 0 <= r < 1:
+                raise ValueError(f"channel ratio must be in [0, 1), got {r}")
+        return v
+
+
 class CompressConfig(StrictModel):
     enabled: bool = True
+    fold_bn: bool = Field(
+        True,
+        description="fold BatchNorm into the convs feeding it after pruning, before weight sharing and coding "
+        "(the .lep stores the folded model)",
+    )
+    channels: ChannelsConfig = ChannelsConfig()
     prune: PruneConfig = PruneConfig()
     share: ShareConfig = ShareConfig()
     distill: DistillConfig = DistillConfig()

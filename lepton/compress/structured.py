@@ -10,14 +10,17 @@ Torch-Pruning's dependency graph, not ours.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from lepton.errors import ConfigError
+from lepton.models.graph import build_graph, capture
 from lepton.models.registry import ModelSpec, resolve_factory
 from lepton.utils.checks import check_float, check_int
 from lepton.utils.timing import latency, torch_threads
@@ -40,6 +43,9 @@ WIDTHS: dict[str, tuple[str, ...]] = {
     "lenet-300-100": ("fc1", "fc2"),
 }
 """The width arguments of each registry model: the out-channels of the module of the same name."""
+
+
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def _width(m: nn.Module) -> int:
@@ -77,21 +83,117 @@ def _check_ratio(ratio: Any, owner: str) -> float:
     )
 
 
-def prune_channels(
+# Ops whose channel bookkeeping Torch-Pruning gets right: elementwise maps, pools and global means over
+# the spatial axes, the flatten in front of a classifier, linear layers on [..., features] inputs, concat.
+# Any other op in a group (channel zero-padding, transposes, slicing, indexing, ...) makes the group's
+# channels untouchable: its layers keep their full width (see ChannelReport.kept_full).
+TRACKED_OPS = frozenset(
+    "Add Sub Mul Div Neg Clone Relu Relu6 Hardtanh Gelu Silu Sigmoid Tanh LeakyRelu Elu Hardswish Hardsigmoid "
+    "Softplus Mish NativeDropout MaxPool2DWithIndices MaxPool1DWithIndices AvgPool2D AvgPool1D "
+    "AdaptiveAvgPool2D AdaptiveMaxPool2D Mean T Addmm Mm Bmm View UnsafeView ReshapeAlias Cat".split()
+)
+
+
+class ChannelGroup(BaseModel):
+    """Layers whose output channels are coupled (a residual add, a depthwise conv) and pruned together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[str]
+    before: int
+    after: int
+
+
+class ChannelReport(BaseModel):
+    """What :func:`prune_channels_with_report` did: the pruned groups, and each layer kept at full width with why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    importance: str
+    groups: list[ChannelGroup]
+    kept_full: dict[str, str]
+
+
+def _op_name(node: Any) -> str:
+    return re.sub(r"Backward\d*$", "", type(node.grad_fn).__name__) if node.grad_fn is not None else "?"
+
+
+def _group_of(dg: Any, module: nn.Module, idxs: list[int]) -> Any:
+    return dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels, idxs)
+
+
+def _coupled(group: Any, names: dict[nn.Module, str]) -> tuple[list[str], list[str]]:
+    """The conv / linear layers whose outputs a group prunes, and the untracked ops it passes through."""
+    roots, opaque = [], []
+    for dep, _ in group.items:
+        target = dep.target.module
+        if target in names:
+            if isinstance(target, PRUNABLE) and dep.handler.__name__ == "prune_out_channels":
+                roots.append(names[target])
+        elif _op_name(dep.target) not in TRACKED_OPS:
+            opaque.append(_op_name(dep.target))
+    return list(dict.fromkeys(roots)), sorted(set(opaque))
+
+
+@torch.no_grad()
+def _verify(pruned: nn.Module, example_input: torch.Tensor, out_shape: torch.Size, groups: list[ChannelGroup]) -> None:
+    """Raise unless the pruned model runs and gives outputs of the original shape, in eager mode and,
+    when torch.fx can trace it, from its captured graph too (which catches widths frozen into constants)."""
+    was_training = pruned.training
+    pruned.eval()
+    try:
+        out = pruned(example_input)
+        if out.shape != out_shape:
+            raise RuntimeError(f"output shape {list(out.shape)} instead of {list(out_shape)}")
+        try:
+            graph = capture(pruned)
+        except ConfigError:
+            return  # not traceable: the eager check above is all there is
+        rebuilt = build_graph(graph)
+        rebuilt.load_state_dict(pruned.state_dict())
+        if not torch.allclose(rebuilt.eval()(example_input), out, atol=1e-5, rtol=1e-4):
+            raise RuntimeError("its captured graph computes something else")
+    except RuntimeError as e:
+        pruned_layers = [g.layers for g in groups]
+        raise ConfigError(
+            f"prune_channels: the pruned model is inconsistent ({' '.join(str(e).split())[:200]}); an op "
+            f"Torch-Pruning does not track couples some of the pruned groups {pruned_layers}. Keep them at "
+            "full width with ignored_layers=[...]."
+        ) from None
+    finally:
+        pruned.train(was_training)
+
+
+def prune_channels_with_report(
     model: nn.Module,
     example_input: torch.Tensor,
     ratio: float | Mapping[str, float],
     *,
     importance: Importance = "l1",
     ignored_layers: Sequence[str] | None = None,
-) -> nn.Module:
-    """A copy of ``model`` with the least important output channels of its conv / linear layers removed.
+) -> tuple[nn.Module, ChannelReport]:
+    """A copy of ``model`` with the least important output channels of its conv / linear layers removed,
+    and a report of what was pruned and what was kept at full width.
 
-    Each pruned layer keeps ``max(1, round((1 - r) * n))`` of its ``n`` output channels, ``r`` being
-    ``ratio`` (a float for every layer, or ``{layer: r}``; unlisted layers keep their width); the
-    layers that consume those channels lose the matching inputs. The final classifier (the last
-    conv / linear layer a forward pass runs) and ``ignored_layers`` keep all their outputs.
-    ``model`` itself is left untouched.
+    Layers whose output channels are coupled (through residual adds, BatchNorm, depthwise convs, concat)
+    form one group, pruned together with the same channel indices (Torch-Pruning's dependency graph);
+    each group keeps ``max(1, round((1 - r) * n))`` of its ``n`` channels. A group that reaches the final
+    classifier's outputs, an ignored layer's outputs, or an op Torch-Pruning cannot track (a channel
+    ``F.pad``, a transpose, slicing: anything outside :data:`TRACKED_OPS`) keeps its full width, and
+    ``kept_full`` says which op. The pruned model is then checked: it must run on ``example_input``,
+    give outputs of the original shape, and (if torch.fx traces it) compute the same from its
+    captured graph. ``model`` itself is left untouched.
+
+    Args:
+        model: the network to prune (any ``nn.Module`` that runs on ``example_input``).
+        example_input: one batch of inputs, e.g. ``torch.zeros(1, 1, 28, 28)``.
+        ratio: fraction of channels removed, for every prunable layer, or ``{layer: r}`` (unlisted
+            groups keep their width; layers of one group must not get different ratios).
+        importance: how channels are ranked ("l1", "l2", "group_l2", "fpgm").
+        ignored_layers: layers whose output width must not change.
+
+    Returns:
+        ``(pruned_copy, ChannelReport)``.
     """
     if importance not in IMPORTANCES:
         raise ConfigError(
@@ -99,7 +201,10 @@ def prune_channels(
             f"Got {importance!r} instead."
         )
     model = copy.deepcopy(model)
+    was_training = model.training
+    model.eval()
     modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
     order = _run_order(model, example_input)
     if not order:
         raise ConfigError(f"{type(model).__name__} runs no Conv or Linear layer, so it has no channels to prune.")
@@ -108,64 +213,121 @@ def prune_channels(
     unknown = sorted(ignored - set(modules))
     if unknown:
         raise ConfigError(f"ignored_layers names unknown modules {unknown}; the layers are {order}.")
-    prunable = [n for n in dict.fromkeys(order) if n != classifier and n not in ignored]
+    candidates = [n for n in dict.fromkeys(order) if n != classifier and n not in ignored]
     if isinstance(ratio, Mapping):
-        bad = sorted(set(ratio) - set(prunable))
+        bad = sorted(set(ratio) - set(candidates))
         if bad:
             raise ConfigError(
                 f"the ratio dict names {bad}, which cannot be pruned here (unknown, ignored or the "
-                f"final classifier {classifier!r}); the prunable layers are {prunable}."
+                f"final classifier {classifier!r}); the prunable layers are {candidates}."
             )
         ratios = {n: _check_ratio(r, f"prune_channels for layer {n!r}") for n, r in ratio.items()}
     else:
         r = _check_ratio(ratio, "prune_channels")
-        ratios = {n: r for n in prunable}
-    # Torch-Pruning keeps int(n * (1 - r')) channels; choose r' so that it keeps exactly round((1 - r) * n).
-    exact: dict[nn.Module, float] = {}
-    for name, r in ratios.items():
+        ratios = {n: r for n in candidates}
+    with torch.no_grad():
+        out_shape = model(example_input).shape
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    imp = IMPORTANCES[importance]()
+    kept_full: dict[str, str] = {}
+    plan: list[tuple[str, list[str], float]] = []
+    seen: set[str] = set()
+    for name in candidates:
+        if name in seen:
+            continue
         n = _width(modules[name])
+        roots, opaque = _coupled(_group_of(dg, modules[name], list(range(n))), names)
+        seen.update(roots)
+        members = [m for m in roots if m in ratios]
+        blocked = sorted(set(roots) - set(candidates))
+        reason = (
+            f"coupled with {', '.join(blocked)} (the classifier or an ignored layer)"
+            if blocked
+            else f"its channels reach {', '.join(opaque)}, which Torch-Pruning does not track"
+            if opaque
+            else ""
+        )
+        if reason:
+            named = sorted(set(members) & set(ratio)) if isinstance(ratio, Mapping) else []
+            if named:
+                raise ConfigError(f"the ratio dict names {named}, which cannot be pruned: {reason}.")
+            kept_full.update({m: reason for m in roots if m in candidates} or {name: reason})
+            continue
+        group_ratios = {ratios[m] for m in members}
+        if len(group_ratios) > 1:
+            raise ConfigError(
+                f"layers {members} share their output channels (pruned together) but the ratio dict gives "
+                f"them different ratios {sorted(group_ratios)}; give them one ratio."
+            )
+        if group_ratios:
+            plan.append((name, roots, group_ratios.pop()))
+    groups = []
+    for name, roots, r in plan:
+        module = modules[name]
+        n = _width(module)
         keep = max(1, round((1.0 - r) * n))
-        exact[modules[name]] = 1.0 - (keep + 0.5) / n
-    pruner = tp.pruner.BasePruner(
-        model,
-        example_input,
-        IMPORTANCES[importance](),
-        pruning_ratio=0.0,
-        pruning_ratio_dict=exact,
-        ignored_layers=[modules[classifier], *(modules[n] for n in sorted(ignored))],
-    )
-    pruner.step()
-    return model
+        if keep < n:
+            scores = imp(_group_of(dg, module, list(range(n))))
+            drop = sorted(torch.argsort(scores)[: n - keep].tolist())
+            _group_of(dg, module, drop).prune()
+        groups.append(ChannelGroup(layers=roots, before=n, after=keep))
+    _verify(model, example_input, out_shape, groups)
+    model.train(was_training)
+    return model, ChannelReport(importance=importance, groups=groups, kept_full=kept_full)
+
+
+def prune_channels(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    ratio: float | Mapping[str, float],
+    *,
+    importance: Importance = "l1",
+    ignored_layers: Sequence[str] | None = None,
+) -> nn.Module:
+    """The pruned copy of :func:`prune_channels_with_report`, without the report."""
+    return prune_channels_with_report(
+        model, example_input, ratio, importance=importance, ignored_layers=ignored_layers
+    )[0]
 
 
 def spec_for(model: nn.Module, base_spec: ModelSpec) -> ModelSpec:
-    """The spec of a (channel-pruned) LeNet-family ``model``: ``base_spec`` with its widths read off the
-    layers, checked by rebuilding it and comparing every parameter shape."""
-    if base_spec.name not in WIDTHS:
-        raise ConfigError(
-            f"spec_for knows the widths of {sorted(WIDTHS)}, not {base_spec.name!r}; save a pruned "
-            "custom model with a factory that takes its widths as arguments."
+    """The spec that rebuilds ``model`` (e.g. channel-pruned) from ``base_spec``, the spec it was built from.
+
+    A registry LeNet keeps its name with its widths read off the layers (``{"conv1": 10, ...}``); any other
+    model whose shapes no longer match ``base_spec`` carries its architecture as a graph
+    (:meth:`ModelSpec.with_graph`). Either way the result is checked by rebuilding it and comparing
+    every parameter shape.
+
+    Args:
+        model: the (pruned, folded) model to describe.
+        base_spec: the spec of the model it came from.
+
+    Returns:
+        A spec whose ``build()`` has exactly ``model``'s parameter names and shapes.
+    """
+    if base_spec.name in WIDTHS and base_spec.graph is None and not base_spec.tt:
+        expected = resolve_factory(base_spec.name)
+        if type(model) is not expected:
+            raise ConfigError(
+                f"spec_for: the model is a {type(model).__name__} but the spec names {base_spec.name!r} "
+                f"({expected.__name__}); pass the spec the model was built from."
+            )
+        modules = dict(model.named_modules())
+        spec = ModelSpec(
+            base_spec.name,
+            base_spec.input_shape,
+            base_spec.num_classes,
+            {**base_spec.kwargs, **{w: _width(modules[w]) for w in WIDTHS[base_spec.name]}},
         )
-    expected = resolve_factory(base_spec.name)
-    if type(model) is not expected:
-        raise ConfigError(
-            f"spec_for: the model is a {type(model).__name__} but the spec names {base_spec.name!r} "
-            f"({expected.__name__}); pass the spec the model was built from."
-        )
-    modules = dict(model.named_modules())
-    spec = ModelSpec(
-        base_spec.name,
-        base_spec.input_shape,
-        base_spec.num_classes,
-        {**base_spec.kwargs, **{w: _width(modules[w]) for w in WIDTHS[base_spec.name]}},
-    )
+    else:
+        spec = base_spec.with_graph(model)
     rebuilt = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if rebuilt != actual:
         diff = sorted(k for k in rebuilt.keys() | actual.keys() if rebuilt.get(k) != actual.get(k))
         raise ConfigError(
-            f"spec_for: rebuilding {spec.to_dict()} does not reproduce the model's parameters "
-            f"(differs at {diff}); was the model changed beyond its layer widths?"
+            f"spec_for: rebuilding {spec.name!r} does not reproduce the model's parameters "
+            f"(differs at {diff[:5]}); was the model changed beyond its layer widths?"
         )
     return spec
 

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from lepton.compress.fold import fold_batchnorm
 from lepton.errors import ConfigError, FormatError
 from lepton.utils.checks import check_int
 from lepton.utils.io import atomic_path, sha256_file
@@ -57,14 +58,21 @@ def export_onnx(
 ) -> ExportReport:
     """Write ``model`` (fp32, eval mode) to ``path`` as ONNX with input ``input`` [batch, C, H, W] and
     output ``logits`` [batch, classes]; the batch axis is dynamic. The file is validated with
-    ``onnx.checker`` before it replaces ``path``, so a failed export never leaves a file behind."""
+    ``onnx.checker`` before it replaces ``path``, so a failed export never leaves a file behind.
+
+    BatchNorm layers are first folded into the convs feeding them (:func:`lepton.compress.fold.fold_batchnorm`,
+    on a copy), so the graph has no BatchNormalization node; a model torch.fx cannot trace is exported as is."""
     shape = _check_shape(input_shape)
     if not 13 <= opset <= 20:
         raise ConfigError(f"opset must be in [13, 20], got {opset}; 17 is a safe default for ONNX Runtime.")
     path = Path(path)
-    was_training = model.training
+    original, was_training = model, model.training
     model = model.eval()
     dummy = torch.zeros(1, *shape, dtype=torch.float32)
+    try:
+        model = fold_batchnorm(model, dummy)
+    except ConfigError:
+        pass  # not traceable by torch.fx: export it unfolded
     start = time.perf_counter()
     try:
         with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -91,7 +99,7 @@ def export_onnx(
             "with a single image tensor input."
         ) from e
     finally:
-        model.train(was_training)
+        original.train(was_training)
     return ExportReport(
         path=str(path),
         bytes=path.stat().st_size,

@@ -121,7 +121,8 @@ class ModelSpec:
     """Layers replaced by tensor-train layers: ``{layer: {"in_modes", "out_modes", "ranks"}}``
     (:func:`lepton.models.tensor_train.apply_tt_layout`); empty for the plain architecture."""
     graph: dict[str, Any] | None = None
-    """The architecture as data (:mod:`lepton.models.graph`) of a model outside the registry."""
+    """The architecture as data (:mod:`lepton.models.graph`) of a model outside the registry, or of a registry
+    model whose shapes changed (channel-pruned, BatchNorm folded); ``build`` then uses it, not the name."""
 
     @property
     def needs_code(self) -> bool:
@@ -139,17 +140,35 @@ class ModelSpec:
         return model
 
     def with_graph(self, model: nn.Module) -> ModelSpec:
-        """This spec carrying ``model``'s architecture as data when it is not a registry model, so that files
-        saved from it load without the user's code. A model torch.fx cannot trace keeps the bare name (files
-        saved from it then need ``trust_code=True`` to load), and a note on stderr says so."""
-        if self.name in MODELS or self.graph is not None:
+        """This spec carrying ``model``'s architecture as data whenever building the spec would not give
+        ``model``'s parameters: a model outside the registry, or a registry model whose shapes changed
+        (channel-pruned, BatchNorm folded). Files saved from it then load without any Python code.
+
+        A registry model that still matches its registry build, or a spec whose graph already fits, is
+        returned as is. A user model torch.fx cannot trace keeps the bare name (files saved from it then
+        need ``trust_code=True`` to load), and a note on stderr says so; a changed registry model that
+        cannot be traced raises ConfigError, since nothing could rebuild it.
+        """
+        if not self.needs_code and self._shapes() == _shapes(model.state_dict()):
             return self
         try:
             graph = capture(model)
         except ConfigError as e:
+            if self.name in MODELS:
+                raise ConfigError(
+                    f"{e} Its shapes no longer match the registry's {self.name!r}, so it cannot be saved."
+                ) from None
             print(f"lepton: note: {e} Files saved from it will need --trust-code to load.", file=sys.stderr)
             return self
         return replace(self, graph=graph)
+
+    def _shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Parameter and buffer shapes of this spec's build (on the meta device), or None if it fails."""
+        try:
+            with torch.device("meta"):
+                return _shapes(self.build().state_dict())
+        except Exception:  # noqa: BLE001 - any failure means "does not match"
+            return None
 
     def load(
         self, state_dict: Mapping[str, torch.Tensor], *, trust_code: bool = False, what: str = "the model file"
@@ -250,8 +269,6 @@ class ModelSpec:
             tt = check_tt_layout(d["tt"])
         graph = d.get("graph")
         if graph is not None:
-            if name in MODELS:
-                raise ConfigError(f"invalid model spec: {name!r} is a registry model and carries no graph.")
             check_graph(graph, error=ConfigError)
         return cls(name, tuple(shape), classes, dict(kwargs), tt, graph)  # type: ignore[arg-type]
 
@@ -267,6 +284,10 @@ def _plain(v: Any, depth: int = 0) -> bool:
     if isinstance(v, float):
         return math.isfinite(v)
     return isinstance(v, list) and depth < 4 and len(v) <= 256 and all(_plain(x, depth + 1) for x in v)
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def _compare_state(

@@ -73,11 +73,16 @@ def test_spec_with_graph_roundtrips_through_json_and_loads_weights():
     assert isinstance(loaded, GraphModel) and torch.equal(loaded.eval()(X), model(X))
 
 
-def test_registry_models_carry_no_graph():
-    spec = ModelSpec("lenet5")
+def test_registry_models_carry_a_graph_only_when_their_shapes_changed():
+    spec = ModelSpec("resnet20")
     assert spec.with_graph(spec.build()) is spec and "graph" not in spec.to_dict()
-    with pytest.raises(ConfigError, match="registry model"):
-        ModelSpec.from_dict({**spec.to_dict(), "graph": capture(TinyResNet())})
+    changed = spec.build()
+    changed.fc = torch.nn.Linear(64, 10, bias=False)  # no longer what the registry builds
+    with_graph = spec.with_graph(changed)
+    assert with_graph.graph is not None and with_graph.name == "resnet20"
+    back = ModelSpec.from_dict(roundtrip(with_graph.to_dict()))
+    loaded = back.load(changed.state_dict())
+    assert isinstance(loaded, GraphModel) and torch.equal(loaded.eval()(X), changed.eval()(X))
 
 
 def test_untraceable_model_keeps_its_name_and_then_needs_trust(capsys):

@@ -50,11 +50,19 @@ def test_pipeline_api_on_digits(tmp_path):
             "data": {"dataset": "digits"},
             "model": {"name": "lenet-300-100"},
             "train": {"epochs": 2},
-            "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0}, "validation_size": 200},
+            "compress": {
+                "channels": {"enabled": True, "ratio": 0.5, "epochs": 1},
+                "prune": {"epochs": 1},
+                "share": {"epochs": 0},
+                "validation_size": 200,
+            },
         }
     )
     result = run_pipeline(cfg, tmp_path, progress=False)
     assert list(result.metrics["stages"]) == ["data", "train", "compress", "edge"]
+    channels = result.metrics["stages"]["compress"]["channels"]
+    assert channels["params_after"] < channels["params_before"] and channels["pruning"]["groups"]
+    assert "Channel pruning" in (tmp_path / "report.html").read_text()
     assert result.metrics["dataset"]["name"] == "digits"
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
 

@@ -58,6 +58,29 @@ class CompressStage:
             f"<p class='muted'>Huffman: {report.huffman_bytes:,} B · ANS: {report.ans_bytes:,} B "
             f"(coder used: {report.coder}).</p>",
         ]
+        if report.channels is not None:
+            ch = report.channels
+            parts.append("<h3>Channel pruning (batch-1 latency, 1 thread, p50)</h3>")
+            parts.append(
+                H.table(
+                    [
+                        {
+                            "": "before",
+                            "params": ch.params_before,
+                            "MACs": ch.macs_before,
+                            "latency ms": ch.latency_p50_ms_before,
+                        },
+                        {
+                            "": "after",
+                            "params": ch.params_after,
+                            "MACs": ch.macs_after,
+                            "latency ms": ch.latency_p50_ms_after,
+                        },
+                    ]
+                )
+            )
+            if ch.pruning.kept_full:
+                parts.append(H.table([{"kept at full width": k, "why": v} for k, v in ch.pruning.kept_full.items()]))
         if report.sensitivity is not None:
             scan = report.sensitivity
             curves = {row["layer"]: [(p["rate"], p["accuracy"]) for p in row["points"]] for row in scan["layers"]}
