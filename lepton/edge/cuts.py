@@ -113,8 +113,11 @@ def find_cuts(gm: fx.GraphModule, example: torch.Tensor) -> list[Cut]:
         if all(kinds.is_tensor[v] or recomputable(v, tensors[0], seen) for v in crossing):
             recompute = tuple(v for v in nodes[:k] if not kinds.is_tensor[v] and seen.get(v))
             cuts.append(Cut(k, tensors[0], recompute))
-    if not cuts or cuts[-1].position != len(nodes):
-        raise ConfigError("the model's output is not the last tensor it computes; the split planner cannot cut it.")
+    if not cuts or cuts[0].position != 0 or cuts[-1].position != len(nodes):
+        raise ConfigError(
+            "the model does not read its input or its output is not the last tensor it computes; the split "
+            "planner cannot cut it."
+        )
     return cuts
 
 

@@ -174,6 +174,16 @@ def test_models_that_cannot_be_cut_are_config_errors():
         def forward(self, x):
             return x, x
 
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return self.w * 2
+
+    with pytest.raises(ConfigError, match="does not read its input"):
+        layer_chain(Constant(), torch.zeros(1, 2))
     with pytest.raises(ConfigError, match="cannot trace Branchy"):
         layer_chain(Branchy(), torch.zeros(1, 1, 28, 28))
     with pytest.raises(ConfigError, match="2 inputs"):
