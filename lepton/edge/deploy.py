@@ -20,6 +20,7 @@ from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
 from lepton.edge.quantize import QuantizeConfig, calibration_sample, cpu_int8_features, quantize_onnx
 from lepton.edge.split import CutRow, NetworkProfile, SplitPlan, parse_bandwidth, plan_split, profile_layers
 from lepton.edge.splitrun import SplitRun
+from lepton.errors import LeptonError
 from lepton.models.registry import ModelSpec
 
 ONNX_FILE, ONNX_INT8_FILE = "model.onnx", "model.int8.onnx"  # what deploy_model writes into its folder
@@ -170,6 +171,11 @@ def split_model(
         if run
         else None
     )
+    if measured is not None and measured.after != plan.best_after:
+        raise LeptonError(
+            f"{model_file} cuts differently from the model that was planned (cut {plan.best_cut} is after "
+            f"{measured.after!r} there, after {plan.best_after!r} in the plan); plan on the model saved in that file."
+        )
     return SplitResult(plan=plan, measured=measured, predicted_loopback_ms=local.rows[plan.best_cut].total_ms)
 
 

@@ -1,11 +1,12 @@
 """The edge–cloud split planner (Neurosurgeon, Kang et al. ASPLOS 2017).
 
-A sequential network is cut after layer k: the edge runs layers [0, k), sends the tensor at the cut
-over the link, the cloud runs [k, L). For every k the planner predicts
+A network is cut where exactly one tensor crosses (:mod:`lepton.edge.cuts`; a residual block is atomic),
+which makes it a chain of L segments: the edge runs segments [0, k), sends the tensor at cut k over the
+link, the cloud runs [k, L). For every k the planner predicts
 
     T_total(k) = slowdown * sum(t_i, i < k)  +  (bytes(k) * 8 / bandwidth + RTT)  +  sum(t_i, i >= k) / speedup
 
-where t_i is layer i's time measured here (PyTorch eager, batch 1, timed per layer submodule),
+where t_i is segment i's time measured here (PyTorch eager, batch 1, timed per segment),
 ``slowdown`` says how much slower the edge core is than this host and ``speedup`` how much faster the
 cloud is. bytes(k) is the payload actually sent: fp32, int8 (per-tensor affine) or int8 + zstd.
 k = 0 is cloud-only (the raw image is sent; the RTT covers the tiny reply), k = L is edge-only (nothing is sent).
@@ -17,93 +18,56 @@ import numpy as np
 import torch
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from torch import fx, nn
+from torch import nn
 
+from lepton.edge.cuts import layer_chain
 from lepton.edge.network import Encoding, parse_bandwidth, parse_duration_ms  # noqa: F401 (re-exported for the CLI)
 from lepton.errors import ConfigError
 from lepton.utils.timing import latency, torch_threads
 
-_HEADER_BYTES = 16  # scale + zero point + shape length sent with an int8 payload
-
-
-class _Op(nn.Module):
-    """One node of a traced chain, as a module of its single tensor input."""
-
-    def __init__(self, owner: fx.GraphModule, node: fx.Node) -> None:
-        super().__init__()
-        self.kind, self.target = node.op, node.target
-        self.args_, self.kwargs_ = node.args, node.kwargs
-        self.prev = next(a for a in node.all_input_nodes)
-        if node.op == "call_module":
-            self.mod = owner.get_submodule(str(node.target))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = fx.node.map_arg(self.args_, lambda n: x)
-        kwargs = fx.node.map_arg(self.kwargs_, lambda n: x)
-        if self.kind == "call_module":
-            return self.mod(*args, **kwargs)
-        if self.kind == "call_method":
-            return getattr(args[0], str(self.target))(*args[1:], **kwargs)
-        return self.target(*args, **kwargs)  # type: ignore[operator]
-
-
-def layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``model`` as a list of (name, layer) applied one after another; refuses models whose traced graph
-    is not a chain (skip connections, several inputs), which have no single tensor to cut at."""
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:  # fx raises TraceError and assorted errors for data-dependent control flow
-        raise ConfigError(
-            f"cannot trace {type(model).__name__} with torch.fx ({e}); the split planner needs a "
-            "model whose forward is a plain sequence of layers."
-        ) from e
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
-    chain: list[tuple[str, nn.Module]] = []
-    prev = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    for node in nodes:
-        if node.all_input_nodes != [prev] or len(prev.users) != 1:
-            raise ConfigError(
-                f"{type(model).__name__} is not a chain at {node.name!r} (it reads "
-                f"{[n.name for n in node.all_input_nodes]}); only sequential models can be split."
-            )
-        chain.append((node.name, _Op(gm, node)))
-        prev = node
-    return chain
-
-
-def head_tail(chain: list[tuple[str, nn.Module]], cut: int) -> tuple[nn.Sequential, nn.Sequential]:
-    """The modules the edge (layers before ``cut``) and the cloud (the rest) run."""
-    if not 0 <= cut <= len(chain):
-        raise ConfigError(f"cut must be in [0, {len(chain)}], got {cut}.")
-    return nn.Sequential(*[m for _, m in chain[:cut]]).eval(), nn.Sequential(*[m for _, m in chain[cut:]]).eval()
+_HEADER_BYTES = 16  # scale + minimum (two float64) before each sample of an int8 payload
 
 
 # ------------------------------------------------------------------ payloads
 
 
 def encode_tensor(x: np.ndarray, encoding: Encoding) -> bytes:
-    """The bytes sent over the link for ``x`` (float32): raw, or per-tensor affine uint8, optionally zstd'd."""
+    """The bytes sent over the link for ``x`` (float32, batch first): raw, or affine uint8 with one scale
+    and minimum per sample (so a batch is quantized as its images would be one by one), optionally zstd'd.
+
+    An int8 body is, per sample: scale and minimum (two float64, little-endian), then its uint8 values."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if encoding == "fp32":
         return x.tobytes()
-    lo, hi = float(x.min()), float(x.max())
-    scale = (hi - lo) / 255.0 or 1.0
-    q = np.clip(np.rint((x - lo) / scale), 0, 255).astype(np.uint8)
-    body = np.array([scale, lo], dtype=np.float64).tobytes() + q.tobytes()
+    parts = []
+    for row in x.reshape(len(x), -1) if x.ndim else x.reshape(1, 1):
+        lo, hi = float(row.min()), float(row.max())
+        scale = (hi - lo) / 255.0 or 1.0
+        q = np.clip(np.rint((row - lo) / scale), 0, 255).astype(np.uint8)
+        parts += [np.array([scale, lo], dtype="<f8").tobytes(), q.tobytes()]
+    body = b"".join(parts)
     return zstandard.ZstdCompressor(level=3).compress(body) if encoding == "int8+zstd" else body
 
 
 def decode_tensor(data: bytes, shape: tuple[int, ...], encoding: Encoding) -> np.ndarray:
-    """Inverse of :func:`encode_tensor` (int8 payloads come back dequantized)."""
+    """Inverse of :func:`encode_tensor` (int8 payloads come back dequantized); ValueError when ``data`` does
+    not hold a tensor of ``shape``."""
     if encoding not in ("fp32", "int8", "int8+zstd"):
         raise ValueError(f"unknown tensor encoding {encoding!r}; use fp32, int8 or int8+zstd")
+    size = int(np.prod(shape))
     if encoding == "fp32":
         return np.frombuffer(data, dtype=np.float32).reshape(shape)
+    rows = shape[0] if shape else 1
+    expected = rows * _HEADER_BYTES + size
     if encoding == "int8+zstd":
-        data = zstandard.ZstdDecompressor().decompress(data, max_output_size=16 + int(np.prod(shape)))
-    scale, lo = np.frombuffer(data[:16], dtype=np.float64)
-    q = np.frombuffer(data[16:], dtype=np.uint8).reshape(shape)
-    return (q.astype(np.float32) * np.float32(scale) + np.float32(lo)).astype(np.float32)
+        data = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
+    if len(data) != expected:
+        raise ValueError(f"an int8 payload of shape {list(shape)} has {expected} bytes, got {len(data)}")
+    per_row = size // rows if rows else 0
+    body = np.frombuffer(data, dtype=np.uint8).reshape(rows, _HEADER_BYTES + per_row)
+    head = body[:, :_HEADER_BYTES].copy().view("<f8")  # [rows, 2]: scale, minimum
+    q = body[:, _HEADER_BYTES:].astype(np.float32)
+    return (q * head[:, :1].astype(np.float32) + head[:, 1:].astype(np.float32)).reshape(shape)
 
 
 # ------------------------------------------------------------------ profile
@@ -136,12 +100,23 @@ def _payload_sizes(xs: list[np.ndarray]) -> dict[str, float]:
 def profile_layers(
     model: nn.Module, images: np.ndarray, *, threads: int = 1, warmup: int = 50, iterations: int = 300
 ) -> ModelProfile:
-    """Median batch-1 time of each layer of ``model`` on real ``images`` (the first is timed; payload
-    sizes average over all of them, since zstd's ratio depends on the data)."""
-    chain = layer_chain(model.eval())
+    """Median batch-1 time of each segment of ``model`` (:func:`lepton.edge.cuts.layer_chain`) on real
+    ``images`` (the first is timed; payload sizes average over all of them, since zstd's ratio depends on the data).
+
+    Args:
+        model: the model to cut (traced with torch.fx; any valid cut of a DAG counts).
+        images: a few test images, ``[n, *input_shape]``.
+        threads: torch threads while timing.
+        warmup: untimed runs per segment.
+        iterations: timed runs per segment.
+
+    Returns:
+        The :class:`ModelProfile`: per segment its name, time, output shape and payload bytes per encoding.
+    """
     xs = [torch.from_numpy(np.ascontiguousarray(images[i : i + 1], dtype=np.float32)) for i in range(len(images))]
     if not xs:
         raise ConfigError("profiling needs at least one image.")
+    chain = layer_chain(model.eval(), xs[0])
     layers: list[LayerTime] = []
     input_bytes = _payload_sizes([x.numpy() for x in xs])
     with torch_threads(threads), torch.inference_mode():

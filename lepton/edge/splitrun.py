@@ -1,9 +1,12 @@
 """Run a planned split for real: this process is the edge (runs the head), a child process is the cloud
 (runs the tail behind an HTTP endpoint on 127.0.0.1), and the tensor at the cut travels over loopback.
 
-The cloud process: ``python -m lepton.edge.splitrun MODEL_FILE CUT`` prints ``PORT <n>`` once it listens,
-then answers ``POST /tail`` (body: the encoded tensor; headers ``X-Shape``, ``X-Encoding``) with JSON
-``{"logits": [...], "cloud_ms": t}`` until its stdin closes.
+The cloud process: ``python -m lepton.edge.splitrun MODEL_FILE CUT`` rebuilds the model from the file (a
+``.lep`` or a checkpoint; the architecture from the registry or the file's graph, so no user code runs),
+cuts it at the same point as the edge (:func:`lepton.edge.cuts.layer_chain` on the same model), prints
+``PORT <n> <segment before the cut>`` once it listens, then answers ``POST /tail`` (body: the encoded
+tensor; headers ``X-Shape``, ``X-Encoding``) with JSON ``{"logits": [...], "cloud_ms": t}`` until its stdin
+closes.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import numpy as np
 import torch
 import zstandard
 from pydantic import BaseModel, ConfigDict
+from torch import nn
 
-from lepton.edge.split import Encoding, decode_tensor, encode_tensor, head_tail, layer_chain
+from lepton.edge.cuts import head_tail, layer_chain
+from lepton.edge.split import Encoding, decode_tensor, encode_tensor
 from lepton.errors import ConfigError, LeptonError
 from lepton.utils import strict_json
 from lepton.utils.timing import torch_threads
@@ -31,13 +36,16 @@ _MAX_BODY = 64 << 20
 
 
 class SplitRun(BaseModel):
-    """Measured latency of a split on this host over loopback (medians over ``requests`` images)."""
+    """Measured latency of a split on this host over loopback (medians over ``requests`` requests of ``batch``
+    images each) and the agreement of its predictions with the whole model's on every image sent."""
 
     model_config = ConfigDict(extra="forbid")  # not frozen, unlike lepton.config.StrictModel: kept mutable as it was
 
     cut: int
+    after: str = ""  # the segment before the cut ("input" for cloud-only)
     encoding: str
     requests: int
+    batch: int = 1  # images per request
     edge_ms: float
     transfer_ms: float
     cloud_ms: float
@@ -46,11 +54,19 @@ class SplitRun(BaseModel):
     agreement: float  # fraction of images whose split prediction equals the whole model's
 
 
-def _serve(model_file: str, cut: int, trust_code: bool) -> None:
-    torch.set_num_threads(1)
+def _cut_model(model_file: str | Path, cut: int, trust_code: bool) -> tuple[nn.Module, str, nn.Module, nn.Module]:
+    """The model in ``model_file``, the name of the segment before ``cut``, and its head and tail."""
     from lepton.artifacts import load_model_file
 
-    _, tail = head_tail(layer_chain(load_model_file(model_file, trust_code=trust_code).model), cut)
+    loaded = load_model_file(model_file, trust_code=trust_code)
+    chain = layer_chain(loaded.model, torch.zeros(1, *loaded.spec.input_shape))
+    head, tail = head_tail(chain, cut)
+    return loaded.model, chain[cut - 1][0] if cut else "input", head, tail
+
+
+def _serve(model_file: str, cut: int, trust_code: bool) -> None:
+    torch.set_num_threads(1)
+    _, after, _, tail = _cut_model(model_file, cut, trust_code)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -78,7 +94,7 @@ def _serve(model_file: str, cut: int, trust_code: bool) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"PORT {server.server_address[1]}", flush=True)
+    print(f"PORT {server.server_address[1]} {after}", flush=True)
     sys.stdin.read()  # the parent closes stdin to stop us
     server.shutdown()
 
@@ -90,18 +106,37 @@ def run_split(
     *,
     encoding: Encoding = "fp32",
     warmup: int = 5,
+    batch: int = 1,
     timeout_s: float = 60.0,
     trust_code: bool = False,
 ) -> SplitRun:
-    """Run ``model_file`` split at ``cut`` on each of ``images`` (one request per image, batch 1)."""
-    from lepton.artifacts import load_model_file
+    """Run ``model_file`` split at ``cut``: this process runs the head on ``images`` and a second process,
+    rebuilding the model from the file, runs the tail on what arrives over loopback HTTP.
 
-    model = load_model_file(model_file, trust_code=trust_code).model
-    chain = layer_chain(model)
-    head, _ = head_tail(chain, cut)
+    Args:
+        model_file: a ``.lep`` or checkpoint; a graph-carrying one loads without the user's code.
+        cut: the cut index, 0 (cloud-only) to the number of segments (edge-only), as in the plan's rows.
+        images: the inputs, ``[n, *input_shape]``; every one is sent.
+        encoding: the tensor on the wire (fp32, int8 or int8+zstd; int8 quantizes each image on its own).
+        warmup: requests sent first and not counted.
+        batch: images per request (1 measures batch-1 latency; more makes agreement on a large test set cheap).
+        timeout_s: per-request timeout.
+        trust_code: let a file that names a ``package.module:factory`` import it.
+
+    Returns:
+        The :class:`SplitRun`: median per-request times, payload bytes, and the fraction of images whose split
+        prediction equals the whole model's.
+    """
+    if batch < 1:
+        raise ConfigError(f"batch must be at least 1, got {batch}.")
     images = np.ascontiguousarray(images, dtype=np.float32)
     if len(images) == 0:
         raise ConfigError("run_split needs at least one image.")
+    model, after, head, tail = _cut_model(model_file, cut, trust_code)
+    with torch_threads(1), torch.inference_mode():  # the whole model's predictions, a chunk at a time
+        reference = np.concatenate(
+            [model(torch.from_numpy(images[i : i + 256])).argmax(1).numpy() for i in range(0, len(images), 256)]
+        )
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -122,14 +157,21 @@ def run_split(
                 f"the cloud process did not start (exit code {proc.poll()}); run "
                 f"`python -m lepton.edge.splitrun {model_file} {cut}` to see why."
             )
-        url = f"http://127.0.0.1:{int(line.split()[1])}/tail"
+        port, cloud_after = line.split(maxsplit=2)[1:]
+        if cloud_after.strip() != after:
+            raise LeptonError(
+                f"the cloud process cut {model_file} after {cloud_after.strip()!r}, the edge after {after!r}; "
+                "both must load the same model file."
+            )
+        url = f"http://127.0.0.1:{int(port)}/tail"
+        starts = list(range(0, len(images), batch))
         rows, agree = [], 0
         with torch_threads(1), torch.inference_mode():
-            reference = model(torch.from_numpy(images)).argmax(1).numpy()
-            for i in range(-min(warmup, len(images)), len(images)):
-                x = torch.from_numpy(images[i % len(images)][None])
+            for i in range(-min(warmup, len(starts)), len(starts)):
+                at = starts[i % len(starts)]
+                x = torch.from_numpy(images[at : at + batch])
                 start = time.perf_counter()
-                if cut == len(chain):
+                if len(tail) == 0:  # edge-only: nothing leaves the device
                     logits, cloud_ms, sent, edge_done = head(x).numpy(), 0.0, 0, time.perf_counter()
                 else:
                     z = head(x).numpy()
@@ -152,7 +194,7 @@ def run_split(
                 if i >= 0:
                     edge_ms, total_ms = (edge_done - start) * 1e3, (end - start) * 1e3
                     rows.append((edge_ms, total_ms - edge_ms - cloud_ms, cloud_ms, total_ms, sent))
-                    agree += int(logits.argmax(1)[0] == reference[i])
+                    agree += int((logits.argmax(1) == reference[at : at + batch]).sum())
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -164,14 +206,16 @@ def run_split(
     med = np.median(np.array(rows), axis=0)
     return SplitRun(
         cut=cut,
+        after=after,
         encoding=encoding,
         requests=len(rows),
+        batch=batch,
         edge_ms=med[0],
         transfer_ms=med[1],
         cloud_ms=med[2],
         total_ms=med[3],
         payload_bytes=med[4],
-        agreement=agree / len(rows),
+        agreement=agree / len(images),
     )
 
 

@@ -7,14 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from lepton.edge.cuts import head_tail, layer_chain
 from lepton.edge.split import (
     LayerTime,
     ModelProfile,
     NetworkProfile,
     decode_tensor,
     encode_tensor,
-    head_tail,
-    layer_chain,
     parse_bandwidth,
     parse_duration_ms,
     plan_split,
@@ -62,7 +61,7 @@ def test_units_are_parsed():
 def test_head_then_tail_is_the_model_at_every_cut(trained, mnist):
     model, _, _ = trained
     x = mnist.tensors("test")[0][:4]
-    chain = layer_chain(model)
+    chain = layer_chain(model, x[:1])
     assert [n for n, _ in chain] == ["conv1", "max_pool2d", "conv2", "max_pool2d_1", "flatten", "fc1", "relu", "fc2"]
     with torch.no_grad():
         ref = model(x)
@@ -71,7 +70,7 @@ def test_head_then_tail_is_the_model_at_every_cut(trained, mnist):
             torch.testing.assert_close(tail(head(x)), ref)
 
 
-def test_non_sequential_models_are_refused():
+def test_a_skip_connection_is_one_segment():
     class Skip(nn.Module):
         def __init__(self):
             super().__init__()
@@ -80,18 +79,30 @@ def test_non_sequential_models_are_refused():
         def forward(self, x):
             return self.fc(x) + x
 
-    with pytest.raises(ConfigError, match="not a chain"):
-        layer_chain(Skip())
+    chain = layer_chain(Skip(), torch.zeros(1, 4))  # between fc and the add, fc's output and x both cross
+    assert [n for n, _ in chain] == ["add"]
 
 
 @pytest.mark.parametrize("encoding", ["fp32", "int8", "int8+zstd"])
-def test_payload_round_trip(encoding):
-    x = np.random.default_rng(0).normal(size=(1, 20, 12, 12)).astype(np.float32)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_payload_round_trip(encoding, batch):
+    x = np.random.default_rng(0).normal(size=(batch, 20, 12, 12)).astype(np.float32)
+    x[1:] *= 10  # a wider range for the other samples must not coarsen the first one's quantization
     data = encode_tensor(x, encoding)
     y = decode_tensor(data, x.shape, encoding)
-    tol = 0 if encoding == "fp32" else (x.max() - x.min()) / 255 / 2 + 1e-6
-    assert np.abs(x - y).max() <= tol
-    assert len(data) <= {"fp32": x.nbytes, "int8": x.size + 16, "int8+zstd": x.size + 16}[encoding]
+    for i in range(batch):  # int8: each sample has its own scale, so its error is half its own step
+        tol = 0 if encoding == "fp32" else (x[i].max() - x[i].min()) / 255 / 2 + 1e-5 * np.abs(x[i]).max()
+        assert np.abs(x[i] - y[i]).max() <= tol
+    assert len(data) <= {"fp32": x.nbytes, "int8": x.size + 16 * batch, "int8+zstd": x.size + 16 * batch}[encoding]
+    if encoding == "int8":  # the first sample's bytes are what a batch of one would send
+        assert data[: 16 + x[0].size] == encode_tensor(x[:1], encoding)
+
+
+@pytest.mark.parametrize("encoding", ["fp32", "int8", "int8+zstd"])
+def test_a_payload_of_the_wrong_size_is_refused(encoding):
+    data = encode_tensor(np.ones((2, 5), np.float32), encoding)
+    with pytest.raises(ValueError):
+        decode_tensor(data, (3, 5), encoding)
 
 
 def test_profile_payloads_follow_the_layer_shapes(trained, mnist):
