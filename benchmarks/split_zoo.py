@@ -3,11 +3,12 @@ whole), and the real two-process split (int8 payload) agrees with the whole mode
 
 Trains ResNet-20 briefly (the checkpoint is cached under the Lepton cache), prints the plan (cut, payload bytes
 per encoding, predicted total ms for the network below), runs the best cut at batch 1 for latency, then runs the
-real split at every valid cut on the whole test set (int8 on the wire, each image quantized on its own, requests
+real split at every valid cut on the whole test set (int8 on the wire, each channel of each image quantized on its own, requests
 of --batch images) and prints the agreement per cut.
 
     .venv/bin/python benchmarks/split_zoo.py --dataset digits --epochs 10
     .venv/bin/python benchmarks/split_zoo.py --dataset mnist --epochs 1 --subset 10000
+    .venv/bin/python benchmarks/split_zoo.py --dataset fashion-mnist --checkpoint runs/zoo/resnet20-fashion-mnist/model.safetensors
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--dataset", default="digits", help="digits, mnist or fashion-mnist")
     ap.add_argument("--epochs", type=int, default=10, help="training epochs (the checkpoint is cached)")
     ap.add_argument("--subset", type=int, default=0, help="train on the first N training images (0: all)")
+    ap.add_argument(
+        "--checkpoint", default=None, help="a trained ResNet-20 checkpoint (or .lep) to split instead of training one"
+    )
     ap.add_argument("--batch", type=int, default=250, help="images per request in the agreement runs")
     ap.add_argument("--latency-requests", type=int, default=100, help="batch-1 requests at the best cut")
     ap.add_argument("--bandwidth", default="10Mbit", help="link rate the plan assumes")
@@ -47,7 +51,9 @@ def main() -> None:
         x, y = x[: args.subset], y[: args.subset]
     spec = ModelSpec("resnet20", data.input_shape, data.num_classes)
     ckpt = cache_dir() / "benchmarks" / f"split_zoo-resnet20-{args.dataset}-e{args.epochs}-n{len(x)}"
-    if paths(ckpt)[0].exists():
+    if args.checkpoint:
+        model, origin = load_model_file(args.checkpoint).model, f"read from {args.checkpoint}"
+    elif paths(ckpt)[0].exists():
         model, origin = load_model_file(paths(ckpt)[0]).model, f"cached {paths(ckpt)[0]}"
     else:
         model = spec.build()

@@ -88,14 +88,27 @@ def test_a_skip_connection_is_one_segment():
 def test_payload_round_trip(encoding, batch):
     x = np.random.default_rng(0).normal(size=(batch, 20, 12, 12)).astype(np.float32)
     x[1:] *= 10  # a wider range for the other samples must not coarsen the first one's quantization
+    x[:, 3] *= 100  # nor one wide channel the others
     data = encode_tensor(x, encoding)
     y = decode_tensor(data, x.shape, encoding)
-    for i in range(batch):  # int8: each sample has its own scale, so its error is half its own step
-        tol = 0 if encoding == "fp32" else (x[i].max() - x[i].min()) / 255 / 2 + 1e-5 * np.abs(x[i]).max()
-        assert np.abs(x[i] - y[i]).max() <= tol
-    assert len(data) <= {"fp32": x.nbytes, "int8": x.size + 16 * batch, "int8+zstd": x.size + 16 * batch}[encoding]
+    for i in range(batch):
+        for c in range(20):  # int8: each channel of each sample has its own scale; error <= half its step
+            xc = x[i, c]
+            tol = 0 if encoding == "fp32" else (xc.max() - xc.min()) / 255 / 2 + 1e-5 * np.abs(xc).max()
+            assert np.abs(xc - y[i, c]).max() <= tol
+    header = 8 * 20 * batch  # scale + minimum, float32, per channel per sample
+    assert len(data) <= {"fp32": x.nbytes, "int8": x.size + header, "int8+zstd": x.size + header + 64}[encoding]
     if encoding == "int8":  # the first sample's bytes are what a batch of one would send
-        assert data[: 16 + x[0].size] == encode_tensor(x[:1], encoding)
+        assert data[: 8 * 20 + x[0].size] == encode_tensor(x[:1], encoding)
+
+
+@pytest.mark.parametrize("shape", [(4, 10), (2,), (), (3, 0, 5, 5), (1, 2, 0)])
+def test_payload_round_trip_of_flat_and_empty_tensors(shape):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    y = decode_tensor(encode_tensor(x, "int8"), x.shape, "int8")
+    assert y.shape == x.shape
+    if x.size:
+        assert np.abs(x - y).max() <= (x.max() - x.min()) / 255 / 2 + 1e-5 * np.abs(x).max()
 
 
 @pytest.mark.parametrize("encoding", ["fp32", "int8", "int8+zstd"])
