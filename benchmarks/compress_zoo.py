@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,11 @@ from torch import nn
 
 from lepton.artifacts import load_model_file
 from lepton.compress.chain import compress_model
+from lepton.compress.channel_step import batch1_latency
 from lepton.compress.config import CompressConfig
 from lepton.compress.distill import distillation_objective
 from lepton.compress.fold import fold_batchnorm
-from lepton.compress.structured import measure_latency, prune_channels_with_report
+from lepton.compress.structured import prune_channels_with_report
 from lepton.data import load_dataset
 from lepton.data.dataset import ImageDataset
 from lepton.models import count_macs, count_params
@@ -109,13 +109,9 @@ def print_lep_table(rows: list[dict[str, Any]]) -> None:
 
 
 def batch1_p50(models: list[nn.Module], shape: tuple[int, ...], rounds: int, repeats: int) -> list[float]:
-    """Batch-1 1-thread p50 in ms of each (BatchNorm-folded) model, median over alternating rounds."""
+    """Batch-1 1-thread p50 in ms of each model, BatchNorm folded (what an export runs)."""
     folded = [fold_batchnorm(m, torch.zeros(1, *shape)).eval() for m in models]
-    times: list[list[float]] = [[] for _ in folded]
-    for _ in range(rounds):
-        for t, m in zip(times, folded):
-            t.append(float(measure_latency(m, shape, threads=1, repeats=repeats)["p50_ms"]))
-    return [statistics.median(t) for t in times]
+    return batch1_latency(folded, shape, rounds=rounds, repeats=repeats)
 
 
 def channel_table(name: str, data: ImageDataset, args: argparse.Namespace) -> list[dict[str, Any]]:

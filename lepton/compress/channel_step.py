@@ -35,13 +35,19 @@ class ChannelStepReport(BaseModel):
     pruning: ChannelReport
 
 
-def batch1_latency(models: list[nn.Module], input_shape: tuple[int, ...]) -> list[float]:
-    """Batch-1, 1-thread p50 latency of each model in ms: the median over rounds that alternate between the
-    models, so background load hits them alike."""
+def batch1_latency(
+    models: list[nn.Module],
+    input_shape: tuple[int, ...],
+    *,
+    rounds: int = LATENCY_ROUNDS,
+    repeats: int = LATENCY_REPEATS,
+) -> list[float]:
+    """Batch-1, 1-thread p50 latency of each model in ms: the median over ``rounds`` that alternate between the
+    models (``repeats`` timed passes each), so background load hits them alike."""
     runs: list[list[float]] = [[] for _ in models]
-    for _ in range(LATENCY_ROUNDS):
+    for _ in range(rounds):
         for times, m in zip(runs, models):
-            times.append(float(measure_latency(m, input_shape, threads=1, repeats=LATENCY_REPEATS)["p50_ms"]))
+            times.append(float(measure_latency(m, input_shape, threads=1, repeats=repeats)["p50_ms"]))
     return [statistics.median(t) for t in runs]
 
 
