@@ -352,7 +352,7 @@ def _encode_value(v: Any, path: str) -> Any:
 
 def capture(model: nn.Module) -> dict[str, Any]:
     """The graph of ``model`` as JSON-ready data; raises ConfigError naming what cannot be captured."""
-    if isinstance(model, GraphModel):
+    if isinstance(model, GraphModel) and _still_fits(model):
         return model.graph
     try:
         graph = _Tracer().trace(model)
@@ -418,6 +418,24 @@ def capture(model: nn.Module) -> dict[str, Any]:
         nodes.append(entry)
     graph_dict = {"version": GRAPH_VERSION, "modules": modules, "attrs": attrs, "nodes": nodes}
     return check_graph(graph_dict, error=ConfigError)
+
+
+def _still_fits(model: GraphModel) -> bool:
+    """Whether ``model``'s modules and attributes are still those its stored graph describes (a pass such as
+    BatchNorm folding or channel pruning may have swapped or resized them; then it is traced afresh)."""
+    graph = model.graph
+    try:
+        for path, m in graph["modules"].items():
+            layer = model.get_submodule(path)
+            if type(layer).__name__ != m["type"] or _module_args(path, layer) != m["args"]:
+                return False
+        for path, a in graph["attrs"].items():
+            value = _get_path(model, path)
+            if not isinstance(value, torch.Tensor) or list(value.shape) != a["shape"]:
+                return False
+    except (AttributeError, ConfigError):
+        return False
+    return True
 
 
 def _get_path(root: nn.Module, path: str) -> Any:

@@ -83,3 +83,21 @@ def test_onnx_export_folds_batchnorm(name, tmp_path):
     assert "BatchNormalization" not in ops and "Conv" in ops
     assert max_abs_diff(model, onnx_session(tmp_path / "m.onnx"), torch.rand(8, *MNIST)) < 1e-4
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # export leaves the model alone
+
+
+def test_a_model_rebuilt_from_its_file_graph_saves_its_folded_architecture(tmp_path):
+    # A user model read back from a checkpoint or .lep is a GraphModel; folding swaps its BatchNorms for
+    # Identity and gives its convs biases, so the graph stored in the next file must be traced afresh.
+    from lepton.compress.container import load_lep, save_lep
+    from lepton.models import ModelSpec
+
+    spec = ModelSpec("mypkg:make", MNIST, 10).with_graph(zoo("user"))
+    rebuilt = spec.load(zoo("user").state_dict()).eval()
+    folded = fold_batchnorm(rebuilt, torch.zeros(1, *MNIST)).eval()
+    folded_spec = spec.with_graph(folded)
+    assert "BatchNorm2d" not in {m["type"] for m in folded_spec.graph["modules"].values()}
+    save_lep(tmp_path / "f.lep", folded_spec, folded.state_dict())
+    decoded = load_lep(tmp_path / "f.lep").build_model().eval()
+    x = torch.rand(4, *MNIST)
+    assert torch.equal(decoded(x), folded(x))
+    assert spec.with_graph(rebuilt) is spec  # an unchanged GraphModel keeps its stored graph
