@@ -26,7 +26,15 @@ from lepton.cli.output import console, print_json, print_table
 
 @app.command()
 def train(
-    data: Annotated[str | None, typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="dataset name, NAME:PATH, .npz, image folder, CIFAR .bin folder or IDX dir [default: mnist]"),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="image folders: resize and center-crop to SIZE x SIZE [default: most common]")
+    ] = None,
+    channels: Annotated[str | None, typer.Option(help="image folders: auto, grey or rgb [default: auto]")] = None,
+    layout: Annotated[str | None, typer.Option(help=".npz 4-D images: auto, nchw or nhwc [default: auto]")] = None,
     model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
     config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
@@ -78,6 +86,9 @@ def train(
     Examples:
       lepton train                                  # LeNet-5 on MNIST, the default recipe
       lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
+      lepton train --data ./pets --image-size 32 --channels rgb -o runs/pets   # ROOT/<class>/*.png|jpg
+      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
+      lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
       lepton train -c my_run.yaml --resume -o runs/mine
       lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
       torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
@@ -99,6 +110,9 @@ def train(
         ("train", "seed", seed),
         ("train", "threads", threads),
         ("data", "train_subset", train_subset),
+        ("data", "image_size", image_size),
+        ("data", "channels", channels),
+        ("data", "layout", layout),
     ):
         if value is not None:
             over.setdefault(section, {})[key] = value
@@ -120,7 +134,7 @@ def train(
         if value is not None:
             over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
-    dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
+    dataset = load_dataset(cfg.data.dataset, cfg.data).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(
         dataset,
         cfg.model.name,

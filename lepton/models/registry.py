@@ -87,7 +87,11 @@ def build_model(
     factory = resolve_factory(name, trust_code=trust_code)
     c, h, w = input_shape
     if h != w:
-        raise ConfigError(f"model {name!r}: images must be square, got {h}x{w}.")
+        raise ConfigError(
+            f"model {name!r} takes square images (one image_size), but the data's images are {h}x{w} (height x "
+            f"width); resize them to a square: for an image folder --image-size {min(h, w)} (data.image_size), "
+            "for arrays resize before saving."
+        )
     shape_args = {"in_channels": c, "image_size": h, "num_classes": num_classes}
     try:
         params = inspect.signature(factory).parameters
