@@ -172,14 +172,16 @@ def train(
 def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False, arch: Any = None) -> dict[str, Any]:
     """Accuracy of a checkpoint, `.lep` file or (with ``arch``, a ModelSpec) plain weight file on the test split of
     ``data`` (default: its training dataset, or mnist)."""
-    from lepton.artifacts import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset, trained_source_options
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
     loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code, arch=arch)
-    dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
+    dataset = load_dataset(
+        data or trained_dataset(loaded.meta, path) or "mnist", trained_source_options(loaded.meta, path)
+    )
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(
             f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "

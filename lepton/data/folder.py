@@ -9,7 +9,8 @@
   ``image_size``. Without ``image_size`` the target is the most common (height, width) among the images (ties: the
   first in file order), so a folder of equal-sized images is read pixel for pixel, non-square ones included.
 - Channels: ``grey`` (Pillow's "L", ITU-R 601-2 luma) or ``rgb``; ``auto`` is rgb if any image's mode is colour
-  (not 1/L/LA/I/F). Alpha is dropped.
+  (not 1/L/LA/I/F). Alpha is dropped. 16-bit grey is scaled to 8 bits (round(v * 255 / 65535)); 32-bit integer
+  and floating-point images are refused (no fixed range).
 - Safety: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is left as it is and truncated images are
   not accepted; a file Pillow cannot read is a :class:`DataError` naming it. Images are decoded one at a time
   straight into one preallocated uint8 array.
@@ -118,6 +119,19 @@ def _fit(im: Image.Image, size: tuple[int, int]) -> Image.Image:
     return im.crop((left, top, left + tw, top + th))
 
 
+def _to_8bit(im: Image.Image, path: Path) -> Image.Image:
+    """16-bit grey scaled to 8 bits (Pillow's own conversion would clip everything above 255)."""
+    if im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    if im.mode in ("I", "F"):
+        raise DataError(
+            f"{path}: {'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels (Pillow mode {im.mode}) "
+            "have no fixed range; save the image with 8 or 16 bits per channel."
+        )
+    return im
+
+
 def decode_image(path: Path, size: tuple[int, int], rgb: bool) -> np.ndarray:
     """One image as uint8 ``[3, H, W]`` (``rgb``) or ``[H, W]``, resized and center-cropped to ``size``.
 
@@ -131,7 +145,7 @@ def decode_image(path: Path, size: tuple[int, int], rgb: bool) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
-            a = np.asarray(_fit(im.convert("RGB" if rgb else "L"), size), dtype=np.uint8)
+            a = np.asarray(_fit(_to_8bit(im, path).convert("RGB" if rgb else "L"), size), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _error(path, e) from e
     return a.transpose(2, 0, 1) if rgb else a

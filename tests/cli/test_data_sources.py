@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lepton.train.checkpoint import load_checkpoint
@@ -52,6 +53,22 @@ def test_image_size_and_channels_reach_the_loader(tmp_path):
     r = invoke([*args, "-o", str(out), "--quiet", "--format", "json"])
     assert r.kind == "ok", r.message
     assert load_checkpoint(out / "model.safetensors").spec.input_shape == (3, 16, 16)
+    # eval reads the folder the way training did (the recorded data options), not at its own 13x21 grey default
+    r = invoke(["eval", str(out / "model.safetensors"), "--data", f"folder:{data}", "--format", "json"])
+    assert r.kind == "ok", r.message
+    assert json.loads(r.stdout)["dataset"] == "shapes"
+
+
+def test_recorded_source_options_are_read_or_refused():
+    from lepton.artifacts import trained_source_options
+    from lepton.errors import FormatError
+
+    meta = {"config": {"data": {"dataset": "x", "image_size": 24, "channels": "rgb", "train_subset": 5}}}
+    opts = trained_source_options(meta, "m.lep")
+    assert (opts.image_size, opts.channels, opts.layout) == (24, "rgb", "auto")
+    assert trained_source_options({}, "m.lep") == trained_source_options({"config": 3}, "m.lep")
+    with pytest.raises(FormatError, match=r"m\.lep: the metadata's config\.data does not validate"):
+        trained_source_options({"config": {"data": {"channels": "cmyk"}}}, "m.lep")
 
 
 def test_bad_options_and_non_square_arrays_are_one_clear_line(tmp_path):

@@ -72,6 +72,26 @@ def test_jpeg_is_close_to_what_was_written(tmp_path):
     d = load_dataset(f"folder:{tmp_path}")
     assert d.x_train.shape == (2, 3, 13, 17) and d.x_test.shape == (2, 3, 13, 17)
     assert np.abs(d.x_train.astype(int) - smooth.transpose(2, 0, 1)).mean() < 4
+    grey = smooth[..., 0]
+    _save(tmp_path / "c" / "g.jpg", grey, quality=95)  # a grey JPEG among colour ones: replicated to RGB
+    _save(tmp_path / "c" / "h.jpg", grey, quality=95)
+    d = load_dataset(f"folder:{tmp_path}")
+    rows = np.concatenate([d.x_train[d.y_train == 2], d.x_test[d.y_test == 2]])
+    assert rows.shape == (2, 3, 13, 17) and (rows[:, 0] == rows[:, 1]).all() and (rows[:, 1] == rows[:, 2]).all()
+    assert np.abs(rows[:, 0].astype(int) - grey).mean() < 4
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    wide = (np.arange(13 * 17, dtype=np.uint32) * 300).reshape(13, 17).astype(np.uint16)
+    for cls in ("a", "b"):
+        _save(tmp_path / cls / "0.png", wide)
+        _save(tmp_path / cls / "1.png", wide)
+    assert Image.open(tmp_path / "a" / "0.png").mode.startswith("I;16")
+    d = load_dataset(str(tmp_path))
+    expect = ((wide.astype(np.uint64) * 255 + 32767) // 65535).astype(np.uint8)
+    assert d.input_shape == (1, 13, 17)
+    for x in (*d.x_train, *d.x_test):
+        np.testing.assert_array_equal(x, expect)
 
 
 def test_sizes_most_common_by_default_and_image_size_resizes_and_crops(tmp_path):
