@@ -77,3 +77,18 @@ def test_bad_options_and_non_square_arrays_are_one_clear_line(tmp_path):
     np.savez(tmp_path / "wide.npz", x=np.zeros((10, 12, 20), np.uint8), y=np.arange(10) % 2)
     r = invoke(["train", "--data", str(tmp_path / "wide.npz"), "--epochs", "1", "-o", str(tmp_path / "w")])
     assert r.kind == "user" and "takes square images" in r.message and "12x20" in r.message
+
+
+def test_non_square_arrays_train_and_evaluate_with_a_model_that_takes_any_size(tmp_path):
+    rng = np.random.default_rng(4)
+    npz, out = tmp_path / "wide.npz", tmp_path / "out"
+    np.savez(npz, x=rng.integers(0, 256, (30, 12, 20, 3), dtype=np.uint8), y=np.arange(30) % 2)  # channels last
+    model = "tests.fixtures.user_nets:make_any_size"
+    r = invoke(
+        ["train", "--data", str(npz), "--model", model, "--trust-code", "--epochs", "1", "-o", str(out), "--quiet"]
+    )
+    assert r.kind == "ok", r.message
+    assert load_checkpoint(out / "model.safetensors").spec.input_shape == (3, 12, 20)
+    r = invoke(["eval", str(out / "model.safetensors"), "--data", str(npz), "--format", "json"])  # from the graph
+    assert r.kind == "ok", r.message
+    assert 0.0 <= json.loads(r.stdout)["accuracy"] <= 1.0

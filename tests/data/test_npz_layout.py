@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from lepton.data import SourceOptions, TensorBatches, load_dataset
 from lepton.errors import ConfigError, DataError
@@ -55,23 +54,11 @@ def test_no_channel_axis_is_an_error_too(tmp_path):
         load_dataset(str(tmp_path / "odd.npz"))
 
 
-class _WideLeNet(nn.Module):
-    """LeNet-like, for 1x12x20 images (non-square)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 5)
-        self.fc = nn.Linear(4 * 4 * 8, 3)
-
-    def forward(self, x):
-        return self.fc(nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
-
-
-def test_non_square_images_train_a_step_and_lenet5_says_what_to_do(tmp_path):
+def test_non_square_images_train_a_step_with_a_pooling_model_and_lenet5_says_what_to_do(tmp_path):
     np.savez(tmp_path / "wide.npz", x=RNG.integers(0, 256, (20, 1, 12, 20), dtype=np.uint8), y=np.arange(20) % 3)
     d = load_dataset(str(tmp_path / "wide.npz"))
     assert d.input_shape == (1, 12, 20)
-    model = _WideLeNet()
+    model = build_model("tests.fixtures.user_nets:make_any_size", d.input_shape, d.num_classes, trust_code=True)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = d.tensors("train")
     report = fit(model, TensorBatches(x, y, 16), TrainConfig(epochs=1), progress=False)
