@@ -11,9 +11,12 @@ from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file
 from lepton.cli.options import (
     Arch,
+    Channels,
     Format,
     FormatOpt,
+    ImageSize,
     InputShape,
+    Layout,
     NumClasses,
     Overrides,
     Quiet,
@@ -30,11 +33,9 @@ def train(
         str | None,
         typer.Option(help="dataset name, NAME:PATH, .npz, image folder, CIFAR .bin folder or IDX dir [default: mnist]"),
     ] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="image folders: resize and center-crop to SIZE x SIZE [default: most common]")
-    ] = None,
-    channels: Annotated[str | None, typer.Option(help="image folders: auto, grey or rgb [default: auto]")] = None,
-    layout: Annotated[str | None, typer.Option(help=".npz 4-D images: auto, nchw or nhwc [default: auto]")] = None,
+    image_size: ImageSize = None,
+    channels: Channels = None,
+    layout: Layout = None,
     model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
     config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,

@@ -92,3 +92,18 @@ def test_non_square_arrays_train_and_evaluate_with_a_model_that_takes_any_size(t
     r = invoke(["eval", str(out / "model.safetensors"), "--data", str(npz), "--format", "json"])  # from the graph
     assert r.kind == "ok", r.message
     assert 0.0 <= json.loads(r.stdout)["accuracy"] <= 1.0
+
+
+def test_data_pack_reads_an_image_folder_with_the_same_options(tmp_path):
+    from lepton.data import SourceOptions, load_dataset
+    from lepton.data.store import load_packed
+
+    data, out = _folder(tmp_path / "shapes", size=(13, 21)), tmp_path / "shapes.lds"
+    r = invoke(["data", "pack", str(data), "--image-size", "16", "--channels", "rgb", "-o", str(out)])
+    assert r.kind == "ok", r.message
+    packed, direct = load_packed(out), load_dataset(str(data), SourceOptions(image_size=16, channels="rgb"))
+    assert packed.input_shape == (3, 16, 16)
+    np.testing.assert_array_equal(packed.x_train, direct.x_train)
+    np.testing.assert_array_equal(packed.y_test, direct.y_test)
+    r = invoke(["data", "pack", str(data), "--channels", "cmyk", "-o", str(tmp_path / "bad.lds")])
+    assert r.kind == "user" and "--channels 'cmyk'" in r.message
