@@ -13,11 +13,12 @@
   and floating-point images are refused (no fixed range).
 - Safety: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is left as it is and truncated images are
   not accepted; a file Pillow cannot read is a :class:`DataError` naming it. Images are decoded one at a time
-  straight into one preallocated uint8 array.
+  straight into one preallocated uint8 array, after checking that it fits in half of the machine's memory.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -158,6 +159,25 @@ def _decode_all(items: list[tuple[Path, int]], size: tuple[int, int], rgb: bool)
     return x, np.array([label for _, label in items], dtype=np.int64)
 
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits(root: Path, nbytes: int, size: tuple[int, int], default_size: bool) -> None:
+    """Refuse before decoding when the uint8 arrays would take more than half of this machine's memory."""
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory // 2:
+        how = "the most common size" if default_size else "--image-size"
+        raise DataError(
+            f"{root}: the images at {size[0]}x{size[1]} ({how}) would take {nbytes / 2**30:.1f} GiB in memory, "
+            f"more than half of this machine's {memory / 2**30:.1f} GiB; set a smaller --image-size "
+            "(data.image_size)."
+        )
+
+
 def load_image_folder(root: Path, options: SourceOptions | None = None) -> ImageDataset:
     """An image folder (see the module docstring for the layout, sizing and channel rules).
 
@@ -187,6 +207,7 @@ def load_image_folder(root: Path, options: SourceOptions | None = None) -> Image
         rgb = any(mode not in GREY_MODES for _, mode in headers)
     else:
         rgb = options.channels == "rgb"
+    _check_fits(root, len(headers) * (3 if rgb else 1) * size[0] * size[1], size, options.image_size is None)
     x_train, y_train = _decode_all(train, size, rgb)
     x_test, y_test = _decode_all(test, size, rgb)
     return ImageDataset(

@@ -165,3 +165,15 @@ def test_layout_errors(tmp_path):
         load_dataset(f"folder:{tmp_path / 'none'}")
     with pytest.raises(DataError, match="needs a path: folder:PATH"):
         load_dataset("folder")
+
+
+def test_a_folder_too_big_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from lepton.data import folder
+
+    for cls in ("a", "b"):
+        _save(tmp_path / cls / "0.png", _grey())
+        _save(tmp_path / cls / "1.png", _grey())
+    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 4 x 13 x 17 = 884 bytes > 500
+    monkeypatch.setattr(folder, "decode_image", lambda *a: pytest.fail("decoded before the size check"))
+    with pytest.raises(DataError, match=r"13x17 \(the most common size\) would take 0\.0 GiB.*smaller --image-size"):
+        load_dataset(str(tmp_path))
