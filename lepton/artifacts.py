@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from lepton.compress.container import load_lep
+from lepton.data.options import SourceOptions
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
 from lepton.models.weights import read_weights
@@ -104,3 +105,21 @@ def trained_dataset(meta: dict[str, Any], where: str | Path) -> str | None:
             "--data NAME to choose the dataset."
         )
     return name or None
+
+
+def trained_source_options(meta: dict[str, Any], where: str | Path) -> SourceOptions:
+    """How the model file's training data was read (image size, channels, layout: the ``data`` section of the
+    ``config`` that ``lepton train`` records), so evaluating on the same source reads it the same way; the
+    defaults when the file records none. A recorded section that does not validate is a :class:`FormatError`
+    naming the file."""
+    config = meta.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict):
+        return SourceOptions()
+    try:
+        return SourceOptions.model_validate({k: data[k] for k in SourceOptions.model_fields if k in data})
+    except ValueError as e:
+        raise FormatError(
+            f"{where}: the metadata's config.data does not validate ({str(e).splitlines()[0]}); "
+            "pass --data to choose the dataset and fix or remove the metadata entry."
+        ) from e

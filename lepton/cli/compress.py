@@ -92,7 +92,7 @@ def compress_checkpoint(
         return
     if checkpoint is None:
         ctx.fail("Missing argument 'CHECKPOINT'.")
-    from lepton.artifacts import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset, trained_source_options
     from lepton.compress.chain import compress_model
     from lepton.config import parse_overrides
     from lepton.data.sources import load_dataset
@@ -108,7 +108,9 @@ def compress_checkpoint(
     spec = arch_spec(arch, input_shape, num_classes)
     cfg = load_run_config(config and input_file(config, "--config"), overrides=parse_overrides(set_ or []))
     loaded = load_model_file(checkpoint, trust_code=trust_code, arch=spec)
-    dataset = load_dataset(data or trained_dataset(loaded.meta, checkpoint) or "mnist")
+    dataset = load_dataset(
+        data or trained_dataset(loaded.meta, checkpoint) or "mnist", trained_source_options(loaded.meta, checkpoint)
+    )
     report = compress_model(
         loaded.model,
         loaded.spec,

@@ -9,7 +9,7 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.options import Format, FormatOpt, out_option
+from lepton.cli.options import Channels, Format, FormatOpt, ImageSize, Layout, out_option
 from lepton.cli.output import console, print_json, print_table
 
 data_app = typer.Typer(
@@ -39,16 +39,23 @@ def _brief(rows: list[dict]) -> list[dict]:
 
 @data_app.command("pack")
 def pack(
-    source: Annotated[str, typer.Argument(help="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")],
+    source: Annotated[
+        str,
+        typer.Argument(help="mnist, fashion-mnist, digits, NAME:PATH, a .npz, an image folder, CIFAR .bin or IDX dir"),
+    ],
     out: Annotated[Path, out_option("the store to write (.lds)")] = Path("data.lds"),
     codec: Annotated[str, typer.Option(help="image codec: auto, lepton-cm, lzma, zstd or deflate")] = "auto",
     label_codec: Annotated[
         str, typer.Option(help="label codec: general (the smallest general-purpose codec), or a name")
     ] = "general",
     block_samples: Annotated[int, typer.Option(help="samples per independently decodable block")] = 1000,
+    image_size: ImageSize = None,
+    channels: Channels = None,
+    layout: Layout = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Pack SOURCE losslessly into OUT, then verify every block against the source."""
+    from lepton.data.options import SourceOptions
     from lepton.data.sources import load_dataset
     from lepton.data.store import bits_per_pixel, inspect_store, open_store, pack_dataset, verify_store
     from lepton.errors import ConfigError, FormatError
@@ -56,7 +63,8 @@ def pack(
     if out.suffix != ".lds":
         raise ConfigError(f"--out {out}: a packed store must end in .lds (e.g. -o data.lds).")
     output_file(out, "--out")
-    data = load_dataset(source)
+    given = {"image_size": image_size, "channels": channels, "layout": layout}
+    data = load_dataset(source, make_config(SourceOptions, {}, **{k: v for k, v in given.items() if v is not None}))
     with console.status(f"packing {data.name} ({len(data.x_train):,} + {len(data.x_test):,} samples)"):
         pack_dataset(data, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
     report = verify_store(out, reference=data)

@@ -31,12 +31,14 @@ DataOpt = Annotated[str | None, typer.Option(help="dataset [default: the one the
 
 
 def _load(model: Path, data: str | None, trust_code: bool, option: str = "MODEL", arch=None):  # type: ignore[no-untyped-def]
-    from lepton.artifacts import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset, trained_source_options
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
 
     loaded = load_model_file(input_file(model, option), trust_code=trust_code, arch=arch)
-    dataset = load_dataset(data or trained_dataset(loaded.meta, model) or "mnist")
+    dataset = load_dataset(
+        data or trained_dataset(loaded.meta, model) or "mnist", trained_source_options(loaded.meta, model)
+    )
     if tuple(dataset.input_shape) != tuple(loaded.spec.input_shape):
         raise DataError(
             f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but {model} expects "

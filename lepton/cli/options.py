@@ -70,3 +70,25 @@ NumClasses = Annotated[
         "--num-classes", help="--arch's outputs [default: 10]", show_default=False, rich_help_panel="Plain weight files"
     ),
 ]
+
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        help="image folders: resize (shorter side) and center-crop to SIZE x SIZE (default: the most common size)",
+        show_default=False,
+        rich_help_panel="Reading the data",
+    ),
+]
+Channels = Annotated[
+    str | None,
+    typer.Option(
+        help="image folders: auto (rgb if any image is colour), grey or rgb", rich_help_panel="Reading the data"
+    ),
+]
+Layout = Annotated[
+    str | None,
+    typer.Option(
+        help=".npz 4-D images: auto (detect), nchw (channels first) or nhwc (channels last)",
+        rich_help_panel="Reading the data",
+    ),
+]

@@ -11,9 +11,12 @@ from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file
 from lepton.cli.options import (
     Arch,
+    Channels,
     Format,
     FormatOpt,
+    ImageSize,
     InputShape,
+    Layout,
     NumClasses,
     Overrides,
     Quiet,
@@ -26,7 +29,13 @@ from lepton.cli.output import console, print_json, print_table
 
 @app.command()
 def train(
-    data: Annotated[str | None, typer.Option(help="dataset name, NAME:PATH, .npz or IDX dir [default: mnist]")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="dataset name, NAME:PATH, .npz, image folder, CIFAR .bin folder or IDX dir [default: mnist]"),
+    ] = None,
+    image_size: ImageSize = None,
+    channels: Channels = None,
+    layout: Layout = None,
     model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
     config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
@@ -78,6 +87,9 @@ def train(
     Examples:
       lepton train                                  # LeNet-5 on MNIST, the default recipe
       lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
+      lepton train --data ./pets --image-size 32 --channels rgb -o runs/pets   # ROOT/<class>/*.png|jpg
+      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
+      lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
       lepton train -c my_run.yaml --resume -o runs/mine
       lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
       torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
@@ -99,6 +111,9 @@ def train(
         ("train", "seed", seed),
         ("train", "threads", threads),
         ("data", "train_subset", train_subset),
+        ("data", "image_size", image_size),
+        ("data", "channels", channels),
+        ("data", "layout", layout),
     ):
         if value is not None:
             over.setdefault(section, {})[key] = value
@@ -120,7 +135,7 @@ def train(
         if value is not None:
             over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
-    dataset = load_dataset(cfg.data.dataset).subset(cfg.data.train_subset, cfg.data.test_subset)
+    dataset = load_dataset(cfg.data.dataset, cfg.data).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(
         dataset,
         cfg.model.name,
@@ -158,14 +173,16 @@ def train(
 def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False, arch: Any = None) -> dict[str, Any]:
     """Accuracy of a checkpoint, `.lep` file or (with ``arch``, a ModelSpec) plain weight file on the test split of
     ``data`` (default: its training dataset, or mnist)."""
-    from lepton.artifacts import load_model_file, trained_dataset
+    from lepton.artifacts import load_model_file, trained_dataset, trained_source_options
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
 
     loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code, arch=arch)
-    dataset = load_dataset(data or trained_dataset(loaded.meta, path) or "mnist")
+    dataset = load_dataset(
+        data or trained_dataset(loaded.meta, path) or "mnist", trained_source_options(loaded.meta, path)
+    )
     if tuple(dataset.input_shape) != loaded.spec.input_shape:
         raise DataError(
             f"dataset {dataset.name} has inputs {list(dataset.input_shape)} but the model expects "

@@ -14,6 +14,8 @@ from lepton.errors import DataError
 class ImageDataset:
     """A train/test split of uint8 images ``[N, H, W]`` or ``[N, C, H, W]`` and int labels ``[N]``.
 
+    Images need not be square (H != W); a model that needs square inputs says so when it is built.
+
     Models see ``pixels / 255`` as float32 ``[N, C, H, W]`` (see :meth:`tensors`).
     """
 
@@ -24,6 +26,8 @@ class ImageDataset:
     y_test: np.ndarray
     classes: tuple[str, ...] = field(default=())
     source: str = ""
+    notes: str = ""
+    """How the data was read when that is not obvious from ``source`` (e.g. a held-out test split)."""
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
@@ -81,6 +85,7 @@ class ImageDataset:
             self.y_test[:n_test],
             self.classes,
             self.source,
+            self.notes,
         )
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +103,7 @@ class ImageDataset:
             "test": len(self.x_test),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            **({"notes": self.notes} if self.notes else {}),
         }
 
 

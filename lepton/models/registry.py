@@ -82,12 +82,11 @@ def build_model(
     """Instantiate ``name`` for images of ``input_shape`` (C, H, W) and ``num_classes`` outputs.
 
     User factories (``package.module:factory``, only with ``trust_code=True``) receive ``in_channels``,
-    ``image_size`` and ``num_classes`` if they accept them.
+    ``image_size`` and ``num_classes`` if they accept them. Non-square images (H != W) need a factory that takes
+    no ``image_size`` (the registry's all do take one).
     """
     factory = resolve_factory(name, trust_code=trust_code)
     c, h, w = input_shape
-    if h != w:
-        raise ConfigError(f"model {name!r}: images must be square, got {h}x{w}.")
     shape_args = {"in_channels": c, "image_size": h, "num_classes": num_classes}
     try:
         params = inspect.signature(factory).parameters
@@ -95,6 +94,12 @@ def build_model(
         shape_args = {k: v for k, v in shape_args.items() if takes_any or k in params}
     except (TypeError, ValueError):
         pass  # builtins without a signature: pass the shape arguments and let the call decide
+    if h != w and "image_size" in shape_args:  # one side length cannot describe the images; others may be fine
+        raise ConfigError(
+            f"model {name!r} takes square images (one image_size), but the data's images are {h}x{w} (height x "
+            f"width); resize them to a square: for an image folder --image-size {min(h, w)} (data.image_size), "
+            "for arrays resize before saving; or use a model whose factory takes no image_size."
+        )
     try:
         model = factory(**shape_args, **kwargs)
     except (TypeError, ValueError) as e:

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from lepton.compress.config import CompressConfig
 from lepton.config import StrictModel, deep_merge, read_yaml, validate
+from lepton.data.options import SourceOptions
 from lepton.edge.config import EdgeConfig
 from lepton.quantum.config import HybridConfig
 from lepton.train.config import TrainConfig
@@ -55,8 +56,14 @@ class PackConfig(StrictModel):
     lossy: LossyConfig = LossyConfig()
 
 
-class DataConfig(StrictModel):
-    dataset: str = Field("mnist", description="mnist, fashion-mnist, digits, NAME:PATH, a .npz or an IDX directory")
+class DataConfig(SourceOptions):
+    """The ``data`` section: which dataset, how to read it (:class:`SourceOptions`'s keys), subsets, packing."""
+
+    dataset: str = Field(
+        "mnist",
+        description="mnist, fashion-mnist, digits, NAME:PATH (cifar10:, cifar100:, folder:), a .npz, "
+        "an image folder, a CIFAR binary folder or an IDX directory",
+    )
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")
     pack: PackConfig = PackConfig()

@@ -87,7 +87,7 @@ def run_pipeline(
     env = environment(seed=config.train.seed)
 
     with stopwatch() as sw:
-        data = load_dataset(config.data.dataset)
+        data = load_dataset(config.data.dataset, config.data)
         state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
     console.print(
         f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "

@@ -136,6 +136,7 @@ def test_info_json():
     info = json.loads(r.stdout)
     assert {m["model"]: m["params"] for m in info["models"]}["lenet5"] == 431_080
     assert {d["dataset"] for d in info["datasets"]} >= {"mnist", "fashion-mnist", "digits"}
+    assert {d["dataset"]: d["source"] for d in info["datasets"]}["cifar10"] == "cifar10:PATH"
 
 
 def test_help_has_examples():
