@@ -15,6 +15,9 @@ from lepton.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?)$"
+"""The ``device`` spellings configs accept (auto, cpu, cuda, cuda:N, mps); ``lepton.utils.device`` resolves them."""
+
 
 class StrictModel(BaseModel):
     """Base of Lepton's configs and reports: unknown keys are refused and instances are immutable."""

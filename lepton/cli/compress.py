@@ -11,7 +11,9 @@ from typer.core import TyperGroup
 from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file, output_file
 from lepton.cli.options import (
+    AmpOpt,
     Arch,
+    Device,
     Format,
     FormatOpt,
     InputShape,
@@ -86,6 +88,8 @@ def compress_checkpoint(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    device: Device = None,
+    amp: AmpOpt = None,
 ) -> None:
     """Compress CHECKPOINT into OUT (.lep): prune, share weights, entropy-code; accuracy measured on the file."""
     if ctx.invoked_subcommand is not None:  # `lepton compress inspect …`: the verb does the work
@@ -98,6 +102,7 @@ def compress_checkpoint(
     from lepton.data.sources import load_dataset
     from lepton.errors import ConfigError
     from lepton.pipeline.config import load_run_config
+    from lepton.train.amp import training_device
 
     if out.suffix != ".lep":
         raise ConfigError(f"--out {out}: the compressed model file must end in .lep (e.g. -o model.lep).")
@@ -106,7 +111,12 @@ def compress_checkpoint(
     output_file(out, "--out")
     input_file(checkpoint, "CHECKPOINT")
     spec = arch_spec(arch, input_shape, num_classes)
-    cfg = load_run_config(config and input_file(config, "--config"), overrides=parse_overrides(set_ or []))
+    over = parse_overrides(set_ or [])
+    for key, value in (("device", device), ("amp", amp)):
+        if value is not None:
+            over.setdefault("train", {})[key] = value
+    cfg = load_run_config(config and input_file(config, "--config"), overrides=over)
+    training_device(cfg.train.device, cfg.train.amp)  # fine-tuning runs there; refuse before any work
     loaded = load_model_file(checkpoint, trust_code=trust_code, arch=spec)
     dataset = load_dataset(
         data or trained_dataset(loaded.meta, checkpoint) or "mnist", trained_source_options(loaded.meta, checkpoint)

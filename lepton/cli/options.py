@@ -1,5 +1,5 @@
 """The options every command spells the same way, declared once: ``--format``, ``-o/--out``, ``-q/--quiet``,
-``--set``, ``-c/--config`` and ``--trust-code``.
+``--set``, ``-c/--config``, ``--trust-code``, ``--device`` and ``--amp``.
 
 A command uses the alias (``fmt: FormatOpt = Format.table``) or, where the help names its own file, the
 factory (``out: Annotated[Path, out_option("the .lep file to write")] = Path("model.lep")``), so a spelling
@@ -90,5 +90,25 @@ Layout = Annotated[
     typer.Option(
         help=".npz 4-D images: auto (detect), nchw (channels first) or nhwc (channels last)",
         rich_help_panel="Reading the data",
+    ),
+]
+
+Device = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="where to compute: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps [default: auto]",
+        show_default=False,
+        rich_help_panel="Device",
+    ),
+]
+AmpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--amp",
+        help="mixed-precision training: off, bf16 (CUDA, or CPU autocast) or fp16 (CUDA, with loss scaling) "
+        "[default: off]",
+        show_default=False,
+        rich_help_panel="Device",
     ),
 ]

@@ -9,7 +9,7 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import input_file, make_config, output_file
-from lepton.cli.options import Format, FormatOpt, format_option, out_option
+from lepton.cli.options import Device, Format, FormatOpt, format_option, out_option
 from lepton.cli.output import print_json, print_table
 
 quantum_app = typer.Typer(
@@ -77,6 +77,7 @@ def train_cmd(
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 0.05,
     train_subset: Annotated[int | None, typer.Option(help="use only the first N training samples")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Device = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Train PCA → quantum → linear beside logistic regression and a tiny MLP on the same features.
@@ -86,6 +87,7 @@ def train_cmd(
     from lepton.data.sources import load_dataset
     from lepton.quantum.experiment import train_circuit
     from lepton.quantum.hybrid import HybridConfig
+    from lepton.utils.device import resolve_device
 
     output_file(out, "--out")
     cfg = make_config(
@@ -100,7 +102,9 @@ def train_cmd(
         lr=lr,
         train_subset=train_subset,
         seed=seed,
+        device=device or "auto",
     )
+    resolve_device(cfg.device)  # a device this machine lacks fails before the data loads
     report = train_circuit(load_dataset(data), cfg, out, dataset_label=data).hybrid
     if fmt is Format.json:
         print_json(report.model_dump(mode="json", exclude={"circuit_spec", "weights"}))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lepton.cli.app import app
-from lepton.cli.options import Format, Overrides, Quiet, TrustCode, format_option, out_option
+from lepton.cli.options import AmpOpt, Device, Format, Overrides, Quiet, TrustCode, format_option, out_option
 from lepton.cli.output import console, print_json
 
 
@@ -28,6 +28,8 @@ def run(
     quiet: Quiet = False,
     fmt: Annotated[Format, format_option("table or json (prints metrics.json)")] = Format.table,
     trust_code: TrustCode = False,
+    device: Device = None,
+    amp: AmpOpt = None,
 ) -> None:
     """Run the whole chain and write OUT/metrics.json, OUT/report.html and the artifacts.
 
@@ -36,12 +38,24 @@ def run(
       lepton run --quick -o runs/smoke    # a fast end-to-end check
       lepton run --quick -o runs/smoke --overwrite   # again, replacing that run
       lepton run examples/lenet5_mnist.yaml --set train.epochs=4
+      lepton run examples/lenet5_mnist.yaml --device cuda --amp bf16   # train.device / train.amp
     """
     from lepton.config import parse_overrides
     from lepton.pipeline import load_run_config, run_pipeline
     from lepton.pipeline.run import prepare_run_dir
+    from lepton.train.amp import training_device
+    from lepton.utils.device import resolve_device
 
-    cfg = load_run_config(config, quick=quick, overrides=parse_overrides(set_ or []))
+    over = parse_overrides(set_ or [])
+    if device is not None:  # every stage that trains: train, compress's fine-tuning (train.device) and quantum
+        over.setdefault("train", {})["device"] = device
+        over.setdefault("quantum", {})["device"] = device
+    if amp is not None:
+        over.setdefault("train", {})["amp"] = amp
+    cfg = load_run_config(config, quick=quick, overrides=over)
+    training_device(cfg.train.device, cfg.train.amp)  # a device this machine lacks fails before any stage runs
+    if cfg.quantum.enabled:
+        resolve_device(cfg.quantum.device)
     run_dir = out or Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     prepare_run_dir(run_dir, overwrite=overwrite)  # refuse before any work, not after loading the data
     result = run_pipeline(cfg, run_dir, progress=not quiet, trust_code=trust_code)

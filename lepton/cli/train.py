@@ -10,8 +10,10 @@ import typer
 from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file
 from lepton.cli.options import (
+    AmpOpt,
     Arch,
     Channels,
+    Device,
     Format,
     FormatOpt,
     ImageSize,
@@ -43,6 +45,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help="override train.lr")] = None,
     seed: Annotated[int | None, typer.Option(help="override train.seed")] = None,
     threads: Annotated[int | None, typer.Option(help="override train.threads")] = None,
+    device: Device = None,
+    amp: AmpOpt = None,
     train_subset: Annotated[int | None, typer.Option(help="train on the first N samples only")] = None,
     set_: Overrides = None,
     out: Annotated[Path, out_option("output folder")] = Path("runs/train"),
@@ -91,6 +95,7 @@ def train(
       lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
       lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
       lepton train -c my_run.yaml --resume -o runs/mine
+      lepton train --model resnet20 --data cifar10:./cifar-10-batches-bin --device cuda --amp bf16
       lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
       torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
     """
@@ -98,6 +103,7 @@ def train(
     from lepton.data.sources import load_dataset
     from lepton.distributed.runtime import env_rank
     from lepton.pipeline.config import load_run_config
+    from lepton.train.amp import training_device
     from lepton.train.checkpoint import save_checkpoint
     from lepton.train.job import train_model
 
@@ -110,6 +116,8 @@ def train(
         ("train", "lr", lr),
         ("train", "seed", seed),
         ("train", "threads", threads),
+        ("train", "device", device),
+        ("train", "amp", amp),
         ("data", "train_subset", train_subset),
         ("data", "image_size", image_size),
         ("data", "channels", channels),
@@ -135,6 +143,7 @@ def train(
         if value is not None:
             over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
+    training_device(cfg.train.device, cfg.train.amp)  # a device this machine lacks fails before the data loads
     dataset = load_dataset(cfg.data.dataset, cfg.data).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(
         dataset,
@@ -170,15 +179,19 @@ def train(
         )
 
 
-def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False, arch: Any = None) -> dict[str, Any]:
+def evaluate_file(
+    path: Path, data: str | None, *, trust_code: bool = False, arch: Any = None, device: str = "auto"
+) -> dict[str, Any]:
     """Accuracy of a checkpoint, `.lep` file or (with ``arch``, a ModelSpec) plain weight file on the test split of
-    ``data`` (default: its training dataset, or mnist)."""
+    ``data`` (default: its training dataset, or mnist), computed on ``device`` (auto, cpu, cuda, cuda:N, mps)."""
     from lepton.artifacts import load_model_file, trained_dataset, trained_source_options
     from lepton.data.sources import load_dataset
     from lepton.errors import DataError
     from lepton.models.registry import count_params
     from lepton.train.evaluate import evaluate
+    from lepton.utils.device import resolve_device
 
+    where = resolve_device(device)
     loaded = load_model_file(input_file(path, "MODEL_FILE"), trust_code=trust_code, arch=arch)
     dataset = load_dataset(
         data or trained_dataset(loaded.meta, path) or "mnist", trained_source_options(loaded.meta, path)
@@ -189,7 +202,7 @@ def evaluate_file(path: Path, data: str | None, *, trust_code: bool = False, arc
             f"{list(loaded.spec.input_shape)}; pass --data with the dataset it was trained on"
             + (" and --input-shape with that dataset's C,H,W." if loaded.kind == "weights" else ".")
         )
-    ev = evaluate(loaded.model, *dataset.tensors("test"), num_classes=dataset.num_classes)
+    ev = evaluate(loaded.model.to(where), *dataset.tensors("test"), num_classes=dataset.num_classes)
     return {
         "file": str(path),
         "kind": loaded.kind,
@@ -216,6 +229,7 @@ def eval_(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    device: Device = None,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
 
@@ -223,9 +237,12 @@ def eval_(
       lepton eval runs/train/model.safetensors
       lepton eval runs/demo/model.lep
       lepton eval runs/train/model.safetensors --data mnist:/data/mnist --format json
+      lepton eval runs/train/model.safetensors --device cuda:1
       lepton eval weights.pt --arch resnet20 --data digits --input-shape 1,8,8   # torch.save(model.state_dict())
     """
-    result = evaluate_file(model_file, data, trust_code=trust_code, arch=arch_spec(arch, input_shape, num_classes))
+    result = evaluate_file(
+        model_file, data, trust_code=trust_code, arch=arch_spec(arch, input_shape, num_classes), device=device or "auto"
+    )
     if fmt is Format.json:
         print_json(result)
         return

@@ -17,12 +17,13 @@ from torch import nn
 from lepton.train.config import TrainConfig
 from lepton.train.loop import Batches, Objective, TrainReport, fit
 from lepton.utils.checks import check_float
+from lepton.utils.device import module_device
 
 
 @dataclass(frozen=True)
 class DistillationObjective:
     """``objective(logits, targets, inputs)`` for :func:`lepton.train.fit`; the teacher runs in eval mode
-    without gradients on the same inputs."""
+    without gradients on the same inputs, on their device (it moves there on the first step)."""
 
     teacher: nn.Module
     temperature: float
@@ -30,6 +31,8 @@ class DistillationObjective:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         self.teacher.eval()
+        if module_device(self.teacher) != inputs.device:
+            self.teacher.to(inputs.device)
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
         t = self.temperature
@@ -72,7 +75,7 @@ def distill(
 ) -> TrainReport:
     """Train ``student`` in place on ``batches`` against ``teacher`` (left unchanged) with :func:`fit`."""
     objective = distillation_objective(teacher, temperature=temperature, alpha=alpha)
-    was_training = teacher.training
+    was_training, home = teacher.training, module_device(teacher)
     try:
         return fit(
             student,
@@ -86,3 +89,4 @@ def distill(
         )
     finally:
         teacher.train(was_training)
+        teacher.to(home)

@@ -20,6 +20,7 @@ from lepton.errors import ConfigError
 from lepton.train.config import TrainConfig
 from lepton.train.loop import Batches, Objective, TrainReport, cross_entropy, fit
 from lepton.utils.checks import check_float, check_int
+from lepton.utils.device import module_device
 
 Scope = Literal["layer", "global"]
 Sparsity = float | Mapping[str, float]
@@ -303,7 +304,9 @@ def prune_gradual(
         progress=progress,
     )
     return PruneResult(
-        masks=pruner.masks,
+        masks={
+            k: m.to(module_device(model)) for k, m in pruner.masks.items()
+        },  # beside the model, back from fit's device
         train=report,
         table=sparsity_table(model),
         begin_step=0,

@@ -64,27 +64,73 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
-def pick_backend(cfg: DistributedConfig) -> str:
-    if cfg.backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("distributed.backend is 'nccl' but CUDA is not available; use 'gloo' (or 'auto').")
+def local_rank() -> int:
+    """This worker's rank on its machine from torchrun's environment (0 outside a launched job)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_backend(cfg: DistributedConfig, device: torch.device) -> str:
+    """The process-group backend for a model trained on ``device``: NCCL only for CUDA tensors, else gloo.
+
+    Args:
+        cfg: ``cfg.backend`` is ``auto`` (decide from ``device``), ``gloo`` or ``nccl``.
+        device: where this worker's model and batches live (the resolved ``train.device``).
+
+    Returns:
+        ``"nccl"`` or ``"gloo"``.
+
+    Raises:
+        ConfigError: ``nccl`` was asked for a model that is not on CUDA.
+    """
+    if cfg.backend == "nccl" and device.type != "cuda":
+        raise ConfigError(
+            f"distributed.backend is 'nccl' but the model trains on {device}; NCCL reduces CUDA tensors only: "
+            "use backend 'gloo' (or 'auto'), or train with --device cuda on machines with GPUs."
+        )
     if cfg.backend != "auto":
         return cfg.backend
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, local: int, world_size: int) -> torch.device:
+    """The device of one worker: on CUDA with several workers, ``cuda:LOCAL_RANK`` (one GPU each).
+
+    Args:
+        device: the resolved ``train.device``.
+        local: this worker's rank on its machine.
+        world_size: the number of workers.
+
+    Returns:
+        ``device`` itself on the CPU/MPS or alone; else ``cuda:local``.
+
+    Raises:
+        ConfigError: a fixed ``cuda:N`` with several workers (they would all share one GPU).
+    """
+    if device.type != "cuda" or world_size == 1:
+        return device
+    if device.index is not None:
+        raise ConfigError(
+            f"--device {device} pins every one of the {world_size} workers to one GPU; use --device cuda (or "
+            "auto), and each worker takes cuda:LOCAL_RANK."
+        )
+    return torch.device("cuda", local)
 
 
 @contextmanager
-def worker_session(cfg: DistributedConfig) -> Iterator[World]:
+def worker_session(cfg: DistributedConfig, device: torch.device | None = None) -> Iterator[World]:
     """Join the process group when launched by torchrun (a no-op otherwise) and always leave it.
 
-    Every collective of the group times out after ``cfg.timeout_s``, so a dead peer ends the job
-    with an error instead of hanging it.
+    The backend follows ``device`` (:func:`pick_backend`; the CPU when ``None``); on CUDA the worker's
+    current device is set to ``cuda:LOCAL_RANK`` first. Every collective of the group times out after
+    ``cfg.timeout_s``, so a dead peer ends the job with an error instead of hanging it.
     """
     if not launched_by_torchrun() or dist.is_initialized():
         yield current_world()
         return
-    backend = pick_backend(cfg)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    device = rank_device(device or torch.device("cpu"), local_rank(), int(os.environ["WORLD_SIZE"]))
+    backend = pick_backend(cfg, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=cfg.timeout_s))
     try:
         yield current_world()

@@ -7,6 +7,7 @@ not export; int8 comes from :mod:`lepton.edge.quantize`, which quantizes the fp3
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 from lepton.compress.fold import fold_batchnorm
 from lepton.errors import ConfigError, FormatError
 from lepton.utils.checks import check_int
+from lepton.utils.device import module_device
 from lepton.utils.io import atomic_path, sha256_file
 
 INPUT_NAME = "input"
@@ -61,13 +63,16 @@ def export_onnx(
     ``onnx.checker`` before it replaces ``path``, so a failed export never leaves a file behind.
 
     BatchNorm layers are first folded into the convs feeding them (:func:`lepton.compress.fold.fold_batchnorm`,
-    on a copy), so the graph has no BatchNormalization node; a model torch.fx cannot trace is exported as is."""
+    on a copy), so the graph has no BatchNormalization node; a model torch.fx cannot trace is exported as is.
+    A model on a GPU is exported from a CPU copy and left where it is."""
     shape = _check_shape(input_shape)
     if not 13 <= opset <= 20:
         raise ConfigError(f"opset must be in [13, 20], got {opset}; 17 is a safe default for ONNX Runtime.")
     path = Path(path)
     original, was_training = model, model.training
     model = model.eval()
+    if module_device(model).type != "cpu":  # export a CPU copy: the file's constants are host tensors either way
+        model = copy.deepcopy(model).to("cpu")
     dummy = torch.zeros(1, *shape, dtype=torch.float32)
     try:
         model = fold_batchnorm(model, dummy)

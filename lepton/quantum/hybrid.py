@@ -153,6 +153,7 @@ def run_hybrid(dataset: ImageDataset, cfg: HybridConfig, *, progress: bool = Fal
         weight_decay=0.0,
         schedule="cosine",
         seed=cfg.seed,
+        device=cfg.device,
     )
     hybrid = HybridPCA(
         x_tr[0].numel(), n_cls, k, cfg.n_layers, reupload=cfg.reupload, init_std=cfg.init_std, seed=cfg.seed

@@ -3,6 +3,8 @@
 ``NAME.safetensors`` holds ``model.<param>`` and ``optim.<index>.<key>`` tensors. ``NAME.json`` holds
 the format tag, the model spec (to rebuild the architecture), the SHA-256 of the tensor file
 (checked before any tensor is read), the optimizer's and scheduler's scalar state, and training state.
+Every tensor is written from a CPU copy, so a model trained on a GPU saves the same file as on the CPU
+and loads on a machine without one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
 from lepton.utils import strict_json
+from lepton.utils.device import cpu_tensors
 from lepton.utils.io import atomic_path, atomic_write_text, sha256_file
 from lepton.utils.strict_json import expect_dict, expect_list
 
@@ -69,10 +72,10 @@ def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     for idx, entry in state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{idx}.{key}"] = value.detach().contiguous()
+                tensors[f"optim.{idx}.{key}"] = value
             else:
                 scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    return cpu_tensors(tensors), {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 _INDEX = re.compile(r"0|[1-9][0-9]{0,8}")  # a parameter's index in the optimizer, as str(int) writes it
@@ -133,7 +136,7 @@ def save_checkpoint(
     """Write ``path``'s tensor file and sidecar atomically; returns the tensor file's path."""
     tensor_path, meta_path = paths(path)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = cpu_tensors({f"model.{k}": v for k, v in model.state_dict().items()})
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": spec.to_dict()}
     if optimizer is not None:
         opt_tensors, meta["optimizer"] = _split_optimizer(optimizer.state_dict())

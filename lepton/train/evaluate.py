@@ -1,10 +1,16 @@
-"""Evaluation: accuracy, loss and per-class accuracy of a classifier on a labelled set."""
+"""Evaluation: accuracy, loss and per-class accuracy of a classifier on a labelled set.
+
+The model runs where its weights are (CPU, CUDA, MPS); inputs move there one batch at a time and the
+logits come back to the CPU, so the metrics are computed the same way whatever the device.
+"""
 
 from __future__ import annotations
 
 import torch
 from pydantic import BaseModel
 from torch import nn
+
+from lepton.utils.device import module_device
 
 
 class EvalReport(BaseModel):
@@ -17,10 +23,12 @@ class EvalReport(BaseModel):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's outputs for ``x`` in eval mode, in batches on the model's device; returned on the CPU."""
     was_training = model.training
     model.eval()
+    device = module_device(model)
     try:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size].to(device)).to("cpu") for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 

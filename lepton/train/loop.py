@@ -10,6 +10,11 @@ reproduces an uninterrupted run exactly.
 Under torch.distributed (a process group is initialised, e.g. by ``torchrun``) the same loop runs on
 every rank: the model is wrapped in DDP, each rank takes its slice of every global batch, epoch
 metrics are summed over ranks, and only rank 0 prints and writes checkpoints.
+
+The model trains on ``cfg.device`` (each DDP worker on ``cuda:LOCAL_RANK`` when that is CUDA), batches
+move there one at a time (without blocking when they come from pinned memory), and ``cfg.amp`` runs
+the forward pass under autocast (:mod:`lepton.train.amp`). When ``fit`` returns, the model is back on
+the device it came in on, so callers (and every file they save) see it where they left it.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from torch import nn
 
 from lepton.distributed.ddp import distribute
 from lepton.distributed.hooks import CommReport
-from lepton.distributed.runtime import current_world
+from lepton.distributed.runtime import World, current_world, local_rank, rank_device
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
+from lepton.train.amp import amp_state, autocast, check_amp, grad_scaler, restore_amp
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import evaluate
+from lepton.utils.device import module_device, resolve_device
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``objective(logits, targets, inputs) -> scalar loss``; the default is cross-entropy."""
@@ -114,23 +121,38 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def forward_backward(
-    model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, micro_batches: int
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    micro_batches: int,
+    *,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and mean loss of the batch, its gradient accumulated over ``micro_batches`` slices (to
-    save memory); DDP all-reduces only with the last slice (``no_sync`` before)."""
+    save memory); DDP all-reduces only with the last slice (``no_sync`` before). The forward pass and
+    loss run under ``amp``'s autocast; with a ``scaler`` (fp16) the backward pass starts from the
+    scaled loss, and the returned loss is the unscaled one."""
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
     if micro_batches == 1:
-        logits = model(x)
-        loss = objective(logits, y, x)
-        loss.backward()
+        with autocast(amp, x.device):
+            logits = model(x)
+            loss = objective(logits, y, x)
+        backward(loss)
         return logits, loss
-    parts, total = [], torch.zeros(())
+    parts, total = [], torch.zeros((), device=x.device)
     slices = list(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches)))
     for j, (xs, ys) in enumerate(slices):
         sync = j == len(slices) - 1 or not hasattr(model, "no_sync")
         with nullcontext() if sync else model.no_sync():
-            logits = model(xs)
-            loss = objective(logits, ys, xs) * (len(ys) / len(y))  # weight so the sum is the batch mean
-            loss.backward()
+            with autocast(amp, x.device):
+                logits = model(xs)
+                loss = objective(logits, ys, xs) * (len(ys) / len(y))  # weight so the sum is the batch mean
+            backward(loss)
         parts.append(logits.detach())
         total += loss.detach()
     return torch.cat(parts), total
@@ -159,9 +181,50 @@ def fit(
     """Train ``model`` in place on ``train`` batches; returns the per-epoch history.
 
     ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch;
-    with ``resume``, continue from it if present.
+    with ``resume``, continue from it if present. The model trains on ``cfg.device`` with ``cfg.amp``
+    and is moved back to the device it came in on when ``fit`` returns (or fails).
     """
     world = current_world()
+    device = rank_device(resolve_device(cfg.device), local_rank(), world.size)
+    check_amp(cfg.amp, device)
+    home = module_device(model)
+    model.to(device)
+    try:
+        return _fit(
+            model,
+            train,
+            cfg,
+            device,
+            world,
+            spec,
+            eval_data,
+            objective,
+            after_step,
+            checkpoint_dir,
+            resume,
+            progress,
+            console,
+        )
+    finally:
+        model.to(home)
+
+
+def _fit(
+    model: nn.Module,
+    train: Batches,
+    cfg: TrainConfig,
+    device: torch.device,
+    world: World,
+    spec: ModelSpec | None,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None,
+    objective: Objective,
+    after_step: Callable[[nn.Module], None] | None,
+    checkpoint_dir: str | Path | None,
+    resume: bool,
+    progress: bool,
+    console: Console | None,
+) -> TrainReport:
+    """:func:`fit` with the model already on ``device``."""
     progress = progress and world.lead
     console = console if console is not None and world.lead else Console(stderr=True, quiet=not progress)
     comm = None
@@ -169,6 +232,7 @@ def fit(
         model, train, comm = distribute(model, train, cfg.distributed.comm_hook, world, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
+    scaler = grad_scaler(cfg.amp, device)
     steps_per_epoch = len(train)
     history: list[EpochRecord] = []
     start_epoch, resumed = 0, None
@@ -187,6 +251,7 @@ def fit(
             ) from None
         ckpt.restore_optimizer(optimizer)
         history, start_epoch = _resume_point(ckpt.meta, ckpt_path)
+        restore_amp(ckpt.meta["train"].get("amp"), cfg.amp, scaler, f"{ckpt_path}.safetensors")
         resumed = start_epoch
         console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")
 
@@ -203,15 +268,24 @@ def fit(
             _set_epoch(train, epoch)
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
             model.train()
-            loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+            loss_sum, correct, seen = (
+                torch.zeros((), device=device),
+                torch.zeros((), dtype=torch.long, device=device),
+                0,
+            )
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(train):
+                x, y = x.to(device, non_blocking=x.is_pinned()), y.to(device, non_blocking=y.is_pinned())
                 lr = lr_at(cfg, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                logits, loss = forward_backward(model, objective, x, y, cfg.accumulate)
-                optimizer.step()
+                logits, loss = forward_backward(model, objective, x, y, cfg.accumulate, amp=cfg.amp, scaler=scaler)
+                if scaler is not None:  # fp16: skips the step if the scaled gradients overflowed, then adapts the scale
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 if after_step is not None:
                     after_step(model)
                 step += 1
@@ -254,6 +328,7 @@ def fit(
                             "step": step,
                             "config": cfg.model_dump(),
                             "world_size": world.size,
+                            "amp": amp_state(cfg.amp, scaler),
                             "history": [r.model_dump() for r in history],
                         }
                     },
