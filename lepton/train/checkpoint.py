@@ -125,6 +125,19 @@ def _check_optimizer(section: Any, where: Path) -> dict[str, Any]:
     return {"param_groups": groups, "scalars": scalars}
 
 
+def checkpoint_tensors(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The CPU tensors a checkpoint of ``model`` (and ``optimizer``) holds, whatever device they train on, and
+    the optimizer's sidecar section (``None`` without an optimizer)."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    tensors = cpu_tensors({f"model.{k}": v for k, v in model.state_dict().items()})
+    if optimizer is None:
+        return tensors, None
+    opt_tensors, section = _split_optimizer(optimizer.state_dict())
+    return {**tensors, **opt_tensors}, section
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -135,12 +148,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``path``'s tensor file and sidecar atomically; returns the tensor file's path."""
     tensor_path, meta_path = paths(path)
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    tensors = cpu_tensors({f"model.{k}": v for k, v in model.state_dict().items()})
+    tensors, optimizer_section = checkpoint_tensors(model, optimizer)
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": spec.to_dict()}
-    if optimizer is not None:
-        opt_tensors, meta["optimizer"] = _split_optimizer(optimizer.state_dict())
-        tensors.update(opt_tensors)
+    if optimizer_section is not None:
+        meta["optimizer"] = optimizer_section
     meta.update(extra or {})
     meta["sha256"] = "0" * 64  # the real digest has the same length: checked here, before anything is written
     _sidecar_text(meta)
