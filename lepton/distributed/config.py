@@ -54,7 +54,9 @@ class DistributedConfig(StrictModel):
         description="job id shared by the nodes of one run",
     )
     max_restarts: int = Field(0, ge=0, le=100, description="times torchrun restarts the group after a failure")
-    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl with CUDA, gloo on CPU")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: nccl when the model trains on CUDA (train.device), else gloo"
+    )
     timeout_s: float = Field(300.0, gt=0, le=86400, description="timeout of every collective and of the set-up")
     comm_hook: CommHookConfig = CommHookConfig()
 

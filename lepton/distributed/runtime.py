@@ -92,19 +92,21 @@ def pick_backend(cfg: DistributedConfig, device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def rank_device(device: torch.device, local: int, world_size: int) -> torch.device:
+def rank_device(device: torch.device, local: int, world_size: int, gpus: int | None = None) -> torch.device:
     """The device of one worker: on CUDA with several workers, ``cuda:LOCAL_RANK`` (one GPU each).
 
     Args:
         device: the resolved ``train.device``.
         local: this worker's rank on its machine.
         world_size: the number of workers.
+        gpus: CUDA devices on this machine (default: ``torch.cuda.device_count()``).
 
     Returns:
         ``device`` itself on the CPU/MPS or alone; else ``cuda:local``.
 
     Raises:
-        ConfigError: a fixed ``cuda:N`` with several workers (they would all share one GPU).
+        ConfigError: a fixed ``cuda:N`` with several workers (they would all share one GPU), or more workers
+            on this machine than it has GPUs.
     """
     if device.type != "cuda" or world_size == 1:
         return device
@@ -112,6 +114,12 @@ def rank_device(device: torch.device, local: int, world_size: int) -> torch.devi
         raise ConfigError(
             f"--device {device} pins every one of the {world_size} workers to one GPU; use --device cuda (or "
             "auto), and each worker takes cuda:LOCAL_RANK."
+        )
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if local >= gpus:
+        raise ConfigError(
+            f"worker {local} on this machine needs cuda:{local}, but it has {gpus} GPU(s); use --nproc {gpus} "
+            "(one worker per GPU) or --device cpu."
         )
     return torch.device("cuda", local)
 
