@@ -4,12 +4,13 @@ value and what is allowed."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from lepton.errors import ConfigError
 
@@ -17,6 +18,16 @@ M = TypeVar("M", bound=BaseModel)
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,3}))?)$"
 """The ``device`` spellings configs accept (auto, cpu, cuda, cuda:N, mps); ``lepton.utils.device`` resolves them."""
+
+
+def _device_name(value: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, value):
+        raise ValueError(f"must be auto, cpu, cuda, cuda:N (N a GPU index) or mps, got {value[:40]!r}")
+    return value
+
+
+DeviceName = Annotated[str, AfterValidator(_device_name)]
+"""A config's ``device`` key: one of the spellings of :data:`DEVICE_PATTERN`, checked on construction."""
 
 
 class StrictModel(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lepton.config import DEVICE_PATTERN, StrictModel
+from lepton.config import DeviceName, StrictModel
 
 
 class HybridConfig(StrictModel):
@@ -20,6 +20,4 @@ class HybridConfig(StrictModel):
     lr: float = Field(0.05, gt=0, le=1)
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples of the classes")
     seed: int = Field(0, ge=0)
-    device: str = Field(
-        "auto", pattern=DEVICE_PATTERN, description="where the three models train: auto, cpu, cuda, cuda:N or mps"
-    )
+    device: DeviceName = Field("auto", description="where the three models train: auto, cpu, cuda, cuda:N or mps")

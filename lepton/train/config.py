@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lepton.config import DEVICE_PATTERN, StrictModel
+from lepton.config import DeviceName, StrictModel
 from lepton.distributed.config import DistributedConfig
 
 
@@ -39,9 +39,8 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seeds weights init, shuffling and dropout")
     threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 keeps torch's default")
     eval_batch_size: int = Field(1000, ge=1)
-    device: str = Field(
+    device: DeviceName = Field(
         "auto",
-        pattern=DEVICE_PATTERN,
         description="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps; under DDP each worker "
         "takes cuda:LOCAL_RANK",
     )

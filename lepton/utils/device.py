@@ -13,7 +13,7 @@ from torch import nn
 from lepton.config import DEVICE_PATTERN
 from lepton.errors import ConfigError
 
-_FIX = "use --device cpu or auto (config key train.device)"
+_FIX = "use --device cpu or auto"
 
 
 def mps_available() -> bool:

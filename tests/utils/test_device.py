@@ -35,8 +35,7 @@ def test_cuda_without_cuda_names_the_fix(spec):
     with pytest.raises(ConfigError) as e:
         resolve_device(spec)
     assert str(e.value) == (
-        f"--device {spec}: CUDA is not available on this machine (torch sees no GPU); use --device cpu or auto "
-        "(config key train.device)."
+        f"--device {spec}: CUDA is not available on this machine (torch sees no GPU); use --device cpu or auto."
     )
 
 
