@@ -30,10 +30,12 @@ class World:
         return self.rank == 0
 
     def sum(self, *values: torch.Tensor) -> list[torch.Tensor]:
-        """Element-wise sums over all ranks of scalar tensors (one all-reduce); identity when alone."""
+        """Element-wise sums over all ranks of scalar tensors (one all-reduce); identity when alone. The sum runs
+        on the values' GPU under NCCL (which reduces CUDA tensors only), else on the CPU (gloo)."""
         if self.size == 1:
             return list(values)
-        packed = torch.stack([v.detach().to(torch.float64).reshape(()) for v in values])
+        device = values[0].device if dist.get_backend() == "nccl" else torch.device("cpu")
+        packed = torch.stack([v.detach().to(device, torch.float64).reshape(()) for v in values])
         dist.all_reduce(packed)
         return list(packed.unbind())
 
