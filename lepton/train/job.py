@@ -25,12 +25,12 @@ from lepton.distributed.launch import launch
 from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
 from lepton.errors import ResultOnOtherNode
 from lepton.models.registry import ModelSpec
-from lepton.train.amp import training_device
 from lepton.train.checkpoint import load_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
 from lepton.train.loop import TrainReport, fit
 from lepton.train.seed import seed_everything
+from lepton.utils.device import resolve_device
 
 
 @dataclass
@@ -61,7 +61,8 @@ def train_model(
     if cfg.distributed.launches and not launched_by_torchrun():
         return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress, trust_code)
     resume = resume or restart_count() > 0  # torchrun restarted the group after a failure
-    with worker_session(cfg.distributed, training_device(cfg.device, cfg.amp)):
+    # the device picks the backend; fit() checks cfg.amp once this worker's GPU is current (after set_device)
+    with worker_session(cfg.distributed, resolve_device(cfg.device)):
         seed_everything(cfg.seed, cfg.threads)
         spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
         model = spec.build(trust_code=trust_code)

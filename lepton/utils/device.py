@@ -27,7 +27,7 @@ def resolve_device(spec: str) -> torch.device:
 
     Args:
         spec: ``auto`` (CUDA if available, else MPS if available, else the CPU), ``cpu``, ``cuda``
-            (the current CUDA device), ``cuda:N`` or ``mps``.
+            (the current CUDA device; each worker's own under DDP), ``cuda:N`` or ``mps``.
 
     Returns:
         The ``torch.device`` to compute on.
@@ -39,7 +39,7 @@ def resolve_device(spec: str) -> torch.device:
         raise ConfigError(f"the device must be auto, cpu, cuda, cuda:N or mps. Got {str(spec)[:40]!r} instead; {_FIX}.")
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda")
         return torch.device("mps") if mps_available() else torch.device("cpu")
     if spec == "cpu":
         return torch.device("cpu")
@@ -49,8 +49,9 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("mps")
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {spec}: CUDA is not available on this machine (torch sees no GPU); {_FIX}.")
-    count = torch.cuda.device_count()
-    index = int(spec.partition(":")[2]) if ":" in spec else torch.cuda.current_device()
+    if spec == "cuda":  # no index: the current GPU, or cuda:LOCAL_RANK under DDP (no CUDA context is made here)
+        return torch.device("cuda")
+    count, index = torch.cuda.device_count(), int(spec.partition(":")[2])
     if index >= count:
         raise ConfigError(
             f"--device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "

@@ -48,7 +48,8 @@ def test_mps_without_mps_names_the_fix():
 @needs_cuda
 def test_cuda_indices():
     count = torch.cuda.device_count()
-    assert resolve_device("cuda").type == "cuda"
+    assert resolve_device("cuda") == torch.device("cuda")  # no index: DDP gives each worker cuda:LOCAL_RANK
+    assert resolve_device("auto") == torch.device("cuda")
     assert resolve_device(f"cuda:{count - 1}") == torch.device("cuda", count - 1)
     with pytest.raises(ConfigError, match=f"has {count} CUDA device"):
         resolve_device(f"cuda:{count}")
