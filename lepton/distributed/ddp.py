@@ -20,17 +20,19 @@ from lepton.errors import ConfigError
 def shard_batches(batches: Any, world: World) -> Any:
     """This rank's share of every global batch.
 
-    ``TensorBatches`` is sharded here (rank ``r`` takes the ``r``-th slice of each global batch of
-    ``batch_size × world`` samples, so ``W`` ranks see together exactly what one process with the
-    global batch sees). A ``DataLoader`` must already carry a ``DistributedSampler``.
+    ``TensorBatches`` and the packed store's ``StoreBatches`` (anything with ``shard(rank, world_size)``,
+    ``rank`` and ``world_size``) are sharded here (rank ``r`` takes the ``r``-th slice of each global batch
+    of ``batch_size × world`` samples, so ``W`` ranks see together exactly what one process with the
+    global batch sees; a store-backed rank reads only its own samples). A ``DataLoader`` must already
+    carry a ``DistributedSampler``.
     """
-    if isinstance(batches, TensorBatches):
+    if isinstance(batches, TensorBatches) or callable(getattr(batches, "shard", None)):
         if batches.world_size == world.size and batches.rank == world.rank:
             return batches
         if batches.world_size != 1:
             raise ConfigError(
                 f"batches are sharded for rank {batches.rank} of {batches.world_size}, but this "
-                f"process is rank {world.rank} of {world.size}; pass unsharded TensorBatches."
+                f"process is rank {world.rank} of {world.size}; pass unsharded batches."
             )
         return batches.shard(world.rank, world.size)
     sampler = getattr(batches, "sampler", None)

@@ -39,6 +39,12 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seeds weights init, shuffling and dropout")
     threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 keeps torch's default")
     eval_batch_size: int = Field(1000, ge=1)
+    checkpoint_every_steps: int = Field(
+        0,
+        ge=0,
+        description="also write the resumable checkpoint (last.*) every N optimizer steps, mid-epoch; "
+        "0 = only at the end of each epoch. A resume continues with exactly the batches left in the epoch",
+    )
     device: DeviceName = Field(
         "auto",
         description="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps; under DDP each worker "

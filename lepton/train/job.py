@@ -1,9 +1,11 @@
-"""A whole training job on an in-memory dataset: seed, build, fit, evaluate. Used by ``lepton train``
+"""A whole training job on an in-memory dataset or a packed store: seed, build, fit, evaluate. Used by ``lepton train``
 and by the pipeline's train stage, so both produce the same model from the same config.
 
 With ``cfg.distributed.nproc > 1`` (or several nodes) the job launches its workers through torchrun
 (:mod:`lepton.distributed.launch`) and loads rank 0's checkpoint back; inside a worker started by
 torchrun (ours or the user's own ``torchrun -m lepton.train``) it joins the process group and trains.
+Workers get an in-memory dataset through a temporary ``.npz``; a packed store is handed over by its
+location, and each rank reads only its own samples from it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from torch import nn
 
 from lepton.data.batches import TensorBatches
 from lepton.data.dataset import ImageDataset
+from lepton.data.store.dataset import StoreBatches
+from lepton.data.store.source import StoreSource
 from lepton.distributed.launch import launch
 from lepton.distributed.runtime import launched_by_torchrun, restart_count, worker_session
 from lepton.errors import ResultOnOtherNode
@@ -42,7 +46,7 @@ class TrainedModel:
 
 
 def train_model(
-    data: ImageDataset,
+    data: ImageDataset | StoreSource,
     model_name: str,
     cfg: TrainConfig,
     *,
@@ -54,6 +58,9 @@ def train_model(
     trust_code: bool = False,
 ) -> TrainedModel:
     """Train ``model_name`` on ``data``; a ``package.module:factory`` runs only with ``trust_code=True``.
+
+    From a :class:`StoreSource` the batches are read from the store's blocks (the same batches, hence the
+    same weights, as from the arrays it holds); its test split is read whole for evaluation.
 
     The returned spec (and every checkpoint) carries a user model's architecture as data, so that files
     saved from it load without the user's code.
@@ -67,9 +74,11 @@ def train_model(
         spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
         model = spec.build(trust_code=trust_code)
         spec = spec.with_graph(model)
-        x_train, y_train = data.tensors("train")
         x_test, y_test = data.tensors("test")
-        batches = TensorBatches(x_train, y_train, cfg.batch_size, seed=cfg.seed)
+        if isinstance(data, StoreSource):
+            batches: TensorBatches | StoreBatches = data.batches(cfg.batch_size, seed=cfg.seed)
+        else:
+            batches = TensorBatches(*data.tensors("train"), cfg.batch_size, seed=cfg.seed)
         report = fit(
             model,
             batches,
@@ -100,7 +109,7 @@ def accuracy_check(
 
 
 def _launch_workers(
-    data: ImageDataset,
+    data: ImageDataset | StoreSource,
     model_name: str,
     cfg: TrainConfig,
     model_kwargs: dict[str, Any],
@@ -109,18 +118,19 @@ def _launch_workers(
     progress: bool,
     trust_code: bool,
 ) -> TrainedModel:
-    """Hand the dataset and config to torchrun's workers in files; read rank 0's results back."""
+    """Hand the dataset (a store by its location, in-memory arrays in a ``.npz``) and the config to torchrun's
+    workers in files; read rank 0's results back."""
     with tempfile.TemporaryDirectory(prefix="lepton-dist-") as tmp:
         out = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").unlink(missing_ok=True)
-        np.savez(
-            Path(tmp) / "data.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test
-        )
+        if isinstance(data, StoreSource):
+            source: dict[str, Any] = {"store": data.location, "n_train": data.n_train, "n_test": data.n_test}
+        else:
+            source = {"data": str(Path(tmp) / "data.npz"), "name": data.name, "classes": list(data.classes)}
+            np.savez(source["data"], x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
         job = {
-            "data": str(Path(tmp) / "data.npz"),
-            "name": data.name,
-            "classes": list(data.classes),
+            **source,
             "model": model_name,
             "model_kwargs": model_kwargs,
             "train": cfg.model_dump(mode="json"),

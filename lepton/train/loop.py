@@ -5,7 +5,9 @@ It reads top to bottom: per epoch, set the shuffle epoch; per step, set the lear
 global step, forward, loss, backward, step, then the caller's ``after_step`` (e.g. re-apply pruning
 masks); at epoch end, evaluate, record, checkpoint. The learning rate is a pure function of the
 global step and the shuffle of a pure function of (seed, epoch), so resuming from a checkpoint
-reproduces an uninterrupted run exactly.
+reproduces an uninterrupted run exactly; with ``cfg.checkpoint_every_steps`` the checkpoint is also written
+mid-epoch, recording the step within the epoch and the epoch's metrics so far, and a resume skips the
+batches already trained on.
 
 Under torch.distributed (a process group is initialised, e.g. by ``torchrun``) the same loop runs on
 every rank: the model is wrapped in DDP, each rank takes its slice of every global batch, epoch
@@ -19,6 +21,7 @@ the device it came in on, so callers (and every file they save) see it where the
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -63,21 +66,57 @@ class EpochRecord(BaseModel):
     images_per_second: float
 
 
-def _resume_point(meta: dict[str, Any], stem: Path) -> tuple[list[EpochRecord], int]:
-    """The epoch records and the finished epoch count a resumable checkpoint's sidecar keeps under ``train``."""
+class ResumePoint(BaseModel):
+    """Where a resumable checkpoint's sidecar (key ``train``) says training stopped."""
+
+    history: list[EpochRecord]
+    epoch: int
+    """finished epochs"""
+    batch: int = 0
+    """steps already taken in the next epoch (a mid-epoch checkpoint)"""
+    partial: dict[str, float] | None = None
+    """that epoch's sums so far over all ranks: loss_sum, correct, seen, seconds"""
+
+
+PARTIAL_KEYS = {"loss_sum", "correct", "seen", "seconds"}
+
+
+def _resume_point(meta: dict[str, Any], stem: Path, steps_per_epoch: int) -> ResumePoint:
+    """The epoch records, the finished epoch count and the position within the next epoch that a resumable
+    checkpoint's sidecar keeps under ``train``."""
     train = meta.get("train")
     try:
         history = [EpochRecord.model_validate(r) for r in train["history"]]  # type: ignore[index]
-        epoch = train["epoch"]  # type: ignore[index]
+        epoch, batch = train["epoch"], train.get("batch", 0)  # type: ignore[index,union-attr]
+        partial = train.get("partial")  # type: ignore[union-attr]
         if type(epoch) is not int or epoch < 0:
             raise ValueError(f"epoch {epoch!r}")
-    except (TypeError, KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        if type(batch) is not int or not 0 <= batch < steps_per_epoch:
+            raise ValueError(f"batch {batch!r} (this run has {steps_per_epoch} steps per epoch)")
+        if batch and (
+            not isinstance(partial, dict)
+            or set(partial) != PARTIAL_KEYS
+            or not all(type(v) in (int, float) for v in partial.values())
+        ):
+            raise ValueError(f"partial {str(partial)[:60]}")
+    except (TypeError, KeyError, ValueError, AttributeError) as e:  # pydantic's ValidationError is a ValueError
         raise FormatError(
-            f"{stem}.json: the key 'train' must hold 'epoch' (an int >= 0) and 'history' (a list of "
-            f"epoch records) to resume ({type(e).__name__}); delete the checkpoint or train without "
-            "resuming."
+            f"{stem}.json: the key 'train' must hold 'epoch' (an int >= 0), 'history' (a list of epoch records) "
+            f"and, mid-epoch, 'batch' (a step of the epoch) and 'partial' (the epoch's sums) to resume "
+            f"({type(e).__name__}: {e}); delete the checkpoint or train without resuming."
         ) from None
-    return history, epoch
+    return ResumePoint(history=history, epoch=epoch, batch=batch, partial=partial if batch else None)
+
+
+def _start_at(batches: Batches, step: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of the current epoch from step ``step`` on: sources with ``set_start`` skip without reading;
+    any other iterable (e.g. a seeded DataLoader) is read and the first ``step`` batches dropped."""
+    if step == 0:
+        return batches
+    if callable(getattr(batches, "set_start", None)):
+        batches.set_start(step)  # type: ignore[attr-defined]
+        return batches
+    return itertools.islice(batches, step, None)
 
 
 class TrainReport(BaseModel):
@@ -89,6 +128,8 @@ class TrainReport(BaseModel):
     final_train_accuracy: float
     final_test_accuracy: float | None
     resumed_from_epoch: int | None = None
+    resumed_from_step: int | None = None
+    """the global step a resume continued from (mid-epoch or at an epoch's end)"""
     world_size: int = 1
     communication: CommReport | None = None
     history: list[EpochRecord]
@@ -180,8 +221,8 @@ def fit(
 ) -> TrainReport:
     """Train ``model`` in place on ``train`` batches; returns the per-epoch history.
 
-    ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch;
-    with ``resume``, continue from it if present. The model trains on ``cfg.device`` with ``cfg.amp``
+    ``checkpoint_dir`` (needs ``spec``): write ``last.safetensors`` + ``last.json`` after each epoch (and every
+    ``cfg.checkpoint_every_steps`` steps); with ``resume``, continue from it if present, mid-epoch included. The model trains on ``cfg.device`` with ``cfg.amp``
     and is moved back to the device it came in on when ``fit`` returns (or fails).
     """
     world = current_world()
@@ -235,7 +276,7 @@ def _fit(
     scaler = grad_scaler(cfg.amp, device)
     steps_per_epoch = len(train)
     history: list[EpochRecord] = []
-    start_epoch, resumed = 0, None
+    start_epoch, start_batch, partial, resumed, resumed_step = 0, 0, None, None, None
     ckpt_path = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
     if ckpt_path is not None and spec is None:
         raise ValueError("fit(checkpoint_dir=...) needs the model's spec to write a rebuildable checkpoint")
@@ -250,10 +291,35 @@ def _fit(
                 "train into a new folder."
             ) from None
         ckpt.restore_optimizer(optimizer)
-        history, start_epoch = _resume_point(ckpt.meta, ckpt_path)
+        point = _resume_point(ckpt.meta, ckpt_path, steps_per_epoch)
+        history, start_epoch, start_batch, partial = point.history, point.epoch, point.batch, point.partial
         restore_amp(ckpt.meta["train"].get("amp"), cfg.amp, scaler, f"{ckpt_path}.safetensors")
-        resumed = start_epoch
-        console.print(f"resumed from {ckpt_path}.safetensors after epoch {start_epoch}")
+        resumed, resumed_step = start_epoch, start_epoch * steps_per_epoch + start_batch
+        where = f"at step {start_batch}/{steps_per_epoch} of epoch {start_epoch + 1}" if start_batch else ""
+        console.print(f"resumed from {ckpt_path}.safetensors {where or f'after epoch {start_epoch}'}")
+
+    def save(epoch_done: int, step: int, batch: int = 0, sums: dict[str, float] | None = None) -> None:
+        """Write the resumable checkpoint (rank 0); ``batch`` > 0: mid-epoch, with the epoch's ``sums`` so far."""
+        if ckpt_path is None or not world.lead:
+            return
+        position = {"batch": batch, "partial": sums} if batch else {}
+        save_checkpoint(
+            ckpt_path,
+            model,
+            spec,  # type: ignore[arg-type]
+            optimizer=optimizer,
+            extra={
+                "train": {
+                    "epoch": epoch_done,
+                    **position,
+                    "step": step,
+                    "config": cfg.model_dump(),
+                    "world_size": world.size,
+                    "amp": amp_state(cfg.amp, scaler),
+                    "history": [r.model_dump() for r in history],
+                }
+            },
+        )
 
     columns = [
         TextColumn("{task.description}"),
@@ -262,10 +328,12 @@ def _fit(
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
     ]
-    step = start_epoch * steps_per_epoch
+    step = start_epoch * steps_per_epoch + start_batch
+    every = cfg.checkpoint_every_steps
     with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             _set_epoch(train, epoch)
+            skip = start_batch if epoch == start_epoch else 0
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
             model.train()
             loss_sum, correct, seen = (
@@ -273,8 +341,16 @@ def _fit(
                 torch.zeros((), dtype=torch.long, device=device),
                 0,
             )
+            before = 0.0  # seconds of this epoch spent before a mid-epoch resume
+            if skip and partial is not None:
+                before = partial["seconds"]
+                # the sums so far are over all ranks: rank 0 carries them, the epoch-end sum adds the rest
+                if world.lead:
+                    loss_sum += partial["loss_sum"]
+                    correct += int(partial["correct"])
+                    seen = int(partial["seen"])
             t0 = time.perf_counter()
-            for i, (x, y) in enumerate(train):
+            for i, (x, y) in enumerate(_start_at(train, skip), start=skip):
                 x, y = x.to(device, non_blocking=x.is_pinned()), y.to(device, non_blocking=y.is_pinned())
                 lr = lr_at(cfg, step, steps_per_epoch)
                 for group in optimizer.param_groups:
@@ -295,9 +371,14 @@ def _fit(
                     seen += len(y)
                 if i % 50 == 0:
                     bar.update(task, completed=i + 1, status=f"loss {loss.item():.4f}")
+                if every and step % every == 0 and i + 1 < steps_per_epoch and ckpt_path is not None:
+                    total, hits, count = world.sum(loss_sum, correct, torch.tensor(seen))  # every rank takes part
+                    sums = {"loss_sum": float(total), "correct": int(hits), "seen": int(count)}
+                    save(epoch, step, i + 1, {**sums, "seconds": before + time.perf_counter() - t0})
+                    world.barrier()
             loss_sum, correct, seen_t = world.sum(loss_sum, correct, torch.tensor(seen))  # over all ranks
             seen = int(seen_t)
-            seconds = time.perf_counter() - t0
+            seconds = before + time.perf_counter() - t0
             bar.remove_task(task)
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -316,23 +397,7 @@ def _fit(
                 f"epoch {record.epoch}/{cfg.epochs}  loss {record.train_loss:.4f}  train acc "
                 f"{record.train_accuracy:.4f}{test}  {record.images_per_second:,.0f} img/s"
             )
-            if ckpt_path is not None and world.lead:
-                save_checkpoint(
-                    ckpt_path,
-                    model,
-                    spec,
-                    optimizer=optimizer,  # type: ignore[arg-type]
-                    extra={
-                        "train": {
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "config": cfg.model_dump(),
-                            "world_size": world.size,
-                            "amp": amp_state(cfg.amp, scaler),
-                            "history": [r.model_dump() for r in history],
-                        }
-                    },
-                )
+            save(epoch + 1, step)
             world.barrier()  # every rank resumes from the same checkpoint after a restart
     train_seconds = sum(r.seconds for r in history)
     images = sum(r.images_per_second * r.seconds for r in history)
@@ -346,6 +411,7 @@ def _fit(
         final_train_accuracy=last.train_accuracy,
         final_test_accuracy=last.test_accuracy,
         resumed_from_epoch=resumed,
+        resumed_from_step=resumed_step,
         world_size=world.size,
         communication=comm.report() if comm is not None else None,
         history=history,

@@ -1,6 +1,7 @@
 """``python -m lepton.train.worker JOB.json``: one worker of a job that ``train_model`` launched.
 
-``JOB.json`` names a ``.npz`` of the dataset (written by the launching process), the model, the
+``JOB.json`` names a ``.npz`` of the dataset (written by the launching process) or a packed store (each
+rank reads its own samples from it), the model, the
 training config, the output folder and whether the user allowed their model's code (``--trust-code``).
 Every rank trains; rank 0 writes ``OUT/last.*`` after each epoch and ``OUT/report.json`` at the end. A worker restarted by torchrun resumes from ``OUT/last``.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton.data.dataset import ImageDataset
+from lepton.data.store.source import StoreSource
 from lepton.distributed.runtime import env_rank
 from lepton.train.config import TrainConfig
 from lepton.train.job import train_model
@@ -22,8 +24,14 @@ from lepton.utils.io import atomic_write_text
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
-    with np.load(job["data"], allow_pickle=False) as z:
-        data = ImageDataset(job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"]))
+    data: ImageDataset | StoreSource
+    if "store" in job:
+        data = StoreSource(job["store"], job["n_train"], job["n_test"])
+    else:
+        with np.load(job["data"], allow_pickle=False) as z:
+            data = ImageDataset(
+                job["name"], z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(job["classes"])
+            )
     out = Path(job["out"])
     trained = train_model(
         data,

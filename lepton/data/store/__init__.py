@@ -3,6 +3,7 @@
 from lepton.data.store.dataset import PackedImageDataset, SeededBatchSampler, StoreBatches, store_batches
 from lepton.data.store.format import DEFAULT_BLOCK_SAMPLES, Store, StoreWriter, open_store, resolve_codec
 from lepton.data.store.pack import VerifyReport, bits_per_pixel, inspect_store, load_packed, pack_dataset, verify_store
+from lepton.data.store.source import StoreSource
 
 __all__ = [
     "DEFAULT_BLOCK_SAMPLES",
@@ -10,6 +11,7 @@ __all__ = [
     "SeededBatchSampler",
     "Store",
     "StoreBatches",
+    "StoreSource",
     "StoreWriter",
     "VerifyReport",
     "bits_per_pixel",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lepton.data.batches import batch_count, batch_indices
 from lepton.data.dataset import images_to_tensor
 from lepton.data.store.format import Store
 from lepton.errors import DataError
@@ -25,9 +26,11 @@ IMAGES, LABELS = "images", "labels"
 
 class PackedImageDataset(Dataset):
     """``(image, label)`` pairs of one split: float32 ``[C, H, W]`` = pixels / 255 and an int64 label,
-    the same values :meth:`lepton.data.ImageDataset.tensors` gives."""
+    the same values :meth:`lepton.data.ImageDataset.tensors` gives. ``limit``: only the first ``limit`` samples."""
 
-    def __init__(self, store: Store | str | os.PathLike, split: str = "train", **store_options: Any) -> None:
+    def __init__(
+        self, store: Store | str | os.PathLike, split: str = "train", *, limit: int | None = None, **store_options: Any
+    ) -> None:
         self.store = store if isinstance(store, Store) else Store(store, **store_options)
         info = self.store.split(split)
         if IMAGES not in info.fields or LABELS not in info.fields:
@@ -38,7 +41,7 @@ class PackedImageDataset(Dataset):
         if info.fields[IMAGES].dtype != np.uint8 or len(info.fields[IMAGES].shape) not in (2, 3):
             raise DataError(f"{self.store.location}: field {IMAGES!r} must be uint8 [H, W] or [C, H, W] per sample")
         self.split = split
-        self.samples = info.samples
+        self.samples = info.samples if limit is None else min(limit, info.samples)
 
     def __len__(self) -> int:
         return self.samples
@@ -56,26 +59,50 @@ class PackedImageDataset(Dataset):
 
 
 class SeededBatchSampler(Sampler[list[int]]):
-    """Batches of indices; epoch ``e`` is shuffled by ``torch.randperm`` seeded with ``(seed, e)`` — the
-    rule :class:`lepton.train.TensorBatches` uses, so both see the same batches."""
+    """Batches of indices in the order :func:`lepton.data.batches.batch_indices` gives (epoch ``e`` shuffled by
+    ``torch.randperm`` seeded with ``(seed, e)``), the order :class:`lepton.train.TensorBatches` uses, so both
+    see the same batches; sharded (``rank`` of ``world_size``), this rank's part of each global batch."""
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
-        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.epoch = self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.start = epoch, 0
+
+    def set_start(self, step: int) -> None:
+        """Begin the coming pass at step ``step`` of the epoch (a mid-epoch resume)."""
+        self.start = step
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        return batch_count(self.n, self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        else:
-            order = torch.arange(self.n)
-        for i in range(len(self)):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+        for idx in batch_indices(
+            self.n,
+            self.batch_size,
+            epoch=self.epoch,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+            start=self.start,
+        ):
+            yield list(range(self.n)[idx]) if isinstance(idx, slice) else idx.tolist()
 
 
 def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +110,8 @@ def _as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
 
 
 class StoreBatches:
-    """A DataLoader over a packed split with ``set_epoch`` and ``len`` (what :func:`lepton.train.fit` needs)."""
+    """A DataLoader over a packed split with ``set_epoch``, ``set_start``, ``shard`` and ``len`` (what
+    :func:`lepton.train.fit` needs, on one process or under DDP)."""
 
     def __init__(
         self,
@@ -95,16 +123,47 @@ class StoreBatches:
         drop_last: bool = False,
         workers: int = 0,
         prefetch_factor: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.dataset = dataset
-        self.sampler = SeededBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.sampler = SeededBatchSampler(
+            len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
+        )
+        self.workers, self.prefetch_factor = workers, prefetch_factor
         extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers else {}
         self.loader = DataLoader(
             dataset, batch_sampler=self.sampler, collate_fn=_as_batch, num_workers=workers, **extra
         )
 
+    @property
+    def rank(self) -> int:
+        return self.sampler.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.sampler.world_size
+
+    def shard(self, rank: int, world_size: int) -> StoreBatches:
+        """The same batches, sharded: this rank reads only its part of each global batch from the store."""
+        s = self.sampler
+        return StoreBatches(
+            self.dataset,
+            s.batch_size,
+            shuffle=s.shuffle,
+            seed=s.seed,
+            drop_last=s.drop_last,
+            workers=self.workers,
+            prefetch_factor=self.prefetch_factor,
+            rank=rank,
+            world_size=world_size,
+        )
+
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def set_start(self, step: int) -> None:
+        self.sampler.set_start(step)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -121,9 +180,15 @@ def store_batches(
     seed: int = 0,
     shuffle: bool = True,
     workers: int = 0,
+    limit: int | None = None,
     **store_options: Any,
 ) -> StoreBatches:
-    """Mini-batches of ``split`` read from a packed store; same batches as ``TensorBatches`` for ``seed``."""
+    """Mini-batches of ``split`` (its first ``limit`` samples) read from a packed store; the same batches as
+    ``TensorBatches`` for ``seed``."""
     return StoreBatches(
-        PackedImageDataset(store, split, **store_options), batch_size, shuffle=shuffle, seed=seed, workers=workers
+        PackedImageDataset(store, split, limit=limit, **store_options),
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        workers=workers,
     )
