@@ -39,6 +39,26 @@ def test_two_workers_equal_one_process_on_the_global_batch(digits, tmp_path):
     assert ddp.test.accuracy == ref.test.accuracy
 
 
+def test_two_workers_read_their_shards_of_a_store(digits, tmp_path, monkeypatch):
+    """Each rank reads its own samples from the store (no .npz of the dataset is written) and the weights equal,
+    bit for bit, those of the same two-worker job handed the arrays; a mid-epoch checkpoint (a collective
+    sum of the epoch's metrics so far) runs on the way."""
+    from lepton.data.store import StoreSource, pack_dataset
+
+    data = digits.subset(1024, 200)
+    store = pack_dataset(data, tmp_path / "d.lds", image_codec="zstd", block_samples=128)
+    two = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=5, threads=1, distributed={"nproc": 2, "timeout_s": 60})
+    ref = train_model(data, "lenet-300-100", two, progress=False)
+    monkeypatch.setattr("lepton.train.job.np.savez", None)  # the store job must not write the dataset out
+    every = two.model_copy(update={"checkpoint_every_steps": 5})
+    got = train_model(StoreSource(str(store)), "lenet-300-100", every, checkpoint_dir=tmp_path / "out", progress=False)
+    assert got.train.world_size == 2 and got.train.steps == ref.train.steps == 2 * 1024 // 64
+    a, b = ref.model.state_dict(), got.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.train_accuracy for r in got.train.history] == [r.train_accuracy for r in ref.train.history]
+    assert got.test == ref.test
+
+
 def _grandchildren() -> list[int]:
     """PIDs of the workers: children of our torchrun child."""
     parents = {}

@@ -153,17 +153,26 @@ def test_resume_refuses_a_forged_train_section(tmp_path, trained):
     from lepton.train.loop import _resume_point
 
     with pytest.raises(FormatError, match=r"c.json: the key 'train' must hold 'epoch'"):
-        _resume_point({}, tmp_path / "c")
+        _resume_point({}, tmp_path / "c", 10)
+    sums = {"loss_sum": 1.5, "correct": 3, "seen": 8, "seconds": 0.1}
     for train in (
         5,
         {"epoch": 1},
         {"epoch": "1", "history": []},
         {"epoch": 1, "history": [5]},
         {"epoch": 1, "history": [{"epoch": "x"}]},
+        {"epoch": 0, "history": [], "batch": 3},  # mid-epoch without the epoch's sums
+        {"epoch": 0, "history": [], "batch": 3, "partial": {**sums, "seen": "8"}},
+        {"epoch": 0, "history": [], "batch": 3, "partial": {"loss_sum": 1.0}},
+        {"epoch": 0, "history": [], "batch": -1, "partial": sums},
+        {"epoch": 0, "history": [], "batch": True, "partial": sums},
     ):
         with pytest.raises(FormatError, match="to resume"):
-            _resume_point({"train": train}, tmp_path / "c")
-    assert _resume_point({"train": {"epoch": 0, "history": []}}, tmp_path / "c") == ([], 0)
+            _resume_point({"train": train}, tmp_path / "c", 10)
+    point = _resume_point({"train": {"epoch": 0, "history": []}}, tmp_path / "c", 10)
+    assert (point.history, point.epoch, point.batch, point.partial) == ([], 0, 0, None)
+    point = _resume_point({"train": {"epoch": 2, "history": [], "batch": 9, "partial": sums}}, tmp_path / "c", 10)
+    assert (point.epoch, point.batch, point.partial) == (2, 9, sums)
 
 
 def test_metadata_the_reader_would_refuse_is_refused_on_save(tmp_path, trained):
