@@ -62,7 +62,8 @@ class DataConfig(SourceOptions):
     dataset: str = Field(
         "mnist",
         description="mnist, fashion-mnist, digits, NAME:PATH (cifar10:, cifar100:, folder:), a .npz, "
-        "an image folder, a CIFAR binary folder or an IDX directory",
+        "a packed store (.lds; the train stage reads its batches from the store), an image folder, "
+        "a CIFAR binary folder or an IDX directory",
     )
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from lepton.data.sources import load_dataset
+from lepton.data.sources import load_training_data
+from lepton.data.store import StoreSource, load_packed
 from lepton.errors import ConfigError
 from lepton.pipeline.config import RunConfig
 from lepton.pipeline.stages import STAGES
@@ -87,8 +88,10 @@ def run_pipeline(
     env = environment(seed=config.train.seed)
 
     with stopwatch() as sw:
-        data = load_dataset(config.data.dataset, config.data)
+        source = load_training_data(config.data.dataset, config.data)
+        data = load_packed(source.store) if isinstance(source, StoreSource) else source  # later stages need arrays
         state.dataset = data.subset(config.data.train_subset, config.data.test_subset)
+        state.training_source = source.subset(config.data.train_subset, config.data.test_subset)
     console.print(
         f"[bold]data[/] {data.name}: {len(state.dataset.x_train):,} train / "
         f"{len(state.dataset.x_test):,} test, verified ({sw.seconds:.1f} s)"

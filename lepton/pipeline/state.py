@@ -11,6 +11,7 @@ from rich.console import Console
 from torch import nn
 
 from lepton.data.dataset import ImageDataset
+from lepton.data.store.source import StoreSource
 from lepton.models.registry import ModelSpec
 from lepton.pipeline.config import RunConfig
 
@@ -26,6 +27,9 @@ class RunState:
     trust_code: bool = False
     """The user allowed the config's ``package.module:factory`` model to run (``lepton run --trust-code``)."""
     dataset: ImageDataset | None = None
+    training_source: ImageDataset | StoreSource | None = None
+    """What the train stage reads batches from: the packed store when the data source is one (each DDP rank
+    then reads its own samples from it), else :attr:`dataset`."""
     spec: ModelSpec | None = None
     model: nn.Module | None = None
     reports: dict[str, BaseModel] = field(default_factory=dict)

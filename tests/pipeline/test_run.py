@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lepton.pipeline import load_run_config, run_pipeline
 from lepton.train import load_checkpoint
@@ -151,3 +152,33 @@ def test_lepton_run_trains_on_two_workers(tmp_path):
     assert train["test_accuracy"] > 0.8  # digits (chance 0.1), 6 epochs of 23 steps
     assert metrics["stages"]["compress"]["test_accuracy"] > 0.5
     assert load_checkpoint(out / "model.safetensors").meta["test_accuracy"] == train["test_accuracy"]
+
+
+@pytest.mark.slow  # two training runs
+def test_train_stage_reads_a_store_and_matches_the_arrays(tmp_path, digits):
+    """`lepton run` with a packed store as its data source: the train stage reads the store's batches and ends
+    with the weights of the run on the arrays the store holds; later stages get the decoded arrays."""
+    from lepton.data.store import StoreSource, pack_dataset
+    from lepton.pipeline.stages.train import TrainStage
+
+    store = pack_dataset(digits, tmp_path / "digits.lds", image_codec="zstd", block_samples=200)
+    runs = {}
+    for name, dataset in (("arrays", "digits"), ("store", str(store))):
+        cfg = load_run_config(
+            overrides={
+                "data": {"dataset": dataset, "train_subset": 600},
+                "model": {"name": "lenet-300-100"},
+                "train": {"epochs": 1, "threads": 1},
+            }
+        )
+        runs[name] = run_pipeline(cfg, tmp_path / name, stages=[TrainStage()], progress=False)
+    state = runs["store"].state
+    assert isinstance(state.training_source, StoreSource) and state.training_source.train_samples == 600
+    assert len(state.dataset.x_train) == 600 and state.dataset.x_test.shape == digits.x_test.shape
+    a = load_checkpoint(tmp_path / "arrays" / "model.safetensors").model_state
+    b = load_checkpoint(tmp_path / "store" / "model.safetensors").model_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ta, tb = (r.metrics["stages"]["train"] for r in (runs["arrays"], runs["store"]))
+    assert (
+        tb["test_accuracy"] == ta["test_accuracy"] and tb["history"][0]["train_loss"] == ta["history"][0]["train_loss"]
+    )

@@ -46,7 +46,7 @@ class TrainStage:
     def run(self, state: RunState) -> TrainStageReport:
         cfg, data = state.config, state.require_dataset()
         job = train_model(
-            data,
+            state.training_source or data,
             cfg.model.name,
             cfg.train,
             model_kwargs=cfg.model.kwargs,
