@@ -54,20 +54,42 @@ def pack(
     layout: Layout = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Pack SOURCE losslessly into OUT, then verify every block against the source."""
+    """Pack SOURCE losslessly into OUT, then verify every block against the source. An image folder is packed
+    streaming (a few blocks in memory at a time, whatever the folder's size) and verified by decoding it again.
+
+    Examples:
+      lepton data pack mnist -o mnist.lds
+      lepton data pack ./pets --image-size 64 --channels rgb --codec zstd -o pets.lds   # streamed
+    """
+    from lepton.data.folder import plan_image_folder
     from lepton.data.options import SourceOptions
-    from lepton.data.sources import load_dataset
-    from lepton.data.store import bits_per_pixel, inspect_store, open_store, pack_dataset, verify_store
+    from lepton.data.sources import image_folder_of, load_dataset
+    from lepton.data.store import (
+        bits_per_pixel,
+        inspect_store,
+        open_store,
+        pack_dataset,
+        pack_image_folder,
+        verify_store,
+    )
     from lepton.errors import ConfigError, FormatError
 
     if out.suffix != ".lds":
         raise ConfigError(f"--out {out}: a packed store must end in .lds (e.g. -o data.lds).")
     output_file(out, "--out")
     given = {"image_size": image_size, "channels": channels, "layout": layout}
-    data = load_dataset(source, make_config(SourceOptions, {}, **{k: v for k, v in given.items() if v is not None}))
-    with console.status(f"packing {data.name} ({len(data.x_train):,} + {len(data.x_test):,} samples)"):
-        pack_dataset(data, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
-    report = verify_store(out, reference=data)
+    options = make_config(SourceOptions, {}, **{k: v for k, v in given.items() if v is not None})
+    folder = image_folder_of(source)
+    if folder is not None:  # streamed: decoded and encoded block by block, never held whole
+        plan = plan_image_folder(folder, options)
+        with console.status(f"packing {folder.name} ({len(plan.train):,} + {len(plan.test):,} images, streaming)"):
+            pack_image_folder(plan, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
+        report = verify_store(out, reference=plan)
+    else:
+        data = load_dataset(source, options)
+        with console.status(f"packing {data.name} ({len(data.x_train):,} + {len(data.x_test):,} samples)"):
+            pack_dataset(data, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
+        report = verify_store(out, reference=data)
     if not report.ok:
         raise FormatError(f"{out}: verification after packing failed: {report.errors[0]}")
     store = open_store(out)

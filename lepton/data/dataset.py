@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lepton.errors import DataError
+
+if TYPE_CHECKING:  # torch loads on first use, so reading and packing data runs without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class ImageDataset:
         """float32 ``[N, C, H, W]`` in [0, 1] and int64 labels for ``split`` ('train' or 'test')."""
         if split not in ("train", "test"):
             raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+        import torch
+
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         return images_to_tensor(x), torch.from_numpy(y.astype(np.int64))
 
@@ -109,5 +114,7 @@ class ImageDataset:
 
 def images_to_tensor(x: np.ndarray) -> torch.Tensor:
     """uint8 images ``[N, H, W]`` / ``[N, C, H, W]`` -> float32 ``[N, C, H, W]`` = pixels / 255."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32).div_(255.0)
     return t.unsqueeze(1) if t.ndim == 3 else t

@@ -14,12 +14,16 @@
 - Safety: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is left as it is and truncated images are
   not accepted; a file Pillow cannot read is a :class:`DataError` naming it. Images are decoded one at a time
   straight into one preallocated uint8 array, after checking that it fits in half of the machine's memory.
+- Streaming: :func:`plan_image_folder` reads only the listing and the headers; its plan decodes any range of
+  images, or a split block by block (how ``lepton data pack`` packs a folder larger than memory).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,15 +182,50 @@ def _check_fits(root: Path, nbytes: int, size: tuple[int, int], default_size: bo
         )
 
 
-def load_image_folder(root: Path, options: SourceOptions | None = None) -> ImageDataset:
-    """An image folder (see the module docstring for the layout, sizing and channel rules).
+@dataclass(frozen=True)
+class FolderPlan:
+    """What an image folder holds, from its listing and the images' headers only: the classes, each split's
+    ``(file, label)`` pairs, and the size and channels every image is decoded to."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: list[tuple[Path, int]]
+    test: list[tuple[Path, int]]
+    size: tuple[int, int]
+    rgb: bool
+    notes: str
+
+    def items(self, split: str) -> list[tuple[Path, int]]:
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+        return self.train if split == "train" else self.test
+
+    @property
+    def image_bytes(self) -> int:
+        """The uint8 pixels of every image of both splits, decoded."""
+        return (len(self.train) + len(self.test)) * (3 if self.rgb else 1) * self.size[0] * self.size[1]
+
+    def decode(self, split: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``start:stop`` of ``split`` (uint8 ``[N, H, W]`` or ``[N, 3, H, W]``) and their int64 labels."""
+        return _decode_all(self.items(split)[start:stop], self.size, self.rgb)
+
+    def blocks(self, split: str, block_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        """``split`` as ``{"images", "labels"}`` blocks of ``block_samples`` images, decoded one block at a time."""
+        for start in range(0, len(self.items(split)), block_samples):
+            x, y = self.decode(split, start, start + block_samples)
+            yield {"images": x, "labels": y}
+
+
+def plan_image_folder(root: Path, options: SourceOptions | None = None) -> FolderPlan:
+    """List an image folder and read its images' headers (see the module docstring for the rules); no pixels
+    are decoded, so :meth:`FolderPlan.blocks` can stream a folder larger than memory.
 
     Args:
         root: the folder: ``ROOT/<class>/…`` or ``ROOT/train/<class>/…`` (+ ``ROOT/test/<class>/…``).
         options: ``image_size``, ``channels`` and ``test_fraction`` apply.
 
     Returns:
-        The dataset: uint8 ``[N, H, W]`` (grey) or ``[N, 3, H, W]`` (rgb) images and int64 labels.
+        The plan.
     """
     options = options or SourceOptions()
     if not root.is_dir():
@@ -207,16 +246,31 @@ def load_image_folder(root: Path, options: SourceOptions | None = None) -> Image
         rgb = any(mode not in GREY_MODES for _, mode in headers)
     else:
         rgb = options.channels == "rgb"
-    _check_fits(root, len(headers) * (3 if rgb else 1) * size[0] * size[1], size, options.image_size is None)
-    x_train, y_train = _decode_all(train, size, rgb)
-    x_test, y_test = _decode_all(test, size, rgb)
+    notes = f"{split_note}; images {size[0]}x{size[1]} ({size_note}), {'rgb' if rgb else 'grey'}"
+    return FolderPlan(root, tuple(classes), train, test, size, rgb, notes)
+
+
+def load_image_folder(root: Path, options: SourceOptions | None = None) -> ImageDataset:
+    """An image folder (see the module docstring for the layout, sizing and channel rules), decoded whole.
+
+    Args:
+        root: the folder: ``ROOT/<class>/…`` or ``ROOT/train/<class>/…`` (+ ``ROOT/test/<class>/…``).
+        options: ``image_size``, ``channels`` and ``test_fraction`` apply.
+
+    Returns:
+        The dataset: uint8 ``[N, H, W]`` (grey) or ``[N, 3, H, W]`` (rgb) images and int64 labels.
+    """
+    plan = plan_image_folder(root, options)
+    _check_fits(root, plan.image_bytes, plan.size, (options or SourceOptions()).image_size is None)
+    x_train, y_train = plan.decode("train")
+    x_test, y_test = plan.decode("test")
     return ImageDataset(
         root.name,
         x_train,
         y_train,
         x_test,
         y_test,
-        classes=tuple(classes),
+        classes=plan.classes,
         source=f"{root} (image folder)",
-        notes=f"{split_note}; images {size[0]}x{size[1]} ({size_note}), {'rgb' if rgb else 'grey'}",
+        notes=plan.notes,
     )

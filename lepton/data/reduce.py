@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from lepton.config import StrictModel
 from lepton.data.dataset import ImageDataset
-from lepton.data.store.dataset import LABELS
-from lepton.data.store.format import Store, StoreWriter
+from lepton.data.store.format import LABELS, Store, StoreWriter
 from lepton.errors import FormatError
 
 PCA_FIELD, BITS_FIELD, SELECT_FIELD = "coefficients", "images", "features"

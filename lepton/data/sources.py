@@ -150,6 +150,16 @@ def load_training_data(spec: str, options: SourceOptions | None = None) -> Image
     return load_dataset(spec, options)
 
 
+def image_folder_of(spec: str) -> Path | None:
+    """The folder when ``spec`` names an image folder (``folder:PATH``, or a directory of class sub-folders
+    that is not a CIFAR folder), else None: what :func:`load_dataset` would read with Pillow."""
+    name, _, where = spec.partition(":") if spec.split(":", 1)[0] in DATASETS else ("", "", spec)
+    if name not in ("", "folder") or (name == "folder" and not where):
+        return None
+    path = Path(where or spec).expanduser()
+    return path if name == "folder" or _is_image_folder(path) else None
+
+
 def is_store_path(spec: str) -> bool:
     """True when a dataset spec names a packed store: a path or fsspec URL ending in ``.lds``."""
     return spec.endswith(".lds")

@@ -18,10 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lepton.data.batches import batch_count, batch_indices
 from lepton.data.dataset import images_to_tensor
-from lepton.data.store.format import Store
+from lepton.data.store.format import IMAGES, LABELS, Store
 from lepton.errors import DataError
-
-IMAGES, LABELS = "images", "labels"
 
 
 class PackedImageDataset(Dataset):

@@ -9,8 +9,10 @@ against the file's size and the format's limits before anything is allocated.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -18,8 +20,8 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +47,7 @@ MAX_ARRAY_BYTES = 1 << 30
 MAX_DIMS = 16
 DEFAULT_BLOCK_SAMPLES = 1000
 GENERAL = ("lzma", "zstd", "deflate")
+IMAGES, LABELS = "images", "labels"  # the fields of a packed image dataset's splits
 
 
 def _check_name(kind: str, name: Any, error: type[Exception]) -> str:
@@ -178,8 +181,37 @@ class StoreWriter:
     ) -> dict[str, FieldSpec]:
         """Append split ``name``: equally long arrays (first axis = samples), cut into blocks, each block
         of each field encoded independently. ``progress(samples_done)`` is called after each block."""
-        import time
+        arrays = self._check_fields(name, fields)
+        n = len(next(iter(arrays.values())))
+        specs = self._field_specs(name, arrays, codecs)
+        bs = self.block_samples
+        blocks = ({k: a[s : s + bs] for k, a in arrays.items()} for s in range(0, n, bs))
+        self._write_blocks(name, specs, blocks, progress)
+        return specs
 
+    def add_split_blocks(
+        self,
+        name: str,
+        blocks: Iterable[Mapping[str, np.ndarray]],
+        codecs: Mapping[str, str | Codec],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, FieldSpec]:
+        """Append split ``name`` from an iterable of blocks, each ``block_samples`` samples of every field (the
+        last may be shorter), encoded and written as they come: at most a few blocks are held at a time, so a
+        dataset larger than memory can be packed. Codecs are chosen, and a learned codec fitted, on the first
+        block. ``progress(samples_done)`` is called after each block."""
+        it = iter(blocks)
+        first = next(it, None)
+        if first is None:
+            raise DataError(f"split {name!r} has no blocks")
+        arrays = self._check_fields(name, first)
+        specs = self._field_specs(name, arrays, codecs)
+        self._write_blocks(name, specs, itertools.chain([arrays], it), progress)
+        return specs
+
+    def _check_fields(self, name: str, fields: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The fields as contiguous sample arrays of one length, their names and dtypes checked."""
         _check_name("split", name, ConfigError)
         if name in self._index["splits"]:
             raise ConfigError(f"split {name!r} was already added to {self.path}")
@@ -191,7 +223,13 @@ class StoreWriter:
             raise DataError(
                 f"split {name!r}: fields have different numbers of samples { {k: len(a) for k, a in arrays.items()} }"
             )
-        n = counts.pop()
+        return arrays
+
+    def _field_specs(
+        self, name: str, arrays: Mapping[str, np.ndarray], codecs: Mapping[str, str | Codec]
+    ) -> dict[str, FieldSpec]:
+        """Each field's spec: the codec resolved on its first block and fitted on ``arrays`` (a learned model is
+        written now, before the field's blocks)."""
         specs: dict[str, FieldSpec] = {}
         for key, a in arrays.items():
             spec = codecs.get(key, "auto")
@@ -209,31 +247,80 @@ class StoreWriter:
                     f"field {key!r}: a block of {self.block_samples} samples would exceed "
                     f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples."
                 )
-        starts = range(0, n, self.block_samples)
-        blocks: list[dict[str, list[int]]] = []
+        return specs
 
-        def encode(start: int) -> tuple[dict[str, bytes], dict[str, float]]:
+    def _block(self, name: str, i: int, block: Mapping[str, np.ndarray], specs: dict[str, FieldSpec]) -> int:
+        """Check block ``i`` against the fields' specs; returns its sample count."""
+        if set(block) != set(specs):
+            raise DataError(f"split {name!r}, block {i}: fields {sorted(block)}, expected {sorted(specs)}")
+        counts = {len(a) for a in block.values()}
+        n = counts.pop() if len(counts) == 1 else -1
+        if not 0 < n <= self.block_samples:
+            raise DataError(
+                f"split {name!r}, block {i}: every field needs the same 1..{self.block_samples} samples, "
+                f"got { {k: len(a) for k, a in block.items()} }"
+            )
+        for key, a in block.items():
+            if a.dtype != specs[key].dtype or a.shape[1:] != specs[key].shape:
+                raise DataError(
+                    f"split {name!r}, block {i}, field {key!r}: {a.dtype}{list(a.shape[1:])} per sample, the "
+                    f"first block had {specs[key].dtype}{list(specs[key].shape)}"
+                )
+        return n
+
+    def _write_blocks(
+        self,
+        name: str,
+        specs: dict[str, FieldSpec],
+        blocks: Iterable[Mapping[str, np.ndarray]],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """Encode ``blocks`` on ``threads`` threads, at most two per thread in flight, and append them in order;
+        only a block before the last may be short of ``block_samples`` if none follows it."""
+        import time
+
+        entries: list[dict[str, list[int]]] = []
+        done = 0
+
+        def encode(block: Mapping[str, np.ndarray]) -> tuple[dict[str, bytes], dict[str, float]]:
             out, secs = {}, {}
-            for key, a in arrays.items():
+            for key, a in block.items():
                 t0 = time.perf_counter()
-                out[key] = specs[key].codec.encode(a[start : start + self.block_samples])
+                out[key] = specs[key].codec.encode(np.ascontiguousarray(a))
                 secs[key] = time.perf_counter() - t0
             return out, secs
 
+        def write(job: tuple[int, Future]) -> None:
+            through, future = job  # the samples written once this block is
+            blobs, secs = future.result()
+            entries.append({key: self._append(blob) for key, blob in blobs.items()})
+            for key, s in secs.items():
+                self.encode_seconds[f"{name}/{key}"] = self.encode_seconds.get(f"{name}/{key}", 0.0) + s
+            if progress is not None:
+                progress(through)
+
+        pending: collections.deque[tuple[int, Future]] = collections.deque()
+        short = False
         with ThreadPoolExecutor(self.threads) as pool:  # zlib, lzma, zstd and numba kernels release the GIL
-            for start, (blobs, secs) in zip(starts, pool.map(encode, starts)):
-                blocks.append({key: self._append(blob) for key, blob in blobs.items()})
-                for key, s in secs.items():
-                    self.encode_seconds[f"{name}/{key}"] = self.encode_seconds.get(f"{name}/{key}", 0.0) + s
-                if progress is not None:
-                    progress(min(start + self.block_samples, n))
+            for i, block in enumerate(blocks):
+                if short:
+                    raise DataError(
+                        f"split {name!r}, block {i - 1}: only the last block may hold fewer than "
+                        f"{self.block_samples} samples"
+                    )
+                n = self._block(name, i, block, specs)
+                short, done = n < self.block_samples, done + n
+                pending.append((done, pool.submit(encode, block)))
+                if len(pending) >= 2 * self.threads:
+                    write(pending.popleft())
+            while pending:
+                write(pending.popleft())
         self._index["splits"][name] = {
-            "samples": n,
+            "samples": done,
             "block_samples": self.block_samples,
             "fields": {k: s.to_json() for k, s in specs.items()},
-            "blocks": blocks,
+            "blocks": entries,
         }
-        return specs
 
     def add_array(self, name: str, array: np.ndarray, codec: str | Codec = "auto") -> None:
         """Store one whole array (e.g. PCA components) as a single checksummed block."""

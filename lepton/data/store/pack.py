@@ -1,4 +1,5 @@
-"""Datasets in and out of the packed store: ``pack_dataset``, ``load_packed``, ``verify_store``, ``inspect_store``."""
+"""Datasets in and out of the packed store: ``pack_dataset``, ``pack_image_folder`` (streaming), ``load_packed``,
+``verify_store``, ``inspect_store``."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
 
 from lepton.data.codecs import Codec
 from lepton.data.dataset import ImageDataset
-from lepton.data.store.dataset import IMAGES, LABELS
-from lepton.data.store.format import DEFAULT_BLOCK_SAMPLES, Store, StoreWriter
+from lepton.data.store.format import DEFAULT_BLOCK_SAMPLES, IMAGES, LABELS, Store, StoreWriter
 from lepton.errors import DataError, FormatError
+
+if TYPE_CHECKING:
+    from lepton.data.folder import FolderPlan
 
 SPLITS = ("train", "test")
 
@@ -45,6 +48,31 @@ def pack_dataset(
             )
             # the next split reuses the codecs as chosen and fitted here (a learned model is fitted once, on
             # the first split, and stored again beside each later split's blocks)
+            image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
+    return Path(path)
+
+
+def pack_image_folder(
+    plan: FolderPlan,
+    path: str | os.PathLike,
+    *,
+    image_codec: str | Codec = "auto",
+    label_codec: str | Codec = "general",
+    block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    progress: Callable[[str, int], None] | None = None,
+) -> Path:
+    """Write an image folder (``plan``, from :func:`lepton.data.folder.plan_image_folder`) to a store at ``path``,
+    streaming: images are decoded and encoded one block at a time, so memory holds a few blocks, never the
+    dataset. Codecs are chosen (and a learned codec fitted) on the first block of the training split."""
+    meta = {"name": plan.root.name, "classes": list(plan.classes), "source": f"{plan.root} (image folder)"}
+    with StoreWriter(path, attrs={**meta, "notes": plan.notes}, block_samples=block_samples) as w:
+        for split in SPLITS:
+            specs = w.add_split_blocks(
+                split,
+                plan.blocks(split, block_samples),
+                {IMAGES: image_codec, LABELS: label_codec},
+                progress=None if progress is None else (lambda done, s=split: progress(s, done)),
+            )
             image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
     return Path(path)
 
@@ -85,9 +113,10 @@ class VerifyReport(BaseModel):
 
 
 def verify_store(
-    location: str | os.PathLike | Store, *, reference: ImageDataset | None = None, **store_options: Any
+    location: str | os.PathLike | Store, *, reference: ImageDataset | FolderPlan | None = None, **store_options: Any
 ) -> VerifyReport:
-    """Check the index, every block's checksum and decode; with ``reference``, compare every sample too."""
+    """Check the index, every block's checksum and decode; with ``reference`` (the arrays, or an image folder's
+    plan, decoded again block by block), compare every sample too."""
     t0 = time.perf_counter()
     store = location if isinstance(location, Store) else Store(location, cache_bytes=0, **store_options)
     errors: list[str] = []
@@ -103,8 +132,7 @@ def verify_store(
                     continue
                 decoded += out.nbytes
                 if reference is not None and name in SPLITS and field in (IMAGES, LABELS):
-                    start, stop = info.block_range(i)
-                    ref = getattr(reference, f"{'x' if field == IMAGES else 'y'}_{name}")[start:stop]
+                    ref = _reference(reference, name, field, *info.block_range(i))
                     if ref.dtype != out.dtype or not np.array_equal(ref, out):
                         errors.append(f"block {i} of split {name!r}, field {field!r} differs from the source data")
     for name in store.arrays:
@@ -122,6 +150,15 @@ def verify_store(
         seconds=time.perf_counter() - t0,
         errors=errors,
     )
+
+
+def _reference(reference: ImageDataset | FolderPlan, split: str, field: str, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of ``field`` in ``split`` of the source a store was packed from."""
+    if isinstance(reference, ImageDataset):
+        return getattr(reference, f"{'x' if field == IMAGES else 'y'}_{split}")[start:stop]
+    if field == LABELS:
+        return np.array([label for _, label in reference.items(split)[start:stop]], dtype=np.int64)
+    return reference.decode(split, start, stop)[0]
 
 
 def xz_bytes(array: np.ndarray) -> int:

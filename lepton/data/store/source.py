@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from lepton.data.dataset import images_to_tensor
-from lepton.data.store.dataset import IMAGES, LABELS, PackedImageDataset, StoreBatches
-from lepton.data.store.format import Store
+from lepton.data.store.dataset import PackedImageDataset, StoreBatches
+from lepton.data.store.format import IMAGES, LABELS, Store
 from lepton.errors import DataError
 
 
