@@ -93,6 +93,11 @@ def _resume_point(meta: dict[str, Any], stem: Path, steps_per_epoch: int) -> Res
             raise ValueError(f"epoch {epoch!r}")
         if type(batch) is not int or not 0 <= batch < steps_per_epoch:
             raise ValueError(f"batch {batch!r} (this run has {steps_per_epoch} steps per epoch)")
+        if batch and train.get("steps_per_epoch") != steps_per_epoch:  # type: ignore[union-attr]
+            raise ValueError(
+                f"it stopped at step {batch} of an epoch of {train.get('steps_per_epoch')!r} steps, this run has "  # type: ignore[union-attr]
+                f"{steps_per_epoch} (another batch size, world size or dataset); resume it as it was started"
+            )
         if batch and (
             not isinstance(partial, dict)
             or set(partial) != PARTIAL_KEYS
@@ -302,7 +307,7 @@ def _fit(
         """Write the resumable checkpoint (rank 0); ``batch`` > 0: mid-epoch, with the epoch's ``sums`` so far."""
         if ckpt_path is None or not world.lead:
             return
-        position = {"batch": batch, "partial": sums} if batch else {}
+        position = {"batch": batch, "steps_per_epoch": steps_per_epoch, "partial": sums} if batch else {}
         save_checkpoint(
             ckpt_path,
             model,

@@ -161,9 +161,10 @@ def test_resume_refuses_a_forged_train_section(tmp_path, trained):
         {"epoch": "1", "history": []},
         {"epoch": 1, "history": [5]},
         {"epoch": 1, "history": [{"epoch": "x"}]},
-        {"epoch": 0, "history": [], "batch": 3},  # mid-epoch without the epoch's sums
-        {"epoch": 0, "history": [], "batch": 3, "partial": {**sums, "seen": "8"}},
-        {"epoch": 0, "history": [], "batch": 3, "partial": {"loss_sum": 1.0}},
+        {"epoch": 0, "history": [], "batch": 3, "steps_per_epoch": 10},  # mid-epoch without the epoch's sums
+        {"epoch": 0, "history": [], "batch": 3, "steps_per_epoch": 10, "partial": {**sums, "seen": "8"}},
+        {"epoch": 0, "history": [], "batch": 3, "steps_per_epoch": 10, "partial": {"loss_sum": 1.0}},
+        {"epoch": 0, "history": [], "batch": 3, "steps_per_epoch": 12, "partial": sums},  # another batch size
         {"epoch": 0, "history": [], "batch": -1, "partial": sums},
         {"epoch": 0, "history": [], "batch": True, "partial": sums},
     ):
@@ -171,7 +172,8 @@ def test_resume_refuses_a_forged_train_section(tmp_path, trained):
             _resume_point({"train": train}, tmp_path / "c", 10)
     point = _resume_point({"train": {"epoch": 0, "history": []}}, tmp_path / "c", 10)
     assert (point.history, point.epoch, point.batch, point.partial) == ([], 0, 0, None)
-    point = _resume_point({"train": {"epoch": 2, "history": [], "batch": 9, "partial": sums}}, tmp_path / "c", 10)
+    mid = {"epoch": 2, "history": [], "batch": 9, "steps_per_epoch": 10, "partial": sums}
+    point = _resume_point({"train": mid}, tmp_path / "c", 10)
     assert (point.epoch, point.batch, point.partial) == (2, 9, sums)
 
 
