@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton.train import TrainConfig, load_checkpoint
+from lepton.distributed.config import DistributedConfig
+from lepton.models.registry import ModelSpec
+from lepton.train import TrainConfig, fit, load_checkpoint, seed_everything
 from lepton.train.job import train_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -41,8 +43,8 @@ def test_two_workers_equal_one_process_on_the_global_batch(digits, tmp_path):
 
 def test_two_workers_read_their_shards_of_a_store(digits, tmp_path, monkeypatch):
     """Each rank reads its own samples from the store (no .npz of the dataset is written) and the weights equal,
-    bit for bit, those of the same two-worker job handed the arrays; a mid-epoch checkpoint (a collective
-    sum of the epoch's metrics so far) runs on the way."""
+    bit for bit, those of the same two-worker job handed the arrays, mid-epoch checkpoints (a collective sum
+    of the epoch's metrics so far) written on the way; a mid-epoch checkpoint resumes on two workers."""
     from lepton.data.store import StoreSource, pack_dataset
 
     data = digits.subset(1024, 200)
@@ -57,6 +59,41 @@ def test_two_workers_read_their_shards_of_a_store(digits, tmp_path, monkeypatch)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r.train_accuracy for r in got.train.history] == [r.train_accuracy for r in ref.train.history]
     assert got.test == ref.test
+
+    # a single process on the same global batch, stopped after step 23 (its last checkpoint: step 4 of epoch 2),
+    # resumed on the two workers: each rank skips its first 4 batches and the run ends where `got` did (within
+    # the rounding by which one process and two differ, see the first test)
+    class Stop(Exception):
+        pass
+
+    one = every.model_copy(update={"batch_size": 64, "distributed": DistributedConfig()})
+    seed_everything(one.seed, one.threads)
+    spec = ModelSpec("lenet-300-100", data.input_shape, data.num_classes)
+    steps = []
+
+    def stop_after_23(_model):
+        steps.append(1)
+        if len(steps) == 23:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(
+            spec.build(),
+            StoreSource(str(store)).batches(64, seed=one.seed),
+            one,
+            spec=spec,
+            checkpoint_dir=tmp_path / "cut",
+            after_step=stop_after_23,
+            progress=False,
+        )
+    resumed = train_model(
+        StoreSource(str(store)), "lenet-300-100", every, checkpoint_dir=tmp_path / "cut", resume=True, progress=False
+    )
+    assert resumed.train.resumed_from_step == 20 and resumed.train.steps == got.train.steps
+    assert _max_diff(resumed.model, got.model) <= 1e-5
+    assert [r.train_accuracy for r in resumed.train.history] == pytest.approx(
+        [r.train_accuracy for r in got.train.history], abs=2 / 1024
+    )
 
 
 def _grandchildren() -> list[int]:
