@@ -40,6 +40,14 @@ def run(
             "verify are skipped, training continues from its last epoch",
         ),
     ] = None,
+    track: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KIND",
+            help="also log the config, every stage's numbers and the training curves for an experiment "
+            "tracker: tensorboard (event files in OUT/tensorboard; needs pip install 'lepton-ml[track]')",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole chain and write OUT/metrics.json, OUT/report.html and the artifacts.
 
@@ -50,12 +58,14 @@ def run(
       lepton run examples/lenet5_mnist.yaml --set train.epochs=4
       lepton run examples/lenet5_mnist.yaml --device cuda --amp bf16   # train.device / train.amp
       lepton run --resume runs/smoke      # continue a killed run where it stopped
+      lepton run --quick -o runs/tb --track tensorboard   # then: tensorboard --logdir runs/tb
     """
     from lepton.config import parse_overrides
     from lepton.pipeline import load_run_config, run_pipeline
     from lepton.pipeline.resume import resume_config
     from lepton.pipeline.run import prepare_run_dir
     from lepton.pipeline.stages import STAGES
+    from lepton.report.track import check_tracker
     from lepton.train.amp import training_device
     from lepton.utils.device import resolve_device
 
@@ -75,12 +85,16 @@ def run(
     training_device(cfg.train.device, cfg.train.amp)  # a device this machine lacks fails before any stage runs
     if cfg.quantum.enabled:
         resolve_device(cfg.quantum.device)
+    if track is not None:
+        check_tracker(track)  # a missing package fails before any work
     if resume is not None:
         run_dir = resume
     else:
         run_dir = out or Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         prepare_run_dir(run_dir, overwrite=overwrite)  # refuse before any work, not after loading the data
-    result = run_pipeline(cfg, run_dir, progress=not quiet, trust_code=trust_code, resume=resume is not None)
+    result = run_pipeline(
+        cfg, run_dir, progress=not quiet, trust_code=trust_code, resume=resume is not None, track=track
+    )
     if fmt is Format.json:
         print_json(result.metrics)
         return

@@ -25,6 +25,7 @@ from lepton.pipeline.stages import STAGES
 from lepton.pipeline.state import RunState, Stage
 from lepton.report import environment, metrics_document, write_metrics
 from lepton.report import html as H
+from lepton.report.track import open_tracker
 from lepton.utils.io import atomic_write_text
 from lepton.utils.timing import stopwatch
 
@@ -82,6 +83,7 @@ def run_pipeline(
     trust_code: bool = False,
     overwrite: bool = False,
     resume: bool = False,
+    track: str | None = None,
 ) -> RunResult:
     """Run every enabled stage into ``run_dir``.
 
@@ -92,6 +94,8 @@ def run_pipeline(
         resume: skip the stages whose completion records and outputs verify, reusing their reports;
             redo the first one that does not and every one after it (the train stage continues from its
             last epoch checkpoint).
+        track: ``"tensorboard"``: also write the config and every stage's numbers as TensorBoard event files in
+            ``run_dir/tensorboard`` (:mod:`lepton.report.track`); None: no tracking.
 
     Returns:
         The run folder, the metrics document written to ``metrics.json``, the final state, the skipped stages.
@@ -108,6 +112,9 @@ def run_pipeline(
     if not resume:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     env = environment(seed=config.train.seed)
+    tracker = open_tracker(track, run_dir)  # before any work: a missing package fails now, not at the end
+    if tracker is not None:
+        tracker.config(config)
 
     with stopwatch() as sw:
         data = load_dataset(config.data.dataset, config.data)
@@ -140,6 +147,10 @@ def run_pipeline(
         document = metrics_document(config, env, state.dataset.summary(), state.reports)
         document["seconds"] = seconds
         write_metrics(run_dir / "metrics.json", document)
+        if tracker is not None:
+            tracker.stage(stage.name, state.reports[stage.name])
+    if tracker is not None:
+        tracker.close()
     atomic_write_text(run_dir / "report.html", render_report(state, env, seconds, enabled))
     return RunResult(run_dir, document, state, skipped)
 
