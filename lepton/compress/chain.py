@@ -232,6 +232,8 @@ def compress_model(
                 x_val[:n_scan],
                 y_val[:n_scan],
                 stop_drop=cfg.prune.auto_max_drop if sparsity == "auto" else None,
+                progress=progress,
+                console=console,
             )
         seconds["sensitivity"] = sw.seconds
         if sparsity == "auto":

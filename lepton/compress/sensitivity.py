@@ -14,12 +14,14 @@ from collections.abc import Sequence
 
 import torch
 from pydantic import BaseModel
+from rich.console import Console
 from torch import nn
 
 from lepton.compress.prune import _check_layers, _check_rate, magnitude_masks, prunable_weights
 from lepton.errors import ConfigError
 from lepton.train.evaluate import evaluate
 from lepton.utils.checks import check_float
+from lepton.utils.progress import progress_bar
 
 DEFAULT_RATES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 
@@ -62,6 +64,8 @@ def sensitivity_scan(
     layers: Sequence[str] | None = None,
     batch_size: int = 1000,
     stop_drop: float | None = None,
+    progress: bool = False,
+    console: Console | None = None,
 ) -> SensitivityScan:
     """Accuracy on ``(x, y)`` with each of ``layers`` (default: all prunable) magnitude-pruned alone to
     each of ``rates``; every weight is restored bit for bit before the next point.
@@ -69,6 +73,10 @@ def sensitivity_scan(
     Args:
         stop_drop: stop scanning a layer at the first rate whose drop exceeds this (its higher rates
             could not be chosen anyway); ``None`` scans every rate.
+        progress: show a bar with the time left (one tick per layer and rate) on ``console``.
+
+    Returns:
+        The baseline accuracy and, per layer, the accuracy at each scanned rate.
     """
     weights = prunable_weights(model)
     names = list(weights) if layers is None else list(layers)
@@ -78,22 +86,27 @@ def sensitivity_scan(
     rates = sorted(_check_rate("rates", r, "sensitivity_scan") for r in rates)
     baseline = evaluate(model, x, y, batch_size=batch_size).accuracy
     results = []
-    for name in names:
-        w = weights[name]
-        saved = w.detach().clone()
-        points = []
-        try:
-            for rate in rates:
-                mask = magnitude_masks(model, {name: rate})[name]
-                w.masked_fill_(~mask, 0.0)
-                accuracy = evaluate(model, x, y, batch_size=batch_size).accuracy
-                points.append(SensitivityPoint(rate=rate, accuracy=accuracy))
+    with progress_bar(console, enabled=progress) as bar:
+        task = bar.add_task("sensitivity scan", total=len(names) * len(rates), status="")
+        for name in names:
+            w = weights[name]
+            saved = w.detach().clone()
+            points = []
+            try:
+                for rate in rates:
+                    bar.update(task, status=f"{name} at {rate:g}")
+                    mask = magnitude_masks(model, {name: rate})[name]
+                    w.masked_fill_(~mask, 0.0)
+                    accuracy = evaluate(model, x, y, batch_size=batch_size).accuracy
+                    points.append(SensitivityPoint(rate=rate, accuracy=accuracy))
+                    w.copy_(saved)
+                    bar.advance(task)
+                    if stop_drop is not None and baseline - accuracy > stop_drop:
+                        break
+            finally:
                 w.copy_(saved)
-                if stop_drop is not None and baseline - accuracy > stop_drop:
-                    break
-        finally:
-            w.copy_(saved)
-        results.append(LayerSensitivity(layer=name, params=w.numel(), points=points))
+            bar.advance(task, len(rates) - len(points))  # the rates a scan stopped early skips
+            results.append(LayerSensitivity(layer=name, params=w.numel(), points=points))
     return SensitivityScan(samples=len(y), baseline_accuracy=baseline, rates=rates, layers=results)
 
 

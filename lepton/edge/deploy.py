@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
+from rich.console import Console
 from torch import nn
 
 from lepton.data.dataset import ImageDataset
@@ -113,9 +114,12 @@ def export_model(
     *,
     opset: int = 17,
     calibration_images: int = 1024,
+    progress: bool = False,
+    console: Console | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``out`` (and int8 QDQ at ``int8_out``, calibrated on training images), each
-    compared with torch on the first test images and scored on the whole test set."""
+    compared with torch on the first test images and scored on the whole test set; ``progress`` shows the
+    calibration's progress on ``console``."""
     qcfg = QuantizeConfig(calibration_images=calibration_images) if int8_out is not None else None
     x_test, y_test = (t.numpy() for t in data.tensors("test"))
     probe = torch.from_numpy(x_test[:PROBE_IMAGES])
@@ -133,7 +137,9 @@ def export_model(
     if int8_out is None or qcfg is None:
         return ExportResult(fp32=fp32)
     x_train = data.tensors("train")[0].numpy()
-    q = quantize_onnx(out, int8_out, calibration_sample(x_train, calibration_images), qcfg)
+    q = quantize_onnx(
+        out, int8_out, calibration_sample(x_train, calibration_images), qcfg, progress=progress, console=console
+    )
     return ExportResult(fp32=fp32, int8=checked(int8_out, "onnx int8 QDQ", q.bytes), int8_size_ratio=q.size_ratio)
 
 
@@ -189,12 +195,25 @@ def deploy_model(
     model_file: Path | None = None,
     source: str = "trained model",
     trust_code: bool = False,
+    progress: bool = False,
+    console: Console | None = None,
 ) -> EdgeReport:
     """Export ``model`` to ``out_dir``/model.onnx and model.int8.onnx, benchmark both against PyTorch eager, and
     plan + run the split for ``cfg``'s network. ``model_file`` is the file the split's cloud process loads
-    (default: a checkpoint of ``model`` saved to ``out_dir``/edge-split-model); ``source`` names it in the report."""
+    (default: a checkpoint of ``model`` saved to ``out_dir``/edge-split-model); ``source`` names it in the report;
+    ``progress`` shows the int8 calibration's progress on ``console``."""
     fp32, int8 = out_dir / ONNX_FILE, out_dir / ONNX_INT8_FILE
-    exported = export_model(model, spec, data, fp32, int8, opset=cfg.opset, calibration_images=cfg.calibration_images)
+    exported = export_model(
+        model,
+        spec,
+        data,
+        fp32,
+        int8,
+        opset=cfg.opset,
+        calibration_images=cfg.calibration_images,
+        progress=progress,
+        console=console,
+    )
     assert exported.int8 is not None and exported.int8_size_ratio is not None  # int8_out was given
     x_test = data.tensors("test")[0].numpy()
     bcfg = BenchConfig(threads=cfg.threads, iterations=cfg.iterations, throughput_batch=cfg.throughput_batch)

@@ -18,9 +18,12 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import Progress, TaskID
 
 from lepton.errors import ConfigError, FormatError
 from lepton.utils.io import atomic_path, sha256_file
+from lepton.utils.progress import progress_bar
 
 
 class QuantizeConfig(BaseModel):
@@ -54,13 +57,18 @@ class QuantizeReport(BaseModel):
 
 
 class _Images(CalibrationDataReader):
-    """Feeds calibration batches to ONNX Runtime's calibrator."""
+    """Feeds calibration batches to ONNX Runtime's calibrator, ticking ``bar``'s ``task`` for each batch handed
+    out (the calibrator runs the model on one batch before it asks for the next)."""
 
-    def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
+    def __init__(self, name: str, images: np.ndarray, batch: int, bar: Progress, task: TaskID) -> None:
         self._batches = iter([{name: images[i : i + batch]} for i in range(0, len(images), batch)])
+        self._bar, self._task, self._handed = bar, task, 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        self._bar.update(self._task, completed=self._handed)
+        batch = next(self._batches, None)
+        self._handed += 0 if batch is None else 1
+        return batch
 
 
 _METHODS = {
@@ -89,10 +97,23 @@ def calibration_sample(x_train: np.ndarray, n: int, seed: int = 0) -> np.ndarray
 
 
 def quantize_onnx(
-    fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, cfg: QuantizeConfig | None = None
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    cfg: QuantizeConfig | None = None,
+    *,
+    progress: bool = False,
+    console: Console | None = None,
 ) -> QuantizeReport:
     """Write the int8 QDQ version of ``fp32_path`` to ``out_path``, calibrated on ``calibration``
-    (float32 [N, C, H, W] images preprocessed as for training). Atomic: ``out_path`` appears only when done."""
+    (float32 [N, C, H, W] images preprocessed as for training). Atomic: ``out_path`` appears only when done.
+
+    Args:
+        progress: show the calibration's progress with the time left (a tick per batch) on ``console``.
+
+    Returns:
+        The int8 file's size, digest and the settings it was quantized with.
+    """
     cfg = cfg or QuantizeConfig()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
@@ -110,7 +131,9 @@ def quantize_onnx(
     reduce_range = not cpu_int8_features() if cfg.reduce_range == "auto" else cfg.reduce_range
     start = time.perf_counter()
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs advice through the root logger
-    with atomic_path(out_path) as tmp:
+    batches = -(-len(calibration) // cfg.calibration_batch)
+    with atomic_path(out_path) as tmp, progress_bar(console, enabled=progress) as bar:
+        task = bar.add_task("int8 calibration", total=batches, status=f"{len(calibration):,} images")
         prep = tmp.with_name(tmp.name + ".prep.onnx")
         try:
             # symbolic shape inference + graph cleanup, as ONNX Runtime recommends before quantizing
@@ -118,7 +141,7 @@ def quantize_onnx(
             quantize_static(
                 str(prep),
                 str(tmp),
-                _Images(name, calibration, cfg.calibration_batch),
+                _Images(name, calibration, cfg.calibration_batch, bar, task),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,

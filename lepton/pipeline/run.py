@@ -1,8 +1,9 @@
 """``lepton run``: load and verify the data, run every enabled stage, write the run directory.
 
 The run directory holds ``config.yaml`` (the resolved config), ``metrics.json`` (rewritten after each
-stage, so an interrupted run still shows what finished), the artifacts stages write, and
-``report.html``.
+stage, so an interrupted run still shows what finished), the artifacts stages write, ``stages/NAME.done.json``
+(a stage's completion record, written after its outputs) and ``report.html``. ``resume=True`` continues an
+interrupted run in its folder (:mod:`lepton.pipeline.resume`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from lepton.data.sources import load_training_data
 from lepton.data.store import StoreSource, load_packed
 from lepton.errors import ConfigError
 from lepton.pipeline.config import RunConfig
+from lepton.pipeline.resume import forget_records, read_record, resume_config, write_record
 from lepton.pipeline.stages import STAGES
 from lepton.pipeline.state import RunState, Stage
 from lepton.report import environment, metrics_document, write_metrics
 from lepton.report import html as H
+from lepton.report.track import open_tracker
 from lepton.utils.io import atomic_write_text
 from lepton.utils.timing import stopwatch
 
@@ -33,6 +36,8 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     state: RunState
+    skipped: list[str]
+    """Stages a resumed run found finished and verified, so did not run again."""
 
 
 # Files only a Lepton run folder holds; --overwrite clears a folder only if it holds one of them.
@@ -78,14 +83,39 @@ def run_pipeline(
     stages: list[Stage] | None = None,
     trust_code: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
+    track: str | None = None,
 ) -> RunResult:
-    """Run every enabled stage into ``run_dir``, which must be new or empty (``overwrite``: clear a previous
-    run's folder first; see :func:`prepare_run_dir`)."""
-    run_dir = prepare_run_dir(run_dir, overwrite=overwrite)
+    """Run every enabled stage into ``run_dir``.
+
+    Args:
+        config: the run's config; with ``resume``, it must equal the one saved in ``run_dir``.
+        run_dir: a new or empty folder (``overwrite``: clear a previous run's folder first; see
+            :func:`prepare_run_dir`), or with ``resume`` an interrupted run's folder.
+        resume: skip the stages whose completion records and outputs verify, reusing their reports;
+            redo the first one that does not and every one after it (the train stage continues from its
+            last epoch checkpoint).
+        track: ``"tensorboard"``: also write the config and every stage's numbers as TensorBoard event files in
+            ``run_dir/tensorboard`` (:mod:`lepton.report.track`); None: no tracking.
+
+    Returns:
+        The run folder, the metrics document written to ``metrics.json``, the final state, the skipped stages.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        resume_config(run_dir, config)
+    else:
+        run_dir = prepare_run_dir(run_dir, overwrite=overwrite)
     console = console or Console(stderr=True, quiet=not progress)
-    state = RunState(config=config, run_dir=run_dir, console=console, progress=progress, trust_code=trust_code)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    state = RunState(
+        config=config, run_dir=run_dir, console=console, progress=progress, trust_code=trust_code, resume=resume
+    )
+    if not resume:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     env = environment(seed=config.train.seed)
+    tracker = open_tracker(track, run_dir)  # before any work: a missing package fails now, not at the end
+    if tracker is not None:
+        tracker.config(config)
 
     with stopwatch() as sw:
         source = load_training_data(config.data.dataset, config.data)
@@ -98,18 +128,34 @@ def run_pipeline(
     )
     seconds: dict[str, float] = {}
     document: dict[str, Any] = {}
-    for stage in stages if stages is not None else STAGES:
-        if not stage.enabled(config):
-            continue
+    enabled = [s for s in (stages if stages is not None else STAGES) if s.enabled(config)]
+    skipped: list[str] = []
+    for i, stage in enumerate(enabled):
         console.rule(f"[bold]{stage.name}[/]: {stage.title}")
-        with stopwatch() as sw:
-            state.reports[stage.name] = stage.run(state)
-        seconds[stage.name] = round(sw.seconds, 3)
+        if resume and len(skipped) == i:  # every stage before this one was skipped: is this one finished too?
+            record, why = read_record(run_dir, stage)
+            if record is not None:
+                stage.restore(state, record.report)
+                state.reports[stage.name], seconds[stage.name] = record.report, record.seconds
+                skipped.append(stage.name)
+                console.print("finished in the interrupted run and its outputs verify: not run again")
+            else:
+                forget_records(run_dir, enabled[i:])  # this stage and every later one are redone from scratch
+                console.print(f"running it again: {why}")
+        if stage.name not in skipped:
+            with stopwatch() as sw:
+                report = stage.run(state)
+            state.reports[stage.name], seconds[stage.name] = report, round(sw.seconds, 3)
+            write_record(run_dir, stage, report, seconds[stage.name])  # after the outputs: then it counts as done
         document = metrics_document(config, env, state.dataset.summary(), state.reports)
         document["seconds"] = seconds
         write_metrics(run_dir / "metrics.json", document)
-    atomic_write_text(run_dir / "report.html", render_report(state, env, seconds, stages or STAGES))
-    return RunResult(run_dir, document, state)
+        if tracker is not None:
+            tracker.stage(stage.name, state.reports[stage.name])
+    if tracker is not None:
+        tracker.close()
+    atomic_write_text(run_dir / "report.html", render_report(state, env, seconds, enabled))
+    return RunResult(run_dir, document, state, skipped)
 
 
 def render_report(state: RunState, env: dict[str, Any], seconds: dict[str, float], stages: list[Stage]) -> str:

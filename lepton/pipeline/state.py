@@ -26,6 +26,8 @@ class RunState:
     progress: bool = True
     trust_code: bool = False
     """The user allowed the config's ``package.module:factory`` model to run (``lepton run --trust-code``)."""
+    resume: bool = False
+    """Continue an interrupted run (``lepton run --resume``): the train stage picks up its last epoch checkpoint."""
     dataset: ImageDataset | None = None
     training_source: ImageDataset | StoreSource | None = None
     """What the train stage reads batches from: the packed store when the data source is one (each DDP rank
@@ -43,14 +45,31 @@ class RunState:
 
 
 class Stage(Protocol):
-    """One step of ``lepton run``. Its report lands in ``metrics.json`` under ``stages.<name>``."""
+    """One step of ``lepton run``. Its report lands in ``metrics.json`` under ``stages.<name>``.
+
+    A resumed run (:mod:`lepton.pipeline.resume`) skips a stage whose :meth:`outputs` verify against its
+    completion record, rebuilds its report as ``report_type`` and calls :meth:`restore` instead of :meth:`run`.
+    """
 
     name: str
     title: str
+    report_type: type[BaseModel]
 
     def enabled(self, config: RunConfig) -> bool: ...
 
     def run(self, state: RunState) -> BaseModel: ...
+
+    def outputs(self, report: BaseModel) -> list[str]:
+        """The files (relative to the run folder) later stages or the report read; checksummed when it finishes."""
+        ...
+
+    def restore(self, state: RunState, report: BaseModel) -> None:
+        """Leave in ``state`` what :meth:`run` would have left, from the outputs of a finished run of it."""
+        ...
+
+    def summary(self, report: BaseModel) -> str:
+        """The stage's headline numbers in one line, for the end-of-run summary."""
+        ...
 
     def html(self, report: BaseModel, state: RunState) -> str:
         """The stage's section of the HTML report (tables and embedded plots)."""

@@ -32,7 +32,6 @@ from typing import Any, Protocol
 import torch
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from lepton.distributed.ddp import distribute
@@ -45,6 +44,7 @@ from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import evaluate
 from lepton.utils.device import module_device, resolve_device
+from lepton.utils.progress import progress_bar
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``objective(logits, targets, inputs) -> scalar loss``; the default is cross-entropy."""
@@ -326,16 +326,9 @@ def _fit(
             },
         )
 
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    ]
     step = start_epoch * steps_per_epoch + start_batch
     every = cfg.checkpoint_every_steps
-    with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+    with progress_bar(console, enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             _set_epoch(train, epoch)
             skip = start_batch if epoch == start_epoch else 0

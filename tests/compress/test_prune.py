@@ -1,6 +1,9 @@
+import io
+
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from lepton.compress.prune import (
     GradualPruner,
@@ -324,3 +327,19 @@ def test_allocate_rates_treats_a_noisy_curve_as_monotone_and_checks_its_argument
         allocate_rates(scan, budget=-1, max_layer_drop=0.02)
     with pytest.raises(ConfigError, match="max_rate"):
         allocate_rates(scan, budget=0.02, max_layer_drop=0.02, max_rate=1.0)
+
+
+def test_sensitivity_scan_shows_progress_with_time_left_and_quiet_shows_nothing(trained_mlp, digit_tensors):
+    _, (x, y) = digit_tensors
+    quiet_out, shown_out = io.StringIO(), io.StringIO()
+    kwargs = {"rates": (0.5, 0.9), "layers": ["fc1", "fc2"]}
+    quiet = sensitivity_scan(trained_mlp, x, y, progress=False, console=_terminal(quiet_out), **kwargs)
+    shown = sensitivity_scan(trained_mlp, x, y, progress=True, console=_terminal(shown_out), **kwargs)
+    assert quiet_out.getvalue() == ""
+    text = shown_out.getvalue()
+    assert "sensitivity scan" in text and "eta" in text and "4/4" in text  # 2 layers x 2 rates, all done
+    assert shown == quiet  # the bar changes nothing in the scan
+
+
+def _terminal(out: io.StringIO) -> Console:
+    return Console(file=out, force_terminal=True, width=160)

@@ -1,6 +1,9 @@
+import io
+
 import numpy as np
 import onnx
 import pytest
+from rich.console import Console
 
 from lepton.edge.bench import onnx_accuracy
 from lepton.edge.export import export_onnx
@@ -41,3 +44,17 @@ def test_calibration_input_is_checked(onnx_pair, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         quantize_onnx(tmp_path / "none.onnx", tmp_path / "q.onnx", np.zeros((4, 1, 28, 28), np.float32))
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_calibration_shows_progress_with_time_left_and_quiet_shows_nothing(onnx_pair, mnist, tmp_path):
+    fp32, _, _ = onnx_pair
+    cal = calibration_sample(mnist.tensors("train")[0].numpy(), 128)
+    outs = {}
+    for shown in (False, True):
+        outs[shown] = io.StringIO()
+        console = Console(file=outs[shown], force_terminal=True, width=160)
+        quantize_onnx(fp32, tmp_path / f"{shown}.onnx", cal, QuantizeConfig(), progress=shown, console=console)
+    assert outs[False].getvalue() == ""
+    text = outs[True].getvalue()
+    assert "int8 calibration" in text and "eta" in text and "2/2" in text  # 128 images in batches of 64
+    assert (tmp_path / "True.onnx").read_bytes() == (tmp_path / "False.onnx").read_bytes()

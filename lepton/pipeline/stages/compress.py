@@ -13,6 +13,7 @@ from lepton.report import html as H
 class CompressStage:
     name = "compress"
     title = "Model compression"
+    report_type = CompressReport
 
     def enabled(self, config: RunConfig) -> bool:
         return config.compress.enabled
@@ -34,6 +35,18 @@ class CompressStage:
         )
         state.artifacts["lep"] = path
         return report
+
+    def outputs(self, report: CompressReport) -> list[str]:  # type: ignore[override]
+        return [report.file]
+
+    def restore(self, state: RunState, report: CompressReport) -> None:  # type: ignore[override]
+        state.artifacts["lep"] = state.run_dir / report.file
+
+    def summary(self, report: CompressReport) -> str:  # type: ignore[override]
+        return (
+            f"test accuracy {100 * report.test_accuracy:.2f}% (dense {100 * report.baseline_test_accuracy:.2f}%), "
+            f"{report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32"
+        )
 
     def html(self, report: CompressReport, state: RunState) -> str:  # type: ignore[override]
         decoded = load_lep(state.run_dir / report.file).build_model(trust_code=state.trust_code)

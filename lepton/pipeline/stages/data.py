@@ -24,6 +24,7 @@ from lepton.report.data_plots import codec_sizes, lossy_curve
 from lepton.train import TensorBatches
 from lepton.train.job import accuracy_check
 from lepton.train.throughput import training_throughput
+from lepton.utils.progress import progress_bar
 
 
 class CodecStats(BaseModel):
@@ -76,6 +77,7 @@ def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats
 class DataStage:
     name = "data"
     title = "Data compression"
+    report_type = DataStageReport
 
     def enabled(self, config: RunConfig) -> bool:
         return config.data.pack.enabled
@@ -85,7 +87,16 @@ class DataStage:
         path = state.run_dir / "data.lds"
         t0 = time.perf_counter()
         codec = get_codec(cfg.codec, **cfg.codec_params) if cfg.codec_params else cfg.codec
-        pack_dataset(data, path, image_codec=codec, block_samples=cfg.block_samples)
+        offset = {"train": 0, "test": len(data.x_train)}  # the bar counts the train split's samples, then the test's
+        with progress_bar(state.console, enabled=state.progress) as bar:
+            task = bar.add_task(f"pack {path.name}", total=len(data.x_train) + len(data.x_test), status="")
+            pack_dataset(
+                data,
+                path,
+                image_codec=codec,
+                block_samples=cfg.block_samples,
+                progress=lambda split, done: bar.update(task, completed=offset[split] + done, status=split),
+            )
         pack_seconds = time.perf_counter() - t0
         check = verify_store(path, reference=data)
         if not check.ok:
@@ -100,8 +111,14 @@ class DataStage:
 
         sample = data.x_train[: cfg.compare_samples]
         codecs = {}
-        for name in cfg.compare:
-            stats = codec_stats(name, sample, cfg.block_samples)
+        with progress_bar(state.console, enabled=state.progress) as bar:
+            task = bar.add_task("fit and measure codecs", total=len(cfg.compare), status="")
+            measured = {}
+            for name in cfg.compare:
+                bar.update(task, status=name)
+                measured[name] = codec_stats(name, sample, cfg.block_samples)
+                bar.advance(task)
+        for name, stats in measured.items():
             if stats is not None:
                 codecs[name] = stats
                 state.console.print(
@@ -145,6 +162,21 @@ class DataStage:
         if cfg.lossy.enabled:
             report.lossy, report.lossy_note = self._lossy(state)
         return report
+
+    def outputs(self, report: DataStageReport) -> list[str]:  # type: ignore[override]
+        return [report.store_file]
+
+    def restore(self, state: RunState, report: DataStageReport) -> None:  # type: ignore[override]
+        path = state.run_dir / report.store_file
+        state.dataset = load_packed(open_store(path))
+        state.artifacts["data_store"] = path
+
+    def summary(self, report: DataStageReport) -> str:  # type: ignore[override]
+        return (
+            f"{report.bits_per_pixel:.3f} bits/pixel, store {report.store_bytes:,} bytes "
+            f"({report.ratio:.2f}x smaller than raw, {report.image_codec}), "
+            + ("verified" if report.verified else "NOT verified")
+        )
 
     def _lossy(self, state: RunState) -> tuple[list[ReduceRow], str]:
         lossy, data = state.config.data.pack.lossy, state.require_dataset()

@@ -16,6 +16,7 @@ EdgeStageReport = EdgeReport  # the stage's report is the library's (the name ot
 class EdgeStage:
     name = "edge"
     title = "Edge deployment"
+    report_type = EdgeReport
 
     def enabled(self, config: RunConfig) -> bool:
         return config.edge.enabled
@@ -38,12 +39,29 @@ class EdgeStage:
             state.config.edge,
             state.run_dir,
             model_file=source or state.artifacts.get("checkpoint"),  # what the cloud process loads
-            source=str(source or "trained model"),
+            source=source.name if source is not None else "trained model",  # the run folder's file: portable
             trust_code=state.trust_code,
+            progress=state.progress,
+            console=state.console,
         )
         state.artifacts["onnx"] = state.run_dir / ONNX_FILE
         state.artifacts["onnx_int8"] = state.run_dir / ONNX_INT8_FILE
         return report
+
+    def outputs(self, report: EdgeReport) -> list[str]:  # type: ignore[override]
+        return [ONNX_FILE, ONNX_INT8_FILE]
+
+    def restore(self, state: RunState, report: EdgeReport) -> None:  # type: ignore[override]
+        state.artifacts["onnx"] = state.run_dir / ONNX_FILE
+        state.artifacts["onnx_int8"] = state.run_dir / ONNX_INT8_FILE
+
+    def summary(self, report: EdgeReport) -> str:  # type: ignore[override]
+        return (
+            f"int8 accuracy {100 * report.int8_test_accuracy:.2f}% (fp32 {100 * report.fp32_test_accuracy:.2f}%), "
+            f"int8 {report.onnx_int8_bytes:,} bytes, p50 {report.int8_p50_ms:.3f} ms "
+            f"({report.int8_speedup_vs_eager:.1f}x eager); split after {report.split.best_after}: "
+            f"{report.split.predicted_ms:.3f} ms predicted, {report.split.measured_ms:.3f} ms measured"
+        )
 
     def html(self, report: EdgeReport, state: RunState) -> str:  # type: ignore[override]
         s = report.split

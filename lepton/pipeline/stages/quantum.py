@@ -34,6 +34,7 @@ class QuantumStageReport(BaseModel):
 class QuantumStage:
     name = "quantum"
     title = "Quantum exploration (simulated)"
+    report_type = QuantumStageReport
 
     def enabled(self, config: RunConfig) -> bool:
         return config.quantum.enabled
@@ -65,6 +66,19 @@ class QuantumStage:
             circuit=report.circuit,
             circuit_file=circuit_path.name,
             qasm_file=qasm_path.name,
+        )
+
+    def outputs(self, report: QuantumStageReport) -> list[str]:  # type: ignore[override]
+        return [report.circuit_file, report.qasm_file]
+
+    def restore(self, state: RunState, report: QuantumStageReport) -> None:  # type: ignore[override]
+        state.artifacts["circuit"] = state.run_dir / report.circuit_file
+        state.artifacts["qasm"] = state.run_dir / report.qasm_file
+
+    def summary(self, report: QuantumStageReport) -> str:  # type: ignore[override]
+        return (
+            f"hybrid test accuracy {100 * report.hybrid_test_accuracy:.2f}% vs best classical "
+            f"{100 * report.best_classical_test_accuracy:.2f}% ({report.n_qubits} qubits x {report.n_layers} layers)"
         )
 
     def html(self, report: QuantumStageReport, state: RunState) -> str:  # type: ignore[override]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 
 from lepton.distributed.hooks import CommReport
@@ -10,8 +12,11 @@ from lepton.pipeline.config import RunConfig
 from lepton.pipeline.state import RunState
 from lepton.report import html as H
 from lepton.report import plots
-from lepton.train import EpochRecord, save_checkpoint
+from lepton.train import EpochRecord, load_checkpoint, save_checkpoint
 from lepton.train.job import train_model
+
+EPOCHS_DIR = "train"
+"""The run folder's sub-folder for the epoch checkpoint ``last.*`` (as ``lepton train -o``'s OUT/last.*)."""
 
 
 class TrainStageReport(BaseModel):
@@ -39,6 +44,7 @@ class TrainStageReport(BaseModel):
 class TrainStage:
     name = "train"
     title = "Baseline training"
+    report_type = TrainStageReport
 
     def enabled(self, config: RunConfig) -> bool:
         return True
@@ -50,6 +56,8 @@ class TrainStage:
             cfg.model.name,
             cfg.train,
             model_kwargs=cfg.model.kwargs,
+            checkpoint_dir=state.run_dir / EPOCHS_DIR,  # last.* after each epoch: what a resumed run continues from
+            resume=state.resume,
             progress=state.progress,
             console=state.console,
             trust_code=state.trust_code,
@@ -81,6 +89,21 @@ class TrainStage:
             world_size=report.world_size,
             communication=report.communication,
             history=report.history,
+        )
+
+    def outputs(self, report: TrainStageReport) -> list[str]:  # type: ignore[override]
+        return [report.checkpoint, str(Path(report.checkpoint).with_suffix(".json"))]
+
+    def restore(self, state: RunState, report: TrainStageReport) -> None:  # type: ignore[override]
+        path = state.run_dir / report.checkpoint
+        ckpt = load_checkpoint(path)
+        state.spec, state.model = ckpt.spec, ckpt.build_model(trust_code=state.trust_code)
+        state.artifacts["checkpoint"] = path
+
+    def summary(self, report: TrainStageReport) -> str:  # type: ignore[override]
+        return (
+            f"test accuracy {100 * report.test_accuracy:.2f}%, {report.params:,} parameters, "
+            f"{report.epochs} epoch{'s' if report.epochs != 1 else ''}"
         )
 
     def html(self, report: TrainStageReport, state: RunState) -> str:  # type: ignore[override]
