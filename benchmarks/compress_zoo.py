@@ -16,6 +16,7 @@ files `lepton train` writes, so reruns skip training); then two tables, one func
 
     .venv/bin/python benchmarks/compress_zoo.py --models resnet20                 # both tables, Fashion-MNIST
     .venv/bin/python benchmarks/compress_zoo.py --tables channels --ratios 0.5 0.7
+    .venv/bin/python benchmarks/compress_zoo.py --models mobilenetv2-small --subset 10000   # a 10k-image train split
     .venv/bin/python benchmarks/compress_zoo.py --data digits --epochs 1 --tune-epochs 1 --out /tmp/zoo  # smoke
 
 `lepton train --data fashion-mnist --model resnet20 --epochs 8 --batch-size 128 --lr 0.1
@@ -25,6 +26,7 @@ files `lepton train` writes, so reruns skip training); then two tables, one func
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -164,6 +166,9 @@ def main() -> None:
     parser.add_argument("--tables", nargs="+", default=["lep", "channels"], choices=["lep", "channels"])
     parser.add_argument("--data", default="fashion-mnist", help="dataset name (fashion-mnist, mnist, digits)")
     parser.add_argument("--epochs", type=int, default=8, help="dense training epochs")
+    parser.add_argument(
+        "--subset", type=int, default=None, help="train and fine-tune on the first N training images (full test set)"
+    )
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.7], help="fractions of channels removed")
     parser.add_argument("--tune-epochs", type=int, default=4, help="fine-tuning epochs after channel pruning")
     parser.add_argument("--tune-lr", type=float, default=0.01)
@@ -172,6 +177,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/zoo"), help="checkpoint cache and .lep files")
     args = parser.parse_args()
     data = load_dataset(args.data)
+    if args.subset:  # its own name, so its checkpoint and files never mix with the full dataset's
+        data = dataclasses.replace(data.subset(args.subset), name=f"{data.name}-n{args.subset}")
     print(f"{args.data}: {len(data.y_train):,} training images; torch {torch.__version__}")
     results: dict[str, Any] = {}
     if "lep" in args.tables:
