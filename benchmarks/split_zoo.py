@@ -86,7 +86,7 @@ def main() -> None:
         mark = "  <- best" if r.cut == plan.best_cut else ""
         print(f"{r.cut:>4}  {r.after:<20} {fp32:>9.0f} {int8:>9.0f} {zstd:>12.0f} {r.total_ms:>13.3f}{mark}")
 
-    path = paths(ckpt)[0]
+    path = args.checkpoint or paths(ckpt)[0]
     lat = run_split(path, plan.best_cut, images[: args.latency_requests], encoding="int8")
     print(
         f"\nbest cut {plan.best_cut} (after {plan.best_after}), batch 1, {lat.requests} requests over loopback: "
