@@ -58,7 +58,7 @@ def test_overwrite_clears_the_old_run_before_the_new_one_starts(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lepton.pipeline.run.load_dataset", interrupted)
+    monkeypatch.setattr("lepton.pipeline.run.load_training_data", interrupted)
     cfg = load_run_config(overrides={"data": {"dataset": "digits"}})
     with pytest.raises(ConfigError, match="--overwrite"):
         run_pipeline(cfg, run, progress=False)
