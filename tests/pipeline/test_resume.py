@@ -105,8 +105,8 @@ def _kill_in(stage: str, out: Path, log: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.skip(
-    reason="timing-dependent: passed in a loaded CI run and failed 3 of 4 stages on an idle one; cause not yet diagnosed (the kill is sent "
-    "when a stage banner appears; a fast stage may end first). Issue 21 tracks it"
+    reason="passed in a loaded CI run, but on an idle one all 4 stages ended with metrics.json differing from the "
+    "uninterrupted run; not yet diagnosed. Issue 21 tracks it"
 )
 @pytest.mark.parametrize("stage", ["data", "train", "compress", "edge"])
 def test_run_killed_in_a_stage_resumes_to_the_uninterrupted_numbers(stage, uninterrupted, tmp_path, tmp_path_factory):
