@@ -46,7 +46,54 @@ def batch_indices(
         yield slice(lo, hi) if order is None else order[lo:hi]
 
 
-class TensorBatches:
+class BatchOrder:
+    """The batch order of one epoch after another: :func:`batch_indices` with the epoch, the start step of a
+    mid-epoch resume and the shard (``rank`` of ``world_size``) kept as state. :class:`TensorBatches` and the
+    store's ``SeededBatchSampler`` both iterate it, so in-memory and store training see the same batches."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+
+    def set_start(self, step: int) -> None:
+        """Begin the coming pass at step ``step`` of the epoch (``len`` still counts the whole epoch)."""
+        self.start = step
+
+    def __len__(self) -> int:
+        return batch_count(self.n, self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
+
+    def indices(self) -> Iterator[slice | torch.Tensor]:
+        """This rank's indices of each remaining batch of the current epoch."""
+        return batch_indices(
+            self.n,
+            self.batch_size,
+            epoch=self.epoch,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            rank=self.rank,
+            world_size=self.world_size,
+            start=self.start,
+        )
+
+
+class TensorBatches(BatchOrder):
     """Iterate ``(x, y)`` mini-batches of in-memory tensors.
 
     The order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees exactly the batches an
@@ -72,12 +119,10 @@ class TensorBatches:
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        super().__init__(
+            len(x), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size
+        )
         self.x, self.y = x, y
-        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = self.start = 0
 
     def shard(self, rank: int, world_size: int) -> TensorBatches:
         """The same batches, sharded: this rank's slice of each global batch."""
@@ -92,26 +137,6 @@ class TensorBatches:
             world_size=world_size,
         )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = epoch, 0
-
-    def set_start(self, step: int) -> None:
-        """Begin the coming pass at step ``step`` of the epoch (``len`` still counts the whole epoch)."""
-        self.start = step
-
-    def __len__(self) -> int:
-        return batch_count(len(self.x), self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in batch_indices(
-            len(self.x),
-            self.batch_size,
-            epoch=self.epoch,
-            seed=self.seed,
-            shuffle=self.shuffle,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-            start=self.start,
-        ):
+        for idx in self.indices():
             yield self.x[idx], self.y[idx]

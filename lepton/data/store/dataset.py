@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lepton.data.batches import batch_count, batch_indices
+from lepton.data.batches import BatchOrder
 from lepton.data.dataset import images_to_tensor
 from lepton.data.store.format import IMAGES, LABELS, Store
 from lepton.errors import DataError
@@ -56,50 +56,13 @@ class PackedImageDataset(Dataset):
         return images_to_tensor(x), torch.from_numpy(y.astype(np.int64))
 
 
-class SeededBatchSampler(Sampler[list[int]]):
+class SeededBatchSampler(BatchOrder, Sampler[list[int]]):
     """Batches of indices in the order :func:`lepton.data.batches.batch_indices` gives (epoch ``e`` shuffled by
     ``torch.randperm`` seeded with ``(seed, e)``), the order :class:`lepton.train.TensorBatches` uses, so both
     see the same batches; sharded (``rank`` of ``world_size``), this rank's part of each global batch."""
 
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = self.start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = epoch, 0
-
-    def set_start(self, step: int) -> None:
-        """Begin the coming pass at step ``step`` of the epoch (a mid-epoch resume)."""
-        self.start = step
-
-    def __len__(self) -> int:
-        return batch_count(self.n, self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
-
     def __iter__(self) -> Iterator[list[int]]:
-        for idx in batch_indices(
-            self.n,
-            self.batch_size,
-            epoch=self.epoch,
-            seed=self.seed,
-            shuffle=self.shuffle,
-            drop_last=self.drop_last,
-            rank=self.rank,
-            world_size=self.world_size,
-            start=self.start,
-        ):
+        for idx in self.indices():
             yield list(range(self.n)[idx]) if isinstance(idx, slice) else idx.tolist()
 
 
