@@ -50,6 +50,14 @@ def train(
     threads: Annotated[int | None, typer.Option(help="override train.threads")] = None,
     device: Device = None,
     amp: AmpOpt = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="seeded augmentation of training batches: cropN (pad N pixels, crop at random), hflip (mirror "
+            "half; not for digits or letters), reflect (pad by reflection), off; comma-separated, e.g. crop4,hflip "
+            "(train.augment)"
+        ),
+    ] = None,
     train_subset: Annotated[int | None, typer.Option(help="train on the first N samples only")] = None,
     set_: Overrides = None,
     out: Annotated[Path, out_option("output folder")] = Path("runs/train"),
@@ -101,6 +109,7 @@ def train(
       lepton train --set train.checkpoint_every_steps=200 --resume -o runs/long   # resume mid-epoch
       lepton train -c my_run.yaml --resume -o runs/mine
       lepton train --model resnet20 --data cifar10:./cifar-10-batches-bin --device cuda --amp bf16
+      lepton train --model resnet20 --data cifar10:./cifar-10-batches-bin --augment crop4,hflip -o runs/aug
       lepton train --nproc 2 --comm-hook powersgd --powersgd-rank 2 -o runs/ddp   # 2 workers via torchrun
       torchrun --standalone --nproc-per-node 2 -m lepton.train -o runs/ddp       # launched your own way
     """
@@ -109,6 +118,7 @@ def train(
     from lepton.distributed.runtime import env_rank
     from lepton.pipeline.config import load_run_config
     from lepton.train.amp import training_device
+    from lepton.train.augment import parse_augment
     from lepton.train.checkpoint import save_checkpoint
     from lepton.train.job import train_model
 
@@ -130,6 +140,8 @@ def train(
     ):
         if value is not None:
             over.setdefault(section, {})[key] = value
+    if augment is not None:
+        over.setdefault("train", {}).setdefault("augment", {}).update(parse_augment(augment))
     for key, value in (
         ("nproc", nproc),
         ("nnodes", nnodes),

@@ -10,6 +10,31 @@ from lepton.config import DeviceName, StrictModel
 from lepton.distributed.config import DistributedConfig
 
 
+class AugmentConfig(StrictModel):
+    """Seeded augmentation of each training batch (:mod:`lepton.train.augment`); off by default. Evaluation never
+    augments."""
+
+    crop_padding: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="random crop: pad each image by this many pixels on every side, then cut an image of the "
+        "original size at a random offset (CIFAR's usual recipe is 4); 0 = off",
+    )
+    hflip: bool = Field(
+        False,
+        description="mirror half the images left-right at random; only for data whose mirror image is the same "
+        "class (photos of objects) — wrong for digits and letters (a mirrored 2 is no 2)",
+    )
+    padding_mode: Literal["zeros", "reflect"] = Field(
+        "zeros", description="what the crop's padding holds: zeros, or the image reflected at its border"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.crop_padding > 0 or self.hflip
+
+
 class TrainConfig(StrictModel):
     """Hyper-parameters of :func:`lepton.train.fit`. Unknown keys are refused."""
 
@@ -52,6 +77,9 @@ class TrainConfig(StrictModel):
     )
     amp: Literal["off", "bf16", "fp16"] = Field(
         "off", description="mixed precision: bf16 (CUDA or CPU autocast) or fp16 with loss scaling (CUDA only)"
+    )
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="random crop and flip of training batches, seeded by (seed, epoch, step)"
     )
     distributed: DistributedConfig = DistributedConfig()
 

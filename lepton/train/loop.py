@@ -1,9 +1,9 @@
 """The one training loop every Lepton feature reuses (baseline training, compression fine-tuning,
 distillation, distributed training).
 
-It reads top to bottom: per epoch, set the shuffle epoch; per step, set the learning rate from the
-global step, forward, loss, backward, step, then the caller's ``after_step`` (e.g. re-apply pruning
-masks); at epoch end, evaluate, record, checkpoint. The learning rate is a pure function of the
+It reads top to bottom: per epoch, set the shuffle epoch; per step, augment the batch if ``cfg.augment``
+asks (:mod:`lepton.train.augment`, seeded by (seed, epoch, step)), set the learning rate from the global
+step, forward, loss, backward, step, then the caller's ``after_step`` (e.g. re-apply pruning masks); at epoch end, evaluate, record, checkpoint. The learning rate is a pure function of the
 global step and the shuffle of a pure function of (seed, epoch), so resuming from a checkpoint
 reproduces an uninterrupted run exactly; with ``cfg.checkpoint_every_steps`` the checkpoint is also written
 mid-epoch, recording the step within the epoch and the epoch's metrics so far, and a resume skips the
@@ -40,6 +40,7 @@ from lepton.distributed.runtime import World, current_world, local_rank, rank_de
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
 from lepton.train.amp import amp_state, autocast, check_amp, grad_scaler, restore_amp
+from lepton.train.augment import augment_step
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import evaluate
@@ -350,6 +351,9 @@ def _fit(
             t0 = time.perf_counter()
             for i, (x, y) in enumerate(_start_at(train, skip), start=skip):
                 x, y = x.to(device, non_blocking=x.is_pinned()), y.to(device, non_blocking=y.is_pinned())
+                if cfg.augment.enabled:  # drawn from (seed, epoch, step): the same after a resume, from a store
+                    last = i + 1 == steps_per_epoch
+                    x = augment_step(x, cfg.augment, seed=cfg.seed, epoch=epoch, step=i, world=world, last=last)
                 lr = lr_at(cfg, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

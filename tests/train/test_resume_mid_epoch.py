@@ -1,7 +1,7 @@
 """Exact mid-epoch resume: with ``checkpoint_every_steps`` the checkpoint records the step within the epoch
 and the epoch's sums so far; a run interrupted after it and resumed ends with the weights (bit for bit) and
 the epoch records of the uninterrupted run, from in-memory tensors, from a packed store, and from a plain
-iterable without ``set_start``."""
+iterable without ``set_start``, with seeded augmentation (``train.augment``) too."""
 
 import json
 
@@ -13,6 +13,7 @@ from lepton.data.store.source import StoreSource
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
 from lepton.train import TensorBatches, TrainConfig, fit, seed_everything
+from lepton.train.config import AugmentConfig
 
 CFG = TrainConfig(epochs=2, batch_size=64, lr=0.05, seed=4, threads=1, checkpoint_every_steps=5)
 TIMELESS = {"seconds", "images_per_second"}
@@ -49,8 +50,8 @@ def sources(tmp_path_factory, digits):
     }
 
 
-def _train(batches, out, *, stop_after=None, resume=False):
-    seed_everything(CFG.seed, CFG.threads)
+def _train(batches, out, *, cfg=CFG, stop_after=None, resume=False):
+    seed_everything(cfg.seed, cfg.threads)
     spec = ModelSpec("lenet-300-100", (1, 8, 8), 10)
     model = spec.build()
     steps = []
@@ -61,7 +62,7 @@ def _train(batches, out, *, stop_after=None, resume=False):
             raise Interrupted
 
     report = fit(
-        model, batches, CFG, spec=spec, checkpoint_dir=out, resume=resume, after_step=after_step, progress=False
+        model, batches, cfg, spec=spec, checkpoint_dir=out, resume=resume, after_step=after_step, progress=False
     )
     return model.state_dict(), report
 
@@ -81,6 +82,22 @@ def test_resume_after_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(source
         r.model_dump(exclude=TIMELESS) for r in ref.history
     ]
     assert "batch" not in json.loads((tmp_path / "cut" / "last.json").read_text())["train"]  # the epoch's end
+
+
+@pytest.mark.parametrize("kind", ["tensors", "store"])
+def test_resume_with_augmentation_equals_the_uninterrupted_run(sources, tmp_path, kind):
+    """The augmentation of a step is drawn from (seed, epoch, step), so the resumed run crops and flips the
+    remaining batches as the uninterrupted one did, whichever source they come from."""
+    cfg = CFG.model_copy(update={"augment": AugmentConfig(crop_padding=1, hflip=True)})
+    ref_state, ref = _train(sources[kind](), tmp_path / "ref", cfg=cfg)
+    plain_state, _ = _train(sources[kind](), tmp_path / "plain")
+    assert not any(torch.equal(ref_state[k], plain_state[k]) for k in ref_state)  # augmentation took part
+    with pytest.raises(Interrupted):
+        _train(sources[kind](), tmp_path / "cut", cfg=cfg, stop_after=23)
+    state, report = _train(sources[kind](), tmp_path / "cut", cfg=cfg, resume=True)
+    assert report.resumed_from_step == 20 and report.steps == ref.steps
+    assert all(torch.equal(state[k], ref_state[k]) for k in state)
+    assert [r.train_loss for r in report.history] == [r.train_loss for r in ref.history]
 
 
 def test_a_checkpoint_at_a_step_past_the_epoch_is_refused(sources, tmp_path):
