@@ -92,6 +92,13 @@ def test_each_rank_augments_its_slice_as_the_whole_batch_would(total, world):
         assert torch.equal(got, whole[sum(len(p) for p in parts[:rank]) :][: len(part)])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_augments_as_the_cpu_does():
+    x, cfg = _images(), AugmentConfig(crop_padding=3, hflip=True, padding_mode="reflect")
+    gpu = augment_batch(x.cuda(), cfg, step_generator(1, 0, 2))
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), augment_batch(x, cfg, step_generator(1, 0, 2)))
+
+
 def test_bad_inputs_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"image batches \[N, C, H, W\].*\[16, 64\].*crop_padding=0"):
         augment_batch(torch.zeros(16, 64), AugmentConfig(crop_padding=2), step_generator(0, 0, 0))
@@ -135,6 +142,16 @@ def test_augmentation_changes_training_and_digits_are_still_learnt(digits):
     a, b = aug.model.state_dict(), plain.model.state_dict()
     assert not any(torch.equal(a[k], b[k]) for k in a)
     assert aug.test.accuracy > 0.9 and plain.test.accuracy > 0.9  # measured: 0.950 and 0.983
+
+
+def test_augmentation_runs_under_cpu_autocast(digits):
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=3, threads=1, amp="bf16", augment={"crop_padding": 1})
+    aug = train_model(digits.subset(256, 100), "lenet-300-100", cfg, progress=False)
+    plain = train_model(
+        digits.subset(256, 100), "lenet-300-100", cfg.model_copy(update={"augment": AugmentConfig()}), progress=False
+    )
+    a, b = aug.model.state_dict(), plain.model.state_dict()
+    assert not any(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_lepton_train_augment_option(tmp_path):
