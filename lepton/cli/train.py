@@ -41,6 +41,15 @@ def train(
     image_size: ImageSize = None,
     channels: Channels = None,
     layout: Layout = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option(
+            help="input normalization stored with the model: auto (per-channel mean/std of the training split; "
+            "for RGB image folders, CIFAR) or none [default: none]",
+            show_default=False,
+            rich_help_panel="Reading the data",
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
     config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
@@ -95,7 +104,7 @@ def train(
       lepton train                                  # LeNet-5 on MNIST, the default recipe
       lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
       lepton train --data ./pets --image-size 32 --channels rgb -o runs/pets   # ROOT/<class>/*.png|jpg
-      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
+      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 --normalize auto -o runs/cifar
       lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
       lepton train --data mnist.lds -o runs/store       # batches read from the packed store's blocks
       lepton train --set train.checkpoint_every_steps=200 --resume -o runs/long   # resume mid-epoch
@@ -127,6 +136,7 @@ def train(
         ("data", "image_size", image_size),
         ("data", "channels", channels),
         ("data", "layout", layout),
+        ("data", "normalize", normalize),
     ):
         if value is not None:
             over.setdefault(section, {})[key] = value
@@ -159,6 +169,7 @@ def train(
         resume=resume,
         progress=not quiet,
         trust_code=trust_code,
+        normalize=cfg.data.normalize,
     )
     if env_rank() != 0:  # a torchrun worker other than rank 0: rank 0 saves and reports
         return

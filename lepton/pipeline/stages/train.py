@@ -61,6 +61,7 @@ class TrainStage:
             progress=state.progress,
             console=state.console,
             trust_code=state.trust_code,
+            normalize=cfg.data.normalize,
         )
         spec, model, report, ev = job.spec, job.model, job.train, job.test
         ckpt = save_checkpoint(
