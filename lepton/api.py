@@ -31,6 +31,7 @@ from lepton.data.sources import load_dataset
 from lepton.edge.export import ExportReport
 from lepton.edge.export import export_onnx as _export_onnx
 from lepton.errors import ConfigError
+from lepton.models.normalize import input_norm_of
 from lepton.models.registry import ModelSpec
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
@@ -129,7 +130,10 @@ def compress(
     """
     model, data = _module(model, "lepton.compress"), _dataset(data)
     if spec is None:
-        spec = ModelSpec(type(model).__name__, data.input_shape, data.num_classes).with_graph(model)
+        norm = input_norm_of(model)  # a model that normalizes its input keeps doing so in the file
+        spec = ModelSpec(
+            type(model).__name__, data.input_shape, data.num_classes, normalize=norm.stats() if norm else None
+        ).with_graph(model)
         if spec.graph is None:
             raise ConfigError(
                 f"lepton.compress: the architecture of {type(model).__name__} cannot be stored as data (see the "

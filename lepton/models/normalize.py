@@ -85,6 +85,15 @@ def input_norm_of(model: nn.Module) -> InputNorm | None:
     return None
 
 
+def same_normalization(a: Normalization | None, b: Normalization | None) -> bool:
+    """Whether two normalizations are equal as float32 (what the model's buffers hold)."""
+    if a is None or b is None:
+        return a is b
+    return all(
+        torch.equal(torch.tensor(u, dtype=torch.float32), torch.tensor(v, dtype=torch.float32)) for u, v in zip(a, b)
+    )
+
+
 def check_normalization(value: Any, channels: int, *, error: type[Exception] = ConfigError) -> Normalization:
     """``value`` as a :data:`Normalization` for ``channels`` input channels, or ``error`` naming what is wrong.
 

@@ -22,7 +22,13 @@ from torch import nn
 from lepton.errors import ConfigError, FormatError, UntrustedCodeError
 from lepton.models.graph import build_graph, capture, check_graph
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
-from lepton.models.normalize import Normalization, attach_input_norm, check_normalization
+from lepton.models.normalize import (
+    Normalization,
+    attach_input_norm,
+    check_normalization,
+    input_norm_of,
+    same_normalization,
+)
 from lepton.models.tensor_train import apply_tt_layout, check_tt_layout
 from lepton.models.zoo import MLPMixerSmall, MobileNetV2Small, ResNet20
 
@@ -163,7 +169,18 @@ class ModelSpec:
         returned as is. A user model torch.fx cannot trace keeps the bare name (files saved from it then
         need ``trust_code=True`` to load), and a note on stderr says so; a changed registry model that
         cannot be traced raises ConfigError, since nothing could rebuild it.
+
+        The model's input normalization (:func:`lepton.models.normalize.input_norm_of`) must be the spec's
+        ``normalize``; a file saved otherwise would apply it twice or never, so that raises ConfigError.
         """
+        norm = input_norm_of(model)
+        has = norm.stats() if norm is not None else None
+        if not same_normalization(has, self.normalize):
+            raise ConfigError(
+                f"model {self.name!r} normalizes its input with {has} (mean, std) but its spec records "
+                f"normalize={self.normalize}; build the model from the spec (spec.build()), or give the spec "
+                "the model's normalization."
+            )
         if not self.needs_code and self._shapes() == _shapes(model.state_dict()):
             return self
         try:
