@@ -19,6 +19,8 @@ from lepton.cli.options import (
     ImageSize,
     InputShape,
     Layout,
+    NormalizeMean,
+    NormalizeStd,
     NumClasses,
     Overrides,
     Quiet,
@@ -245,6 +247,8 @@ def eval_(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
     device: Device = None,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
@@ -257,7 +261,11 @@ def eval_(
       lepton eval weights.pt --arch resnet20 --data digits --input-shape 1,8,8   # torch.save(model.state_dict())
     """
     result = evaluate_file(
-        model_file, data, trust_code=trust_code, arch=arch_spec(arch, input_shape, num_classes), device=device or "auto"
+        model_file,
+        data,
+        trust_code=trust_code,
+        arch=arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std),
+        device=device or "auto",
     )
     if fmt is Format.json:
         print_json(result)
