@@ -1,5 +1,5 @@
 """A model that stores its input normalization gives the in-process ``model(x)`` on raw [0, 1] input on every
-path: checkpoint, .lep, ONNX (onnxruntime), the OIP server (.lep and .onnx), the split planner's edge and cloud
+path: checkpoint, .lep, ONNX fp32 and int8 (onnxruntime), the OIP server (.lep and .onnx), the split planner's edge and cloud
 at every cut, BatchNorm folding and channel pruning; the same weights without it answer differently."""
 
 import httpx
@@ -13,6 +13,7 @@ from lepton.compress.fold import fold_batchnorm
 from lepton.compress.structured import prune_channels_with_report, spec_for
 from lepton.edge.cuts import head_tail, layer_chain
 from lepton.edge.export import export_onnx, onnx_session, run_session
+from lepton.edge.quantize import calibration_sample, quantize_onnx
 from lepton.edge.server import load_served_model, serve_in_thread
 from lepton.models.registry import ModelSpec
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
@@ -101,12 +102,19 @@ def test_folding_and_channel_pruning_keep_it(model, x):
     assert torch.equal(_logits(pruned_spec.load(pruned.state_dict()), x), _logits(pruned, x))
 
 
-def test_training_with_auto_stores_the_training_statistics_and_eval_agrees(digits):
-    data = digits.subset(600, 120)
-    job = train_model(data, "lenet-300-100", TrainConfig(epochs=1, seed=0), progress=False, normalize="auto")
+def test_training_with_auto_stores_the_training_statistics_and_eval_and_int8_agree(digits, tmp_path):
+    data = digits.subset(800, 200)
+    job = train_model(data, "lenet-300-100", TrainConfig(epochs=3, seed=0), progress=False, normalize="auto")
     x = data.x_train.astype(np.float64) / 255
     assert job.spec.normalize is not None
     np.testing.assert_allclose(job.spec.normalize, ([x.mean()], [x.std()]), rtol=1e-12)
     xt, yt = data.tensors("test")
     again = evaluate(ModelSpec.from_dict(job.spec.to_dict()).load(job.model.state_dict()), xt, yt)
     assert again.accuracy == job.test.accuracy
+    export_onnx(job.model, tmp_path / "m.onnx", input_shape=data.input_shape)
+    quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", calibration_sample(data.tensors("train")[0].numpy(), 256))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert ops.count("Sub") == 1 and ops.count("Div") == 1  # kept in float before the quantized layers
+    int8 = run_session(onnx_session(tmp_path / "q.onnx"), xt.numpy()).argmax(1)
+    with torch.no_grad():
+        assert (int8 == job.model(xt).argmax(1).numpy()).mean() >= 0.95
