@@ -15,6 +15,7 @@ from lepton.edge.cuts import head_tail, layer_chain
 from lepton.edge.export import export_onnx, onnx_session, run_session
 from lepton.edge.quantize import calibration_sample, quantize_onnx
 from lepton.edge.server import load_served_model, serve_in_thread
+from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
@@ -118,3 +119,13 @@ def test_training_with_auto_stores_the_training_statistics_and_eval_and_int8_agr
     int8 = run_session(onnx_session(tmp_path / "q.onnx"), xt.numpy()).argmax(1)
     with torch.no_grad():
         assert (int8 == job.model(xt).argmax(1).numpy()).mean() >= 0.95
+
+
+def test_resuming_with_another_normalization_is_refused(digits, tmp_path):
+    data = digits.subset(200, 50)
+    train_model(data, "lenet-300-100", TrainConfig(epochs=1), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="resume with the same data.normalize"):
+        train_model(
+            data, "lenet-300-100", TrainConfig(epochs=2), checkpoint_dir=tmp_path, resume=True, progress=False,
+            normalize="auto",
+        )  # fmt: skip
