@@ -39,6 +39,8 @@ class TrainStageReport(BaseModel):
     world_size: int = 1
     communication: CommReport | None = None
     history: list[EpochRecord]
+    normalize: dict[str, list[float]] | None = None
+    """The input normalization stored with the model (``data.normalize: auto``): per-channel mean and std."""
 
 
 class TrainStage:
@@ -90,6 +92,7 @@ class TrainStage:
             world_size=report.world_size,
             communication=report.communication,
             history=report.history,
+            normalize=spec.to_dict().get("normalize"),
         )
 
     def outputs(self, report: TrainStageReport) -> list[str]:  # type: ignore[override]
