@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -28,9 +29,11 @@ from lepton.config import validate
 from lepton.data.batches import TensorBatches
 from lepton.data.dataset import ImageDataset
 from lepton.data.sources import load_dataset
+from lepton.data.stats import channel_stats
 from lepton.edge.export import ExportReport
 from lepton.edge.export import export_onnx as _export_onnx
 from lepton.errors import ConfigError
+from lepton.models.normalize import attach_input_norm, input_norm_of
 from lepton.models.registry import ModelSpec
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import EvalReport, evaluate
@@ -83,18 +86,34 @@ def _module(model: nn.Module, where: str) -> nn.Module:
     return model
 
 
-def train(model: nn.Module, data: ImageDataset | str, config: TrainConfig | None = None, **options: object) -> Trained:
+def train(
+    model: nn.Module,
+    data: ImageDataset | str,
+    config: TrainConfig | None = None,
+    *,
+    normalize: Literal["none", "auto"] = "none",
+    **options: object,
+) -> Trained:
     """Train ``model`` in place with Lepton's training loop (seeded and deterministic on CPU).
 
     Args:
         model: any ``nn.Module`` mapping a ``[batch, C, H, W]`` float batch to class logits.
         data: an :class:`~lepton.data.ImageDataset` or a dataset name (``"mnist"``, ``"digits"``, …).
         config: a :class:`~lepton.train.TrainConfig`; ``options`` override its fields (``epochs=5``, ``lr=0.05``).
+        normalize: ``"auto"`` gives ``model`` the per-channel mean and std of the training split
+            (:func:`lepton.models.normalize.attach_input_norm`) before training: it normalizes its [0, 1] input
+            itself, and :func:`compress` stores that in the file.
 
     Returns:
         :class:`Trained` with the model, the per-epoch report and the test-split evaluation.
     """
     model, data = _module(model, "lepton.train"), _dataset(data)
+    if normalize not in ("none", "auto"):
+        raise ConfigError(
+            f"The 'normalize' parameter of lepton.train must be 'none' or 'auto'. Got {normalize!r} instead."
+        )
+    if normalize == "auto":
+        attach_input_norm(model, channel_stats(data))
     cfg = validate(TrainConfig, {**(config or TrainConfig()).model_dump(), **options}, source="lepton.api.train")
     seed_everything(cfg.seed, cfg.threads)
     x, y = data.tensors("train")
@@ -129,7 +148,10 @@ def compress(
     """
     model, data = _module(model, "lepton.compress"), _dataset(data)
     if spec is None:
-        spec = ModelSpec(type(model).__name__, data.input_shape, data.num_classes).with_graph(model)
+        norm = input_norm_of(model)  # a model that normalizes its input keeps doing so in the file
+        spec = ModelSpec(
+            type(model).__name__, data.input_shape, data.num_classes, normalize=norm.stats() if norm else None
+        ).with_graph(model)
         if spec.graph is None:
             raise ConfigError(
                 f"lepton.compress: the architecture of {type(model).__name__} cannot be stored as data (see the "

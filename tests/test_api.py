@@ -47,3 +47,28 @@ def test_bad_arguments_are_config_errors(digits):
         train(torch.nn.Linear(64, 10), digits, epochs=0)
     with pytest.raises(ConfigError, match="input_shape"):
         export_onnx(torch.nn.Linear(2, 2), "x.onnx")
+
+
+def test_train_with_normalize_auto_gives_the_model_its_statistics_and_compress_keeps_them(digits, tmp_path):
+    from lepton.compress.config import CompressConfig
+    from lepton.data.stats import channel_stats
+    from lepton.models.normalize import input_norm_of
+    from tests.fixtures.user_nets import TinyResNet
+
+    data = digits.subset(400, 100)
+    torch.manual_seed(0)
+    model = TinyResNet(1, 8, 10)
+    trained = train(model, data, epochs=1, normalize="auto")
+    assert input_norm_of(trained.model).stats() == tuple(
+        tuple(torch.tensor(v, dtype=torch.float32).tolist()) for v in channel_stats(data)
+    )
+    plain = CompressConfig.model_validate({k: {"enabled": False} for k in ("prune", "share", "distill")})
+    small = compress(trained.model, data, plain)
+    small.save(tmp_path / "m.lep")
+    restored = load(tmp_path / "m.lep")
+    x = data.tensors("test")[0]
+    with torch.no_grad():
+        # BatchNorm is folded in the file, so equal to rounding; normalizing twice or never would be far off
+        torch.testing.assert_close(restored(x), trained.model.eval()(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="'none' or 'auto'"):
+        train(TinyResNet(1, 8, 10), data, normalize="yes")

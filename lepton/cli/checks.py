@@ -65,15 +65,32 @@ def make_config(config_class: type[M], option_names: dict[str, str], /, **values
         raise ConfigError("; ".join(problems) + "; see --help.") from None
 
 
-def arch_spec(arch: str | None, input_shape: str | None, num_classes: int | None) -> Any:
-    """The :class:`~lepton.models.registry.ModelSpec` that ``--arch``, ``--input-shape`` and ``--num-classes`` name,
-    or None without ``--arch`` (then the shape options must be absent too)."""
+def arch_spec(
+    arch: str | None,
+    input_shape: str | None,
+    num_classes: int | None,
+    normalize_mean: str | None = None,
+    normalize_std: str | None = None,
+) -> Any:
+    """The :class:`~lepton.models.registry.ModelSpec` that ``--arch``, ``--input-shape``, ``--num-classes`` and
+    ``--normalize-mean``/``--normalize-std`` name, or None without ``--arch`` (then the others must be absent too)."""
     from lepton.models.registry import ModelSpec
 
     if arch is None:
-        if input_shape is not None or num_classes is not None:
-            raise ConfigError("--input-shape and --num-classes describe --arch; pass --arch NAME with them.")
+        if any(v is not None for v in (input_shape, num_classes, normalize_mean, normalize_std)):
+            raise ConfigError(
+                "--input-shape, --num-classes and --normalize-mean/--normalize-std describe --arch; pass "
+                "--arch NAME with them."
+            )
         return None
+    if (normalize_mean is None) != (normalize_std is None):
+        raise ConfigError("--normalize-mean and --normalize-std go together; pass both (one number per channel).")
+    normalize = None
+    if normalize_mean is not None and normalize_std is not None:
+        normalize = {
+            "mean": _floats(normalize_mean, "--normalize-mean"),
+            "std": _floats(normalize_std, "--normalize-std"),
+        }
     shape = [1, 28, 28]
     if input_shape is not None:
         parts = input_shape.replace("x", ",").split(",")
@@ -82,9 +99,22 @@ def arch_spec(arch: str | None, input_shape: str | None, num_classes: int | None
         shape = [int(p) for p in parts]
     try:
         return ModelSpec.from_dict(
-            {"name": arch, "input_shape": shape, "num_classes": 10 if num_classes is None else num_classes}
+            {
+                "name": arch,
+                "input_shape": shape,
+                "num_classes": 10 if num_classes is None else num_classes,
+                **({"normalize": normalize} if normalize else {}),
+            }
         )
     except ConfigError as e:
         raise ConfigError(
-            f"--arch/--input-shape/--num-classes: {str(e).removeprefix('invalid model spec: ')}"
+            f"--arch/--input-shape/--num-classes/--normalize-*: {str(e).removeprefix('invalid model spec: ')}"
         ) from None
+
+
+def _floats(text: str, option: str) -> list[float]:
+    """``0.49,0.48,0.45`` as floats; ConfigError naming ``option`` otherwise."""
+    try:
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected numbers separated by commas (e.g. 0.49,0.48,0.45).") from None

@@ -17,6 +17,8 @@ from lepton.cli.options import (
     Format,
     FormatOpt,
     InputShape,
+    NormalizeMean,
+    NormalizeStd,
     NumClasses,
     Overrides,
     Quiet,
@@ -88,6 +90,8 @@ def compress_checkpoint(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
     device: Device = None,
     amp: AmpOpt = None,
 ) -> None:
@@ -110,7 +114,7 @@ def compress_checkpoint(
         raise ConfigError(f"CHECKPOINT {checkpoint}: already a .lep file; compress the checkpoint it came from.")
     output_file(out, "--out")
     input_file(checkpoint, "CHECKPOINT")
-    spec = arch_spec(arch, input_shape, num_classes)
+    spec = arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
     over = parse_overrides(set_ or [])
     for key, value in (("device", device), ("amp", amp)):
         if value is not None:

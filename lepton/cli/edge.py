@@ -10,7 +10,17 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file, make_config, output_file
-from lepton.cli.options import Arch, Format, FormatOpt, InputShape, NumClasses, TrustCode, out_option
+from lepton.cli.options import (
+    Arch,
+    Format,
+    FormatOpt,
+    InputShape,
+    NormalizeMean,
+    NormalizeStd,
+    NumClasses,
+    TrustCode,
+    out_option,
+)
 from lepton.cli.output import console, print_json, print_table
 
 edge_app = typer.Typer(
@@ -61,6 +71,8 @@ def export_cmd(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
 ) -> None:
     """Export MODEL to ONNX (dynamic batch), check it against torch on the test set, optionally quantize to int8."""
     from lepton.edge.deploy import export_model
@@ -68,7 +80,9 @@ def export_cmd(
     output_file(out, "--out")
     if int8 is not None:
         output_file(int8, "--int8")
-    loaded, dataset = _load(model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes))
+    loaded, dataset = _load(
+        model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
+    )
     result = export_model(loaded.model, loaded.spec, dataset, out, int8, opset=opset, calibration_images=calibration)
     rows = [f.model_dump() for f in result.files]
     if fmt is Format.json:
@@ -92,6 +106,8 @@ def bench_cmd(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
 ) -> None:
     """Latency p50/p90/p99 at batch 1 and throughput at BATCH, on real test images.
 
@@ -111,7 +127,7 @@ def bench_cmd(
         BenchConfig, {"throughput_batch": "--batch"}, threads=threads, iterations=iterations, throughput_batch=batch
     )
     loaded = None
-    spec = arch_spec(arch, input_shape, num_classes)
+    spec = arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
     if torch_model is not None:
         loaded, dataset = _load(torch_model, data, trust_code, "--torch", spec)
     elif spec is not None:
@@ -149,6 +165,8 @@ def split_cmd(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
 ) -> None:
     """Predict the latency of every cut (Neurosurgeon), print the best, then run it across two processes."""
     from pydantic import ValidationError
@@ -178,7 +196,9 @@ def split_cmd(
         raise ConfigError(f"--requests {requests}: must be at least 1 (e.g. --requests 100).")
     if plot is not None:
         output_file(plot, "--plot")
-    loaded, dataset = _load(model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes))
+    loaded, dataset = _load(
+        model, data, trust_code, arch=arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
+    )
     images = dataset.tensors("test")[0][: max(requests, PROFILE_IMAGES)].numpy()
     with tempfile.TemporaryDirectory(prefix="lepton-split-") as tmp:
         source = model

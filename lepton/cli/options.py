@@ -70,6 +70,25 @@ NumClasses = Annotated[
         "--num-classes", help="--arch's outputs [default: 10]", show_default=False, rich_help_panel="Plain weight files"
     ),
 ]
+NormalizeMean = Annotated[
+    str | None,
+    typer.Option(
+        "--normalize-mean",
+        help="the per-channel mean --arch's weights were trained to subtract from [0, 1] pixels, e.g. "
+        "0.49,0.48,0.45 (with --normalize-std; stored with the model, applied by it)",
+        show_default=False,
+        rich_help_panel="Plain weight files",
+    ),
+]
+NormalizeStd = Annotated[
+    str | None,
+    typer.Option(
+        "--normalize-std",
+        help="the per-channel std to divide by after subtracting --normalize-mean, e.g. 0.25,0.24,0.26",
+        show_default=False,
+        rich_help_panel="Plain weight files",
+    ),
+]
 
 ImageSize = Annotated[
     int | None,

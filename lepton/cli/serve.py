@@ -10,7 +10,7 @@ import typer
 
 from lepton.cli.app import app
 from lepton.cli.checks import arch_spec, input_file
-from lepton.cli.options import Arch, InputShape, NumClasses, TrustCode
+from lepton.cli.options import Arch, InputShape, NormalizeMean, NormalizeStd, NumClasses, TrustCode
 from lepton.cli.output import console
 
 
@@ -46,6 +46,8 @@ def serve(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
 ) -> None:
     """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
 
@@ -97,7 +99,7 @@ def serve(
             )
         ) from None
     check_exposure(config)
-    spec = arch_spec(arch, input_shape, num_classes)
+    spec = arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
         served = load_served_model(
             input_file(model, "MODEL"),

@@ -19,6 +19,8 @@ from lepton.cli.options import (
     ImageSize,
     InputShape,
     Layout,
+    NormalizeMean,
+    NormalizeStd,
     NumClasses,
     Overrides,
     Quiet,
@@ -41,6 +43,15 @@ def train(
     image_size: ImageSize = None,
     channels: Channels = None,
     layout: Layout = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option(
+            help="input normalization stored with the model: auto (per-channel mean/std of the training split; "
+            "for RGB image folders, CIFAR) or none [default: none]",
+            show_default=False,
+            rich_help_panel="Reading the data",
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="registry name or package.module:factory [default: lenet5]")] = None,
     config: Annotated[Path | None, config_option("run YAML; its data/model/train sections apply")] = None,
     epochs: Annotated[int | None, typer.Option(help="override train.epochs")] = None,
@@ -103,7 +114,7 @@ def train(
       lepton train                                  # LeNet-5 on MNIST, the default recipe
       lepton train --data digits --model lenet-300-100 --epochs 5 -o runs/digits
       lepton train --data ./pets --image-size 32 --channels rgb -o runs/pets   # ROOT/<class>/*.png|jpg
-      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 -o runs/cifar
+      lepton train --data cifar10:./cifar-10-batches-bin --model resnet20 --normalize auto -o runs/cifar
       lepton train --data cifar.npz --layout nhwc -o runs/npz                   # channels-last arrays
       lepton train --data mnist.lds -o runs/store       # batches read from the packed store's blocks
       lepton train --set train.checkpoint_every_steps=200 --resume -o runs/long   # resume mid-epoch
@@ -137,6 +148,7 @@ def train(
         ("data", "image_size", image_size),
         ("data", "channels", channels),
         ("data", "layout", layout),
+        ("data", "normalize", normalize),
     ):
         if value is not None:
             over.setdefault(section, {})[key] = value
@@ -171,6 +183,7 @@ def train(
         resume=resume,
         progress=not quiet,
         trust_code=trust_code,
+        normalize=cfg.data.normalize,
     )
     if env_rank() != 0:  # a torchrun worker other than rank 0: rank 0 saves and reports
         return
@@ -246,6 +259,8 @@ def eval_(
     arch: Arch = None,
     input_shape: InputShape = None,
     num_classes: NumClasses = None,
+    normalize_mean: NormalizeMean = None,
+    normalize_std: NormalizeStd = None,
     device: Device = None,
 ) -> None:
     """Evaluate a model on the test split: accuracy, loss, per-class accuracy.
@@ -258,7 +273,11 @@ def eval_(
       lepton eval weights.pt --arch resnet20 --data digits --input-shape 1,8,8   # torch.save(model.state_dict())
     """
     result = evaluate_file(
-        model_file, data, trust_code=trust_code, arch=arch_spec(arch, input_shape, num_classes), device=device or "auto"
+        model_file,
+        data,
+        trust_code=trust_code,
+        arch=arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std),
+        device=device or "auto",
     )
     if fmt is Format.json:
         print_json(result)

@@ -21,6 +21,7 @@ from torch import nn
 
 from lepton.errors import ConfigError
 from lepton.models.graph import build_graph, capture
+from lepton.models.normalize import attach_input_norm, input_norm_of
 from lepton.models.registry import ModelSpec, resolve_factory
 from lepton.utils.checks import check_float, check_int
 from lepton.utils.timing import latency, torch_threads
@@ -149,7 +150,10 @@ def _verify(pruned: nn.Module, example_input: torch.Tensor, out_shape: torch.Siz
             graph = capture(pruned)
         except ConfigError:
             return  # not traceable: the eager check above is all there is
-        rebuilt = build_graph(graph)
+        rebuilt = build_graph(graph)  # the graph holds no input normalization (the spec does): attach it alike
+        norm = input_norm_of(pruned)
+        if norm is not None:
+            attach_input_norm(rebuilt, norm.stats())
         rebuilt.load_state_dict(pruned.state_dict())
         if not torch.allclose(rebuilt.eval()(example_input), out, atol=1e-5, rtol=1e-4):
             raise RuntimeError("its captured graph computes something else")
@@ -318,6 +322,7 @@ def spec_for(model: nn.Module, base_spec: ModelSpec) -> ModelSpec:
             base_spec.input_shape,
             base_spec.num_classes,
             {**base_spec.kwargs, **{w: _width(modules[w]) for w in WIDTHS[base_spec.name]}},
+            normalize=base_spec.normalize,
         )
     else:
         spec = base_spec.with_graph(model)

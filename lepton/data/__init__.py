@@ -10,6 +10,7 @@ __all__ = [
     "ImageDataset",
     "SourceOptions",
     "TensorBatches",
+    "channel_stats",
     "idx_bytes",
     "images_to_tensor",
     "load_cifar",
@@ -36,5 +37,6 @@ lazy_exports(
         "lepton.data.mnist": ("load_fashion_mnist", "load_mnist"),
         "lepton.data.options": ("SourceOptions",),
         "lepton.data.sources": ("DATASETS", "load_dataset", "load_digits", "load_npz", "load_training_data"),
+        "lepton.data.stats": ("channel_stats",),
     },
 )

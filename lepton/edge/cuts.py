@@ -14,7 +14,9 @@ Between a residual block's fork and its add two tensors cross, so a block is ato
 cuts bound *segments*, each an ``fx.GraphModule`` of one tensor returning one tensor: the edge runs
 ``nn.Sequential(*segments[:k])``, the cloud ``nn.Sequential(*segments[k:])``, and the two composed are the
 model, operator for operator. Tracing a registry model or a :class:`lepton.models.graph.GraphModel` (a
-model decoded from a ``.lep`` or a graph-carrying checkpoint) runs no user code.
+model decoded from a ``.lep`` or a graph-carrying checkpoint) runs no user code. A model that normalizes its
+input (:mod:`lepton.models.normalize`) gets that as its first node, so the edge (or, at cut 0, the cloud)
+applies it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import fx, nn
 
 from lepton.errors import ConfigError
+from lepton.models.normalize import ATTR, input_norm_of
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"{type(model).__name__}.forward takes {len(inputs)} inputs; the split planner needs a model of "
             "one input tensor."
         )
+    norm = input_norm_of(model)
+    if norm is not None:  # fx traces forward without the hook that normalizes: make it the first node
+        gm.add_submodule(ATTR, norm)
+        with gm.graph.inserting_after(inputs[0]):
+            normed = gm.graph.call_module(ATTR, (inputs[0],))
+        inputs[0].replace_all_uses_with(normed, delete_user_cb=lambda user: user is not normed)
+        gm.recompile()
     return gm
 
 

@@ -2,6 +2,7 @@
 plain state dicts read without running code (:func:`read_weights`)."""
 
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
+from lepton.models.normalize import InputNorm, attach_input_norm, input_norm_of
 from lepton.models.registry import (
     MODELS,
     ModelSpec,
@@ -15,13 +16,16 @@ from lepton.models.weights import read_weights
 
 __all__ = [
     "MODELS",
+    "InputNorm",
     "ModelSpec",
     "LeNet5",
     "LeNet5Classic",
     "LeNet300100",
+    "attach_input_norm",
     "build_model",
     "count_macs",
     "count_params",
+    "input_norm_of",
     "layer_table",
     "read_weights",
     "resolve_factory",

@@ -22,6 +22,13 @@ from torch import nn
 from lepton.errors import ConfigError, FormatError, UntrustedCodeError
 from lepton.models.graph import build_graph, capture, check_graph
 from lepton.models.lenet import LeNet5, LeNet5Classic, LeNet300100
+from lepton.models.normalize import (
+    Normalization,
+    attach_input_norm,
+    check_normalization,
+    input_norm_of,
+    same_normalization,
+)
 from lepton.models.tensor_train import apply_tt_layout, check_tt_layout
 from lepton.models.zoo import MLPMixerSmall, MobileNetV2Small, ResNet20
 
@@ -128,6 +135,13 @@ class ModelSpec:
     graph: dict[str, Any] | None = None
     """The architecture as data (:mod:`lepton.models.graph`) of a model outside the registry, or of a registry
     model whose shapes changed (channel-pruned, BatchNorm folded); ``build`` then uses it, not the name."""
+    normalize: Normalization | None = None
+    """``(mean, std)`` per input channel (:mod:`lepton.models.normalize`): the built model maps its [0, 1] input
+    to ``(x - mean) / std`` itself; None (the default) feeds the pixels as they are."""
+
+    def __post_init__(self) -> None:
+        if self.normalize is not None:
+            object.__setattr__(self, "normalize", check_normalization(self.normalize, self.input_shape[0]))
 
     @property
     def needs_code(self) -> bool:
@@ -142,6 +156,8 @@ class ModelSpec:
             model = build_model(self.name, self.input_shape, self.num_classes, trust_code=trust_code, **self.kwargs)
         if self.tt:
             apply_tt_layout(model, self.tt)
+        if self.normalize is not None:
+            attach_input_norm(model, self.normalize)
         return model
 
     def with_graph(self, model: nn.Module) -> ModelSpec:
@@ -153,7 +169,18 @@ class ModelSpec:
         returned as is. A user model torch.fx cannot trace keeps the bare name (files saved from it then
         need ``trust_code=True`` to load), and a note on stderr says so; a changed registry model that
         cannot be traced raises ConfigError, since nothing could rebuild it.
+
+        The model's input normalization (:func:`lepton.models.normalize.input_norm_of`) must be the spec's
+        ``normalize``; a file saved otherwise would apply it twice or never, so that raises ConfigError.
         """
+        norm = input_norm_of(model)
+        has = norm.stats() if norm is not None else None
+        if not same_normalization(has, self.normalize):
+            raise ConfigError(
+                f"model {self.name!r} normalizes its input with {has} (mean, std) but its spec records "
+                f"normalize={self.normalize}; build the model from the spec (spec.build()), or give the spec "
+                "the model's normalization."
+            )
         if not self.needs_code and self._shapes() == _shapes(model.state_dict()):
             return self
         try:
@@ -228,6 +255,10 @@ class ModelSpec:
             del d["tt"]  # files of plain models keep the layout they always had
         if self.graph is None:
             del d["graph"]
+        if self.normalize is None:
+            del d["normalize"]  # files without normalization keep the layout they always had
+        else:
+            d["normalize"] = {"mean": list(self.normalize[0]), "std": list(self.normalize[1])}
         return d
 
     @classmethod
@@ -235,14 +266,14 @@ class ModelSpec:
         """A spec from a file's JSON, every field checked (types, ranges, the graph's allow-lists)."""
         if not isinstance(d, dict):
             raise ConfigError(f"invalid model spec: expected an object, got {type(d).__name__}.")
-        unknown = set(d) - {"name", "input_shape", "num_classes", "kwargs", "tt", "graph"}
+        unknown = set(d) - {"name", "input_shape", "num_classes", "kwargs", "tt", "graph", "normalize"}
         missing = {"name", "input_shape", "num_classes"} - set(d)
         if unknown or missing:
             raise ConfigError(
                 f"invalid model spec: {'unknown keys ' + ', '.join(sorted(unknown)) if unknown else ''}"
                 f"{'; ' if unknown and missing else ''}"
                 f"{'missing ' + ', '.join(sorted(missing)) if missing else ''}; expected name, "
-                "input_shape [C, H, W], num_classes, kwargs (and tt, graph)."
+                "input_shape [C, H, W], num_classes, kwargs (and tt, graph, normalize)."
             )
         name, shape, classes = d["name"], d["input_shape"], d["num_classes"]
         if not isinstance(name, str) or not 1 <= len(name) <= 256:
@@ -275,7 +306,10 @@ class ModelSpec:
         graph = d.get("graph")
         if graph is not None:
             check_graph(graph, error=ConfigError)
-        return cls(name, tuple(shape), classes, dict(kwargs), tt, graph)  # type: ignore[arg-type]
+        norm = d.get("normalize")
+        if norm is not None:
+            norm = check_normalization(norm, shape[0])
+        return cls(name, tuple(shape), classes, dict(kwargs), tt, graph, norm)  # type: ignore[arg-type]
 
 
 def _is_int(v: Any) -> bool:

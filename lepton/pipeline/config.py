@@ -67,6 +67,11 @@ class DataConfig(SourceOptions):
     )
     train_subset: int | None = Field(None, ge=1, description="use only the first N training samples")
     test_subset: int | None = Field(None, ge=1, description="use only the first N test samples")
+    normalize: Literal["none", "auto"] = Field(
+        "none",
+        description="input normalization stored with the model: auto = per-channel mean and std of the training "
+        "split (the model maps [0, 1] pixels to (x - mean) / std itself); none = feed pixels / 255 as they are",
+    )
     pack: PackConfig = PackConfig()
 
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
@@ -23,6 +23,7 @@ from torch import nn
 
 from lepton.data.batches import TensorBatches
 from lepton.data.dataset import ImageDataset
+from lepton.data.stats import channel_stats
 from lepton.data.store.dataset import StoreBatches
 from lepton.data.store.source import StoreSource
 from lepton.distributed.launch import launch
@@ -56,8 +57,12 @@ def train_model(
     progress: bool = True,
     console: Console | None = None,
     trust_code: bool = False,
+    normalize: Literal["none", "auto"] = "none",
 ) -> TrainedModel:
     """Train ``model_name`` on ``data``; a ``package.module:factory`` runs only with ``trust_code=True``.
+
+    With ``normalize="auto"`` the spec stores the per-channel mean and std of the training split
+    (:func:`lepton.data.stats.channel_stats`) and the model normalizes its [0, 1] input itself.
 
     From a :class:`StoreSource` the batches are read from the store's blocks (the same batches, hence the
     same weights, as from the arrays it holds); its test split is read whole for evaluation.
@@ -66,12 +71,15 @@ def train_model(
     saved from it load without the user's code.
     """
     if cfg.distributed.launches and not launched_by_torchrun():
-        return _launch_workers(data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress, trust_code)
+        return _launch_workers(
+            data, model_name, cfg, model_kwargs or {}, checkpoint_dir, resume, progress, trust_code, normalize
+        )
     resume = resume or restart_count() > 0  # torchrun restarted the group after a failure
     # the device picks the backend; fit() checks cfg.amp once this worker's GPU is current (after set_device)
     with worker_session(cfg.distributed, resolve_device(cfg.device)):
         seed_everything(cfg.seed, cfg.threads)
-        spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}))
+        norm = channel_stats(data) if normalize == "auto" else None
+        spec = ModelSpec(model_name, data.input_shape, data.num_classes, dict(model_kwargs or {}), normalize=norm)
         model = spec.build(trust_code=trust_code)
         spec = spec.with_graph(model)
         x_test, y_test = data.tensors("test")
@@ -117,6 +125,7 @@ def _launch_workers(
     resume: bool,
     progress: bool,
     trust_code: bool,
+    normalize: str,
 ) -> TrainedModel:
     """Hand the dataset (a store by its location, in-memory arrays in a ``.npz``) and the config to torchrun's
     workers in files; read rank 0's results back."""
@@ -138,6 +147,7 @@ def _launch_workers(
             "resume": resume,
             "progress": progress,
             "trust_code": trust_code,
+            "normalize": normalize,
         }
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         launch(cfg.distributed, "lepton.train.worker", [str(Path(tmp) / "job.json")], threads=cfg.threads)

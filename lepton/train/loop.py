@@ -37,7 +37,8 @@ from torch import nn
 from lepton.distributed.ddp import distribute
 from lepton.distributed.hooks import CommReport
 from lepton.distributed.runtime import World, current_world, local_rank, rank_device
-from lepton.errors import FormatError
+from lepton.errors import ConfigError, FormatError
+from lepton.models.normalize import same_normalization
 from lepton.models.registry import ModelSpec
 from lepton.train.amp import amp_state, autocast, check_amp, grad_scaler, restore_amp
 from lepton.train.augment import augment_step
@@ -288,6 +289,13 @@ def _fit(
         raise ValueError("fit(checkpoint_dir=...) needs the model's spec to write a rebuildable checkpoint")
     if resume and ckpt_path is not None and ckpt_path.with_suffix(".json").exists():
         ckpt = load_checkpoint(ckpt_path)
+        if spec is not None and not same_normalization(ckpt.spec.normalize, spec.normalize):
+            # the weights would fit either way (the statistics are not in the state dict): refuse, not mix
+            raise ConfigError(
+                f"{ckpt_path}.safetensors was trained with input normalization {ckpt.spec.normalize} "
+                f"(mean, std), this run uses {spec.normalize}; resume with the same data.normalize "
+                "(--normalize), or train into a new folder."
+            )
         try:
             getattr(model, "module", model).load_state_dict(ckpt.model_state)
         except RuntimeError as e:

@@ -42,6 +42,7 @@ def main(job_path: str) -> None:
         resume=job["resume"],
         progress=job["progress"],
         trust_code=job["trust_code"],
+        normalize=job["normalize"],
     )
     if env_rank() == 0:
         atomic_write_text(out / "report.json", trained.train.model_dump_json())

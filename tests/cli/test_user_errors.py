@@ -46,6 +46,7 @@ CASES = [
     (["data", "reduce", "digits", "--bits", "0"], "--bits 0"),
     (["edge", "bench", "{root}/model.onnx", "--threads", "0", "--data", "digits"], "--threads 0"),
     (["quantum", "train", "--qubits", "0", "--data", "digits"], "--qubits 0"),
+    (["train", "--data", "digits", "--normalize", "yes", "-o", "{root}/t"], "data.normalize = 'yes'"),
     (["data", "verify", "{root}/folder"], "is a folder"),
     (["data", "inspect", "{root}/folder"], "is a folder"),
     (["data", "unpack", "{root}/folder"], "is a folder"),

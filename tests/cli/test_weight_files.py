@@ -113,6 +113,26 @@ def test_compress_and_split_take_a_weight_file(weights, digits, tmp_path):
     assert json.loads(out.stdout)["measured"]["agreement"] == 1.0
 
 
+def test_weights_trained_on_normalized_input_state_it_with_the_arch(digits, tmp_path):
+    """Weights trained on (x - mean) / std: with --normalize-mean/--normalize-std eval and the exported ONNX take
+    raw [0, 1] pixels and agree with the model in memory; without them the accuracy drops."""
+    norm = ((0.9,), (0.05,))  # far from the identity, so leaving it out shows
+    model = _fit(ModelSpec("lenet-300-100", (1, 8, 8), 10, normalize=norm).build(), digits)
+    torch.save(model.state_dict(), tmp_path / "n.pt")
+    flags = ["--normalize-mean", "0.9", "--normalize-std", "0.05"]
+    out = invoke(["eval", str(tmp_path / "n.pt"), *ARCH, *flags, "--format", "json"])
+    assert out.code == 0, out.message
+    assert json.loads(out.stdout)["accuracy"] == pytest.approx(_accuracy(model, digits), abs=1e-9)
+    bare = invoke(["eval", str(tmp_path / "n.pt"), *ARCH, "--format", "json"])
+    assert json.loads(bare.stdout)["accuracy"] < json.loads(out.stdout)["accuracy"] - 0.05
+    out = invoke(["edge", "export", str(tmp_path / "n.pt"), *ARCH, *flags, "-o", str(tmp_path / "n.onnx")])
+    assert out.code == 0, out.message
+    x = digits.tensors("test")[0][:16]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(run_session(onnx_session(tmp_path / "n.onnx"), x.numpy()), ref, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -125,6 +145,12 @@ def test_compress_and_split_take_a_weight_file(weights, digits, tmp_path):
         (["eval", "{root}/w.pt", "--arch", "nosuch", "--data", "digits"], "unknown model 'nosuch'"),
         (["edge", "bench", "{root}/m.onnx", "--arch", "lenet-300-100"], "pass --torch FILE"),
         (["serve", "{root}/m.onnx", "--arch", "lenet-300-100", "--port", "0"], "drop --arch"),
+        (["eval", "{root}/w.pt", "--data", "digits", "--normalize-mean", "0.3"], "pass --arch NAME with them"),
+        (["eval", "{root}/w.pt", *ARCH, "--normalize-mean", "0.3"], "go together"),
+        (["eval", "{root}/w.pt", *ARCH, "--normalize-mean", "a", "--normalize-std", "1"], "numbers separated"),
+        (["eval", "{root}/w.pt", *ARCH, "--normalize-mean", "0.3,0.3", "--normalize-std", "1,1"], "1 numbers"),
+        (["eval", "{root}/w.pt", *ARCH, "--normalize-mean", "0.3", "--normalize-std", "0"], "std > 0"),
+        (["eval", "{root}/w.pt", *ARCH, "--normalize-mean", "nan", "--normalize-std", "1"], "finite"),
     ],
 )
 def test_weight_file_mistakes_are_one_line_errors(weights, args, message):

@@ -190,6 +190,15 @@ _SPEC_EDITS: tuple[dict[str, Any], ...] = (
     {"tt": "x"},
     {"tt": [1]},
     {"tt": {"fc1": {"in_modes": [Raw("1e999"), 8], "out_modes": [20, 15], "ranks": [4]}}},
+    {"normalize": {"mean": [0.5, 0.5], "std": [0.2, 0.2]}},
+    {"normalize": {"mean": [Raw("NaN")], "std": [0.2]}},
+    {"normalize": {"mean": [0.5], "std": [0]}},
+    {"normalize": {"mean": [0.5], "std": [-1e-300]}},
+    {"normalize": {"mean": [0.5], "std": [Raw("1e999")]}},
+    {"normalize": {"mean": [1e308], "std": [1e-308]}},
+    {"normalize": {"mean": "0.5", "std": [0.2]}},
+    {"normalize": [[0.5], [0.2], [0.1]]},
+    {"normalize": "imagenet"},
 )
 
 

@@ -39,6 +39,8 @@ class TrainStageReport(BaseModel):
     world_size: int = 1
     communication: CommReport | None = None
     history: list[EpochRecord]
+    normalize: dict[str, list[float]] | None = None
+    """The input normalization stored with the model (``data.normalize: auto``): per-channel mean and std."""
 
 
 class TrainStage:
@@ -61,6 +63,7 @@ class TrainStage:
             progress=state.progress,
             console=state.console,
             trust_code=state.trust_code,
+            normalize=cfg.data.normalize,
         )
         spec, model, report, ev = job.spec, job.model, job.train, job.test
         ckpt = save_checkpoint(
@@ -89,6 +92,7 @@ class TrainStage:
             world_size=report.world_size,
             communication=report.communication,
             history=report.history,
+            normalize=spec.to_dict().get("normalize"),
         )
 
     def outputs(self, report: TrainStageReport) -> list[str]:  # type: ignore[override]
