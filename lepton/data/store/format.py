@@ -46,6 +46,10 @@ MAX_DECODED_BLOCK_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 30
 MAX_DIMS = 16
 DEFAULT_BLOCK_SAMPLES = 1000
+MAX_PENDING_BYTES = 64 << 20
+"""Raw bytes of blocks a writer holds while they encode, beyond one block per thread: it bounds a streaming
+pack's memory when blocks are large (1,000 RGB 96x96 images are 27.6 MB, and each also holds its encoder's
+output buffer while it runs)."""
 GENERAL = ("lzma", "zstd", "deflate")
 IMAGES, LABELS = "images", "labels"  # the fields of a packed image dataset's splits
 
@@ -275,8 +279,9 @@ class StoreWriter:
         blocks: Iterable[Mapping[str, np.ndarray]],
         progress: Callable[[int], None] | None,
     ) -> None:
-        """Encode ``blocks`` on ``threads`` threads, at most two per thread in flight, and append them in order;
-        only a block before the last may be short of ``block_samples`` if none follows it."""
+        """Encode ``blocks`` on ``threads`` threads and append them in order; only a block before the last may be
+        short of ``block_samples`` if none follows it. At most two blocks per thread are in flight, and no more
+        than one per thread once they hold :data:`MAX_PENDING_BYTES` of raw data."""
         import time
 
         entries: list[dict[str, list[int]]] = []
@@ -311,7 +316,8 @@ class StoreWriter:
                 n = self._block(name, i, block, specs)
                 short, done = n < self.block_samples, done + n
                 pending.append((done, pool.submit(encode, block)))
-                if len(pending) >= 2 * self.threads:
+                held = sum(a.nbytes for a in block.values()) * len(pending)
+                if len(pending) >= 2 * self.threads or (len(pending) > self.threads and held > MAX_PENDING_BYTES):
                     write(pending.popleft())
             while pending:
                 write(pending.popleft())
