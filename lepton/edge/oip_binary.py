@@ -100,14 +100,15 @@ def binary_feeds(
             continue
         if inp.data is not None:
             raise ProtocolError(400, f"{where}: has both 'data' and binary_data_size; send one of them.")
-        if inp.name not in specs:
-            continue  # the caller names unknown inputs
         if size > len(tail) - offset:
             raise ProtocolError(
                 400,
                 f"{where}: binary_data_size {size} runs past the end of the body ({len(tail) - offset} bytes of "
                 "binary data left); send the bytes each input declares.",
             )
+        if inp.name not in specs:  # the caller names unknown inputs
+            offset += size
+            continue
         out[inp.name] = decode_raw(
             where, inp.datatype, inp.shape, specs[inp.name], tail[offset : offset + size], max_elements
         )

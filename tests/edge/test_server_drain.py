@@ -1,6 +1,8 @@
 """SIGTERM under load: `lepton serve` (a subprocess) stops accepting, answers every request it had already
-accepted (HTTP binary and gRPC, held in the batcher's window when the signal comes), and exits 0."""
+accepted (HTTP binary and gRPC, held in the batcher's window when the signal comes), and exits 0; its JSON
+access log has one line per request."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -45,7 +47,7 @@ def test_sigterm_answers_every_accepted_request_and_exits_0(trained, mnist, tmp_
     port, grpc_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "lepton", "serve", str(path), "--port", str(port), "--grpc-port", str(grpc_port)]
     # a long batching window holds requests inside the server when the signal comes
-    cmd += ["--max-batch-size", "1024", "--max-delay-ms", "1000", "--drain", "20"]
+    cmd += ["--max-batch-size", "1024", "--max-delay-ms", "1000", "--drain", "20", "--access-log", "json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -85,6 +87,9 @@ def test_sigterm_answers_every_accepted_request_and_exits_0(trained, mnist, tmp_
             got = np.concatenate([f.result(timeout=60) for f in futures])
         np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        log = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+        infers = [e for e in log if e.get("path", "").endswith("/infer") or e.get("method") == "ModelInfer"]
+        assert sorted((e["protocol"], e["status"]) for e in infers) == [("grpc", "OK")] * 8 + [("http", "200")] * 32
         with pytest.raises(httpx.TransportError):  # and it no longer accepts anything
             httpx.get(f"{url}/v2/health/live", timeout=2)
     finally:

@@ -85,6 +85,14 @@ FORGED = {
     "trailing bytes": (binary_request(X1, tail=b"\0" * 8), "after the JSON"),
     "shape beyond the limit": (binary_request(np.zeros((1, 1, 28, 28), np.float32)), None),
     "NaN in binary data": (binary_request(np.full((1, 1, 28, 28), np.nan, np.float32)), "NaN"),
+    "unknown binary input": (
+        (binary_request(X1)[0].replace(b'"name": "input"', b'"name": "image"'), binary_request(X1)[1]),
+        "do not match the model's inputs",
+    ),
+    "data and binary data": (
+        (binary_request(X1)[0].replace(b'"datatype"', b'"data": [1], "datatype"', 1), None),
+        "both 'data' and binary_data_size",
+    ),
 }
 
 
@@ -95,6 +103,9 @@ def test_forged_binary_lengths_get_400(server, case):
     if case == "size short of shape x dtype":
         words = "needs 3136"
         body = body[:-4]  # the bytes match the forged size, not the shape
+    if case == "data and binary data":
+        text = body[: body.index(b"}]}") + 3]
+        headers = {"Inference-Header-Content-Length": str(len(text))}
     if case == "shape beyond the limit":
         text = json.dumps(
             {
@@ -202,3 +213,28 @@ def test_a_request_past_its_timeout_gets_504_and_deadline_exceeded(onnx_path, im
             client.infer("lenet5", [inp])
         assert "DEADLINE_EXCEEDED" in str(e.value.status())
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_token_guards_grpc_too_but_not_its_health_rpcs(onnx_path, images):
+    import tritonclient.grpc as tgrpc
+    from tritonclient.utils import InferenceServerException
+
+    token = "s3cret-token"
+    with serve_in_thread(load_served_model(onnx_path), ServeConfig(grpc_port=0, token=token)) as url:
+        client = tgrpc.InferenceServerClient(url.grpc)
+        try:
+            assert client.is_server_live() and client.is_server_ready()
+            inp = tgrpc.InferInput("input", [1, 1, 28, 28], "FP32")
+            inp.set_data_from_numpy(images[:1])
+            for headers in (None, {"authorization": "Bearer wrong-token"}):
+                with pytest.raises(InferenceServerException, match="Bearer TOKEN") as e:
+                    client.infer("lenet5", [inp], headers=headers)
+                assert "UNAUTHENTICATED" in str(e.value.status())
+            with pytest.raises(InferenceServerException, match="Bearer TOKEN"):
+                client.get_model_metadata("lenet5")
+            good = client.infer("lenet5", [inp], headers={"authorization": f"Bearer {token}"})
+            assert good.as_numpy("logits").shape == (1, 10)
+        finally:
+            client.close()
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
