@@ -3,7 +3,8 @@
 gRPC and HTTP requests are batched together into one model call.
 
 Same limits as HTTP: messages larger than ``max_body_bytes`` are refused by grpcio (RESOURCE_EXHAUSTED), at
-most ``max_connections`` RPCs run at once, every tensor is checked against the model's datatype, shape and the
+most ``max_connections`` RPCs run at once, an inference holds its message's size from the HTTP server's byte
+budget (``max_inflight_bytes``; UNAVAILABLE when it cannot get it in time), every tensor is checked against the model's datatype, shape and the
 element limit before it is read (:func:`lepton.edge.oip_binary.decode_raw`), and with a token every RPC except
 ServerLive and ServerReady needs ``authorization: Bearer TOKEN`` metadata. Errors map HTTP statuses to gRPC
 codes (400 INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED ...).
@@ -80,8 +81,15 @@ def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The six RPCs over one served model; ``infer`` is the server's shared, batched inference path."""
 
-    def __init__(self, model: Any, infer: Callable[..., Awaitable[dict[str, np.ndarray]]], config: Any, metrics: Any):
-        self.model, self.infer, self.config, self.metrics = model, infer, config, metrics
+    def __init__(
+        self,
+        model: Any,
+        infer: Callable[..., Awaitable[dict[str, np.ndarray]]],
+        config: Any,
+        metrics: Any,
+        budget: Any,
+    ) -> None:
+        self.model, self.infer, self.config, self.metrics, self.budget = model, infer, config, metrics, budget
         self.ready = lambda: True
         self.token = None if config.token is None else config.token.encode()
 
@@ -140,6 +148,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.check_model(request.model_name, request.model_version)
+        async with self.budget.hold(request.ByteSize()):
+            return await self.answer(request, context)
+
+    async def answer(self, request: Any, context: Any) -> Any:
         feeds = self.feeds(request)
         names = [t.name for t in self.model.outputs]
         wanted = [o.name for o in request.outputs] or names

@@ -332,7 +332,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         if config.grpc_port is not None:
             from lepton.edge.grpc_service import InferenceService, start_grpc
 
-            service = InferenceService(model, infer_feeds, config, metrics)
+            service = InferenceService(model, infer_feeds, config, metrics, budget)
             service.ready = lambda: batcher.task is not None and not batcher.task.done()
             grpc_server, app.state.grpc_port = await start_grpc(service, config.host, config.grpc_port, config)
             app.state.drain_hooks.append(lambda: grpc_server.stop(config.drain_s))
