@@ -1,10 +1,11 @@
-"""``lepton serve``: an Open Inference Protocol (KServe V2) HTTP server for a model file."""
+"""``lepton serve``: an Open Inference Protocol (KServe V2) server for a model file, over HTTP (JSON or binary
+tensors) and optionally gRPC."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -42,6 +43,16 @@ def serve(
         ),
     ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="serve a non-loopback --host without a token")] = False,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="also serve the KServe V2 gRPC protocol on this port [default: off]")
+    ] = None,
+    request_timeout: Annotated[
+        float | None, typer.Option(help="seconds an inference may wait for the model, else 504 / DEADLINE_EXCEEDED")
+    ] = None,
+    access_log: Annotated[
+        Literal["none", "json"], typer.Option(help="json: one JSON line per request on stderr")
+    ] = "none",
+    drain: Annotated[float, typer.Option(help="on SIGTERM, seconds requests in flight may take to finish")] = 10.0,
     trust_code: TrustCode = False,
     arch: Arch = None,
     input_shape: InputShape = None,
@@ -52,14 +63,19 @@ def serve(
     """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready,
-    /v2/models/NAME/stats; POST /v2/models/NAME/infer. A .lep file, checkpoint or plain weight file (.pt or .safetensors with --arch) is exported to ONNX
-    first.
+    /v2/models/NAME/stats, /metrics (Prometheus); POST /v2/models/NAME/infer (JSON, or Triton's binary
+    tensors with an Inference-Header-Content-Length header). --grpc-port adds the KServe V2 gRPC service
+    (inference.GRPCInferenceService), batched together with HTTP. SIGTERM drains: requests in flight finish,
+    then exit 0. A .lep file, checkpoint or plain weight file (.pt or .safetensors with --arch) is exported
+    to ONNX first.
     With a token, every route except /v2/health/* needs it; a --host other than loopback needs --token
     (or LEPTON_SERVE_TOKEN) or an explicit --no-auth.
 
     Examples:
       lepton serve model.onnx --port 8000
       lepton serve model.int8.onnx --name lenet5 --threads 2
+      lepton serve model.onnx --grpc-port 8001 --access-log json --request-timeout 2
+      curl localhost:8000/metrics
       lepton serve weights.pt --arch resnet20 --input-shape 1,28,28 --num-classes 10
       curl localhost:8000/v2/models/model
       LEPTON_SERVE_TOKEN=$(openssl rand -hex 16) lepton serve model.onnx --host 0.0.0.0
@@ -87,6 +103,10 @@ def serve(
             body_timeout_s=body_timeout,
             token=token,
             no_auth=no_auth,
+            grpc_port=grpc_port,
+            request_timeout_s=request_timeout,
+            access_log=access_log,
+            drain_s=drain,
         )
     except ValidationError as e:
         raise ConfigError(
@@ -110,9 +130,10 @@ def serve(
             trust_code=trust_code,
             arch=spec,
         )
+        grpc = "" if config.grpc_port is None else f" and gRPC {config.host}:{config.grpc_port}"
         console.print(
             f"serving {served.name!r} version {served.version} from {model} on "
-            f"http://{config.host}:{config.port}/v2/models/{served.name} (Ctrl-C stops)",
+            f"http://{config.host}:{config.port}/v2/models/{served.name}{grpc} (Ctrl-C stops)",
             highlight=False,
         )
         run_server(served, config)

@@ -2,9 +2,8 @@
 into arrays the model accepts — or into a 4xx :class:`ProtocolError` that names what is wrong.
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ . Tensors travel as
-``{"name", "shape", "datatype", "data"}`` with ``data`` in row-major order (flat or nested). The binary
-tensor extension (Triton's ``binary_data_size``) is not supported: such inputs are refused with a 400 that
-says to send JSON data; outputs always come back as JSON data.
+``{"name", "shape", "datatype", "data"}`` with ``data`` in row-major order (flat or nested). Triton's binary
+tensor extension (raw bytes after the JSON, ``binary_data_size``) is :mod:`lepton.edge.oip_binary`.
 
 Memory: :func:`parse_infer_request` reads a request in one pass without turning flat numeric ``data`` lists
 into Python objects: each such list is cut out of the body (a nonce-named placeholder string takes its
@@ -109,7 +108,7 @@ class RequestInput(_Message):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any] | str  # a str only as parse_infer_request's placeholder for a flat list
+    data: list[Any] | str | None = None  # a str only as parse_infer_request's placeholder; None: binary data
 
 
 class RequestOutput(_Message):
@@ -128,7 +127,8 @@ class ResponseOutput(_Message):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None  # None: the tensor travels as binary data after the JSON
 
 
 class InferResponse(_Message):
@@ -173,35 +173,12 @@ def decode_input(
     if inp.parameters and "binary_data_size" in inp.parameters:
         raise ProtocolError(
             400,
-            f"{where}: the binary tensor extension is not supported; send the tensor as JSON "
-            "'data' (tritonclient: set_data_from_numpy(x, binary_data=False)).",
+            f"{where}: 'binary_data_size' needs the binary tensor extension: send the JSON followed by the raw "
+            "bytes with an 'Inference-Header-Content-Length' header (tritonclient does this), or JSON 'data'.",
         )
-    if inp.datatype != spec.datatype:
-        known = "" if inp.datatype in DATATYPES else f" ({inp.datatype!r} is not an Open Inference Protocol datatype)"
-        raise ProtocolError(
-            400,
-            f"{where}: datatype {inp.datatype!r} does not match the model's {spec.datatype!r}"
-            f"{known}; send {spec.datatype} data.",
-        )
-    if (
-        len(inp.shape) != len(spec.shape)
-        or any(d < 0 for d in inp.shape)
-        or any(want != -1 and got != want for got, want in zip(inp.shape, spec.shape))
-    ):
-        raise ProtocolError(
-            400,
-            f"{where}: shape {inp.shape} does not fit the model's {spec.shape} (-1 = any size); "
-            f"send e.g. {[1 if d == -1 else d for d in spec.shape]}.",
-        )
-    if inp.shape[0] == 0:
-        raise ProtocolError(400, f"{where}: shape {inp.shape} holds no sample; the batch axis must be at least 1.")
-    count = math.prod(inp.shape)
-    if count > max_elements:
-        raise ProtocolError(
-            400,
-            f"{where}: shape {inp.shape} holds {count} values, more than the server's limit "
-            f"of {max_elements}; send fewer samples per request.",
-        )
+    if inp.data is None:
+        raise ProtocolError(400, f"{where}: no 'data'; send the values as 'data' or as binary data.")
+    count = check_tensor(where, inp.datatype, inp.shape, spec, max_elements)
     data = inp.data
     if isinstance(data, str):
         if data not in (lists or {}):
@@ -250,6 +227,46 @@ def decode_input(
     return _check_finite(where, spec.datatype, out) if dtype.kind == "f" else out
 
 
+def check_tensor(where: str, datatype: str, shape: list[int], spec: TensorMetadata, max_elements: int) -> int:
+    """The element count of a tensor declared as ``datatype`` and ``shape``, once both fit ``spec`` and the
+    count is at most ``max_elements``; a 400 :class:`ProtocolError` naming ``where`` otherwise."""
+    if datatype != spec.datatype:
+        known = "" if datatype in DATATYPES else f" ({datatype!r} is not an Open Inference Protocol datatype)"
+        raise ProtocolError(
+            400,
+            f"{where}: datatype {datatype!r} does not match the model's {spec.datatype!r}"
+            f"{known}; send {spec.datatype} data.",
+        )
+    if (
+        len(shape) != len(spec.shape)
+        or any(d < 0 for d in shape)
+        or any(want != -1 and got != want for got, want in zip(shape, spec.shape))
+    ):
+        raise ProtocolError(
+            400,
+            f"{where}: shape {list(shape)} does not fit the model's {spec.shape} (-1 = any size); "
+            f"send e.g. {[1 if d == -1 else d for d in spec.shape]}.",
+        )
+    if shape[0] == 0:
+        raise ProtocolError(400, f"{where}: shape {list(shape)} holds no sample; the batch axis must be at least 1.")
+    if any(d > max_elements for d in shape) or math.prod(shape) > max_elements:  # no huge products first
+        raise ProtocolError(
+            400,
+            f"{where}: shape {list(shape)} holds more values than the server's limit "
+            f"of {max_elements}; send fewer samples per request.",
+        )
+    return math.prod(shape)
+
+
+def check_array(where: str, datatype: str, array: np.ndarray) -> np.ndarray:
+    """``array`` if its values are valid ``datatype`` values (finite floats, booleans 0 or 1); else a 400."""
+    if array.dtype.kind == "f":
+        return _check_finite(where, datatype, array)
+    if datatype == "BOOL" and array.size and array.view(np.uint8).max() > 1:
+        raise ProtocolError(400, f"{where}: BOOL data must be bytes 0 or 1.")
+    return array
+
+
 def _parse_floats(where: str, text: bytes, datatype: str) -> np.ndarray:
     """Flat JSON numbers straight into a float array (FP16 goes through float32)."""
     if any(char in text and form.search(text) for char, form in _NOT_JSON_NUMBER):
@@ -282,8 +299,15 @@ def _check_finite(where: str, datatype: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def encode_output(name: str, array: np.ndarray) -> ResponseOutput:
+def datatype_of(name: str, array: np.ndarray) -> str:
+    """The protocol datatype of an output array (a 500 if it has none)."""
     datatype = next((k for k, v in OIP_TO_NUMPY.items() if np.dtype(v) == array.dtype), None)
     if datatype is None:
         raise ProtocolError(500, f"output {name!r} has dtype {array.dtype}, which the protocol cannot carry.")
-    return ResponseOutput(name=name, shape=list(array.shape), datatype=datatype, data=array.ravel().tolist())
+    return datatype
+
+
+def encode_output(name: str, array: np.ndarray) -> ResponseOutput:
+    return ResponseOutput(
+        name=name, shape=list(array.shape), datatype=datatype_of(name, array), data=array.ravel().tolist()
+    )

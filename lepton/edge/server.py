@@ -5,6 +5,12 @@ Requests that arrive while the model is busy are queued; the batcher takes every
 concatenation, and hands each request its rows. The model runs on one worker thread, so the event loop
 keeps parsing and answering requests meanwhile. Every bad request gets a 4xx with ``{"error": "..."}``.
 
+Wire formats: JSON, Triton's binary tensor extension (:mod:`lepton.edge.oip_binary`) and, with ``grpc_port``,
+the protocol's gRPC service (:mod:`lepton.edge.grpc_service`) on the same event loop and batcher. Operations:
+Prometheus ``/metrics`` and an optional JSON access log (:mod:`lepton.edge.observe`), ``request_timeout_s``
+(504 / DEADLINE_EXCEEDED), and SIGTERM drains: listeners close, requests in flight finish (up to
+``drain_s``), the batcher runs what is queued, then the process exits 0.
+
 Hardening (see docs/edge.md, "Serving"): request bodies in flight share a byte budget (``max_inflight_bytes``;
 a request that cannot get its share within a few seconds gets 503), flat numeric tensors are parsed
 without Python lists (:func:`lepton.edge.oip.parse_infer_request`), NaN/Infinity get 400, every
@@ -18,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
-import json
+import signal
 import socket
 import tempfile
 import threading
@@ -29,7 +33,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -39,6 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
+from lepton.edge.guards import BUDGET_WAIT_S, ByteBudget, Gate, check_exposure, error_response, guarded_protocol
+from lepton.edge.observe import METRICS_ROUTE, Observe, ServerMetrics
 from lepton.edge.oip import (
     ORT_TO_OIP,
     InferResponse,
@@ -50,14 +56,13 @@ from lepton.edge.oip import (
     encode_output,
     parse_infer_request,
 )
+from lepton.edge.oip_binary import HEADER as BINARY_HEADER
+from lepton.edge.oip_binary import binary_feeds, binary_output, binary_size, split_body, wants_binary
 from lepton.errors import ConfigError
 from lepton.utils.checks import NAME_PATTERN, check_name
 
 if TYPE_CHECKING:
     from lepton.models.registry import ModelSpec
-
-BUDGET_WAIT_S = 5.0  # how long a request waits for its share of max_inflight_bytes before a 503
-OPEN_ROUTES = "/v2/health/"  # liveness/readiness probes never need the token
 
 
 class ServeConfig(BaseModel):
@@ -97,6 +102,12 @@ class ServeConfig(BaseModel):
         description="bearer token every route except /v2/health/* requires",
     )
     no_auth: bool = Field(False, description="allow a non-loopback host without a token")
+    grpc_port: int | None = Field(None, ge=0, le=65535, description="serve gRPC on this port too (0: any free port)")
+    request_timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="an inference waiting longer for the model gets 504 / DEADLINE_EXCEEDED"
+    )
+    access_log: Literal["none", "json"] = Field("none", description="json: one JSON line per request on stderr")
+    drain_s: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long requests in flight may finish")
 
 
 @dataclass
@@ -205,8 +216,11 @@ def load_served_model(
 class Batcher:
     """Collects concurrent requests into one model call; see the module docstring."""
 
-    def __init__(self, model: ServedModel, max_batch_size: int, max_delay_s: float, stats: Stats) -> None:
+    def __init__(
+        self, model: ServedModel, max_batch_size: int, max_delay_s: float, stats: Stats, metrics: ServerMetrics
+    ) -> None:
         self.model, self.max_rows, self.max_delay_s, self.stats = model, max_batch_size, max_delay_s, stats
+        self.metrics = metrics
         self.queue: asyncio.Queue[tuple[dict[str, np.ndarray], asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-onnx")
         self.task: asyncio.Task | None = None
@@ -215,17 +229,27 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop())
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop after running what is queued (waiting at most ``drain_s``)."""
+        deadline = time.monotonic() + drain_s
+        while (not self.queue.empty() or self.carry is not None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         self.executor.shutdown(wait=True)
 
-    async def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, feeds: dict[str, np.ndarray], timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs for ``feeds``, batched with other requests; a 504 after ``timeout_s``."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((feeds, future))
-        return await future
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise ProtocolError(
+                504, f"the model did not answer within {timeout_s:.3g} s; retry, or send fewer samples."
+            ) from None
 
     @staticmethod
     def _rows(item: tuple[dict[str, np.ndarray], asyncio.Future]) -> int:
@@ -277,6 +301,7 @@ class Batcher:
             return
         self.stats.batches += 1
         self.stats.rows += sum(self._rows(item) for item in batch)
+        self.metrics.batch_rows.observe(sum(self._rows(item) for item in batch))
         self.stats.compute_s += time.perf_counter() - start
         offset = 0
         for f, fut in batch:
@@ -286,110 +311,35 @@ class Batcher:
             offset += n
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = (
-        {"retry-after": "1"}
-        if status == 503
-        else {"www-authenticate": 'Bearer realm="lepton"'}
-        if status == 401
-        else None
-    )
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(config: ServeConfig) -> None:
-    """Refuse to serve other machines without authentication unless ``no_auth`` says so explicitly."""
-    if config.token is not None and config.no_auth:
-        raise ConfigError("--token and --no-auth contradict each other; pass one of them.")
-    if config.token is None and not config.no_auth and not is_loopback(config.host):
-        raise ConfigError(
-            f"--host {config.host} accepts connections from other machines but no token is set; pass "
-            "--token TOKEN (or set LEPTON_SERVE_TOKEN), or --no-auth to serve without authentication."
-        )
-
-
-class ByteBudget:
-    """At most ``capacity`` bytes of request bodies held at once; a request waits up to ``wait_s`` for its share."""
-
-    def __init__(self, capacity: int, wait_s: float) -> None:
-        self.capacity, self.wait_s, self.used = capacity, wait_s, 0
-        self._freed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.capacity)  # one request alone always fits
-        async with self._freed:
-            try:
-                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
-            except TimeoutError:
-                raise ProtocolError(
-                    503,
-                    f"the server is busy: {self.used} bytes of request bodies are being "
-                    f"processed (limit {self.capacity}); retry in a moment.",
-                ) from None
-            self.used += size
-        try:
-            yield
-        finally:
-            async with self._freed:
-                self.used -= size
-                self._freed.notify_all()
-
-
-class Gate:
-    """Pure ASGI middleware: the bearer token (every route but ``/v2/health/*``) and the limit on requests
-    handled at once (uvicorn's own limit would count idle and half-open connections too)."""
-
-    def __init__(self, app: Any, token: str | None, max_requests: int) -> None:
-        self.app, self.max_requests, self.active = app, max_requests, 0
-        self.token = None if token is None else token.encode()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_ROUTES):
-            return await self.app(scope, receive, send)
-        if self.token is not None and not self._authorized(scope["headers"]):
-            return await _error(
-                401,
-                "this server needs 'Authorization: Bearer TOKEN' with the token it was "
-                "started with (--token or LEPTON_SERVE_TOKEN).",
-            )(scope, receive, send)
-        if self.active >= self.max_requests:
-            return await _error(503, f"the server is handling {self.active} requests, its limit; retry in a moment.")(
-                scope, receive, send
-            )
-        self.active += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.active -= 1
-
-    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        value = next((v for k, v in headers if k == b"authorization"), b"")
-        scheme, _, credentials = value.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
-
-
 def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``model`` under the Open Inference Protocol's REST routes."""
     config = config or ServeConfig()
     stats = Stats()
-    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats)
+    metrics = ServerMetrics(config.access_log)
+    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics)
+    metrics.track_queue(batcher.queue.qsize)
     budget = ByteBudget(config.max_inflight_bytes, BUDGET_WAIT_S)
 
+    async def infer_feeds(feeds: dict[str, np.ndarray], deadline_s: float | None = None) -> dict[str, np.ndarray]:
+        stats.requests += 1
+        limits = [t for t in (config.request_timeout_s, deadline_s) if t is not None]
+        return await batcher.infer(feeds, min(limits) if limits else None)
+
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        grpc_server = None
+        if config.grpc_port is not None:
+            from lepton.edge.grpc_service import InferenceService, start_grpc
+
+            service = InferenceService(model, infer_feeds, config, metrics, budget)
+            service.ready = lambda: batcher.task is not None and not batcher.task.done()
+            grpc_server, app.state.grpc_port = await start_grpc(service, config.host, config.grpc_port, config)
+            app.state.drain_hooks.append(lambda: grpc_server.stop(config.drain_s))
         yield
-        await batcher.stop()
+        if grpc_server is not None:
+            await grpc_server.stop(config.drain_s)  # RPCs in flight finish; a second stop() waits for the first
+        await batcher.stop(config.drain_s)
 
     app = FastAPI(
         title="Lepton inference server",
@@ -399,27 +349,28 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.stats = stats
+    app.state.stats, app.state.metrics, app.state.grpc_port, app.state.drain_hooks = stats, metrics, None, []
     app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
+    app.add_middleware(Observe, metrics=metrics)  # outermost: counts what the gate refuses too
 
     @app.exception_handler(ProtocolError)
-    async def protocol_error(_req: Request, e: ProtocolError) -> JSONResponse:
+    async def protocolerror_response(_req: Request, e: ProtocolError) -> JSONResponse:
         stats.errors_4xx += 400 <= e.status < 500
-        return _error(e.status, e.message)
+        return error_response(e.status, e.message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_req: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def httperror_response(_req: Request, e: StarletteHTTPException) -> JSONResponse:
         stats.errors_4xx += 400 <= e.status_code < 500
-        return _error(e.status_code, str(e.detail))
+        return error_response(e.status_code, str(e.detail))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_req: Request, e: RequestValidationError) -> JSONResponse:
+    async def validationerror_response(_req: Request, e: RequestValidationError) -> JSONResponse:
         stats.errors_4xx += 1
-        return _error(400, f"invalid request: {e.errors()}")
+        return error_response(400, f"invalid request: {e.errors()}")
 
     @app.exception_handler(Exception)
-    async def server_error(_req: Request, e: Exception) -> JSONResponse:
-        return _error(500, f"internal server error: {type(e).__name__}: {e}")
+    async def servererror_response(_req: Request, e: Exception) -> JSONResponse:
+        return error_response(500, f"internal server error: {type(e).__name__}: {e}")
 
     def check_model(name: str, version: str | None) -> None:
         if name != model.name or (version is not None and version != model.version):
@@ -431,6 +382,11 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     @app.get("/v2")
     async def server_metadata() -> ServerMetadata:
         return ServerMetadata(name="lepton", version=__version__, extensions=["statistics"])
+
+    @app.get(METRICS_ROUTE)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -474,22 +430,20 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         check_model(name, version)
-        if request.headers.get("inference-header-content-length"):
-            raise ProtocolError(
-                400,
-                "the binary tensor extension is not supported; send the tensors as JSON "
-                "(tritonclient: binary_data=False).",
-            )
         declared = _declared_length(request, config.max_body_bytes)
         async with budget.hold(config.max_body_bytes if declared is None else declared):
-            return await answer(await _read_body(request, config.max_body_bytes))
+            return await answer(await _read_body(request, config.max_body_bytes), request.headers.get(BINARY_HEADER))
 
-    async def answer(body: bytes) -> Response:
+    async def answer(body: bytes, header_length: str | None) -> Response:
+        tail = None
+        if header_length is not None:
+            body, tail = split_body(body, header_length)
         try:
             parsed = parse_infer_request(body)
         except ValidationError as e:
             if any(err["type"] == "json_invalid" for err in e.errors()):
-                raise ProtocolError(400, f"the request body is not valid JSON: {e.errors()[0]['msg']}") from None
+                part = "the JSON part of a binary request" if tail is not None else "the request body"
+                raise ProtocolError(400, f"{part} is not valid JSON: {e.errors()[0]['msg']}") from None
             raise ProtocolError(
                 400,
                 "the request does not follow the Open Inference Protocol: "
@@ -497,22 +451,34 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
             ) from None
         del body  # the flat lists were copied out: the text can go before the arrays are built
         req = parsed.request
-        feeds = _feeds(req, model, parsed.lists, config.max_body_bytes // 2)  # a JSON value takes >= 2 bytes
+        binary = (
+            {} if tail is None else binary_feeds(req, tail, {t.name: t for t in model.inputs}, config.max_body_bytes)
+        )
+        feeds = _feeds(req, model, parsed.lists, config.max_body_bytes // 2, binary)  # a JSON value takes >= 2 bytes
         wanted = [o.name for o in req.outputs] if req.outputs else [t.name for t in model.outputs]
         unknown = sorted(set(wanted) - {t.name for t in model.outputs})
         if unknown:
             raise ProtocolError(
                 400, f"unknown output(s) {unknown}; the model's outputs are {[t.name for t in model.outputs]}."
             )
-        stats.requests += 1
-        outputs = await batcher.infer(feeds)
-        response = InferResponse(
-            model_name=model.name,
-            model_version=model.version,
-            id=req.id,
-            outputs=[encode_output(n, outputs[n]) for n in wanted],
+        outputs = await infer_feeds(feeds)
+        encoded, raw = [], []
+        for n in wanted:
+            if wants_binary(req, n):
+                meta, data = binary_output(n, outputs[n])
+                encoded.append(meta)
+                raw.append(data)
+            else:
+                encoded.append(encode_output(n, outputs[n]))
+        response = InferResponse(model_name=model.name, model_version=model.version, id=req.id, outputs=encoded)
+        text = response.model_dump_json(exclude_none=True).encode()
+        if not raw:
+            return Response(text, media_type="application/json")
+        return Response(
+            b"".join([text, *raw]),
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(text))},
         )
-        return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
     return app
 
@@ -541,7 +507,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _feeds(req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: int) -> dict[str, np.ndarray]:
+def _feeds(
+    req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: int, binary: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     given = [i.name for i in req.inputs]
     expected = [t.name for t in model.inputs]
     if len(set(given)) != len(given) or set(given) != set(expected):
@@ -549,80 +517,38 @@ def _feeds(req: Any, model: ServedModel, lists: dict[str, bytes], max_elements: 
             400, f"the request's inputs {given} do not match the model's inputs {expected}; send each exactly once."
         )
     specs = {t.name: t for t in model.inputs}
-    feeds = {i.name: decode_input(i, specs[i.name], lists, max_elements=max_elements) for i in req.inputs}
+    feeds = {
+        i.name: binary[i.name]
+        if binary_size(i.name, i.parameters) is not None and i.name in binary
+        else decode_input(i, specs[i.name], lists, max_elements=max_elements)
+        for i in req.inputs
+    }
     if len({len(a) for a in feeds.values()}) > 1:
         raise ProtocolError(400, "all inputs must have the same batch size (first axis).")
     return feeds
 
 
-_TIMEOUT_BODY = json.dumps({"error": "the request did not arrive in time; the connection is closed."}).encode()
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
-)
-
-
-def guarded_protocol(config: ServeConfig) -> type:
-    """uvicorn's h11 protocol with read deadlines: a connection has ``header_timeout_s`` from its start (or from
-    its last response) to deliver a request's headers, then ``body_timeout_s`` for the body; past either it gets
-    a 408 and is closed. Beyond ``max_open_connections`` the oldest connection still sending headers is closed."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11Protocol(H11Protocol):
-        _timer: asyncio.TimerHandle | None = None
-        _phase: str | None = None  # "headers" or "body" while the client owes us bytes
-        _since = 0.0
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._track()
-            if len(self.connections) > config.max_open_connections:
-                waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c._phase == "headers"]
-                if waiting:
-                    min(waiting, key=lambda c: c._since).expire()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._set_phase(None)
-            super().connection_lost(exc)
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            self._track()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._track()
-
-        def _track(self) -> None:
-            state = self.conn.their_state
-            self._set_phase("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
-
-        def _set_phase(self, phase: str | None) -> None:
-            if phase == self._phase:
-                return
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._phase, self._since = phase, self.loop.time()
-            if phase is not None:
-                limit = config.header_timeout_s if phase == "headers" else config.body_timeout_s
-                self._timer = self.loop.call_later(limit, self.expire)
-
-        def expire(self) -> None:
-            self._set_phase(None)
-            if not self.transport.is_closing():
-                if self.cycle is None or not self.cycle.response_started:
-                    self.transport.write(_TIMEOUT_RESPONSE)
-                self.transport.close()
-
-    return GuardedH11Protocol
-
-
 def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
     import uvicorn
 
-    return uvicorn.Server(
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server that treats SIGTERM as "drain and exit 0" (uvicorn re-raises it, which kills the
+        process with status -15) and starts the gRPC drain as the HTTP listeners close."""
+
+        terminated = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig == signal.SIGTERM:
+                self.terminated = self.should_exit = True
+            else:
+                super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            drains = [asyncio.ensure_future(hook()) for hook in app.state.drain_hooks]
+            await super().shutdown(sockets)
+            await asyncio.gather(*drains)
+
+    return DrainingServer(
         uvicorn.Config(
             app,
             host=config.host,
@@ -631,31 +557,43 @@ def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
             access_log=False,
             http=guarded_protocol(config),
             timeout_keep_alive=config.keep_alive_s,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=config.drain_s,
         )
     )
 
 
 def serve(model: ServedModel, config: ServeConfig) -> None:
-    """Serve until interrupted: Ctrl-C or SIGTERM shuts down gracefully, then uvicorn re-raises the
-    signal (Ctrl-C ends as KeyboardInterrupt, which the CLI turns into exit status 130)."""
+    """Serve until stopped. SIGTERM drains (requests in flight finish) and returns normally (exit 0); Ctrl-C
+    shuts down gracefully too, then uvicorn re-raises it (the CLI's exit status 130)."""
     check_exposure(config)
     server = uvicorn_server(create_app(model, config), config)
-    server.run()  # uvicorn re-raises the signal that stopped it once it has shut down ...
-    if server.should_exit:  # ... but if that was lost, a stop by signal still ends as an interrupt
+    server.run()  # uvicorn re-raises a Ctrl-C that stopped it once it has shut down ...
+    if server.should_exit and not server.terminated:  # ... but if that was lost, it still ends as an interrupt
         raise KeyboardInterrupt
+
+
+class ServerURL(str):
+    """The base URL of a server in a thread; ``grpc`` is its gRPC ``host:port`` (None without gRPC)."""
+
+    grpc: str | None = None
 
 
 @contextlib.contextmanager
 def serve_in_thread(
     model: ServedModel, config: ServeConfig | None = None, *, startup_timeout_s: float = 30.0
-) -> Iterator[str]:
-    """Run the server on 127.0.0.1 and a free port in a background thread; yields its base URL and
-    always shuts it down on exit. For tests and benchmarks."""
-    config = (config or ServeConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
+) -> Iterator[ServerURL]:
+    """Run the server on 127.0.0.1 and a free port in a background thread (gRPC too, on a free port, if
+    ``config.grpc_port`` is set); yields its base URL and always shuts it down on exit. For tests and benchmarks."""
+    update = {
+        "host": "127.0.0.1",
+        "port": 0,
+        **({} if config is None or config.grpc_port is None else {"grpc_port": 0}),
+    }
+    config = (config or ServeConfig()).model_copy(update=update)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn_server(create_app(model, config), config)
+    app = create_app(model, config)
+    server = uvicorn_server(app, config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lepton-serve", daemon=True)
     thread.start()
     try:
@@ -664,7 +602,9 @@ def serve_in_thread(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the inference server did not start")
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        url = ServerURL(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        url.grpc = None if app.state.grpc_port is None else f"127.0.0.1:{app.state.grpc_port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)

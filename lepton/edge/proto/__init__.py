@@ -1,0 +1,1 @@
+"""Generated gRPC modules of the Open Inference Protocol (`make proto` regenerates them from the .proto)."""
