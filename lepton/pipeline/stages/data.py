@@ -94,7 +94,7 @@ class DataStage:
         offset = {"train": 0, "test": len(data.x_train)}  # the bar counts the train split's samples, then the test's
         with progress_bar(state.console, enabled=state.progress) as bar:
             task = bar.add_task(f"pack {path.name}", total=len(data.x_train) + len(data.x_test), status="")
-            fitting = fit_task(bar, "fit the codec of")
+            fitting = fit_task(bar, "fit the codec of") if state.progress else None  # quiet: no pilot tree
             pack_dataset(
                 data,
                 path,
@@ -124,7 +124,10 @@ class DataStage:
                 bar.update(task, status=name)
                 fitting = fit_task(bar, f"fit {name} to")
                 measured[name] = codec_stats(
-                    name, sample, cfg.block_samples, fit_progress=lambda done, total: fitting("images", done, total)
+                    name,
+                    sample,
+                    cfg.block_samples,
+                    fit_progress=(lambda done, total, f=fitting: f("images", done, total)) if state.progress else None,
                 )
                 bar.advance(task)
         for name, stats in measured.items():
