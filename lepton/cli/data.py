@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +37,21 @@ def _store_location(store: str) -> str:
 def _brief(rows: list[dict]) -> list[dict]:
     """The columns that fit a terminal; ``--format json`` has them all."""
     return [{c: r.get(c, "") for c in _COLUMNS if any(c in x for x in rows)} for r in rows]
+
+
+@contextmanager
+def _pack_bar(what: str, n_train: int, n_test: int) -> Iterator[dict[str, Any]]:
+    """A bar on stderr (stdout may carry ``--format json``) over the samples packed, with the fit of a learned
+    codec as its own task; yields the ``progress`` and ``fit_progress`` arguments of the pack functions."""
+    from lepton.utils.progress import fit_task, progress_bar
+
+    offset = {"train": 0, "test": n_train}
+    with progress_bar() as bar:
+        task = bar.add_task(what, total=n_train + n_test, status="")
+        yield {
+            "progress": lambda split, done: bar.update(task, completed=offset[split] + done, status=split),
+            "fit_progress": fit_task(bar, "fit the codec of"),
+        }
 
 
 @data_app.command("pack")
@@ -80,15 +97,16 @@ def pack(
     given = {"image_size": image_size, "channels": channels, "layout": layout}
     options = make_config(SourceOptions, {}, **{k: v for k, v in given.items() if v is not None})
     folder = image_folder_of(source)
+    codecs = {"image_codec": codec, "label_codec": label_codec, "block_samples": block_samples}
     if folder is not None:  # streamed: decoded and encoded block by block, never held whole
         plan = plan_image_folder(folder, options)
-        with console.status(f"packing {folder.name} ({len(plan.train):,} + {len(plan.test):,} images, streaming)"):
-            pack_image_folder(plan, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
+        with _pack_bar(f"pack {folder.name} (streaming)", len(plan.train), len(plan.test)) as progress:
+            pack_image_folder(plan, out, **codecs, **progress)
         report = verify_store(out, reference=plan)
     else:
         data = load_dataset(source, options)
-        with console.status(f"packing {data.name} ({len(data.x_train):,} + {len(data.x_test):,} samples)"):
-            pack_dataset(data, out, image_codec=codec, label_codec=label_codec, block_samples=block_samples)
+        with _pack_bar(f"pack {data.name}", len(data.x_train), len(data.x_test)) as progress:
+            pack_dataset(data, out, **codecs, **progress)
         report = verify_store(out, reference=data)
     if not report.ok:
         raise FormatError(f"{out}: verification after packing failed: {report.errors[0]}")

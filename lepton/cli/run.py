@@ -45,7 +45,8 @@ def run(
         typer.Option(
             metavar="KIND",
             help="also log the config, every stage's numbers and the training curves for an experiment "
-            "tracker: tensorboard (event files in OUT/tensorboard; needs pip install 'lepton-ml[track]')",
+            "tracker: tensorboard (event files in OUT/tensorboard) or mlflow (a local SQLite store, "
+            "OUT/mlflow/mlflow.db); both need pip install 'lepton-ml[track]'",
         ),
     ] = None,
 ) -> None:
@@ -59,6 +60,7 @@ def run(
       lepton run examples/lenet5_mnist.yaml --device cuda --amp bf16   # train.device / train.amp
       lepton run --resume runs/smoke      # continue a killed run where it stopped
       lepton run --quick -o runs/tb --track tensorboard   # then: tensorboard --logdir runs/tb
+      lepton run --quick -o runs/ml --track mlflow   # then: mlflow ui --backend-store-uri sqlite:///runs/ml/mlflow/mlflow.db
     """
     from lepton.config import parse_overrides
     from lepton.pipeline import load_run_config, run_pipeline

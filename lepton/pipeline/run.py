@@ -96,7 +96,8 @@ def run_pipeline(
             redo the first one that does not and every one after it (the train stage continues from its
             last epoch checkpoint).
         track: ``"tensorboard"``: also write the config and every stage's numbers as TensorBoard event files in
-            ``run_dir/tensorboard`` (:mod:`lepton.report.track`); None: no tracking.
+            ``run_dir/tensorboard``; ``"mlflow"``: as one MLflow run in the SQLite store
+            ``run_dir/mlflow/mlflow.db`` (:mod:`lepton.report.track`); None: no tracking.
 
     Returns:
         The run folder, the metrics document written to ``metrics.json``, the final state, the skipped stages.

@@ -1,5 +1,6 @@
 """`lepton run` end to end, on the real MNIST (the --quick preset) and on digits."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,14 +9,16 @@ import pytest
 import torch
 
 from lepton.pipeline import load_run_config, run_pipeline
+from lepton.report.track_mlflow import tracking_uri
 from lepton.train import load_checkpoint
 
 
 @pytest.mark.slow
 def test_lepton_run_quick_end_to_end(tmp_path):
     out = tmp_path / "run"
+    track = ["--track", "mlflow"] if importlib.util.find_spec("mlflow") else []  # the dev extra installs it
     r = subprocess.run(
-        [sys.executable, "-m", "lepton", "run", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "lepton", "run", "--quick", "--out", str(out), *track],
         capture_output=True,
         text=True,
         timeout=600,
@@ -42,6 +45,17 @@ def test_lepton_run_quick_end_to_end(tmp_path):
     assert (out / "config.yaml").exists()
     ckpt = load_checkpoint(out / "model.safetensors")
     assert ckpt.meta["test_accuracy"] == pytest.approx(train["test_accuracy"])
+    if track:  # the MLflow run, read with MLflow's own client, holds the numbers of metrics.json
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri(out / "mlflow"))
+        (run,) = client.search_runs([client.get_experiment_by_name("lepton").experiment_id])
+        assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "1"
+        assert run.data.metrics["train/test_accuracy"] == pytest.approx(train["test_accuracy"], rel=1e-12)
+        assert run.data.metrics["compress/file_bytes"] == compress["file_bytes"]
+        curve = client.get_metric_history(run.info.run_id, "train/epoch/test_accuracy")
+        assert [(m.step, m.value) for m in curve] == [(1, pytest.approx(train["history"][0]["test_accuracy"]))]
+        assert {s.split("/")[0] for s in run.data.metrics} == set(metrics["stages"])
 
 
 @pytest.mark.slow  # runs the whole pipeline

@@ -17,7 +17,7 @@ truncated, corrupt or forged block (never a crash, hang or allocation beyond the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,11 +65,21 @@ def get_codec(name: str, **params: Any) -> Codec:
         raise ConfigError(f"bad parameters {params} for codec {name!r}: {exc}") from None
 
 
-def fit_codec(codec: Codec, array: np.ndarray) -> Codec:
-    """``codec`` fitted to ``array`` if it learns a model (``lepton-cm`` without one); else ``codec``."""
+def fit_codec(codec: Codec, array: np.ndarray, *, progress: Callable[[float, float], None] | None = None) -> Codec:
+    """``codec`` fitted to ``array`` if it learns a model (``lepton-cm`` without one); else ``codec``.
+
+    Args:
+        codec: any codec; only one with a ``fit`` method and no model yet is fitted.
+        array: the data it will code.
+        progress: ``progress(done, total)`` during a fit, ``done`` rising to ``total`` (predicted seconds; see
+            :func:`lepton.data.codecs.cm_model.fit`); never called for a codec that learns nothing.
+
+    Returns:
+        The fitted codec, or ``codec`` itself.
+    """
     fit = getattr(codec, "fit", None)
     if callable(fit) and not getattr(codec, "model", ""):
-        return fit(array)
+        return fit(array, progress=progress)
     return codec
 
 

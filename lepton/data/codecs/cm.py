@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -108,16 +109,22 @@ class CMCodec:
             )
         return np.ascontiguousarray(array).reshape(_planes(array.shape))
 
-    def fit(self, array: np.ndarray) -> CMCodec:
+    def fit(self, array: np.ndarray, *, progress: Callable[[float, float], None] | None = None) -> CMCodec:
         """A codec with a model learned from ``array`` (all of it counted; the tree grown on up to
-        ``fit_pixels`` pixels), for every block of a field."""
+        ``fit_pixels`` pixels), for every block of a field; ``progress(done, total)`` as in
+        :func:`lepton.data.codecs.cm_model.fit`."""
         from lepton.data.codecs import cm_model
 
         images = self._images(array)
         if images.size == 0:
             images = np.zeros((1, 1, 1), np.uint8)
         m = cm_model.fit(
-            images, leaves=self.leaves, min_leaf=self.min_leaf, max_fit_pixels=self.fit_pixels, max_depth=self.depth
+            images,
+            leaves=self.leaves,
+            min_leaf=self.min_leaf,
+            max_fit_pixels=self.fit_pixels,
+            max_depth=self.depth,
+            progress=progress,
         )
         return dataclasses.replace(self, model=m.to_bytes())
 

@@ -182,12 +182,14 @@ class StoreWriter:
         codecs: Mapping[str, str | Codec],
         *,
         progress: Callable[[int], None] | None = None,
+        fit_progress: Callable[[str, float, float], None] | None = None,
     ) -> dict[str, FieldSpec]:
         """Append split ``name``: equally long arrays (first axis = samples), cut into blocks, each block
-        of each field encoded independently. ``progress(samples_done)`` is called after each block."""
+        of each field encoded independently. ``progress(samples_done)`` is called after each block;
+        ``fit_progress(field, done, total)`` while a learned codec is fitted to a field (see :func:`fit_codec`)."""
         arrays = self._check_fields(name, fields)
         n = len(next(iter(arrays.values())))
-        specs = self._field_specs(name, arrays, codecs)
+        specs = self._field_specs(name, arrays, codecs, fit_progress)
         bs = self.block_samples
         blocks = ({k: a[s : s + bs] for k, a in arrays.items()} for s in range(0, n, bs))
         self._write_blocks(name, specs, blocks, progress)
@@ -200,17 +202,18 @@ class StoreWriter:
         codecs: Mapping[str, str | Codec],
         *,
         progress: Callable[[int], None] | None = None,
+        fit_progress: Callable[[str, float, float], None] | None = None,
     ) -> dict[str, FieldSpec]:
         """Append split ``name`` from an iterable of blocks, each ``block_samples`` samples of every field (the
         last may be shorter), encoded and written as they come: at most a few blocks are held at a time, so a
         dataset larger than memory can be packed. Codecs are chosen, and a learned codec fitted, on the first
-        block. ``progress(samples_done)`` is called after each block."""
+        block. ``progress(samples_done)`` is called after each block; ``fit_progress`` as in :meth:`add_split`."""
         it = iter(blocks)
         first = next(it, None)
         if first is None:
             raise DataError(f"split {name!r} has no blocks")
         arrays = self._check_fields(name, first)
-        specs = self._field_specs(name, arrays, codecs)
+        specs = self._field_specs(name, arrays, codecs, fit_progress)
         self._write_blocks(name, specs, itertools.chain([arrays], it), progress)
         return specs
 
@@ -230,7 +233,11 @@ class StoreWriter:
         return arrays
 
     def _field_specs(
-        self, name: str, arrays: Mapping[str, np.ndarray], codecs: Mapping[str, str | Codec]
+        self,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        codecs: Mapping[str, str | Codec],
+        fit_progress: Callable[[str, float, float], None] | None = None,
     ) -> dict[str, FieldSpec]:
         """Each field's spec: the codec resolved on its first block and fitted on ``arrays`` (a learned model is
         written now, before the field's blocks)."""
@@ -243,7 +250,8 @@ class StoreWriter:
                     f"codec {codec.name!r} cannot encode field {key!r} ({a.dtype}, sample shape "
                     f"{list(a.shape[1:])}); choose another codec (e.g. zstd)."
                 )
-            codec = fit_codec(codec, a)
+            report = None if fit_progress is None else (lambda done, total, k=key: fit_progress(k, done, total))
+            codec = fit_codec(codec, a, progress=report)
             model = getattr(codec, "model", b"")  # a learned model: stored once, before the field's blocks
             specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec, tuple(self._append(model)) if model else None)
             if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:

@@ -34,8 +34,11 @@ def pack_dataset(
     splits: tuple[str, ...] = SPLITS,
     attrs: dict[str, Any] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    fit_progress: Callable[[str, float, float], None] | None = None,
 ) -> Path:
-    """Write ``data``'s splits (fields ``images`` and ``labels``) to a store at ``path``, losslessly."""
+    """Write ``data``'s splits (fields ``images`` and ``labels``) to a store at ``path``, losslessly.
+    ``progress(split, samples_done)`` after each block; ``fit_progress(field, done, total)`` while a learned
+    codec (``lepton-cm``) is fitted to a field (on the first split; see :func:`lepton.data.codecs.fit_codec`)."""
     meta = {"name": data.name, "classes": list(data.classes), "source": data.source, **(attrs or {})}
     with StoreWriter(path, attrs=meta, block_samples=block_samples) as w:
         for split in splits:
@@ -45,6 +48,7 @@ def pack_dataset(
                 {IMAGES: x, LABELS: y},
                 {IMAGES: image_codec, LABELS: label_codec},
                 progress=None if progress is None else (lambda done, s=split: progress(s, done)),
+                fit_progress=fit_progress,
             )
             # the next split reuses the codecs as chosen and fitted here (a learned model is fitted once, on
             # the first split, and stored again beside each later split's blocks)
@@ -60,6 +64,7 @@ def pack_image_folder(
     label_codec: str | Codec = "general",
     block_samples: int = DEFAULT_BLOCK_SAMPLES,
     progress: Callable[[str, int], None] | None = None,
+    fit_progress: Callable[[str, float, float], None] | None = None,
 ) -> Path:
     """Write an image folder (``plan``, from :func:`lepton.data.folder.plan_image_folder`) to a store at ``path``,
     streaming: images are decoded and encoded one block at a time, so memory holds a few blocks, never the
@@ -72,6 +77,7 @@ def pack_image_folder(
                 plan.blocks(split, block_samples),
                 {IMAGES: image_codec, LABELS: label_codec},
                 progress=None if progress is None else (lambda done, s=split: progress(s, done)),
+                fit_progress=fit_progress,
             )
             image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
     return Path(path)

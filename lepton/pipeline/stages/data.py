@@ -7,6 +7,7 @@ the stages after it train on data that went through the packed format.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel
@@ -24,7 +25,7 @@ from lepton.report.data_plots import codec_sizes, lossy_curve
 from lepton.train import TensorBatches
 from lepton.train.job import accuracy_check
 from lepton.train.throughput import training_throughput
-from lepton.utils.progress import progress_bar
+from lepton.utils.progress import fit_task, progress_bar
 
 
 class CodecStats(BaseModel):
@@ -61,11 +62,14 @@ class DataStageReport(BaseModel):
     lossy_note: str | None = None
 
 
-def codec_stats(name: str, images: np.ndarray, block_samples: int) -> CodecStats | None:
+def codec_stats(
+    name: str, images: np.ndarray, block_samples: int, fit_progress: Callable[[float, float], None] | None = None
+) -> CodecStats | None:
     """Codec ``name`` on ``images`` in independent blocks (None if unavailable); one thread. A codec that
-    learns a model is fitted to ``images`` first (not timed); the model's bytes are counted."""
+    learns a model is fitted to ``images`` first (not timed; ``fit_progress(done, total)`` meanwhile); the
+    model's bytes are counted."""
     try:
-        codec = fit_codec(resolve_codec(name, images[:block_samples]), images)
+        codec = fit_codec(resolve_codec(name, images[:block_samples]), images, progress=fit_progress)
     except ImportError:
         return None
     m = measure_codec(codec, images, block_samples=block_samples)
@@ -90,12 +94,14 @@ class DataStage:
         offset = {"train": 0, "test": len(data.x_train)}  # the bar counts the train split's samples, then the test's
         with progress_bar(state.console, enabled=state.progress) as bar:
             task = bar.add_task(f"pack {path.name}", total=len(data.x_train) + len(data.x_test), status="")
+            fitting = fit_task(bar, "fit the codec of") if state.progress else None  # quiet: no pilot tree
             pack_dataset(
                 data,
                 path,
                 image_codec=codec,
                 block_samples=cfg.block_samples,
                 progress=lambda split, done: bar.update(task, completed=offset[split] + done, status=split),
+                fit_progress=fitting,
             )
         pack_seconds = time.perf_counter() - t0
         check = verify_store(path, reference=data)
@@ -116,7 +122,13 @@ class DataStage:
             measured = {}
             for name in cfg.compare:
                 bar.update(task, status=name)
-                measured[name] = codec_stats(name, sample, cfg.block_samples)
+                fitting = fit_task(bar, f"fit {name} to")
+                measured[name] = codec_stats(
+                    name,
+                    sample,
+                    cfg.block_samples,
+                    fit_progress=(lambda done, total, f=fitting: f("images", done, total)) if state.progress else None,
+                )
                 bar.advance(task)
         for name, stats in measured.items():
             if stats is not None:
