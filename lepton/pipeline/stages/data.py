@@ -6,6 +6,7 @@ the stages after it train on data that went through the packed format.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -13,8 +14,17 @@ import numpy as np
 from pydantic import BaseModel
 
 from lepton.data.codecs import fit_codec, get_codec, measure_codec
+from lepton.data.dataset import ImageDataset
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
-from lepton.data.store import bits_per_pixel, load_packed, open_store, pack_dataset, store_batches, verify_store
+from lepton.data.store import (
+    Store,
+    bits_per_pixel,
+    load_packed,
+    open_store,
+    pack_dataset,
+    store_batches,
+    verify_store,
+)
 from lepton.data.store.format import resolve_codec
 from lepton.errors import FormatError
 from lepton.models.registry import ModelSpec
@@ -78,6 +88,16 @@ def codec_stats(
     )
 
 
+def run_dataset(store: Store, store_file: str) -> ImageDataset:
+    """The dataset ``store`` (the run folder's file ``store_file``) holds, its ``source`` that file's name.
+
+    The name, not the store's absolute location: the source goes into what later stages write (the .lep header,
+    the checkpoint's metadata), so a full path would make those files, and the sizes the run reports (the
+    header is deflated, so even a path of the same length changes them), depend on where the run folder is.
+    """
+    return dataclasses.replace(load_packed(store), source=store_file)
+
+
 class DataStage:
     name = "data"
     title = "Data compression"
@@ -108,7 +128,7 @@ class DataStage:
         if not check.ok:
             raise FormatError(f"{path}: the packed store does not verify: {check.errors[0]}")
         store = open_store(path)
-        state.dataset = load_packed(store)  # identical arrays (verified); later stages train on what the store holds
+        state.dataset = run_dataset(store, path.name)  # identical arrays (verified): later stages train on them
         state.artifacts["data_store"] = path
         state.console.print(
             f"packed {path.name}: {store.file_bytes:,} bytes, {bits_per_pixel(store):.3f} bits/pixel, "
@@ -179,9 +199,8 @@ class DataStage:
         return [report.store_file]
 
     def restore(self, state: RunState, report: DataStageReport) -> None:  # type: ignore[override]
-        path = state.run_dir / report.store_file
-        state.dataset = load_packed(open_store(path))
-        state.artifacts["data_store"] = path
+        state.dataset = run_dataset(open_store(state.run_dir / report.store_file), report.store_file)
+        state.artifacts["data_store"] = state.run_dir / report.store_file
 
     def summary(self, report: DataStageReport) -> str:  # type: ignore[override]
         return (
