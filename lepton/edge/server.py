@@ -29,6 +29,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
+from lepton.edge.fastpath import InferRoute, body_too_large
 from lepton.edge.guards import BUDGET_WAIT_S, ByteBudget, Gate, check_exposure, error_response, guarded_protocol
 from lepton.edge.observe import METRICS_ROUTE, Observe, ServerMetrics
 from lepton.edge.oip import (
@@ -77,6 +79,9 @@ class ServeConfig(BaseModel):
     threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads")
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
+    inline_rows: int = Field(
+        0, ge=0, le=65536, description="batches of at most this many rows run on the event loop, not a thread"
+    )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
     max_connections: int = Field(
         512,
@@ -108,6 +113,9 @@ class ServeConfig(BaseModel):
     )
     access_log: Literal["none", "json"] = Field("none", description="json: one JSON line per request on stderr")
     drain_s: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long requests in flight may finish")
+    http_fast_path: bool = Field(
+        True, description="answer /infer through the lean ASGI route (False: through FastAPI's router, the reference)"
+    )
 
 
 @dataclass
@@ -214,17 +222,34 @@ def load_served_model(
 
 
 class Batcher:
-    """Collects concurrent requests into one model call; see the module docstring."""
+    """Collects concurrent requests into one model call; see the module docstring.
+
+    One hand-off per batch, none per request: requests wait in a deque; the batching loop wakes when the first
+    arrives, waits at most ``max_delay_s`` for more (less once ``max_rows`` are queued), then runs the model
+    once. A batch of at most ``inline_rows`` rows runs on the event loop itself (for a small model a thread
+    hop costs more than the inference); a larger one on the model's worker thread, so the loop keeps parsing.
+    """
 
     def __init__(
-        self, model: ServedModel, max_batch_size: int, max_delay_s: float, stats: Stats, metrics: ServerMetrics
+        self,
+        model: ServedModel,
+        max_batch_size: int,
+        max_delay_s: float,
+        stats: Stats,
+        metrics: ServerMetrics,
+        inline_rows: int = 0,
     ) -> None:
         self.model, self.max_rows, self.max_delay_s, self.stats = model, max_batch_size, max_delay_s, stats
-        self.metrics = metrics
-        self.queue: asyncio.Queue[tuple[dict[str, np.ndarray], asyncio.Future]] = asyncio.Queue()
+        self.metrics, self.inline_rows = metrics, inline_rows
+        self.pending: deque[tuple[dict[str, np.ndarray], asyncio.Future]] = deque()
+        self.pending_rows = 0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-onnx")
         self.task: asyncio.Task | None = None
-        self.carry: tuple[dict[str, np.ndarray], asyncio.Future] | None = None
+        self._wake: asyncio.Future | None = None  # set while the loop waits for the first request or a full batch
+
+    def qsize(self) -> int:
+        """Requests waiting for the model."""
+        return len(self.pending)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._loop())
@@ -232,7 +257,7 @@ class Batcher:
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop after running what is queued (waiting at most ``drain_s``)."""
         deadline = time.monotonic() + drain_s
-        while (not self.queue.empty() or self.carry is not None) and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self.task is not None:
             self.task.cancel()
@@ -243,7 +268,12 @@ class Batcher:
     async def infer(self, feeds: dict[str, np.ndarray], timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """The model's outputs for ``feeds``, batched with other requests; a 504 after ``timeout_s``."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((feeds, future))
+        self.pending.append((feeds, future))
+        self.pending_rows += self._rows((feeds, future))
+        if self._wake is not None and not self._wake.done() and (len(self.pending) == 1 or self._full()):
+            self._wake.set_result(None)
+        if timeout_s is None:
+            return await future
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
@@ -255,53 +285,62 @@ class Batcher:
     def _rows(item: tuple[dict[str, np.ndarray], asyncio.Future]) -> int:
         return len(next(iter(item[0].values())))
 
-    async def _next(self, timeout: float) -> tuple[dict[str, np.ndarray], asyncio.Future] | None:
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        if timeout <= 0:
-            return None
+    def _full(self) -> bool:
+        return not self.model.batchable or self.pending_rows >= self.max_rows
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until :meth:`infer` wakes the loop (first request, or a full batch), or ``seconds`` pass."""
+        loop = asyncio.get_running_loop()
+        self._wake = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, _resolve, self._wake)
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+            await self._wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self) -> list[tuple[dict[str, np.ndarray], asyncio.Future]]:
+        """The next batch: the first queued request, then more while they fit in ``max_rows``."""
+        first = self.pending.popleft()
+        batch, rows = [first], self._rows(first)
+        while self.pending and self.model.batchable and rows + self._rows(self.pending[0]) <= self.max_rows:
+            item = self.pending.popleft()
+            batch.append(item)
+            rows += self._rows(item)
+        self.pending_rows -= rows
+        return [(feeds, fut) for feeds, fut in batch if not fut.done()]  # clients that hung up
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self.carry is not None:
-                first, self.carry = self.carry, None
-            else:
-                first = await self.queue.get()
-            batch, rows = [first], self._rows(first)
-            deadline = loop.time() + self.max_delay_s
-            while self.model.batchable and rows < self.max_rows:
-                item = await self._next(deadline - loop.time())
-                if item is None:
-                    break
-                if rows + self._rows(item) > self.max_rows:
-                    self.carry = item  # it starts the next batch
-                    break
-                batch.append(item)
-                rows += self._rows(item)
-            batch = [(feeds, fut) for feeds, fut in batch if not fut.done()]  # clients that hung up
+            if not self.pending:
+                await self._sleep(None)
+            if self.max_delay_s > 0 and not self._full():
+                await self._sleep(self.max_delay_s)
+            batch = self._take()
             if batch:
                 await self._run(loop, batch)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         start = time.perf_counter()
+        rows = sum(self._rows(item) for item in batch)
         try:
             feeds = {
                 k: np.concatenate([f[k] for f, _ in batch]) if len(batch) > 1 else batch[0][0][k] for k in batch[0][0]
             }
-            outputs = await loop.run_in_executor(self.executor, self.model.run, feeds)
+            if rows <= self.inline_rows:
+                outputs = self.model.run(feeds)
+            else:
+                outputs = await loop.run_in_executor(self.executor, self.model.run, feeds)
         except Exception as e:  # a failure on inputs that passed validation: a server error (500)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(RuntimeError(f"ONNX Runtime failed: {e}"))
             return
         self.stats.batches += 1
-        self.stats.rows += sum(self._rows(item) for item in batch)
-        self.metrics.batch_rows.observe(sum(self._rows(item) for item in batch))
+        self.stats.rows += rows
+        self.metrics.batch_rows.observe(rows)
         self.stats.compute_s += time.perf_counter() - start
         offset = 0
         for f, fut in batch:
@@ -311,13 +350,18 @@ class Batcher:
             offset += n
 
 
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``model`` under the Open Inference Protocol's REST routes."""
     config = config or ServeConfig()
     stats = Stats()
     metrics = ServerMetrics(config.access_log)
-    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics)
-    metrics.track_queue(batcher.queue.qsize)
+    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics, config.inline_rows)
+    metrics.track_queue(batcher.qsize)
     budget = ByteBudget(config.max_inflight_bytes, BUDGET_WAIT_S)
 
     async def infer_feeds(feeds: dict[str, np.ndarray], deadline_s: float | None = None) -> dict[str, np.ndarray]:
@@ -350,12 +394,13 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         openapi_url=None,
     )
     app.state.stats, app.state.metrics, app.state.grpc_port, app.state.drain_hooks = stats, metrics, None, []
-    app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
-    app.add_middleware(Observe, metrics=metrics)  # outermost: counts what the gate refuses too
+
+    def refused(status: int) -> None:
+        stats.errors_4xx += 400 <= status < 500
 
     @app.exception_handler(ProtocolError)
     async def protocolerror_response(_req: Request, e: ProtocolError) -> JSONResponse:
-        stats.errors_4xx += 400 <= e.status < 500
+        refused(e.status)
         return error_response(e.status, e.message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -426,15 +471,31 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
             ]
         }
 
+    @contextlib.asynccontextmanager
+    async def admit(name: str, version: str | None, declared: str | None) -> AsyncIterator[None]:
+        check_model(name, version)
+        if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
+            raise body_too_large(config.max_body_bytes, declared)
+        async with budget.hold(config.max_body_bytes if declared is None else int(declared)):
+            yield
+
+    async def handle(name: str, version: str | None, headers: Any, body: bytes) -> tuple[bytes, dict[str, str]]:
+        return await answer(body, headers.get(BINARY_HEADER))
+
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        check_model(name, version)
-        declared = _declared_length(request, config.max_body_bytes)
-        async with budget.hold(config.max_body_bytes if declared is None else declared):
-            return await answer(await _read_body(request, config.max_body_bytes), request.headers.get(BINARY_HEADER))
+        """The reference route; with ``http_fast_path`` (the default) :class:`InferRoute` answers these URLs."""
+        async with admit(name, version, request.headers.get("content-length")):
+            content, headers = await handle(name, version, request.headers, await _read_body(request, config))
+        return Response(content, headers=headers)
 
-    async def answer(body: bytes, header_length: str | None) -> Response:
+    if config.http_fast_path:
+        app.add_middleware(
+            InferRoute, handler=handle, admit=admit, max_body_bytes=config.max_body_bytes, on_refusal=refused
+        )
+
+    async def answer(body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
         tail = None
         if header_length is not None:
             body, tail = split_body(body, header_length)
@@ -473,36 +534,24 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         response = InferResponse(model_name=model.name, model_version=model.version, id=req.id, outputs=encoded)
         text = response.model_dump_json(exclude_none=True).encode()
         if not raw:
-            return Response(text, media_type="application/json")
-        return Response(
-            b"".join([text, *raw]),
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(len(text))},
-        )
+            return text, {"content-type": "application/json"}
+        return b"".join([text, *raw]), {
+            "inference-header-content-length": str(len(text)),
+            "content-type": "application/octet-stream",
+        }
 
+    # added last = outermost: Observe (counts what the gate refuses too), then Gate, then InferRoute, then FastAPI
+    app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
+    app.add_middleware(Observe, metrics=metrics)
     return app
 
 
-def _declared_length(request: Request, limit: int) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(
-            413,
-            f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
-            "bytes; send fewer samples per request.",
-        )
-    return None if declared is None else int(declared)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, config: ServeConfig) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ProtocolError(
-                413,
-                f"the request body is larger than the server's limit of {limit} bytes; send fewer samples per request.",
-            )
+        if size > config.max_body_bytes:
+            raise body_too_large(config.max_body_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
