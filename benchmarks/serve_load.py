@@ -330,6 +330,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server")
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--max-delay-ms", type=float, default=1.0)
+    ap.add_argument("--inline-rows", type=int, default=64, help="batches up to this many rows run on the event loop")
     ap.add_argument("--protocol", choices=["json", "binary", "grpc"], default="json", help="wire format")
     ap.add_argument(
         "--client",
@@ -375,6 +376,8 @@ def main() -> None:
             str(args.max_batch_size),
             "--max-delay-ms",
             str(args.max_delay_ms),
+            "--inline-rows",
+            str(args.inline_rows),
             *(["--grpc-port", str(grpc_port)] if args.protocol == "grpc" else []),
         ]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -416,7 +419,7 @@ def main() -> None:
         (
             "server",
             f"lepton serve, {args.threads} ORT thread(s), max batch {args.max_batch_size}, "
-            f"max delay {args.max_delay_ms} ms",
+            f"max delay {args.max_delay_ms} ms, inline rows {args.inline_rows}",
         ),
         (
             "protocol",

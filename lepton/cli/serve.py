@@ -27,9 +27,25 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 to accept other machines")] = "127.0.0.1",
     name: Annotated[str | None, typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
     version: Annotated[str, typer.Option(help="model version reported and accepted in /versions/ URLs")] = "1",
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
-    max_batch_size: Annotated[int, typer.Option(help="most rows one batched model call runs")] = 64,
-    max_delay_ms: Annotated[float, typer.Option(help="longest wait for more concurrent requests to batch")] = 1.0,
+    threads: Annotated[
+        int, typer.Option("--threads", "--intra-op-threads", help="ONNX Runtime intra-op threads (1 suits batch-1)")
+    ] = 1,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", "--max-batch", help="most rows one batched model call runs")
+    ] = 64,
+    max_delay_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-delay-ms", "--max-queue-delay-ms", help="longest wait for more concurrent requests to batch"
+        ),
+    ] = 1.0,
+    inline_rows: Annotated[
+        int,
+        typer.Option(
+            help="batches of at most this many rows run on the event loop (no thread hand-off); larger ones on "
+            "the model's thread; 0 suits a large model"
+        ),
+    ] = 64,
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies are refused with 413")] = 8.0,
     max_inflight_mb: Annotated[float, typer.Option(help="request bodies held at once; more wait, then get 503")] = 64.0,
     header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send its request headers")] = 10.0,
@@ -97,6 +113,7 @@ def serve(
             threads=threads,
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
+            inline_rows=inline_rows,
             max_body_bytes=int(max_body_mb * (1 << 20)),
             max_inflight_bytes=int(max_inflight_mb * (1 << 20)),
             header_timeout_s=header_timeout,

@@ -1,8 +1,8 @@
-"""The inference route of ``lepton serve`` as a pure ASGI middleware in front of FastAPI: ``POST
+"""The inference route of ``lepton serve`` as a pure ASGI app in front of FastAPI: ``POST
 /v2/models/{name}/infer`` and ``POST /v2/models/{name}/versions/{version}/infer`` skip FastAPI's routing,
 dependency solving and exception layers (most of a small request's CPU time); every other request goes on to
-FastAPI. It sits inside the :class:`lepton.edge.guards.Gate` (token, concurrency limit) and
-:class:`lepton.edge.observe.Observe` (metrics, access log) middlewares, so those apply unchanged, and it answers
+FastAPI. It sits behind the :class:`lepton.edge.guards.Gate` (token, concurrency limit) and
+:class:`lepton.edge.observe.Observe` (metrics, access log) middlewares, as FastAPI does, and it answers
 exactly what the FastAPI route answers: the same body limit (413 on a declared or actual body over
 ``max_body_bytes``), the same byte budget, the same handler and the same ``{"error": ...}`` responses.
 """
@@ -102,3 +102,14 @@ class InferRoute:
         raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": content})
+
+
+class ServerApp:
+    """The server's ASGI application: ``asgi`` (the guards, then the routes) in front of the FastAPI ``app``,
+    whose ``state`` it shares (the batcher's statistics, the metrics, the gRPC port, the drain hooks)."""
+
+    def __init__(self, asgi: Any, app: Any) -> None:
+        self.asgi, self.app, self.state = asgi, app, app.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.asgi(scope, receive, send)

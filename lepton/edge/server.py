@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
-from lepton.edge.fastpath import InferRoute, body_too_large
+from lepton.edge.fastpath import InferRoute, ServerApp, body_too_large
 from lepton.edge.guards import BUDGET_WAIT_S, ByteBudget, Gate, check_exposure, error_response, guarded_protocol
 from lepton.edge.observe import METRICS_ROUTE, Observe, ServerMetrics
 from lepton.edge.oip import (
@@ -80,7 +80,11 @@ class ServeConfig(BaseModel):
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
     inline_rows: int = Field(
-        0, ge=0, le=65536, description="batches of at most this many rows run on the event loop, not a thread"
+        64,
+        ge=0,
+        le=65536,
+        description="batches of at most this many rows run on the event loop, not the model's thread (a thread "
+        "hand-off cost more than a small model's batch); 0 for a large model, so the loop parses while it runs",
     )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
     max_connections: int = Field(
@@ -113,6 +117,9 @@ class ServeConfig(BaseModel):
     )
     access_log: Literal["none", "json"] = Field("none", description="json: one JSON line per request on stderr")
     drain_s: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long requests in flight may finish")
+    http: Literal["httptools", "h11"] = Field(
+        "httptools", description="HTTP/1.1 parser: httptools (C, faster) or h11 (pure Python)"
+    )
     http_fast_path: bool = Field(
         True, description="answer /infer through the lean ASGI route (False: through FastAPI's router, the reference)"
     )
@@ -355,8 +362,9 @@ def _resolve(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app serving ``model`` under the Open Inference Protocol's REST routes."""
+def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerApp:
+    """The ASGI app serving ``model`` under the Open Inference Protocol's REST routes (FastAPI behind the guards
+    and the lean inference route; see :class:`lepton.edge.fastpath.ServerApp`)."""
     config = config or ServeConfig()
     stats = Stats()
     metrics = ServerMetrics(config.access_log)
@@ -490,11 +498,6 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
             content, headers = await handle(name, version, request.headers, await _read_body(request, config))
         return Response(content, headers=headers)
 
-    if config.http_fast_path:
-        app.add_middleware(
-            InferRoute, handler=handle, admit=admit, max_body_bytes=config.max_body_bytes, on_refusal=refused
-        )
-
     async def answer(body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
         tail = None
         if header_length is not None:
@@ -540,10 +543,13 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
             "content-type": "application/octet-stream",
         }
 
-    # added last = outermost: Observe (counts what the gate refuses too), then Gate, then InferRoute, then FastAPI
-    app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
-    app.add_middleware(Observe, metrics=metrics)
-    return app
+    routes: Any = app
+    if config.http_fast_path:
+        routes = InferRoute(app, handle, admit, config.max_body_bytes, refused)
+    # Observe (outermost: it counts what the gate refuses too), then Gate, then the routes: the inference route
+    # (unless http_fast_path is off) and FastAPI for the rest. Kept out of FastAPI's own middleware stack,
+    # which would add its exception and telemetry layers to every request.
+    return ServerApp(Observe(Gate(routes, token=config.token, max_requests=config.max_connections), metrics), app)
 
 
 async def _read_body(request: Request, config: ServeConfig) -> bytes:
@@ -577,7 +583,7 @@ def _feeds(
     return feeds
 
 
-def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
+def uvicorn_server(app: ServerApp, config: ServeConfig) -> Any:
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
