@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import tempfile
@@ -622,6 +623,10 @@ def serve(model: ServedModel, config: ServeConfig) -> None:
     shuts down gracefully too, then uvicorn re-raises it (the CLI's exit status 130)."""
     check_exposure(config)
     server = uvicorn_server(create_app(model, config), config)
+    # Everything loaded so far (torch, ONNX Runtime, the model) lives as long as the server: out of the
+    # collector's reach, the garbage collections that the per-request objects trigger stay short.
+    gc.collect()
+    gc.freeze()
     server.run()  # uvicorn re-raises a Ctrl-C that stopped it once it has shut down ...
     if server.should_exit and not server.terminated:  # ... but if that was lost, it still ends as an interrupt
         raise KeyboardInterrupt
