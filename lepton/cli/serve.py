@@ -46,6 +46,9 @@ def serve(
             "the model's thread; 0 suits a large model"
         ),
     ] = 64,
+    http: Annotated[
+        Literal["httptools", "h11"], typer.Option(help="HTTP/1.1 parser: httptools (C) or h11 (pure Python)")
+    ] = "httptools",
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies are refused with 413")] = 8.0,
     max_inflight_mb: Annotated[float, typer.Option(help="request bodies held at once; more wait, then get 503")] = 64.0,
     header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send its request headers")] = 10.0,
@@ -90,6 +93,7 @@ def serve(
     Examples:
       lepton serve model.onnx --port 8000
       lepton serve model.int8.onnx --name lenet5 --threads 2
+      lepton serve model.int8.onnx --intra-op-threads 1 --max-batch 64 --max-queue-delay-ms 1
       lepton serve model.onnx --grpc-port 8001 --access-log json --request-timeout 2
       curl localhost:8000/metrics
       lepton serve weights.pt --arch resnet20 --input-shape 1,28,28 --num-classes 10
@@ -114,6 +118,7 @@ def serve(
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
             inline_rows=inline_rows,
+            http=http,
             max_body_bytes=int(max_body_mb * (1 << 20)),
             max_inflight_bytes=int(max_inflight_mb * (1 << 20)),
             header_timeout_s=header_timeout,
