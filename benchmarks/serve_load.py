@@ -1,15 +1,18 @@
 """Load test of `lepton serve` on loopback: N requests (one MNIST test image each) from C concurrent clients.
 
-Starts `lepton serve` as a separate process on 127.0.0.1 and a free port, drives it with C asyncio clients
-over keep-alive connections (HTTP) or one channel (gRPC), checks every answer against ONNX Runtime's logits for
-the same image, and prints p50/p99 latency, requests/s, errors and how many requests each batched model call
-served. The server is always stopped at the end. --protocol picks the wire format: JSON tensors, Triton's
-binary tensor extension over HTTP, or KServe V2 gRPC with raw tensor contents.
+Starts `lepton serve` as a separate process on 127.0.0.1 and a free port and drives it with C clients. The
+default `--client lean` costs far less CPU than the server (like wrk): one keep-alive connection per client
+writing pre-built request bytes and parsing only the status line and Content-Length of each answer; for gRPC,
+pre-serialised ModelInferRequest bytes on one grpc.aio channel. It checks every --verify-every-th answer's
+logits against ONNX Runtime; `--client httpx|tritonclient` uses a real client library and checks every answer.
+Prints requests/s, p50/p90/p99 latency, errors, CPU per request of server and clients, requests per model call
+and the 1-minute load average. --protocol picks the wire format: JSON tensors, Triton's binary tensor extension
+over HTTP, or KServe V2 gRPC with raw tensor contents. The server is always stopped at the end.
 
     python benchmarks/serve_load.py                         # 10,000 requests, 32 clients, LeNet-5, JSON
-    python benchmarks/serve_load.py --model model.int8.onnx --requests 20000 --clients 64
-    python benchmarks/serve_load.py --protocol binary --requests 2000
-    python benchmarks/serve_load.py --protocol grpc --requests 2000
+    OMP_NUM_THREADS=1 python benchmarks/serve_load.py --model model.int8.onnx --requests 20000 --protocol binary
+    python benchmarks/serve_load.py --protocol grpc --requests 20000
+    python benchmarks/serve_load.py --protocol binary --client tritonclient --requests 2000
 """
 
 from __future__ import annotations
