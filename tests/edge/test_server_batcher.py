@@ -7,9 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
+from lepton.edge.batcher import Batcher, Stats
 from lepton.edge.export import export_onnx, onnx_session
 from lepton.edge.observe import ServerMetrics
-from lepton.edge.server import Batcher, Stats, load_served_model
+from lepton.edge.server import load_served_model
 
 
 @pytest.fixture(scope="module")
