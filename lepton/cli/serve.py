@@ -27,9 +27,28 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 to accept other machines")] = "127.0.0.1",
     name: Annotated[str | None, typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
     version: Annotated[str, typer.Option(help="model version reported and accepted in /versions/ URLs")] = "1",
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads")] = 1,
-    max_batch_size: Annotated[int, typer.Option(help="most rows one batched model call runs")] = 64,
-    max_delay_ms: Annotated[float, typer.Option(help="longest wait for more concurrent requests to batch")] = 1.0,
+    threads: Annotated[
+        int, typer.Option("--threads", "--intra-op-threads", help="ONNX Runtime intra-op threads (1 suits batch-1)")
+    ] = 1,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", "--max-batch", help="most rows one batched model call runs")
+    ] = 64,
+    max_delay_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-delay-ms", "--max-queue-delay-ms", help="longest wait for more concurrent requests to batch"
+        ),
+    ] = 1.0,
+    inline_rows: Annotated[
+        int,
+        typer.Option(
+            help="batches of at most this many rows run on the event loop (no thread hand-off); larger ones on "
+            "the model's thread; 0 suits a large model"
+        ),
+    ] = 64,
+    http: Annotated[
+        Literal["httptools", "h11"], typer.Option(help="HTTP/1.1 parser: httptools (C) or h11 (pure Python)")
+    ] = "httptools",
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies are refused with 413")] = 8.0,
     max_inflight_mb: Annotated[float, typer.Option(help="request bodies held at once; more wait, then get 503")] = 64.0,
     header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send its request headers")] = 10.0,
@@ -74,6 +93,7 @@ def serve(
     Examples:
       lepton serve model.onnx --port 8000
       lepton serve model.int8.onnx --name lenet5 --threads 2
+      lepton serve model.int8.onnx --intra-op-threads 1 --max-batch 64 --max-queue-delay-ms 1
       lepton serve model.onnx --grpc-port 8001 --access-log json --request-timeout 2
       curl localhost:8000/metrics
       lepton serve weights.pt --arch resnet20 --input-shape 1,28,28 --num-classes 10
@@ -97,6 +117,8 @@ def serve(
             threads=threads,
             max_batch_size=max_batch_size,
             max_delay_ms=max_delay_ms,
+            inline_rows=inline_rows,
+            http=http,
             max_body_bytes=int(max_body_mb * (1 << 20)),
             max_inflight_bytes=int(max_inflight_mb * (1 << 20)),
             header_timeout_s=header_timeout,

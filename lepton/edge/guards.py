@@ -1,5 +1,5 @@
 """The HTTP server's guards (see docs/edge.md, "Limits and hardening"): who may bind where without a token, the
-shared byte budget for request bodies, the bearer-token and concurrency gate, and uvicorn's h11 protocol with
+shared byte budget for request bodies, the bearer-token and concurrency gate, and uvicorn's HTTP protocol with
 read deadlines."""
 
 from __future__ import annotations
@@ -56,28 +56,36 @@ class ByteBudget:
     """At most ``capacity`` bytes of request bodies held at once; a request waits up to ``wait_s`` for its share."""
 
     def __init__(self, capacity: int, wait_s: float) -> None:
-        self.capacity, self.wait_s, self.used = capacity, wait_s, 0
+        self.capacity, self.wait_s, self.used, self.waiting = capacity, wait_s, 0, 0
         self._freed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def hold(self, size: int) -> AsyncIterator[None]:
         size = min(size, self.capacity)  # one request alone always fits
-        async with self._freed:
-            try:
-                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
-            except TimeoutError:
-                raise ProtocolError(
-                    503,
-                    f"the server is busy: {self.used} bytes of request bodies are being "
-                    f"processed (limit {self.capacity}); retry in a moment.",
-                ) from None
-            self.used += size
+        if self.waiting or self.used + size > self.capacity:  # queue behind those already waiting
+            await self._wait_for(size)
+        self.used += size  # the event loop runs one task at a time: no lock needed to take a free share
         try:
             yield
         finally:
+            self.used -= size
+            if self.waiting:
+                async with self._freed:
+                    self._freed.notify_all()
+
+    async def _wait_for(self, size: int) -> None:
+        self.waiting += 1
+        try:
             async with self._freed:
-                self.used -= size
-                self._freed.notify_all()
+                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
+        except TimeoutError:
+            raise ProtocolError(
+                503,
+                f"the server is busy: {self.used} bytes of request bodies are being "
+                f"processed (limit {self.capacity}); retry in a moment.",
+            ) from None
+        finally:
+            self.waiting -= 1
 
 
 class Gate:
@@ -120,23 +128,62 @@ _TIMEOUT_RESPONSE = (
 )
 
 
-def guarded_protocol(config: Any) -> type:
-    """uvicorn's h11 protocol with read deadlines: a connection has ``header_timeout_s`` from its start (or from
-    its last response) to deliver a request's headers, then ``body_timeout_s`` for the body; past either it gets
-    a 408 and is closed. Beyond ``max_open_connections`` the oldest connection still sending headers is closed."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+class CorkedTransport:
+    """A transport whose writes within one turn of the event loop leave in one send: uvicorn writes a
+    response's head and body separately, and on loopback each send (a syscall that wakes the peer) cost more
+    than parsing the request. Everything else is the wrapped transport's."""
 
-    class GuardedH11Protocol(H11Protocol):
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop, self._pending = transport, loop, []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for data in chunks:
+            self.write(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def guarded_protocol(config: Any) -> type:
+    """uvicorn's HTTP protocol (``config.http``: ``httptools``, the C parser, or ``h11``) with read deadlines: a
+    connection has ``header_timeout_s`` from its start (or from its last response) to deliver a request's
+    headers, then ``body_timeout_s`` for the body; past either it gets a 408 and is closed. Beyond
+    ``max_open_connections`` the oldest connection still sending headers is closed. Responses leave in one send
+    (:class:`CorkedTransport`)."""
+    import h11  # the h11 protocol's states (uvicorn depends on h11 either way)
+
+    if getattr(config, "http", "h11") == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class GuardedProtocol(Base):
         _timer: asyncio.TimerHandle | None = None
         _phase: str | None = None  # "headers" or "body" while the client owes us bytes
         _since = 0.0
+        _reading: str | None = None  # httptools: "headers" or "body" while a request is being parsed
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(CorkedTransport(transport, self.loop))
             self._track()
             if len(self.connections) > config.max_open_connections:
-                waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c._phase == "headers"]
+                waiting = [c for c in self.connections if isinstance(c, GuardedProtocol) and c._phase == "headers"]
                 if waiting:
                     min(waiting, key=lambda c: c._since).expire()
 
@@ -144,8 +191,22 @@ def guarded_protocol(config: Any) -> type:
             self._set_phase(None)
             super().connection_lost(exc)
 
-        def handle_events(self) -> None:
+        def handle_events(self) -> None:  # h11
             super().handle_events()
+            self._track()
+
+        def on_message_begin(self) -> None:  # httptools
+            super().on_message_begin()
+            self._reading = "headers"
+
+        def on_headers_complete(self) -> None:  # httptools
+            super().on_headers_complete()
+            self._reading = "body"
+            self._track()
+
+        def on_message_complete(self) -> None:  # httptools
+            super().on_message_complete()
+            self._reading = None
             self._track()
 
         def on_response_complete(self) -> None:
@@ -153,8 +214,14 @@ def guarded_protocol(config: Any) -> type:
             self._track()
 
         def _track(self) -> None:
-            state = self.conn.their_state
-            self._set_phase("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
+            if Base.__name__ == "H11Protocol":
+                state = self.conn.their_state
+                phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+            elif self._reading is not None:
+                phase = self._reading
+            else:  # between requests: waiting for the next one unless a response is still being made
+                phase = "headers" if self.cycle is None or self.cycle.response_complete else None
+            self._set_phase(phase)
 
         def _set_phase(self, phase: str | None) -> None:
             if phase == self._phase:
@@ -174,4 +241,4 @@ def guarded_protocol(config: Any) -> type:
                     self.transport.write(_TIMEOUT_RESPONSE)
                 self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedProtocol

@@ -62,13 +62,24 @@ FLOAT_TYPES = ("FP16", "FP32", "FP64")
 # A flat list that may be all JSON numbers: the opening bracket after a "data" key, then number characters
 # up to the first closing bracket. Strings cannot hide a match: inside a JSON string every '"' is escaped.
 _DATA_LIST = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
-_NOT_NUMBER_CHAR = re.compile(rb"[^0-9eE.+\-, \t\n\r]")
-# Forms numpy reads but JSON forbids (+1, .5, 1., 01), each searched only if its character occurs at all.
-_NOT_JSON_NUMBER = [
-    (b"+", re.compile(rb"(?<![eE])\+")),
-    (b".", re.compile(rb"\.(?![0-9])|(?<![0-9])\.")),
-    (b"0", re.compile(rb"(?:^|[^0-9.eE+\-])-?0[0-9]")),
-]
+_NUMBER_CHARS = b"0123456789eE.+-, \t\n\r"
+# Forms numpy reads but JSON forbids (+1, .5, 1., 01) are found with bytes.translate and counts, not regular
+# expressions (several times faster on an image's worth of numbers): digits become "d" (zero "z" where leading
+# zeros are looked for), then every "." must sit in its own "d.d" and every "+" follow an exponent's e/E.
+_DIGITS = bytes.maketrans(b"0123456789", b"dddddddddd")
+_ZERO_DIGITS = bytes.maketrans(b"0123456789", b"zddddddddd")
+
+
+def _not_json_numbers(text: bytes) -> bool:
+    """Whether flat list ``text`` (number characters only) holds a +1, .5, 1. or 01 that JSON forbids."""
+    if b"+" in text and text.count(b"+") != text.count(b"e+") + text.count(b"E+"):
+        return True
+    if b"." in text and text.count(b".") != text.translate(_DIGITS).count(b"d.d"):
+        return True
+    if b"0" in text:
+        t = text.translate(_ZERO_DIGITS, b" \t\n\r-")
+        return t.startswith((b"zz", b"zd")) or b",zz" in t or b",zd" in t
+    return False
 
 
 class ProtocolError(Exception):
@@ -154,7 +165,7 @@ def parse_infer_request(body: bytes) -> ParsedRequest:
     for m in _DATA_LIST.finditer(body):
         start = m.end()
         end = body.find(b"]", start)
-        if m.start() < pos or end < 0 or _NOT_NUMBER_CHAR.search(body, start, end):
+        if m.start() < pos or end < 0 or body[start:end].translate(None, _NUMBER_CHARS):
             continue  # nested, not numbers, or not JSON: the ordinary parser handles it
         key = f"lepton-data:{nonce}:{len(lists)}"
         lists[key] = body[start:end]
@@ -269,7 +280,7 @@ def check_array(where: str, datatype: str, array: np.ndarray) -> np.ndarray:
 
 def _parse_floats(where: str, text: bytes, datatype: str) -> np.ndarray:
     """Flat JSON numbers straight into a float array (FP16 goes through float32)."""
-    if any(char in text and form.search(text) for char, form in _NOT_JSON_NUMBER):
+    if _not_json_numbers(text):
         raise ProtocolError(400, f"{where}: 'data' holds a malformed number; send JSON numbers such as -1.5e-3.")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy warns, then stops, at text it cannot read

@@ -1,9 +1,10 @@
 """An Open Inference Protocol (KServe V2) HTTP server for one ONNX model, with dynamic batching.
 
-Requests that arrive while the model is busy are queued; the batcher takes everything queued (up to
-``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more), runs ONE ONNX Runtime call on the
-concatenation, and hands each request its rows. The model runs on one worker thread, so the event loop
-keeps parsing and answering requests meanwhile. Every bad request gets a 4xx with ``{"error": "..."}``.
+Requests that arrive while the model is busy are queued; the batcher (:mod:`lepton.edge.batcher`) takes
+everything queued (up to ``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more), runs ONE ONNX
+Runtime call on the concatenation, and hands each request its slice; batches of up to ``inline_rows`` rows run
+on the event loop, larger ones on the model's worker thread. ``POST .../infer`` is answered by the lean route of
+:mod:`lepton.edge.fastpath`, every other route by FastAPI. Every bad request gets a 4xx with ``{"error": "..."}``.
 
 Wire formats: JSON, Triton's binary tensor extension (:mod:`lepton.edge.oip_binary`) and, with ``grpc_port``,
 the protocol's gRPC service (:mod:`lepton.edge.grpc_service`) on the same event loop and batcher. Operations:
@@ -24,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
+from lepton.edge.batcher import Batcher, Stats
+from lepton.edge.fastpath import InferRoute, ServerApp, body_too_large
 from lepton.edge.guards import BUDGET_WAIT_S, ByteBudget, Gate, check_exposure, error_response, guarded_protocol
 from lepton.edge.observe import METRICS_ROUTE, Observe, ServerMetrics
 from lepton.edge.oip import (
@@ -77,6 +80,13 @@ class ServeConfig(BaseModel):
     threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads")
     max_batch_size: int = Field(64, ge=1, le=65536, description="most rows one ONNX Runtime call runs")
     max_delay_ms: float = Field(1.0, ge=0, le=1000, description="longest wait for more requests to batch")
+    inline_rows: int = Field(
+        64,
+        ge=0,
+        le=65536,
+        description="batches of at most this many rows run on the event loop, not the model's thread (a thread "
+        "hand-off cost more than a small model's batch); 0 for a large model, so the loop parses while it runs",
+    )
     max_body_bytes: int = Field(8 << 20, ge=1024, description="larger request bodies get 413")
     max_connections: int = Field(
         512,
@@ -108,15 +118,12 @@ class ServeConfig(BaseModel):
     )
     access_log: Literal["none", "json"] = Field("none", description="json: one JSON line per request on stderr")
     drain_s: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long requests in flight may finish")
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    rows: int = 0
-    batches: int = 0
-    compute_s: float = 0.0
-    errors_4xx: int = 0
+    http: Literal["httptools", "h11"] = Field(
+        "httptools", description="HTTP/1.1 parser: httptools (C, faster) or h11 (pure Python)"
+    )
+    http_fast_path: bool = Field(
+        True, description="answer /infer through the lean ASGI route (False: through FastAPI's router, the reference)"
+    )
 
 
 @dataclass
@@ -213,111 +220,14 @@ def load_served_model(
     return ServedModel(session, stem, version, str(path))
 
 
-class Batcher:
-    """Collects concurrent requests into one model call; see the module docstring."""
-
-    def __init__(
-        self, model: ServedModel, max_batch_size: int, max_delay_s: float, stats: Stats, metrics: ServerMetrics
-    ) -> None:
-        self.model, self.max_rows, self.max_delay_s, self.stats = model, max_batch_size, max_delay_s, stats
-        self.metrics = metrics
-        self.queue: asyncio.Queue[tuple[dict[str, np.ndarray], asyncio.Future]] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-onnx")
-        self.task: asyncio.Task | None = None
-        self.carry: tuple[dict[str, np.ndarray], asyncio.Future] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._loop())
-
-    async def stop(self, drain_s: float = 0.0) -> None:
-        """Stop after running what is queued (waiting at most ``drain_s``)."""
-        deadline = time.monotonic() + drain_s
-        while (not self.queue.empty() or self.carry is not None) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        self.executor.shutdown(wait=True)
-
-    async def infer(self, feeds: dict[str, np.ndarray], timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        """The model's outputs for ``feeds``, batched with other requests; a 504 after ``timeout_s``."""
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((feeds, future))
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise ProtocolError(
-                504, f"the model did not answer within {timeout_s:.3g} s; retry, or send fewer samples."
-            ) from None
-
-    @staticmethod
-    def _rows(item: tuple[dict[str, np.ndarray], asyncio.Future]) -> int:
-        return len(next(iter(item[0].values())))
-
-    async def _next(self, timeout: float) -> tuple[dict[str, np.ndarray], asyncio.Future] | None:
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        if timeout <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if self.carry is not None:
-                first, self.carry = self.carry, None
-            else:
-                first = await self.queue.get()
-            batch, rows = [first], self._rows(first)
-            deadline = loop.time() + self.max_delay_s
-            while self.model.batchable and rows < self.max_rows:
-                item = await self._next(deadline - loop.time())
-                if item is None:
-                    break
-                if rows + self._rows(item) > self.max_rows:
-                    self.carry = item  # it starts the next batch
-                    break
-                batch.append(item)
-                rows += self._rows(item)
-            batch = [(feeds, fut) for feeds, fut in batch if not fut.done()]  # clients that hung up
-            if batch:
-                await self._run(loop, batch)
-
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        start = time.perf_counter()
-        try:
-            feeds = {
-                k: np.concatenate([f[k] for f, _ in batch]) if len(batch) > 1 else batch[0][0][k] for k in batch[0][0]
-            }
-            outputs = await loop.run_in_executor(self.executor, self.model.run, feeds)
-        except Exception as e:  # a failure on inputs that passed validation: a server error (500)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(RuntimeError(f"ONNX Runtime failed: {e}"))
-            return
-        self.stats.batches += 1
-        self.stats.rows += sum(self._rows(item) for item in batch)
-        self.metrics.batch_rows.observe(sum(self._rows(item) for item in batch))
-        self.stats.compute_s += time.perf_counter() - start
-        offset = 0
-        for f, fut in batch:
-            n = len(next(iter(f.values())))
-            if not fut.done():
-                fut.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
-            offset += n
-
-
-def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app serving ``model`` under the Open Inference Protocol's REST routes."""
+def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerApp:
+    """The ASGI app serving ``model`` under the Open Inference Protocol's REST routes (FastAPI behind the guards
+    and the lean inference route; see :class:`lepton.edge.fastpath.ServerApp`)."""
     config = config or ServeConfig()
     stats = Stats()
     metrics = ServerMetrics(config.access_log)
-    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics)
-    metrics.track_queue(batcher.queue.qsize)
+    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics, config.inline_rows)
+    metrics.track_queue(batcher.qsize)
     budget = ByteBudget(config.max_inflight_bytes, BUDGET_WAIT_S)
 
     async def infer_feeds(feeds: dict[str, np.ndarray], deadline_s: float | None = None) -> dict[str, np.ndarray]:
@@ -350,12 +260,13 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         openapi_url=None,
     )
     app.state.stats, app.state.metrics, app.state.grpc_port, app.state.drain_hooks = stats, metrics, None, []
-    app.add_middleware(Gate, token=config.token, max_requests=config.max_connections)
-    app.add_middleware(Observe, metrics=metrics)  # outermost: counts what the gate refuses too
+
+    def refused(status: int) -> None:
+        stats.errors_4xx += 400 <= status < 500
 
     @app.exception_handler(ProtocolError)
     async def protocolerror_response(_req: Request, e: ProtocolError) -> JSONResponse:
-        stats.errors_4xx += 400 <= e.status < 500
+        refused(e.status)
         return error_response(e.status, e.message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -426,15 +337,26 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
             ]
         }
 
+    @contextlib.asynccontextmanager
+    async def admit(name: str, version: str | None, declared: str | None) -> AsyncIterator[None]:
+        check_model(name, version)
+        if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
+            raise body_too_large(config.max_body_bytes, declared)
+        async with budget.hold(config.max_body_bytes if declared is None else int(declared)):
+            yield
+
+    async def handle(name: str, version: str | None, headers: Any, body: bytes) -> tuple[bytes, dict[str, str]]:
+        return await answer(body, headers.get(BINARY_HEADER))
+
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        check_model(name, version)
-        declared = _declared_length(request, config.max_body_bytes)
-        async with budget.hold(config.max_body_bytes if declared is None else declared):
-            return await answer(await _read_body(request, config.max_body_bytes), request.headers.get(BINARY_HEADER))
+        """The reference route; with ``http_fast_path`` (the default) :class:`InferRoute` answers these URLs."""
+        async with admit(name, version, request.headers.get("content-length")):
+            content, headers = await handle(name, version, request.headers, await _read_body(request, config))
+        return Response(content, headers=headers)
 
-    async def answer(body: bytes, header_length: str | None) -> Response:
+    async def answer(body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
         tail = None
         if header_length is not None:
             body, tail = split_body(body, header_length)
@@ -473,36 +395,27 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> FastAPI
         response = InferResponse(model_name=model.name, model_version=model.version, id=req.id, outputs=encoded)
         text = response.model_dump_json(exclude_none=True).encode()
         if not raw:
-            return Response(text, media_type="application/json")
-        return Response(
-            b"".join([text, *raw]),
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(len(text))},
-        )
+            return text, {"content-type": "application/json"}
+        return b"".join([text, *raw]), {
+            "inference-header-content-length": str(len(text)),
+            "content-type": "application/octet-stream",
+        }
 
-    return app
-
-
-def _declared_length(request: Request, limit: int) -> int | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(
-            413,
-            f"the request body ({declared} bytes) is larger than the server's limit of {limit} "
-            "bytes; send fewer samples per request.",
-        )
-    return None if declared is None else int(declared)
+    routes: Any = app
+    if config.http_fast_path:
+        routes = InferRoute(app, handle, admit, config.max_body_bytes, refused)
+    # Observe (outermost: it counts what the gate refuses too), then Gate, then the routes: the inference route
+    # (unless http_fast_path is off) and FastAPI for the rest. Kept out of FastAPI's own middleware stack,
+    # which would add its exception and telemetry layers to every request.
+    return ServerApp(Observe(Gate(routes, token=config.token, max_requests=config.max_connections), metrics), app)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, config: ServeConfig) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ProtocolError(
-                413,
-                f"the request body is larger than the server's limit of {limit} bytes; send fewer samples per request.",
-            )
+        if size > config.max_body_bytes:
+            raise body_too_large(config.max_body_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -528,7 +441,7 @@ def _feeds(
     return feeds
 
 
-def uvicorn_server(app: FastAPI, config: ServeConfig) -> Any:
+def uvicorn_server(app: ServerApp, config: ServeConfig) -> Any:
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
@@ -567,6 +480,10 @@ def serve(model: ServedModel, config: ServeConfig) -> None:
     shuts down gracefully too, then uvicorn re-raises it (the CLI's exit status 130)."""
     check_exposure(config)
     server = uvicorn_server(create_app(model, config), config)
+    # Everything loaded so far (torch, ONNX Runtime, the model) lives as long as the server: out of the
+    # collector's reach, the garbage collections that the per-request objects trigger stay short.
+    gc.collect()
+    gc.freeze()
     server.run()  # uvicorn re-raises a Ctrl-C that stopped it once it has shut down ...
     if server.should_exit and not server.terminated:  # ... but if that was lost, it still ends as an interrupt
         raise KeyboardInterrupt

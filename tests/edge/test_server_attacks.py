@@ -168,8 +168,9 @@ def test_600_slow_connections_do_not_lock_out_good_clients(tiny):
 
 
 @pytest.mark.timeout(60)
-def test_a_body_that_trickles_is_cut_off(tiny):
-    with serve_in_thread(load_served_model(tiny), ServeConfig(body_timeout_s=1)) as url:
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_body_that_trickles_is_cut_off(tiny, http):
+    with serve_in_thread(load_served_model(tiny), ServeConfig(body_timeout_s=1, http=http)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
