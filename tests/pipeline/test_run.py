@@ -1,6 +1,6 @@
-"""`lepton run` end to end, on the real MNIST (the --quick preset) and on digits."""
+"""`lepton run` end to end on digits (the --quick run on the real MNIST is checked in test_resume.py, where
+the same run is the reference a killed and resumed run must match)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,53 +9,7 @@ import pytest
 import torch
 
 from lepton.pipeline import load_run_config, run_pipeline
-from lepton.report.track_mlflow import tracking_uri
 from lepton.train import load_checkpoint
-
-
-@pytest.mark.slow
-def test_lepton_run_quick_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    track = ["--track", "mlflow"] if importlib.util.find_spec("mlflow") else []  # the dev extra installs it
-    r = subprocess.run(
-        [sys.executable, "-m", "lepton", "run", "--quick", "--out", str(out), *track],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["model"]["name"] == "lenet5"
-    assert metrics["config"]["train"]["epochs"] == 1
-    train = metrics["stages"]["train"]
-    assert 0.95 < train["test_accuracy"] <= 1.0  # one epoch on 20k MNIST images
-    assert train["params"] == 431_080 and train["test_samples"] == 10_000
-    assert len(train["per_class_accuracy"]) == 10
-    env = metrics["env"]
-    assert env["torch"] and env["seed"] == 0 and env["torch_threads"] >= 1 and "git" in env
-    compress = metrics["stages"]["compress"]
-    for key in ("file_bytes", "dense_bytes", "ratio", "test_accuracy", "baseline_test_accuracy"):
-        assert key in compress
-    assert compress["file_bytes"] == (out / "model.lep").stat().st_size
-    assert compress["dense_bytes"] == 4 * 431_080 and compress["ratio"] > 40
-    assert compress["baseline_test_accuracy"] == train["test_accuracy"]
-    assert compress["bit_exact"] and 0.5 < compress["test_accuracy"] <= 1.0
-    html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") >= 7 and "Model compression" in html
-    assert (out / "config.yaml").exists()
-    ckpt = load_checkpoint(out / "model.safetensors")
-    assert ckpt.meta["test_accuracy"] == pytest.approx(train["test_accuracy"])
-    if track:  # the MLflow run, read with MLflow's own client, holds the numbers of metrics.json
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri(out / "mlflow"))
-        (run,) = client.search_runs([client.get_experiment_by_name("lepton").experiment_id])
-        assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "1"
-        assert run.data.metrics["train/test_accuracy"] == pytest.approx(train["test_accuracy"], rel=1e-12)
-        assert run.data.metrics["compress/file_bytes"] == compress["file_bytes"]
-        curve = client.get_metric_history(run.info.run_id, "train/epoch/test_accuracy")
-        assert [(m.step, m.value) for m in curve] == [(1, pytest.approx(train["history"][0]["test_accuracy"]))]
-        assert {s.split("/")[0] for s in run.data.metrics} == set(metrics["stages"])
 
 
 @pytest.mark.slow  # runs the whole pipeline
