@@ -15,18 +15,53 @@ from lepton.cli.options import Arch, InputShape, NormalizeMean, NormalizeStd, Nu
 from lepton.cli.output import console
 
 
+def _no_empty(values: list[str]) -> list[str]:
+    if "" in values:  # Path("") would silently mean the current folder
+        raise typer.BadParameter("an empty path; give a model file or ROOT/NAME[:VERSION].")
+    return values
+
+
 @app.command()
 def serve(
-    model: Annotated[
-        Path,
+    models: Annotated[
+        list[str],
         typer.Argument(
-            help="a .onnx file (fp32 or int8, one image input), a .lep file, a checkpoint, or a plain weight file with --arch"
+            metavar="MODEL",
+            callback=_no_empty,
+            help="each a .onnx file (fp32 or int8, one image input), a .lep file, a checkpoint, a plain weight file "
+            "with --arch, or a registry reference ROOT/NAME[:VERSION] (folder or s3://), pulled and verified",
         ),
     ],
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port)")] = 8000,
     host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 to accept other machines")] = "127.0.0.1",
-    name: Annotated[str | None, typer.Option(help="model name in the URLs [default: the file's stem]")] = None,
-    version: Annotated[str, typer.Option(help="model version reported and accepted in /versions/ URLs")] = "1",
+    name: Annotated[
+        str | None, typer.Option(help="model name in the URLs (one local file only) [default: the file's stem]")
+    ] = None,
+    version: Annotated[
+        str, typer.Option(help="model version reported and accepted in /versions/ URLs (one local file only)")
+    ] = "1",
+    default: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--default",
+            metavar="NAME:VERSION",
+            help="the version unversioned URLs of NAME get [default: the highest loaded] (repeatable)",
+        ),
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="registry that load requests for new model names pull from [default: $LEPTON_REGISTRY]"),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="where pulled models are kept and verified [default: a temporary folder]")
+    ] = None,
+    allow_repository_control: Annotated[
+        bool,
+        typer.Option(
+            "--allow-repository-control",
+            help="allow POST /v2/repository/models/NAME/load and /unload when --host is not loopback",
+        ),
+    ] = False,
     threads: Annotated[
         int, typer.Option("--threads", "--intra-op-threads", help="ONNX Runtime intra-op threads (1 suits batch-1)")
     ] = 1,
@@ -79,7 +114,12 @@ def serve(
     normalize_mean: NormalizeMean = None,
     normalize_std: NormalizeStd = None,
 ) -> None:
-    """Serve MODEL over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
+    """Serve MODELs over HTTP with the Open Inference Protocol (KServe V2), batching concurrent requests.
+
+    Several models and versions are served at once; a registry reference (ROOT/NAME[:VERSION]) is pulled into
+    --cache-dir and its SHA-256 verified before it loads. POST /v2/repository/index lists them;
+    POST /v2/repository/models/NAME/load ({"parameters": {"version": "3"}} optional) loads a new version
+    without a restart, .../unload removes one (off beyond loopback unless --allow-repository-control).
 
     Routes: GET /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready,
     /v2/models/NAME/stats, /metrics (Prometheus); POST /v2/models/NAME/infer (JSON, or Triton's binary
@@ -92,6 +132,8 @@ def serve(
 
     Examples:
       lepton serve model.onnx --port 8000
+      lepton serve ./registry/lenet5:1 ./registry/lenet5:2 s3://bucket/models/resnet20 --default lenet5:1
+      curl -X POST localhost:8000/v2/repository/models/lenet5/load -d '{"parameters": {"version": "3"}}'
       lepton serve model.int8.onnx --name lenet5 --threads 2
       lepton serve model.int8.onnx --intra-op-threads 1 --max-batch 64 --max-queue-delay-ms 1
       lepton serve model.onnx --grpc-port 8001 --access-log json --request-timeout 2
@@ -104,9 +146,17 @@ def serve(
     """
     from pydantic import ValidationError
 
-    from lepton.edge.server import ServeConfig, check_exposure, load_served_model
+    from lepton.edge.server import ServeConfig, check_exposure
     from lepton.edge.server import serve as run_server
-    from lepton.errors import ConfigError
+    from lepton.edge.sources import ModelLoader, parse_model_arg
+    from lepton.errors import ConfigError, LeptonError
+
+    defaults = {}
+    for item in default or []:
+        n, sep, v = item.partition(":")
+        if not sep or not n or not v:
+            raise ConfigError(f"--default {item!r}: write NAME:VERSION, e.g. --default lenet5:2.")
+        defaults[n] = v
 
     try:
         config = ServeConfig(
@@ -129,6 +179,8 @@ def serve(
             request_timeout_s=request_timeout,
             access_log=access_log,
             drain_s=drain,
+            default_versions=defaults,
+            allow_repository_control=allow_repository_control,
         )
     except ValidationError as e:
         raise ConfigError(
@@ -142,20 +194,25 @@ def serve(
         ) from None
     check_exposure(config)
     spec = arch_spec(arch, input_shape, num_classes, normalize_mean, normalize_std)
+    sources = [parse_model_arg(m) for m in models]
+    if (name is not None or version != "1") and (len(sources) != 1 or sources[0].kind != "file"):
+        raise ConfigError("--name and --version name one local model file; a registry reference carries both.")
     with tempfile.TemporaryDirectory(prefix="lepton-serve-") as workdir:
-        served = load_served_model(
-            input_file(model, "MODEL"),
-            name=config.name,
-            version=config.version,
-            threads=config.threads,
-            workdir=workdir,
-            trust_code=trust_code,
-            arch=spec,
+        loader = ModelLoader(
+            cache_dir or workdir, registry=registry, threads=config.threads, trust_code=trust_code, arch=spec
         )
+        served = []
+        for arg, source in zip(models, sources):
+            if source.kind == "file":
+                input_file(Path(arg), "MODEL")
+            try:
+                served.append(loader.open(source, name=config.name, version=config.version))
+            except LeptonError as e:
+                raise type(e)(f"model {arg}: {e}") from None
+            except Exception as e:  # ONNX Runtime refusing the file, and the like: name the model, exit non-zero
+                raise ConfigError(f"model {arg}: cannot load it: {type(e).__name__}: {e}") from None
         grpc = "" if config.grpc_port is None else f" and gRPC {config.host}:{config.grpc_port}"
-        console.print(
-            f"serving {served.name!r} version {served.version} from {model} on "
-            f"http://{config.host}:{config.port}/v2/models/{served.name}{grpc} (Ctrl-C stops)",
-            highlight=False,
-        )
-        run_server(served, config)
+        for arg, m in zip(models, served):
+            console.print(f"serving {m.name!r} version {m.version} from {arg}", highlight=False)
+        console.print(f"on http://{config.host}:{config.port}/v2/models/NAME{grpc} (Ctrl-C stops)", highlight=False)
+        run_server(served, config, loader=loader.load)

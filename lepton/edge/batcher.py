@@ -46,7 +46,8 @@ class Batcher:
         inline_rows: int = 0,
     ) -> None:
         self.model, self.max_rows, self.max_delay_s, self.stats = model, max_batch_size, max_delay_s, stats
-        self.metrics, self.inline_rows = metrics, inline_rows
+        self.inline_rows = inline_rows
+        self.batch_rows = metrics.batch_rows.labels(model.name, model.version)
         self.pending: deque[tuple[dict[str, np.ndarray], asyncio.Future]] = deque()
         self.pending_rows = 0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-onnx")
@@ -146,7 +147,7 @@ class Batcher:
             return
         self.stats.batches += 1
         self.stats.rows += rows
-        self.metrics.batch_rows.observe(rows)
+        self.batch_rows.observe(rows)
         self.stats.compute_s += time.perf_counter() - start
         offset = 0
         for f, fut in batch:

@@ -19,9 +19,10 @@ from lepton.edge.oip import ProtocolError
 # Starlette's "{name}" path parameter matches "[^/]+"; the FastAPI routes have the same two shapes.
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
-# (name, version or None, the request's headers, the body) -> (response body, response headers)
-InferHandler = Callable[[str, str | None, dict[str, str], bytes], Awaitable[tuple[bytes, dict[str, str]]]]
-# (name, version or None, declared Content-Length or None) -> an async context manager held while the body is read
+# (what admission yielded: the model version, the request's headers, the body) -> (response body, response headers)
+InferHandler = Callable[[Any, dict[str, str], bytes], Awaitable[tuple[bytes, dict[str, str]]]]
+# (name, version or None, declared Content-Length or None) -> an async context manager held while the request is
+# read and answered; it yields the model version that answers
 BodyAdmission = Callable[[str, str | None, str | None], Any]
 
 
@@ -59,7 +60,7 @@ class InferRoute:
     Args:
         app: the FastAPI application (every other route, and its error handling).
         handler: answers a parsed request; raises :class:`ProtocolError` for a 4xx/5xx.
-        admit: checks the model and the declared length and holds the body's share of the byte budget.
+        admit: looks the model up, checks the declared length and holds the body's share of the byte budget.
         max_body_bytes: the body limit (413 beyond it).
         on_refusal: called with the status of every error answered here (the server's 4xx statistics).
     """
@@ -88,9 +89,9 @@ class InferRoute:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}  # first wins
         try:
-            async with self.admit(match[1], match[2], headers.get("content-length")):
+            async with self.admit(match[1], match[2], headers.get("content-length")) as target:
                 body = await receive_body(receive, self.limit)
-                content, extra = await self.handler(match[1], match[2], headers, body)
+                content, extra = await self.handler(target, headers, body)
         except ClientGone:
             return
         except ProtocolError as e:

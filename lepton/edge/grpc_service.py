@@ -79,17 +79,18 @@ def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The six RPCs over one served model; ``infer`` is the server's shared, batched inference path."""
+    """The six RPCs over the served models (``table``, a :class:`lepton.edge.model_table.ModelTable`); ``infer``
+    is the server's shared, batched inference path."""
 
     def __init__(
         self,
-        model: Any,
+        table: Any,
         infer: Callable[..., Awaitable[dict[str, np.ndarray]]],
         config: Any,
         metrics: Any,
         budget: Any,
     ) -> None:
-        self.model, self.infer, self.config, self.metrics, self.budget = model, infer, config, metrics, budget
+        self.table, self.infer, self.config, self.metrics, self.budget = table, infer, config, metrics, budget
         self.ready = lambda: True
         self.token = None if config.token is None else config.token.encode()
 
@@ -101,15 +102,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), self.token):
             raise ProtocolError(401, "this server needs 'authorization: Bearer TOKEN' metadata with its token.")
 
-    def check_model(self, name: str, version: str) -> None:
-        if name != self.model.name or version not in ("", self.model.version):
-            asked = name if not version else f"{name} version {version}"
-            raise ProtocolError(
-                404,
-                f"model {asked!r} is not served here; this server serves {self.model.name!r} "
-                f"version {self.model.version!r}.",
-            )
-
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (the protocol's names)
         return pb.ServerLiveResponse(live=True)
@@ -120,17 +112,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.check_model(request.name, request.version)
+        self.table.lookup(request.name, request.version)
         return pb.ModelReadyResponse(ready=True)
 
     @_rpc
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(name="lepton", version=__version__, extensions=["statistics"])
+        return pb.ServerMetadataResponse(
+            name="lepton", version=__version__, extensions=["statistics", "model_repository"]
+        )
 
     @_rpc
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.check_model(request.name, request.version)
-        meta = self.model.metadata()
+        meta = self.table.lookup(request.name, request.version).model.metadata()
+        meta.versions = self.table.versions(request.name)
 
         def tensors(ts: list[Any]) -> list[Any]:
             return [
@@ -147,29 +141,30 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self.check_model(request.model_name, request.model_version)
-        async with self.budget.hold(request.ByteSize()):
-            return await self.answer(request, context)
+        with self.table.lookup(request.model_name, request.model_version).hold() as entry:
+            async with self.budget.hold(request.ByteSize()):
+                return await self.answer(entry, request, context)
 
-    async def answer(self, request: Any, context: Any) -> Any:
-        feeds = self.feeds(request)
-        names = [t.name for t in self.model.outputs]
+    async def answer(self, entry: Any, request: Any, context: Any) -> Any:
+        model = entry.model
+        feeds = self.feeds(model, request)
+        names = [t.name for t in model.outputs]
         wanted = [o.name for o in request.outputs] or names
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             raise ProtocolError(400, f"unknown output(s) {unknown}; the model's outputs are {names}.")
         remaining = context.time_remaining()
-        outputs = await self.infer(feeds, deadline_s=remaining)
-        response = pb.ModelInferResponse(model_name=self.model.name, model_version=self.model.version, id=request.id)
+        outputs = await self.infer(entry, feeds, deadline_s=remaining)
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for n in wanted:
             array = outputs[n]
             response.outputs.add(name=n, datatype=datatype_of(n, array), shape=array.shape)
             response.raw_output_contents.append(np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes())
         return response
 
-    def feeds(self, request: Any) -> dict[str, np.ndarray]:
-        """The request's input arrays, each checked against the model before it is read."""
-        specs = {t.name: t for t in self.model.inputs}
+    def feeds(self, model: Any, request: Any) -> dict[str, np.ndarray]:
+        """The request's input arrays, each checked against ``model`` before it is read."""
+        specs = {t.name: t for t in model.inputs}
         given = [i.name for i in request.inputs]
         if len(set(given)) != len(given) or set(given) != set(specs):
             raise ProtocolError(

@@ -7,7 +7,8 @@ Metrics (each server has its own registry, so several servers in one process do 
   ``status`` the HTTP status code or the gRPC status name (``OK``, ``INVALID_ARGUMENT`` ...).
 - ``lepton_request_seconds{protocol}``: request latency histogram, from the request's arrival to its answer.
 - ``lepton_requests_in_flight{protocol}``: requests arrived and not yet answered.
-- ``lepton_batch_rows``: rows per model call (histogram); ``lepton_queue_depth``: requests waiting for the model.
+- ``lepton_batch_rows{model, version}``: rows per model call (histogram); ``lepton_queue_depth{model, version}``:
+  requests waiting for the model; ``lepton_model_requests_total{model, version}``: inferences each version took.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -35,16 +35,22 @@ class ServerMetrics:
             "lepton_request_seconds", "request latency", ["protocol"], buckets=LATENCY_BUCKETS, registry=self.registry
         )
         self.batch_rows = Histogram(
-            "lepton_batch_rows", "rows per model call", buckets=BATCH_BUCKETS, registry=self.registry
+            "lepton_batch_rows",
+            "rows per model call",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_requests = Counter(
+            "lepton_model_requests", "inferences each model version took", ["model", "version"], registry=self.registry
         )
         self.in_flight = Gauge(
             "lepton_requests_in_flight", "requests arrived, not yet answered", ["protocol"], registry=self.registry
         )
-        self.queue_depth = Gauge("lepton_queue_depth", "requests waiting for the model", registry=self.registry)
+        self.queue_depth = Gauge(
+            "lepton_queue_depth", "requests waiting for the model", ["model", "version"], registry=self.registry
+        )
         self.access_log = access_log
-
-    def track_queue(self, depth: Callable[[], int]) -> None:
-        self.queue_depth.set_function(depth)
 
     def started(self, protocol: str) -> float:
         """Count a request in flight; returns its start time for :meth:`finished`."""

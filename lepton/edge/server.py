@@ -1,4 +1,8 @@
-"""An Open Inference Protocol (KServe V2) HTTP server for one ONNX model, with dynamic batching.
+"""An Open Inference Protocol (KServe V2) HTTP server for ONNX models, with dynamic batching.
+
+It serves several models and versions at once (:class:`lepton.edge.model_table.ModelTable`: each version has
+its own batcher; an unversioned URL goes to the name's default version), and Triton's model repository routes
+(:mod:`lepton.edge.repository`) load, replace and unload versions while it runs.
 
 Requests that arrive while the model is busy are queued; the batcher (:mod:`lepton.edge.batcher`) takes
 everything queued (up to ``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more), runs ONE ONNX
@@ -44,9 +48,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lepton import __version__
-from lepton.edge.batcher import Batcher, Stats
+from lepton.edge.batcher import Stats
 from lepton.edge.fastpath import InferRoute, ServerApp, body_too_large
 from lepton.edge.guards import BUDGET_WAIT_S, ByteBudget, Gate, check_exposure, error_response, guarded_protocol
+from lepton.edge.model_table import Entry, ModelTable
 from lepton.edge.observe import METRICS_ROUTE, Observe, ServerMetrics
 from lepton.edge.oip import (
     ORT_TO_OIP,
@@ -61,6 +66,7 @@ from lepton.edge.oip import (
 )
 from lepton.edge.oip_binary import HEADER as BINARY_HEADER
 from lepton.edge.oip_binary import binary_feeds, binary_output, binary_size, split_body, wants_binary
+from lepton.edge.repository import Loader, add_repository_routes
 from lepton.errors import ConfigError
 from lepton.utils.checks import NAME_PATTERN, check_name
 
@@ -123,6 +129,12 @@ class ServeConfig(BaseModel):
     )
     http_fast_path: bool = Field(
         True, description="answer /infer through the lean ASGI route (False: through FastAPI's router, the reference)"
+    )
+    default_versions: dict[str, str] = Field(
+        default_factory=dict, description="model name -> the version unversioned URLs get [default: the highest]"
+    )
+    allow_repository_control: bool = Field(
+        False, description="allow model load/unload requests on a server exposed beyond loopback"
     )
 
 
@@ -220,36 +232,54 @@ def load_served_model(
     return ServedModel(session, stem, version, str(path))
 
 
-def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerApp:
-    """The ASGI app serving ``model`` under the Open Inference Protocol's REST routes (FastAPI behind the guards
-    and the lean inference route; see :class:`lepton.edge.fastpath.ServerApp`)."""
+def create_app(
+    models: ServedModel | list[ServedModel], config: ServeConfig | None = None, *, loader: Loader | None = None
+) -> ServerApp:
+    """The ASGI app serving ``models`` under the Open Inference Protocol's REST routes (FastAPI behind the guards
+    and the lean inference route; see :class:`lepton.edge.fastpath.ServerApp`).
+
+    Args:
+        models: one model, or several (different names, or versions of one name).
+        config: the server's options.
+        loader: opens a model for the repository load route (:meth:`lepton.edge.sources.ModelLoader.load`).
+
+    Returns:
+        The ASGI application; ``app.state.table`` holds the served models.
+    """
     config = config or ServeConfig()
-    stats = Stats()
+    rejected = Stats()  # the requests refused before they reached a model (4xx), server-wide
     metrics = ServerMetrics(config.access_log)
-    batcher = Batcher(model, config.max_batch_size, config.max_delay_ms / 1000, stats, metrics, config.inline_rows)
-    metrics.track_queue(batcher.qsize)
+    table = ModelTable(config, metrics)
+    for m in models if isinstance(models, list) else [models]:
+        try:
+            table.add(m)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     budget = ByteBudget(config.max_inflight_bytes, BUDGET_WAIT_S)
 
-    async def infer_feeds(feeds: dict[str, np.ndarray], deadline_s: float | None = None) -> dict[str, np.ndarray]:
-        stats.requests += 1
+    async def infer_feeds(
+        entry: Entry, feeds: dict[str, np.ndarray], deadline_s: float | None = None
+    ) -> dict[str, np.ndarray]:
+        entry.stats.requests += 1
+        metrics.model_requests.labels(entry.model.name, entry.model.version).inc()
         limits = [t for t in (config.request_timeout_s, deadline_s) if t is not None]
-        return await batcher.infer(feeds, min(limits) if limits else None)
+        return await entry.batcher.infer(feeds, min(limits) if limits else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
+        table.start()
         grpc_server = None
         if config.grpc_port is not None:
             from lepton.edge.grpc_service import InferenceService, start_grpc
 
-            service = InferenceService(model, infer_feeds, config, metrics, budget)
-            service.ready = lambda: batcher.task is not None and not batcher.task.done()
+            service = InferenceService(table, infer_feeds, config, metrics, budget)
+            service.ready = table.ready
             grpc_server, app.state.grpc_port = await start_grpc(service, config.host, config.grpc_port, config)
             app.state.drain_hooks.append(lambda: grpc_server.stop(config.drain_s))
         yield
         if grpc_server is not None:
             await grpc_server.stop(config.drain_s)  # RPCs in flight finish; a second stop() waits for the first
-        await batcher.stop(config.drain_s)
+        await table.stop(config.drain_s)
 
     app = FastAPI(
         title="Lepton inference server",
@@ -259,10 +289,11 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerA
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.stats, app.state.metrics, app.state.grpc_port, app.state.drain_hooks = stats, metrics, None, []
+    app.state.table, app.state.metrics, app.state.grpc_port, app.state.drain_hooks = table, metrics, None, []
+    add_repository_routes(app, table, loader, config)
 
     def refused(status: int) -> None:
-        stats.errors_4xx += 400 <= status < 500
+        rejected.errors_4xx += 400 <= status < 500
 
     @app.exception_handler(ProtocolError)
     async def protocolerror_response(_req: Request, e: ProtocolError) -> JSONResponse:
@@ -271,28 +302,21 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerA
 
     @app.exception_handler(StarletteHTTPException)
     async def httperror_response(_req: Request, e: StarletteHTTPException) -> JSONResponse:
-        stats.errors_4xx += 400 <= e.status_code < 500
+        rejected.errors_4xx += 400 <= e.status_code < 500
         return error_response(e.status_code, str(e.detail))
 
     @app.exception_handler(RequestValidationError)
     async def validationerror_response(_req: Request, e: RequestValidationError) -> JSONResponse:
-        stats.errors_4xx += 1
+        rejected.errors_4xx += 1
         return error_response(400, f"invalid request: {e.errors()}")
 
     @app.exception_handler(Exception)
     async def servererror_response(_req: Request, e: Exception) -> JSONResponse:
         return error_response(500, f"internal server error: {type(e).__name__}: {e}")
 
-    def check_model(name: str, version: str | None) -> None:
-        if name != model.name or (version is not None and version != model.version):
-            asked = name if version is None else f"{name} version {version}"
-            raise ProtocolError(
-                404, f"model {asked!r} is not served here; this server serves {model.name!r} version {model.version!r}."
-            )
-
     @app.get("/v2")
     async def server_metadata() -> ServerMetadata:
-        return ServerMetadata(name="lepton", version=__version__, extensions=["statistics"])
+        return ServerMetadata(name="lepton", version=__version__, extensions=["statistics", "model_repository"])
 
     @app.get(METRICS_ROUTE)
     async def prometheus_metrics() -> Response:
@@ -305,58 +329,48 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerA
 
     @app.get("/v2/health/ready")
     async def ready() -> dict[str, bool]:
-        return {"ready": batcher.task is not None and not batcher.task.done()}
+        return {"ready": table.ready()}
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> ModelMetadata:
-        check_model(name, version)
-        return model.metadata()
+        meta = table.lookup(name, version).model.metadata()
+        meta.versions = table.versions(name)
+        return meta
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
-        check_model(name, version)
-        return {"name": model.name, "ready": True}
+        entry = table.lookup(name, version)
+        return {"name": entry.model.name, "version": entry.model.version, "ready": True}
 
     @app.get("/v2/models/{name}/stats")
-    async def model_stats(name: str) -> dict[str, Any]:
-        check_model(name, None)
-        return {
-            "model_stats": [
-                {
-                    "name": model.name,
-                    "version": model.version,
-                    "inference_count": stats.rows,
-                    "request_count": stats.requests,
-                    "execution_count": stats.batches,
-                    "mean_batch_rows": stats.rows / stats.batches if stats.batches else 0.0,
-                    "compute_seconds": stats.compute_s,
-                    "rejected_requests": stats.errors_4xx,
-                }
-            ]
-        }
+    @app.get("/v2/models/{name}/versions/{version}/stats")
+    async def model_stats(name: str, version: str | None = None) -> dict[str, Any]:
+        entries = [table.lookup(name, version)] if version else [table.lookup(name, v) for v in table.versions(name)]
+        return {"model_stats": [_stats_row(e.model, e.stats, rejected.errors_4xx) for e in entries]}
 
     @contextlib.asynccontextmanager
-    async def admit(name: str, version: str | None, declared: str | None) -> AsyncIterator[None]:
-        check_model(name, version)
-        if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
-            raise body_too_large(config.max_body_bytes, declared)
-        async with budget.hold(config.max_body_bytes if declared is None else int(declared)):
-            yield
+    async def admit(name: str, version: str | None, declared: str | None) -> AsyncIterator[Entry]:
+        with table.lookup(name, version).hold() as entry:
+            if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
+                raise body_too_large(config.max_body_bytes, declared)
+            async with budget.hold(config.max_body_bytes if declared is None else int(declared)):
+                yield entry
 
-    async def handle(name: str, version: str | None, headers: Any, body: bytes) -> tuple[bytes, dict[str, str]]:
-        return await answer(body, headers.get(BINARY_HEADER))
+    async def handle(entry: Entry, headers: Any, body: bytes) -> tuple[bytes, dict[str, str]]:
+        return await answer(entry, body, headers.get(BINARY_HEADER))
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         """The reference route; with ``http_fast_path`` (the default) :class:`InferRoute` answers these URLs."""
-        async with admit(name, version, request.headers.get("content-length")):
-            content, headers = await handle(name, version, request.headers, await _read_body(request, config))
+        async with admit(name, version, request.headers.get("content-length")) as entry:
+            content, headers = await handle(entry, request.headers, await _read_body(request, config))
         return Response(content, headers=headers)
 
-    async def answer(body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
+    async def answer(entry: Entry, body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
+        model = entry.model
         tail = None
         if header_length is not None:
             body, tail = split_body(body, header_length)
@@ -383,7 +397,7 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerA
             raise ProtocolError(
                 400, f"unknown output(s) {unknown}; the model's outputs are {[t.name for t in model.outputs]}."
             )
-        outputs = await infer_feeds(feeds)
+        outputs = await infer_feeds(entry, feeds)
         encoded, raw = [], []
         for n in wanted:
             if wants_binary(req, n):
@@ -408,6 +422,19 @@ def create_app(model: ServedModel, config: ServeConfig | None = None) -> ServerA
     # (unless http_fast_path is off) and FastAPI for the rest. Kept out of FastAPI's own middleware stack,
     # which would add its exception and telemetry layers to every request.
     return ServerApp(Observe(Gate(routes, token=config.token, max_requests=config.max_connections), metrics), app)
+
+
+def _stats_row(model: ServedModel, stats: Stats, rejected: int) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "version": model.version,
+        "inference_count": stats.rows,
+        "request_count": stats.requests,
+        "execution_count": stats.batches,
+        "mean_batch_rows": stats.rows / stats.batches if stats.batches else 0.0,
+        "compute_seconds": stats.compute_s,
+        "rejected_requests": rejected,  # refused before reaching a model: counted server-wide
+    }
 
 
 async def _read_body(request: Request, config: ServeConfig) -> bytes:
@@ -475,11 +502,17 @@ def uvicorn_server(app: ServerApp, config: ServeConfig) -> Any:
     )
 
 
-def serve(model: ServedModel, config: ServeConfig) -> None:
+def serve(models: ServedModel | list[ServedModel], config: ServeConfig, *, loader: Loader | None = None) -> None:
     """Serve until stopped. SIGTERM drains (requests in flight finish) and returns normally (exit 0); Ctrl-C
-    shuts down gracefully too, then uvicorn re-raises it (the CLI's exit status 130)."""
+    shuts down gracefully too, then uvicorn re-raises it (the CLI's exit status 130).
+
+    Args:
+        models: the models to serve (see :func:`create_app`).
+        config: the server's options.
+        loader: opens models for the repository load route.
+    """
     check_exposure(config)
-    server = uvicorn_server(create_app(model, config), config)
+    server = uvicorn_server(create_app(models, config, loader=loader), config)
     # Everything loaded so far (torch, ONNX Runtime, the model) lives as long as the server: out of the
     # collector's reach, the garbage collections that the per-request objects trigger stay short.
     gc.collect()
@@ -497,7 +530,11 @@ class ServerURL(str):
 
 @contextlib.contextmanager
 def serve_in_thread(
-    model: ServedModel, config: ServeConfig | None = None, *, startup_timeout_s: float = 30.0
+    models: ServedModel | list[ServedModel],
+    config: ServeConfig | None = None,
+    *,
+    loader: Loader | None = None,
+    startup_timeout_s: float = 30.0,
 ) -> Iterator[ServerURL]:
     """Run the server on 127.0.0.1 and a free port in a background thread (gRPC too, on a free port, if
     ``config.grpc_port`` is set); yields its base URL and always shuts it down on exit. For tests and benchmarks."""
@@ -509,7 +546,7 @@ def serve_in_thread(
     config = (config or ServeConfig()).model_copy(update=update)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    app = create_app(model, config)
+    app = create_app(models, config, loader=loader)
     server = uvicorn_server(app, config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lepton-serve", daemon=True)
     thread.start()
