@@ -108,7 +108,7 @@ class ModelLoader:
         if not (cached.is_file() and cached.stat().st_size == manifest.size and sha256_file(cached) == manifest.sha256):
             _, cached = registry.pull(source.name, manifest.version, folder)
         served = load_served_model(
-            cached, name=source.name, version=manifest.version, threads=self.threads, workdir=folder / "export"
+            cached, name=source.name, version=manifest.version, threads=self.threads, workdir=folder
         )
         self.sources[source.name] = ModelSource("registry", source.location, source.name)
         return served

@@ -16,6 +16,7 @@ from lepton.edge.registry import Registry, blob_key
 from lepton.edge.server import ServeConfig, create_app, load_served_model, serve_in_thread
 from lepton.edge.sources import ModelLoader, parse_model_arg
 from tests.cli.invoke import invoke
+from tests.edge.test_registry import s3, s3_server  # noqa: F401 (the moto fixtures)
 
 
 def perturbed_onnx(model, spec, path, seed):
@@ -207,3 +208,13 @@ def test_repository_control_is_guarded(files):
         assert client.post("/v2/repository/models/nope/unload", headers=auth).status_code == 404
         assert client.post("/v2/repository/models/lenet/unload", headers=auth).status_code == 200
         assert client.get("/v2/models/lenet/ready", headers=auth).status_code == 404
+
+
+@pytest.mark.timeout(120)
+def test_serves_a_model_pulled_from_s3(request, tmp_path, files, images):
+    client, bucket = request.getfixturevalue("s3")  # moto on loopback, the registry tests' fixture
+    Registry(f"s3://{bucket}/models", s3_client=client).push(files["o1"], "other", "1")
+    with start(f"s3://{bucket}/models", tmp_path, ["other:1"]) as url:
+        status, answer = infer(url, "/v2/models/other", images)
+        assert status == 200, answer
+        np.testing.assert_allclose(logits(answer), reference(files["o1"], images), rtol=0, atol=1e-5)
