@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lepton.data.codecs.freq import FreqCodec
 from lepton.data.codecs.general import DTYPES, DeflateCodec, LzmaCodec, ZstdCodec
 from lepton.errors import ConfigError, DataError, FormatError
 
@@ -50,9 +51,9 @@ def _cm(**params: Any) -> Codec:
     return CMCodec(**params)
 
 
-_FACTORIES = {"deflate": DeflateCodec, "zstd": ZstdCodec, "lzma": LzmaCodec, "lepton-cm": _cm}
+_FACTORIES = {"deflate": DeflateCodec, "zstd": ZstdCodec, "lzma": LzmaCodec, "lepton-cm": _cm, "freq": FreqCodec}
 CODECS: tuple[str, ...] = tuple(_FACTORIES)
-AUTO_CANDIDATES: tuple[str, ...] = ("lepton-cm", "lzma", "zstd", "deflate")
+AUTO_CANDIDATES: tuple[str, ...] = ("lepton-cm", "freq", "lzma", "zstd", "deflate")
 
 
 def get_codec(name: str, **params: Any) -> Codec:
@@ -156,6 +157,7 @@ __all__ = [
     "Codec",
     "CodecMeasurement",
     "DeflateCodec",
+    "FreqCodec",
     "LzmaCodec",
     "ZstdCodec",
     "choose_codec",

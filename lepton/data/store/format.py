@@ -50,7 +50,7 @@ MAX_PENDING_BYTES = 64 << 20
 """Raw bytes of blocks a writer holds while they encode, beyond one block per thread: it bounds a streaming
 pack's memory when blocks are large (1,000 RGB 96x96 images are 27.6 MB, and each also holds its encoder's
 output buffer while it runs)."""
-GENERAL = ("lzma", "zstd", "deflate")
+GENERAL = ("freq", "lzma", "zstd", "deflate")
 IMAGES, LABELS = "images", "labels"  # the fields of a packed image dataset's splits
 
 
