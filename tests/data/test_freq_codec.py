@@ -137,7 +137,8 @@ def test_random_bytes_never_crash_the_decoder(data, n):
         out = codec.decode(data, np.uint8, (n,))
     except FormatError:
         return
-    assert out.shape == (n,) and codec.encode(out) == data  # only a canonical stream decodes
+    assert out.shape == (n,) and out.dtype == np.uint8  # whatever decodes is a well-formed array
+    assert np.array_equal(codec.decode(codec.encode(out), np.uint8, (n,)), out)
 
 
 def test_bad_parameters_and_dtypes_are_user_errors():

@@ -226,14 +226,14 @@ class FreqCodec:
         if not data or data[0] > MODE_ZSTD:
             raise FormatError(f"freq: unknown block mode {data[0] if data else 'none'} (expected 0, 1 or 2)")
         mode = data[0]
+        if n == 0:
+            if data != bytes([MODE_FIELD]):
+                raise FormatError("freq: an empty block is the single byte 0")
+            return np.zeros(shp, dt)
         if mode == MODE_ZSTD:
             return _ZSTD.decode(data[1:], dt, shp)
         if n > MAX_VALUES:  # one symbol may cost almost nothing: bound the shape, not the bytes
             raise FormatError(f"freq: a block of {n:,} values is larger than the {MAX_VALUES:,} this codec decodes")
-        if n == 0:
-            if len(data) != 1:
-                raise FormatError("freq: an empty block holds data")
-            return np.zeros(shp, dt)
         if mode == MODE_FIELD:
             if self._table is None:
                 raise FormatError("freq: the block uses the field's table but the codec has none")
