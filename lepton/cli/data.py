@@ -61,9 +61,9 @@ def pack(
         typer.Argument(help="mnist, fashion-mnist, digits, NAME:PATH, a .npz, an image folder, CIFAR .bin or IDX dir"),
     ],
     out: Annotated[Path, out_option("the store to write (.lds)")] = Path("data.lds"),
-    codec: Annotated[str, typer.Option(help="image codec: auto, lepton-cm, lzma, zstd or deflate")] = "auto",
+    codec: Annotated[str, typer.Option(help="image codec: auto, lepton-cm, freq, lzma, zstd or deflate")] = "auto",
     label_codec: Annotated[
-        str, typer.Option(help="label codec: general (the smallest general-purpose codec), or a name")
+        str, typer.Option(help="label codec: general (the smallest of freq, lzma, zstd, deflate), or a name")
     ] = "general",
     block_samples: Annotated[int, typer.Option(help="samples per independently decodable block")] = 1000,
     image_size: ImageSize = None,

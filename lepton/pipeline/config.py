@@ -35,23 +35,30 @@ class PackConfig(StrictModel):
     """The ``data.pack`` section: pack, verify and measure the training data (the data stage)."""
 
     enabled: bool = True
-    codec: str = Field("auto", description="image codec of the store: auto, lepton-cm, lzma, zstd, deflate")
+    codec: str = Field("auto", description="image codec of the store: auto, lepton-cm, freq, lzma, zstd, deflate")
     codec_params: dict[str, int | bool] = Field(
         default_factory=dict, description="parameters of a named codec, e.g. {level: 3} for zstd"
     )
     block_samples: int = Field(1000, ge=1, le=1 << 20, description="samples per independent block")
+    fit_pixels: int = Field(
+        6_000_000,
+        ge=1,
+        description="pixels lepton-cm's context tree is grown on (every pixel is still counted into its "
+        "leaves); the time against bits trade-off is measured in the README",
+    )
     compare: list[str] = Field(
         default_factory=lambda: ["deflate", "zstd", "lzma", "lepton-cm"],
         description="codecs measured side by side (unavailable ones are skipped)",
     )
     compare_samples: int | None = Field(
-        10000,
+        5000,
         ge=1,
-        description="measure the codecs on the first N training "
-        "images only (None: all; benchmarks/data_codecs.py "
-        "measures the full set)",
+        description="measure the codecs on about N training images, whole blocks evenly spaced over the split "
+        "(None: all; benchmarks/data_codecs.py measures the full set)",
     )
-    loader_batches: int = Field(300, ge=1, description="training steps timed for the DataLoader throughput")
+    loader_batches: int = Field(
+        100, ge=1, description="training steps timed for the DataLoader throughput (each reading from a cold store)"
+    )
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading the store")
     lossy: LossyConfig = LossyConfig()
 

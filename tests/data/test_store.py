@@ -22,7 +22,7 @@ from lepton.data.store import (
     store_batches,
     verify_store,
 )
-from lepton.data.store.format import FOOTER, HEADER
+from lepton.data.store.format import FOOTER, HEADER, open_store
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
 from lepton.train import TensorBatches, TrainConfig, fit, seed_everything
@@ -408,8 +408,10 @@ def test_cli_pack_inspect_verify_unpack(tmp_path, digits):
     assert run(app, ["data", "unpack", str(out), "-o", str(tmp_path / "d.npz")]).exit_code == 0
     with np.load(tmp_path / "d.npz", allow_pickle=False) as z:
         assert np.array_equal(z["x_train"], digits.x_train) and np.array_equal(z["y_test"], digits.y_test)
+    with open_store(out) as store:
+        first = store.split("train").blocks[0]["images"][0]  # after the labels' frequency table
     raw = bytearray(out.read_bytes())
-    raw[HEADER.size + 5] ^= 0xFF
+    raw[first + 5] ^= 0xFF
     out.write_bytes(bytes(raw))
     r = run(app, ["data", "verify", str(out)])
     assert isinstance(r.exception, FormatError) and "block 0 of split 'train'" in str(r.exception)

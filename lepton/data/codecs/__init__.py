@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lepton.data.codecs.freq import FreqCodec
 from lepton.data.codecs.general import DTYPES, DeflateCodec, LzmaCodec, ZstdCodec
 from lepton.errors import ConfigError, DataError, FormatError
 
@@ -50,9 +51,9 @@ def _cm(**params: Any) -> Codec:
     return CMCodec(**params)
 
 
-_FACTORIES = {"deflate": DeflateCodec, "zstd": ZstdCodec, "lzma": LzmaCodec, "lepton-cm": _cm}
+_FACTORIES = {"deflate": DeflateCodec, "zstd": ZstdCodec, "lzma": LzmaCodec, "lepton-cm": _cm, "freq": FreqCodec}
 CODECS: tuple[str, ...] = tuple(_FACTORIES)
-AUTO_CANDIDATES: tuple[str, ...] = ("lepton-cm", "lzma", "zstd", "deflate")
+AUTO_CANDIDATES: tuple[str, ...] = ("lepton-cm", "freq", "lzma", "zstd", "deflate")
 
 
 def get_codec(name: str, **params: Any) -> Codec:
@@ -125,21 +126,28 @@ def measure_codec(
 
 
 def choose_codec(
-    sample: np.ndarray, *, candidates: Sequence[str] = AUTO_CANDIDATES, min_decode_mb_s: float = 10.0
+    sample: np.ndarray,
+    *,
+    candidates: Sequence[str] = AUTO_CANDIDATES,
+    min_decode_mb_s: float = 10.0,
+    fitted: Sequence[Codec] = (),
 ) -> Codec:
     """The ``auto`` mode: encode ``sample`` with every candidate that supports it, time one decode
     (one thread, best of two), and return the codec with the fewest bytes among those decoding at least
     ``min_decode_mb_s`` MB/s (of raw array bytes). If none meets the floor, the fastest decoder wins.
     A codec that learns a model is fitted to ``sample`` first, and the model's bytes are left out (a
     store keeps one per field); the codec returned is unfitted, for the caller to fit to the field.
+    A codec in ``fitted`` (already fitted to the whole field) stands for its name: it is measured as it is,
+    not refitted, and returned as it is if it wins.
     """
     sample = np.asarray(sample)
+    given = {c.name: c for c in fitted}
     results: list[tuple[int, float, Codec]] = []
     for name in candidates:
-        codec = get_codec(name)
+        codec = given.get(name) or get_codec(name)
         if not codec.supports(sample.dtype, sample.shape):
             continue
-        m = measure_codec(fit_codec(codec, sample), sample, decode_repeats=2)
+        m = measure_codec(codec if name in given else fit_codec(codec, sample), sample, decode_repeats=2)
         results.append((m.bytes - m.model_bytes, m.decode_mb_s, codec))  # a model is stored once per field
     if not results:
         raise DataError(f"none of the codecs {list(candidates)} can encode a {sample.dtype} array")
@@ -156,6 +164,7 @@ __all__ = [
     "Codec",
     "CodecMeasurement",
     "DeflateCodec",
+    "FreqCodec",
     "LzmaCodec",
     "ZstdCodec",
     "choose_codec",

@@ -50,7 +50,7 @@ MAX_PENDING_BYTES = 64 << 20
 """Raw bytes of blocks a writer holds while they encode, beyond one block per thread: it bounds a streaming
 pack's memory when blocks are large (1,000 RGB 96x96 images are 27.6 MB, and each also holds its encoder's
 output buffer while it runs)."""
-GENERAL = ("lzma", "zstd", "deflate")
+GENERAL = ("freq", "lzma", "zstd", "deflate")
 IMAGES, LABELS = "images", "labels"  # the fields of a packed image dataset's splits
 
 
@@ -59,17 +59,20 @@ def _check_name(kind: str, name: Any, error: type[Exception]) -> str:
     return check_name(name, f"{kind} name", max_len=64, segment=False, error=error)
 
 
-def resolve_codec(spec: str | Codec, sample: np.ndarray, *, min_decode_mb_s: float = 10.0) -> Codec:
+def resolve_codec(
+    spec: str | Codec, sample: np.ndarray, *, min_decode_mb_s: float = 10.0, fitted: tuple[Codec, ...] = ()
+) -> Codec:
     """A codec object from a name or a codec. ``'auto'`` tries every available codec on ``sample``;
-    ``'general'`` only the general-purpose ones (for labels and other small fields)."""
+    ``'general'`` only the general-purpose ones (for labels and other small fields). ``fitted``: codecs
+    already fitted to the whole field, measured as they are (see :func:`choose_codec`)."""
     if not isinstance(spec, str):
         return spec
     if spec == "general":
-        return choose_codec(sample, candidates=GENERAL, min_decode_mb_s=min_decode_mb_s)
+        return choose_codec(sample, candidates=GENERAL, min_decode_mb_s=min_decode_mb_s, fitted=fitted)
     if spec != "auto":
         return get_codec(spec)
     candidates = [name for name in AUTO_CANDIDATES if _available(name)]
-    return choose_codec(sample, candidates=candidates, min_decode_mb_s=min_decode_mb_s)
+    return choose_codec(sample, candidates=candidates, min_decode_mb_s=min_decode_mb_s, fitted=fitted)
 
 
 def _available(name: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel
 
-from lepton.data.codecs import fit_codec, get_codec, measure_codec
+from lepton.data.codecs import Codec, fit_codec, get_codec, measure_codec
 from lepton.data.dataset import ImageDataset
 from lepton.data.reduce import ReduceConfig, ReduceRow, reduce_dataset
 from lepton.data.store import (
@@ -65,7 +65,10 @@ class DataStageReport(BaseModel):
     verified: bool
     pack_seconds: float
     verify_seconds: float
+    fit_pixels: int | None = None
     compare_images: int
+    compare_blocks: int = 0
+    seconds: dict[str, float] = {}
     codecs: dict[str, CodecStats]
     loader: LoaderStats
     lossy: list[ReduceRow] | None = None
@@ -73,13 +76,24 @@ class DataStageReport(BaseModel):
 
 
 def codec_stats(
-    name: str, images: np.ndarray, block_samples: int, fit_progress: Callable[[float, float], None] | None = None
+    name: str,
+    images: np.ndarray,
+    block_samples: int,
+    fit_progress: Callable[[float, float], None] | None = None,
+    *,
+    fitted: Codec | None = None,
+    fit_pixels: int | None = None,
 ) -> CodecStats | None:
     """Codec ``name`` on ``images`` in independent blocks (None if unavailable); one thread. A codec that
-    learns a model is fitted to ``images`` first (not timed; ``fit_progress(done, total)`` meanwhile); the
-    model's bytes are counted."""
+    learns a model is fitted to ``images`` first (not timed; ``fit_progress(done, total)`` meanwhile; its tree
+    grown on ``fit_pixels`` pixels), unless ``fitted`` (the store's codec, fitted to the whole training split)
+    is that codec; the model's bytes are counted either way."""
     try:
-        codec = fit_codec(resolve_codec(name, images[:block_samples]), images, progress=fit_progress)
+        codec = fitted if fitted is not None and fitted.name == name else None
+        if codec is None:
+            codec = fit_codec(
+                with_fit_pixels(resolve_codec(name, images[:block_samples]), fit_pixels), images, progress=fit_progress
+            )
     except ImportError:
         return None
     m = measure_codec(codec, images, block_samples=block_samples)
@@ -98,6 +112,58 @@ def run_dataset(store: Store, store_file: str) -> ImageDataset:
     return dataclasses.replace(load_packed(store), source=store_file)
 
 
+def with_fit_pixels(codec: Codec, fit_pixels: int | None) -> Codec:
+    """``codec`` growing its model on ``fit_pixels`` pixels if it learns one from a sample (``lepton-cm``'s
+    ``fit_pixels``) and has no model yet; any other codec, or ``fit_pixels=None``, as it is."""
+    if fit_pixels is None or getattr(codec, "model", b"") or not hasattr(codec, "fit_pixels"):
+        return codec
+    return dataclasses.replace(codec, fit_pixels=fit_pixels)  # type: ignore[type-var]
+
+
+def image_codec(
+    spec: str | Codec,
+    x: np.ndarray,
+    block_samples: int,
+    fit_pixels: int | None,
+    *,
+    progress: Callable[[float, float], None] | None = None,
+) -> tuple[Codec, dict[str, float]]:
+    """The images' codec, chosen (``auto``: on the first block) and fitted to ``x``, and the seconds spent
+    fitting and choosing. For ``auto`` on images, lepton-cm is fitted to ``x`` first and ``auto`` measures that
+    model on the first block (it is what the store will hold) instead of fitting a throwaway one to the block."""
+    t0 = time.perf_counter()
+    first = x[:block_samples]
+    learned = learned_candidate(spec, first)
+    fitted = () if learned is None else (fit_codec(with_fit_pixels(learned, fit_pixels), x, progress=progress),)
+    t1 = time.perf_counter()
+    codec = with_fit_pixels(resolve_codec(spec, first, fitted=fitted), fit_pixels)
+    t2 = time.perf_counter()
+    codec = fit_codec(codec, x, progress=progress)  # a named codec, or one auto chose other than lepton-cm
+    t3 = time.perf_counter()
+    return codec, {"fit": round(t1 - t0 + t3 - t2, 2), "choose": round(t2 - t1, 2)}
+
+
+def learned_candidate(spec: str | Codec, first: np.ndarray) -> Codec | None:
+    """The learned codec (``lepton-cm``) that ``auto`` would try on ``first``, if ``spec`` is ``auto`` and it is
+    available and supports the data; else None."""
+    if spec != "auto":
+        return None
+    try:
+        cm = get_codec("lepton-cm")
+    except ImportError:  # its compiled kernels are missing: auto skips it too
+        return None
+    return cm if cm.supports(first.dtype, first.shape) else None
+
+
+def sample_blocks(x: np.ndarray, block_samples: int, samples: int | None) -> tuple[np.ndarray, int]:
+    """About ``samples`` samples of ``x`` as whole blocks of the store, evenly spaced over it (None: all of
+    ``x``), and how many blocks that is."""
+    n_blocks = -(-len(x) // block_samples)
+    k = n_blocks if samples is None else max(1, min(n_blocks, -(-samples // block_samples)))
+    picks = np.unique(np.linspace(0, n_blocks - 1, k).round().astype(np.int64))
+    return np.concatenate([x[i * block_samples : (i + 1) * block_samples] for i in picks]), len(picks)
+
+
 class DataStage:
     name = "data"
     title = "Data compression"
@@ -109,21 +175,39 @@ class DataStage:
     def run(self, state: RunState) -> DataStageReport:
         cfg, data = state.config.data.pack, state.require_dataset()
         path = state.run_dir / "data.lds"
-        t0 = time.perf_counter()
-        codec = get_codec(cfg.codec, **cfg.codec_params) if cfg.codec_params else cfg.codec
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[name] = round(now - clock, 2)
+            clock = now
+
+        named = get_codec(cfg.codec, **cfg.codec_params) if cfg.codec_params else cfg.codec
+        fit_pixels = None if "fit_pixels" in cfg.codec_params else cfg.fit_pixels  # the user's own choice wins
         offset = {"train": 0, "test": len(data.x_train)}  # the bar counts the train split's samples, then the test's
         with progress_bar(state.console, enabled=state.progress) as bar:
-            task = bar.add_task(f"pack {path.name}", total=len(data.x_train) + len(data.x_test), status="")
             fitting = fit_task(bar, "fit the codec of") if state.progress else None  # quiet: no pilot tree
+            codec, times = image_codec(
+                named,
+                data.x_train,
+                cfg.block_samples,
+                fit_pixels,
+                progress=None if fitting is None else (lambda d, t: fitting("images", d, t)),
+            )
+            seconds.update(times)
+            clock = time.perf_counter()
+            task = bar.add_task(f"pack {path.name}", total=len(data.x_train) + len(data.x_test), status="")
             pack_dataset(
                 data,
                 path,
                 image_codec=codec,
                 block_samples=cfg.block_samples,
                 progress=lambda split, done: bar.update(task, completed=offset[split] + done, status=split),
-                fit_progress=fitting,
             )
-        pack_seconds = time.perf_counter() - t0
+        lap("pack")
+        pack_seconds = seconds["choose"] + seconds["fit"] + seconds["pack"]
         check = verify_store(path, reference=data)
         if not check.ok:
             raise FormatError(f"{path}: the packed store does not verify: {check.errors[0]}")
@@ -134,8 +218,9 @@ class DataStage:
             f"packed {path.name}: {store.file_bytes:,} bytes, {bits_per_pixel(store):.3f} bits/pixel, "
             f"verified in {check.seconds:.1f} s"
         )
+        lap("verify")
 
-        sample = data.x_train[: cfg.compare_samples]
+        sample, n_blocks = sample_blocks(data.x_train, cfg.block_samples, cfg.compare_samples)
         codecs = {}
         with progress_bar(state.console, enabled=state.progress) as bar:
             task = bar.add_task("fit and measure codecs", total=len(cfg.compare), status="")
@@ -148,6 +233,8 @@ class DataStage:
                     sample,
                     cfg.block_samples,
                     fit_progress=(lambda done, total, f=fitting: f("images", done, total)) if state.progress else None,
+                    fitted=codec,
+                    fit_pixels=fit_pixels,
                 )
                 bar.advance(task)
         for name, stats in measured.items():
@@ -157,6 +244,7 @@ class DataStage:
                     f"  {name}: {stats.bits_per_pixel:.3f} bits/pixel, encode {stats.encode_mb_s:.1f} "
                     f"MB/s, decode {stats.decode_mb_s:.1f} MB/s"
                 )
+        lap("compare")
 
         tcfg = state.config.train
         spec = ModelSpec(state.config.model.name, data.input_shape, data.num_classes, dict(state.config.model.kwargs))
@@ -167,6 +255,7 @@ class DataStage:
         )
         loader = store_batches(path, "train", tcfg.batch_size, seed=tcfg.seed, workers=cfg.workers)
         packed = training_throughput(spec, loader, steps, tcfg, trust_code=state.trust_code)
+        lap("loader")
         info = store.split("train")
         raw = sum(s.samples * f.sample_bytes for s in store.splits.values() for f in s.fields.values())
         report = DataStageReport(
@@ -180,7 +269,10 @@ class DataStage:
             verified=True,
             pack_seconds=pack_seconds,
             verify_seconds=check.seconds,
+            fit_pixels=getattr(codec, "fit_pixels", None),
             compare_images=len(sample),
+            compare_blocks=n_blocks,
+            seconds=seconds,
             codecs=codecs,
             loader=LoaderStats(
                 batches=steps,
@@ -249,8 +341,9 @@ class DataStage:
             ),
             H.figure(
                 codec_sizes(rows),
-                f"each codec on the first {report.compare_images:,} training images, "
-                f"blocks of the store's size, one thread",
+                f"each codec on {report.compare_images:,} training images ({report.compare_blocks} of the "
+                "store's blocks, evenly spaced), one thread; lepton-cm with the store's model (fitted on the "
+                "training split), its bytes counted",
             ),
             H.table(rows),
             f"<p>DataLoader over the store ({lo.workers} workers) fed {lo.batches} LeNet training steps at "
