@@ -142,7 +142,7 @@ def export_model(
 
     With ``int8_out``, the int8 file keeps in fp32 the layers whose int8 kernel is slower on this machine when
     that measurably speeds up the whole model (:func:`lepton.edge.int8plan.tune_int8`), then fp32 and int8 are
-    timed in turn (``choice_iterations`` batch-1 calls per round, 3 rounds, one thread) and
+    timed in turn (``choice_iterations`` batch-1 calls per round, 5 rounds, one thread) and
     :func:`lepton.edge.int8plan.choose_deploy` says which to deploy under ``tolerance``.
 
     Args:

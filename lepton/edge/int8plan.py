@@ -199,7 +199,7 @@ def slow_int8_nodes(
     return rows, [r.node for r in slow]
 
 
-def interleaved_p50(paths: Sequence[Path], image: np.ndarray, *, iterations: int, rounds: int = 3) -> list[list[float]]:
+def interleaved_p50(paths: Sequence[Path], image: np.ndarray, *, iterations: int, rounds: int = 5) -> list[list[float]]:
     """Batch-1 p50 (ms) of each file, ``rounds`` times in turn (A B A B ...) so drifts in machine load hit all
     alike; one list of ``rounds`` p50s per file."""
     sessions = [_session(Path(p), profile_prefix=None, optimize=True) for p in paths]
@@ -213,8 +213,15 @@ def interleaved_p50(paths: Sequence[Path], image: np.ndarray, *, iterations: int
 
 
 def spread(p50s: Sequence[Sequence[float]]) -> float:
-    """The measurement's noise: the largest relative spread (max - min) / median among repeats of one file."""
-    return max((max(r) - min(r)) / float(np.median(r)) for r in p50s)
+    """The measurement's noise: the largest relative range (max - min) / median among repeats of one file, the
+    fastest and slowest repeat left out when there are five or more (one burst of load on a shared host
+    should not make every difference a tie)."""
+
+    def one(r: Sequence[float]) -> float:
+        v = sorted(r)[1:-1] if len(r) >= 5 else sorted(r)
+        return (v[-1] - v[0]) / float(np.median(r))
+
+    return max(one(r) for r in p50s)
 
 
 def tune_int8(
@@ -238,7 +245,7 @@ def tune_int8(
     Args:
         calibration: the images ``int8_path`` was calibrated on (the mixed file is calibrated on them too).
         x_test, y_test: images and labels scoring the mixed file.
-        iterations: timed batch-1 calls per file per round (3 rounds, interleaved).
+        iterations: timed batch-1 calls per file per round (5 rounds, interleaved).
 
     Returns:
         Every layer's fp32 and int8 kernel times, the candidates, what was excluded and both p50s.

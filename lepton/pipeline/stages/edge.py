@@ -29,7 +29,7 @@ def _choice_html(report: EdgeReport) -> str:
             ]
         ),
         f"<p>Faster here: <b>{c.faster}</b>. Deploy <b>{escape(report.deploy or '')}</b>: "
-        f"{escape(c.reason)} (timed in turn, 3 rounds; noise {c.noise:.1%}).</p>",
+        f"{escape(c.reason)} (timed in turn, 5 rounds; noise {c.noise:.1%}).</p>",
     ]
     if t is not None:
         kept = ", ".join(t.excluded) or "none"
