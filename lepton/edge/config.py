@@ -24,6 +24,10 @@ class EdgeConfig(StrictModel):
     edge_slowdown: float = Field(default=8.0, gt=0)
     encoding: Encoding = "int8+zstd"
     split_requests: int = Field(default=100, ge=1)
+    # fp32 or int8: timed in turn, choice_iterations batch-1 calls x 5 rounds each; int8 is deployed when it is
+    # not slower beyond the measured noise and loses at most int8_accuracy_tolerance of test accuracy.
+    choice_iterations: int = Field(default=300, ge=10, le=100_000)
+    int8_accuracy_tolerance: float = Field(default=0.005, ge=0, le=1)
 
     @field_validator("bandwidth")
     @classmethod

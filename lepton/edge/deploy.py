@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,15 @@ from lepton.edge import splitrun
 from lepton.edge.bench import BenchConfig, LatencyReport, bench_onnx, bench_torch, onnx_accuracy
 from lepton.edge.config import EdgeConfig
 from lepton.edge.export import export_onnx, max_abs_diff, onnx_session
+from lepton.edge.int8plan import (
+    Int8Choice,
+    Int8Tolerance,
+    Int8Tuning,
+    choose_deploy,
+    interleaved_p50,
+    spread,
+    tune_int8,
+)
 from lepton.edge.quantize import QuantizeConfig, calibration_sample, cpu_int8_features, quantize_onnx
 from lepton.edge.split import CutRow, NetworkProfile, SplitPlan, parse_bandwidth, plan_split, profile_layers
 from lepton.edge.splitrun import SplitRun
@@ -44,13 +54,16 @@ class OnnxFile(BaseModel):
 
 
 class ExportResult(BaseModel):
-    """What :func:`export_model` wrote: the fp32 file and, when asked, its int8 (QDQ) version."""
+    """What :func:`export_model` wrote: the fp32 file and, when asked, its int8 (QDQ) version, the layers kept in
+    fp32 because their int8 kernel is slower here, and which of the two files to deploy on this machine."""
 
     model_config = ConfigDict(extra="forbid")
 
     fp32: OnnxFile
     int8: OnnxFile | None = None
     int8_size_ratio: float | None = None
+    int8_tuning: Int8Tuning | None = None
+    choice: Int8Choice | None = None
 
     @property
     def files(self) -> list[OnnxFile]:
@@ -103,6 +116,11 @@ class EdgeReport(BaseModel):
     cpu_int8_features: list[str]
     latency: list[LatencyReport]
     split: SplitSummary
+    # Which file to deploy on this machine (None in runs made before Lepton measured it).
+    faster: Literal["int8", "fp32"] | None = None
+    deploy: str | None = None
+    int8_choice: Int8Choice | None = None
+    int8_tuning: Int8Tuning | None = None
 
 
 def export_model(
@@ -114,12 +132,24 @@ def export_model(
     *,
     opset: int = 17,
     calibration_images: int = 1024,
+    choice_iterations: int = 300,
+    tolerance: Int8Tolerance | None = None,
     progress: bool = False,
     console: Console | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``out`` (and int8 QDQ at ``int8_out``, calibrated on training images), each
-    compared with torch on the first test images and scored on the whole test set; ``progress`` shows the
-    calibration's progress on ``console``."""
+    compared with torch on the first test images and scored on the whole test set.
+
+    With ``int8_out``, the int8 file keeps in fp32 the layers whose int8 kernel is slower on this machine when
+    that measurably speeds up the whole model (:func:`lepton.edge.int8plan.tune_int8`), then fp32 and int8 are
+    timed in turn (``choice_iterations`` batch-1 calls per round, 5 rounds, one thread) and
+    :func:`lepton.edge.int8plan.choose_deploy` says which to deploy under ``tolerance``.
+
+    Args:
+        progress: show the calibration's progress on ``console``.
+
+    Returns:
+        Both files' sizes, agreement with torch and accuracy; the per-layer tuning and the deploy choice."""
     qcfg = QuantizeConfig(calibration_images=calibration_images) if int8_out is not None else None
     x_test, y_test = (t.numpy() for t in data.tensors("test"))
     probe = torch.from_numpy(x_test[:PROBE_IMAGES])
@@ -136,11 +166,23 @@ def export_model(
     fp32 = checked(out, "onnx fp32", export_onnx(model, out, input_shape=spec.input_shape, opset=opset).bytes)
     if int8_out is None or qcfg is None:
         return ExportResult(fp32=fp32)
-    x_train = data.tensors("train")[0].numpy()
-    q = quantize_onnx(
-        out, int8_out, calibration_sample(x_train, calibration_images), qcfg, progress=progress, console=console
+    cal = calibration_sample(data.tensors("train")[0].numpy(), calibration_images)
+    quantize_onnx(out, int8_out, cal, qcfg, progress=progress, console=console)
+    tuning = tune_int8(out, int8_out, cal, x_test, y_test, qcfg, iterations=choice_iterations, tolerance=tolerance)
+    fmt = "onnx int8 QDQ" + (f", {len(tuning.excluded)} layer(s) kept fp32" if tuning.excluded else "")
+    int8 = checked(int8_out, fmt, int8_out.stat().st_size)
+    p32, p8 = interleaved_p50([out, int8_out], x_test[:1], iterations=choice_iterations)
+    choice = choose_deploy(
+        float(np.median(p32)),
+        float(np.median(p8)),
+        fp32.test_accuracy,
+        int8.test_accuracy,
+        noise=spread([p32, p8]),
+        tolerance=tolerance,
     )
-    return ExportResult(fp32=fp32, int8=checked(int8_out, "onnx int8 QDQ", q.bytes), int8_size_ratio=q.size_ratio)
+    return ExportResult(
+        fp32=fp32, int8=int8, int8_size_ratio=int8.bytes / fp32.bytes, int8_tuning=tuning, choice=choice
+    )
 
 
 def bench_models(
@@ -211,10 +253,13 @@ def deploy_model(
         int8,
         opset=cfg.opset,
         calibration_images=cfg.calibration_images,
+        choice_iterations=cfg.choice_iterations,
+        tolerance=Int8Tolerance(accuracy_tolerance=cfg.int8_accuracy_tolerance),
         progress=progress,
         console=console,
     )
     assert exported.int8 is not None and exported.int8_size_ratio is not None  # int8_out was given
+    assert exported.choice is not None  # made whenever int8_out is given
     x_test = data.tensors("test")[0].numpy()
     bcfg = BenchConfig(threads=cfg.threads, iterations=cfg.iterations, throughput_batch=cfg.throughput_batch)
     eager, ort32, ort8 = bench_models(
@@ -259,6 +304,10 @@ def deploy_model(
         int8_speedup_vs_eager=eager.p50_ms / ort8.p50_ms,
         cpu_int8_features=cpu_int8_features(),
         latency=[eager, ort32, ort8],
+        faster=exported.choice.faster,
+        deploy=ONNX_INT8_FILE if exported.choice.deploy == "int8" else ONNX_FILE,
+        int8_choice=exported.choice,
+        int8_tuning=exported.int8_tuning,
         split=SplitSummary(
             best_cut=plan.best_cut,
             best_after=plan.best_after,

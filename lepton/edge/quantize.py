@@ -39,6 +39,8 @@ class QuantizeConfig(BaseModel):
     # on 8-bit weights; "auto" reduces the range exactly when this CPU lacks VNNI.
     reduce_range: bool | Literal["auto"] = "auto"
     seed: int = 0
+    # Node names (as in the fp32 file) left in fp32: chosen by lepton.edge.int8plan where their int8 kernel is slower.
+    nodes_to_exclude: list[str] = Field(default_factory=list)
 
 
 class QuantizeReport(BaseModel):
@@ -53,6 +55,7 @@ class QuantizeReport(BaseModel):
     per_channel: bool
     reduce_range: bool
     method: str
+    nodes_excluded: list[str] = Field(default_factory=list)
     seconds: float
 
 
@@ -123,6 +126,12 @@ def quantize_onnx(
     except Exception as e:  # protobuf's DecodeError and friends
         raise FormatError(f"{str(fp32_path)!r} is not a readable ONNX file: {e}") from e
     name = model.graph.input[0].name
+    unknown = sorted(set(cfg.nodes_to_exclude) - {n.name for n in model.graph.node})
+    if unknown:
+        raise ConfigError(
+            f"nodes_to_exclude names {unknown[:5]} which {str(fp32_path)!r} does not have; "
+            "use node names of that fp32 file (see `lepton edge export --format json`, int8 layers)."
+        )
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise ConfigError(
@@ -148,6 +157,7 @@ def quantize_onnx(
                 per_channel=cfg.per_channel,
                 reduce_range=reduce_range,
                 calibrate_method=_METHODS[cfg.method],
+                nodes_to_exclude=list(cfg.nodes_to_exclude),
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         finally:
@@ -166,5 +176,6 @@ def quantize_onnx(
         per_channel=cfg.per_channel,
         reduce_range=reduce_range,
         method=cfg.method,
+        nodes_excluded=list(cfg.nodes_to_exclude),
         seconds=time.perf_counter() - start,
     )

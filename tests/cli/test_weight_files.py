@@ -60,8 +60,17 @@ def test_eval_of_a_weight_file_matches_the_model_in_memory(weights, digits, file
 
 def test_edge_export_bench_and_serve_take_a_weight_file(weights, digits, tmp_path):
     model, root = weights
-    out = invoke(["edge", "export", str(root / "w.pt"), *ARCH, "-o", str(tmp_path / "m.onnx"), "--format", "json"])
+    int8 = ["--int8", str(tmp_path / "m8.onnx"), "--calibration", "128"]
+    out = invoke(
+        ["edge", "export", str(root / "w.pt"), *ARCH, "-o", str(tmp_path / "m.onnx"), *int8, "--format", "json"]
+    )
     assert out.code == 0, out.message
+    result = json.loads(out.stdout)
+    choice = result["choice"]  # both files timed here, the one to deploy named
+    assert [f["file"] for f in result["files"]] == [str(tmp_path / "m.onnx"), str(tmp_path / "m8.onnx")]
+    assert choice["faster"] == ("int8" if choice["int8_p50_ms"] < choice["fp32_p50_ms"] else "fp32")
+    assert choice["deploy"] in ("int8", "fp32") and choice["reason"]
+    assert [r["node"] for r in result["int8_tuning"]["layers"]] == ["/fc1/Gemm", "/fc2/Gemm", "/fc3/Gemm"]
     x = digits.tensors("test")[0][:16]
     with torch.no_grad():
         ref = model(x).numpy()

@@ -34,6 +34,14 @@ def test_pipeline_api_on_digits(tmp_path):
     assert "Channel pruning" in (tmp_path / "report.html").read_text()
     assert result.metrics["dataset"]["name"] == "digits"
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
+    edge = result.metrics["stages"]["edge"]
+    choice = edge["int8_choice"]  # measured here: the faster file, and the one to deploy with its reason
+    assert edge["faster"] == choice["faster"] == ("int8" if choice["int8_p50_ms"] < choice["fp32_p50_ms"] else "fp32")
+    assert edge["deploy"] == {"int8": "model.int8.onnx", "fp32": "model.onnx"}[choice["deploy"]]
+    assert (
+        choice["int8_accuracy"] == edge["int8_test_accuracy"] and choice["fp32_accuracy"] == edge["fp32_test_accuracy"]
+    )
+    assert "fp32 or int8 on this machine" in (tmp_path / "report.html").read_text()
 
 
 @pytest.mark.slow  # runs the pipeline with the quantum stage

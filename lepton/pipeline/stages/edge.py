@@ -3,6 +3,8 @@ PyTorch eager on one thread, and plan + run the edge–cloud split for a default
 
 from __future__ import annotations
 
+from html import escape
+
 from lepton.edge.deploy import ONNX_FILE, ONNX_INT8_FILE, EdgeReport, deploy_model
 from lepton.edge.split import SplitPlan
 from lepton.pipeline.config import RunConfig
@@ -11,6 +13,37 @@ from lepton.report import html as H
 from lepton.report.edge_plots import plan_figure
 
 EdgeStageReport = EdgeReport  # the stage's report is the library's (the name other modules import)
+
+
+def _choice_html(report: EdgeReport) -> str:
+    """The fp32-or-int8 decision and the per-layer tuning behind it (nothing for runs made before both existed)."""
+    c, t = report.int8_choice, report.int8_tuning
+    if c is None:
+        return ""
+    parts = [
+        "<h3>fp32 or int8 on this machine</h3>",
+        H.table(
+            [
+                {"file": ONNX_FILE, "p50_ms": c.fp32_p50_ms, "test_accuracy": c.fp32_accuracy},
+                {"file": ONNX_INT8_FILE, "p50_ms": c.int8_p50_ms, "test_accuracy": c.int8_accuracy},
+            ]
+        ),
+        f"<p>Faster here: <b>{c.faster}</b>. Deploy <b>{escape(report.deploy or '')}</b>: "
+        f"{escape(c.reason)} (timed in turn, 5 rounds; noise {c.noise:.1%}).</p>",
+    ]
+    if t is not None:
+        kept = ", ".join(t.excluded) or "none"
+        tried = (
+            f"keeping {', '.join(t.candidates)} in fp32 gave {t.mixed_p50_ms:.4f} ms against {t.full_int8_p50_ms:.4f} ms"
+            if t.mixed_p50_ms is not None
+            else "no layer's int8 kernel profiled slower than its fp32 kernel"
+        )
+        parts += [
+            "<h4>Per-layer kernel time (µs, batch 1, ONNX Runtime profiler)</h4>",
+            H.table([r.model_dump() for r in t.layers]),
+            f"<p class='muted'>Layers kept in fp32: {escape(kept)}; {escape(tried)}.</p>",
+        ]
+    return "".join(parts)
 
 
 class EdgeStage:
@@ -59,7 +92,8 @@ class EdgeStage:
         return (
             f"int8 accuracy {100 * report.int8_test_accuracy:.2f}% (fp32 {100 * report.fp32_test_accuracy:.2f}%), "
             f"int8 {report.onnx_int8_bytes:,} bytes, p50 {report.int8_p50_ms:.3f} ms "
-            f"({report.int8_speedup_vs_eager:.1f}x eager); split after {report.split.best_after}: "
+            f"({report.int8_speedup_vs_eager:.1f}x eager), fp32 p50 {report.fp32_p50_ms:.3f} ms; "
+            f"deploy {report.deploy or 'not measured'}; split after {report.split.best_after}: "
             f"{report.split.predicted_ms:.3f} ms predicted, {report.split.measured_ms:.3f} ms measured"
         )
 
@@ -84,10 +118,13 @@ class EdgeStage:
                         "fp32 accuracy": f"{100 * report.fp32_test_accuracy:.2f}%",
                         "int8 accuracy": f"{100 * report.int8_test_accuracy:.2f}%",
                         "eager p50": f"{report.eager_p50_ms:.3f} ms",
+                        "fp32 p50": f"{report.fp32_p50_ms:.3f} ms",
                         "int8 p50": f"{report.int8_p50_ms:.3f} ms",
                         "int8 speedup": f"{report.int8_speedup_vs_eager:.1f}x",
+                        "deploy": report.deploy or "not measured",
                     }
                 ),
+                _choice_html(report),
                 "<h3>Latency at batch 1 and throughput</h3>",
                 H.table([r.model_dump() for r in report.latency]),
                 f"<p class='muted'>CPU int8 dot-product instructions: "
