@@ -33,8 +33,10 @@ WHOLE = """
 import sys
 from pathlib import Path
 from lepton.data.folder import load_image_folder
-from lepton.data.store import pack_dataset
-pack_dataset(load_image_folder(Path(sys.argv[1])), sys.argv[2], image_codec=sys.argv[3], block_samples=int(sys.argv[4]))
+from lepton.data.store import default_block_samples, pack_dataset
+data = load_image_folder(Path(sys.argv[1]))
+blocks = int(sys.argv[4]) or default_block_samples(data.x_train[:1].nbytes)
+pack_dataset(data, sys.argv[2], image_codec=sys.argv[3], block_samples=blocks)
 """
 
 
@@ -80,7 +82,9 @@ def main() -> None:
     ap.add_argument("--megabytes", type=float, default=600.0, help="decoded size of the generated folder, MB")
     ap.add_argument("--size", type=int, default=96, help="image side in pixels (RGB)")
     ap.add_argument("--codec", default="zstd")
-    ap.add_argument("--block-samples", type=int, default=1000)
+    ap.add_argument(
+        "--block-samples", type=int, default=None, help="default: lepton data pack's (at most 8 MiB per block)"
+    )
     ap.add_argument("--compare-whole", action="store_true", help="also pack after decoding the folder whole")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lepton-pack-memory-") as tmp:
@@ -103,8 +107,7 @@ def main() -> None:
                 str(root),
                 "--codec",
                 args.codec,
-                "--block-samples",
-                str(args.block_samples),
+                *(["--block-samples", str(args.block_samples)] if args.block_samples else []),
                 "-o",
                 str(out),
             ],
@@ -117,7 +120,7 @@ def main() -> None:
                 str(root),
                 str(Path(tmp) / "whole.lds"),
                 args.codec,
-                str(args.block_samples),
+                str(args.block_samples or 0),
             ]
         print(f"{'pack':<42} {'peak RSS MB':>12} {'RSS / raw':>10} {'bar <= 0.5':>11} {'store MB':>9} {'seconds':>8}")
         for name, cmd in runs.items():

@@ -65,7 +65,14 @@ def pack(
     label_codec: Annotated[
         str, typer.Option(help="label codec: general (the smallest of freq, lzma, zstd, deflate), or a name")
     ] = "general",
-    block_samples: Annotated[int, typer.Option(help="samples per independently decodable block")] = 1000,
+    block_samples: Annotated[
+        int | None,
+        typer.Option(
+            help="samples per independently decodable block; default 1,000, fewer for large images so a block "
+            "holds at most 8 MiB of pixels (an image folder's pack then stays within a few hundred MB)",
+            min=1,
+        ),
+    ] = None,
     image_size: ImageSize = None,
     channels: Channels = None,
     layout: Layout = None,
@@ -83,6 +90,7 @@ def pack(
     from lepton.data.sources import image_folder_of, load_dataset
     from lepton.data.store import (
         bits_per_pixel,
+        default_block_samples,
         inspect_store,
         open_store,
         pack_dataset,
@@ -105,6 +113,8 @@ def pack(
         report = verify_store(out, reference=plan)
     else:
         data = load_dataset(source, options)
+        if block_samples is None:
+            codecs["block_samples"] = default_block_samples(data.x_train[:1].nbytes)
         with _pack_bar(f"pack {data.name}", len(data.x_train), len(data.x_test)) as progress:
             pack_dataset(data, out, **codecs, **progress)
         report = verify_store(out, reference=data)

@@ -20,6 +20,7 @@ def _folder(root, size=(16, 16), per_class=5):
     return root
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_train_on_an_image_folder_writes_a_checkpoint(tmp_path):
     data, out = _folder(tmp_path / "shapes"), tmp_path / "out"
     r = invoke(

@@ -128,6 +128,7 @@ def test_cli_compress_inspect_and_eval(trained, digits, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_tensor_train_layers_are_one_more_method_of_the_chain(trained, digits, tmp_path):
     """compress.tt: fc1 becomes a TTLinear (TT-SVD + fine-tuning), the rest is pruned and shared, and the
     .lep stores the TT layout in its model spec and the cores like any tensor; decode is bit-exact."""

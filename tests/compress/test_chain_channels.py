@@ -46,6 +46,7 @@ def test_channel_step_prunes_folds_and_decodes_bit_exactly(digits, tmp_path):
     assert report.test_accuracy > 0.5
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_fold_bn_off_keeps_batchnorm_in_the_file(digits, tmp_path):
     torch.manual_seed(0)
     trained = train_model(digits, "mobilenetv2-small", BASE.model_copy(update={"epochs": 1}), progress=False)

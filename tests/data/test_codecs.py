@@ -59,6 +59,7 @@ def test_general_codecs_roundtrip_edge_cases_of_every_dtype(name, dtype):
         assert plain(raw) == a.astype(dtype.newbyteorder("<")).tobytes()
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 @FAST
 @given(a=images)
 def test_cm_roundtrips_arbitrary_uint8_blocks(a):
@@ -173,6 +174,7 @@ def test_cm_codes_each_block_within_a_hair_of_its_models_entropy(mnist):
     assert ideal <= payload <= ideal * 1.0005 + 64  # 64 bits: the coder's final state
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_cm_field_model_travels_in_params_and_guards_its_blocks(mnist):
     from lepton.data.codecs.cm import CMCodec
 
@@ -238,6 +240,7 @@ def test_forged_cm_models_are_refused(tree, leaves, message):
         CMCodec(model=_model_blob(tree, leaves, nfeat=7))
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_cm_roundtrips_fashion_mnist():
     try:
         x = load_fashion_mnist().x_train[:300]
@@ -298,6 +301,7 @@ def test_codecs_rebuild_from_name_and_params():
         assert again == codec
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_auto_picks_the_smallest_codec_meeting_the_speed_floor(mnist):
     x = mnist.x_train[:100]
     sizes = {n: len(fit_codec(get_codec(n), x).encode(x)) for n in CODECS}  # a learned model is per field

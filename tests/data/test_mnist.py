@@ -75,6 +75,7 @@ def test_idx_directory_torchvision_layout(tmp_path, mnist):
     assert d.source == str(tmp_path)
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_idx_directory_with_a_corrupted_file_is_refused(tmp_path, mnist):
     _write_idx_dir(tmp_path, mnist, gz=False)
     p = tmp_path / "t10k-labels-idx1-ubyte"

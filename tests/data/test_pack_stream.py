@@ -96,3 +96,17 @@ def test_cli_packs_a_folder_streaming_and_trains_from_it(tmp_path):
         ["train", "--data", str(out), "--model", "lenet-300-100", "--epochs", "1", "-o", str(tmp_path / "t"), "--quiet"]
     )
     assert r.kind == "ok", r.message
+
+
+def test_default_blocks_hold_at_most_8_mib_of_large_images(tmp_path):
+    """MNIST- and CIFAR-sized samples keep 1,000 per block; large images get fewer, so a block of a streamed
+    pack stays within 8 MiB of pixels (what bounds its memory)."""
+    from lepton.data.store import DEFAULT_BLOCK_SAMPLES, default_block_samples
+
+    assert default_block_samples(28 * 28) == default_block_samples(3 * 32 * 32) == DEFAULT_BLOCK_SAMPLES
+    assert default_block_samples(3 * 96 * 96) == (8 << 20) // (3 * 96 * 96) == 303
+    assert default_block_samples(3 * 4096 * 4096) == 1  # one huge image per block, never zero
+    plan = plan_image_folder(_folder(tmp_path / "f", rgb=True, per_class=5, size=(700, 700)))
+    store = Store(pack_image_folder(plan, tmp_path / "s.lds", image_codec="deflate"))
+    assert store.split("train").block_samples == 5  # 1.47 MB per image: five fit in 8 MiB
+    assert len(store.split("train").blocks) == 2  # 9 training images

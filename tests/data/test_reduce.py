@@ -25,6 +25,7 @@ def test_pca_reconstruction_matches_sklearn_within_int8_error(tmp_path, digits):
     assert verify_store(store).ok and store.file_bytes < digits.x_train.nbytes + digits.x_test.nbytes
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 @pytest.mark.parametrize("bits", [1, 3, 7])
 def test_bit_depth_keeps_top_bits(tmp_path, digits, bits):
     back = load_packed(write_reduced(digits, tmp_path / "b.lds", ReduceConfig(bits=bits)).location)
@@ -33,6 +34,7 @@ def test_bit_depth_keeps_top_bits(tmp_path, digits, bits):
     assert len(levels) <= 2**bits and levels.min() >= 0 and (bits > 1 or set(levels) <= {0, 255})
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 def test_feature_selection_keeps_chosen_pixels(tmp_path, digits):
     store = write_reduced(digits, tmp_path / "v.lds", ReduceConfig(select_variance=100.0))
     flat = digits.x_train.reshape(len(digits.x_train), -1)

@@ -452,6 +452,7 @@ def test_an_abandoned_s3_upload_is_aborted_by_the_next_push(s3, artifact, monkey
     assert killed not in left and elsewhere in left
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_concurrent_auto_versioned_pushes_all_publish_distinct_versions(where, request, tmp_path):

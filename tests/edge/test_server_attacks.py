@@ -167,6 +167,7 @@ def test_600_slow_connections_do_not_lock_out_good_clients(tiny):
     assert closed == 600
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_a_body_that_trickles_is_cut_off(tiny, http):

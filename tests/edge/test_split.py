@@ -125,6 +125,7 @@ def test_profile_payloads_follow_the_layer_shapes(trained, mnist):
     assert all(layer.ms > 0 for layer in profile.layers)
 
 
+@pytest.mark.slow  # over ~1 s: make test runs it, make test-fast skips it
 @pytest.mark.timeout(120)
 def test_a_split_runs_across_two_processes(trained, mnist):
     _, _, path = trained

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import lzma
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,23 @@ class DeflateCodec(_ByteCodec):
         return out
 
 
+_COMPRESSORS = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor for ``level``, made once and reused (a compressor is not thread-safe).
+
+    A fresh one per block allocated its context anew each time (~65 MB at level 19); on a thread pool packing
+    large blocks the allocator kept those freed contexts fragmented and the process grew block after block.
+    """
+    cache = getattr(_COMPRESSORS, "by_level", None)
+    if cache is None:
+        cache = _COMPRESSORS.by_level = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    return cache[level]
+
+
 @dataclass(frozen=True)
 class ZstdCodec(_ByteCodec):
     """Zstandard frame with content size and XXH64 checksum."""
@@ -180,8 +198,7 @@ class ZstdCodec(_ByteCodec):
         _level(self.name, self.level, 1, 22)
 
     def _compress(self, raw: bytes) -> bytes:
-        cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True, write_content_size=True)
-        return cctx.compress(raw)
+        return _compressor(self.level).compress(raw)
 
     def _decompress(self, data: bytes, n: int) -> bytes:
         try:

@@ -14,6 +14,7 @@ __all__ = [
     "StoreWriter",
     "VerifyReport",
     "bits_per_pixel",
+    "default_block_samples",
     "inspect_store",
     "load_packed",
     "open_store",
@@ -32,6 +33,7 @@ lazy_exports(
         "lepton.data.store.pack": (
             "VerifyReport",
             "bits_per_pixel",
+            "default_block_samples",
             "inspect_store",
             "load_packed",
             "pack_dataset",

@@ -24,6 +24,18 @@ if TYPE_CHECKING:
 SPLITS = ("train", "test")
 
 
+MAX_DEFAULT_BLOCK_BYTES = 8 << 20
+
+
+def default_block_samples(sample_bytes: int) -> int:
+    """Samples per block when none are asked for: :data:`DEFAULT_BLOCK_SAMPLES`, or fewer for large samples so
+    a block holds at most :data:`MAX_DEFAULT_BLOCK_BYTES` (8 MiB) of raw pixels. MNIST (784 B) and CIFAR (3,072 B)
+    keep 1,000 per block; 96x96 RGB (27,648 B) get 303. What a streaming pack holds is a few blocks per encoding
+    thread and each encoder's working memory, so smaller blocks of large images bound it (measured:
+    benchmarks/pack_memory.py)."""
+    return max(1, min(DEFAULT_BLOCK_SAMPLES, MAX_DEFAULT_BLOCK_BYTES // max(1, sample_bytes)))
+
+
 def pack_dataset(
     data: ImageDataset,
     path: str | os.PathLike,
@@ -62,14 +74,17 @@ def pack_image_folder(
     *,
     image_codec: str | Codec = "auto",
     label_codec: str | Codec = "general",
-    block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    block_samples: int | None = None,
     progress: Callable[[str, int], None] | None = None,
     fit_progress: Callable[[str, float, float], None] | None = None,
 ) -> Path:
     """Write an image folder (``plan``, from :func:`lepton.data.folder.plan_image_folder`) to a store at ``path``,
     streaming: images are decoded and encoded one block at a time, so memory holds a few blocks, never the
-    dataset. Codecs are chosen (and a learned codec fitted) on the first block of the training split."""
+    dataset. Codecs are chosen (and a learned codec fitted) on the first block of the training split.
+    ``block_samples`` None: :func:`default_block_samples` of the folder's image size."""
     meta = {"name": plan.root.name, "classes": list(plan.classes), "source": f"{plan.root} (image folder)"}
+    if block_samples is None:
+        block_samples = default_block_samples((3 if plan.rgb else 1) * plan.size[0] * plan.size[1])
     with StoreWriter(path, attrs={**meta, "notes": plan.notes}, block_samples=block_samples) as w:
         for split in SPLITS:
             specs = w.add_split_blocks(
