@@ -6,6 +6,9 @@ patterns is stored as that codebook plus entropy-coded indices, either over all 
 nonzeros with entropy-coded gaps between their positions ("sparse"); anything else is stored "raw"
 (little-endian, zstd or LZMA2 when that is smaller) or, when that is smaller for a tensor with zeros, as its
 raw nonzero values at entropy-coded positions ("sparse-raw", the pruned-only stage of Deep Compression).
+The positions of either sparse encoding may instead be a context-coded keep-mask ("sparse-mask",
+"sparse-raw-mask"; :mod:`lepton.compress.coding.mask`), whichever is smaller; only files that use it are
+version 3.
 Every tensor round-trips bit for bit (-0.0 and NaN payloads included). Loading never executes code, checks
 every length, offset, count and CRC32 before decoding, and refuses anything inconsistent with
 :class:`lepton.errors.FormatError`.
@@ -39,6 +42,7 @@ from lepton.compress.coding.bits import (
     unbucketize,
     unpack_bits,
 )
+from lepton.compress.coding.mask import decode_mask, encode_mask, mask_view
 from lepton.config import StrictFileModel
 from lepton.errors import ConfigError, FormatError
 from lepton.models.registry import ModelSpec
@@ -47,7 +51,8 @@ from lepton.utils.io import atomic_write_bytes
 
 MAGIC = b"\x89LEP\r\n\x1a\n"
 VERSION = 2  # 2: the model spec may carry its architecture as data (docs/model-spec.md)
-READABLE_VERSIONS = (1, 2)
+MASK_VERSION = 3  # 3: a tensor's positions may be a context-coded mask; written only by files that use it
+READABLE_VERSIONS = (1, 2, 3)
 FORMAT = "lepton-model"
 PREAMBLE = struct.Struct("<8sIQI")  # magic, format version, header length, CRC32 of the header: 24 bytes
 MAX_HEADER_BYTES = 16 << 20  # both the stored (deflated) header and the JSON it inflates to
@@ -82,6 +87,8 @@ _ROLES = {
     "dense": ("codebook", "index"),
     "sparse": ("codebook", "index", "gap", "gap_extra"),
     "sparse-raw": ("values", "gap", "gap_extra"),
+    "sparse-mask": ("codebook", "index", "mask"),
+    "sparse-raw-mask": ("values", "mask"),
 }
 _RAW_CODERS = ("none", "zstd", "lzma")
 _CODERS = {
@@ -91,15 +98,18 @@ _CODERS = {
     "index": METHODS,
     "gap": METHODS,
     "gap_extra": ("bits",),
+    "mask": ("context",),
 }
-_SPARSE = ("sparse", "sparse-raw")
+_SPARSE = ("sparse", "sparse-raw")  # positions as gaps
+_MASKED = ("sparse-mask", "sparse-raw-mask")  # positions as a mask (version 3)
+_RAW_VALUES = ("raw", "sparse-raw", "sparse-raw-mask")
 
 DType = Literal["float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64", "bool"]
 
 
 class StreamEntry(StrictFileModel):
-    role: Literal["data", "values", "codebook", "index", "gap", "gap_extra"]
-    coder: Literal["none", "zstd", "lzma", "huffman", "ans", "bits"]
+    role: Literal["data", "values", "codebook", "index", "gap", "gap_extra", "mask"]
+    coder: Literal["none", "zstd", "lzma", "huffman", "ans", "bits", "context"]
     offset: int = Field(ge=0)
     length: int = Field(ge=0)
     count: int = Field(ge=0)
@@ -110,7 +120,7 @@ class TensorEntry(StrictFileModel):
     name: str = Field(min_length=1, max_length=4096)
     dtype: DType
     shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
-    encoding: Literal["raw", "dense", "sparse", "sparse-raw"]
+    encoding: Literal["raw", "dense", "sparse", "sparse-raw", "sparse-mask", "sparse-raw-mask"]
     kept: int = Field(ge=0)
     gap_direct_bits: int | None = Field(default=None, ge=GAP_DIRECT_BITS.start, lt=GAP_DIRECT_BITS.stop)
     streams: list[StreamEntry] = Field(max_length=4)
@@ -118,7 +128,7 @@ class TensorEntry(StrictFileModel):
 
 class Header(StrictFileModel):
     format: Literal["lepton-model"]
-    version: Literal[1, 2]
+    version: Literal[1, 2, 3]
     model: dict[str, Any]
     metadata: dict[str, Any]
     tensors: list[TensorEntry]
@@ -217,6 +227,11 @@ def _gap_streams(gaps: np.ndarray, coder: str) -> tuple[int, list[_Stream]]:
     return min(((d, streams(d)) for d in useful), key=size)
 
 
+def _mask_stream(nonzero: np.ndarray, shape: torch.Size) -> _Stream:
+    """The keep-mask of a tensor viewed as [first axis, the rest], context-coded."""
+    return "mask", "context", nonzero.size, encode_mask(nonzero.reshape(mask_view(list(shape))))
+
+
 def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[str, Any], list[_Stream]]:
     dtype, bits = _bits(name, tensor)
     nonzero = bits != 0
@@ -241,24 +256,17 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[st
             )
         )
         direct, gap_streams = _gap_streams(gaps, coder)
-        options.append(
-            (
-                {"encoding": "sparse", "gap_direct_bits": direct},
-                [
-                    ("codebook", "none", len(values), _le(values, dtype)),
-                    ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
-                    *gap_streams,
-                ],
-            )
-        )
+        kept_values = [
+            ("codebook", "none", len(values), _le(values, dtype)),
+            ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
+        ]
+        options.append(({"encoding": "sparse", "gap_direct_bits": direct}, [*kept_values, *gap_streams]))
+        options.append(({"encoding": "sparse-mask"}, [*kept_values, _mask_stream(nonzero, tensor.shape)]))
     elif len(where) < bits.size:  # pruned but not shared: the kept values as they are, at coded positions
         direct, gap_streams = _gap_streams(gaps, coder)
-        options.append(
-            (
-                {"encoding": "sparse-raw", "gap_direct_bits": direct},
-                [_raw("values", bits[where], dtype, True), *gap_streams],
-            )
-        )
+        kept_raw = _raw("values", bits[where], dtype, True)
+        options.append(({"encoding": "sparse-raw", "gap_direct_bits": direct}, [kept_raw, *gap_streams]))
+        options.append(({"encoding": "sparse-raw-mask"}, [kept_raw, _mask_stream(nonzero, tensor.shape)]))
     extra, streams = min(options, key=lambda o: sum(len(s[3]) for s in o[1]))
     return {**fields, **extra}, streams
 
@@ -344,8 +352,9 @@ def encode_model(
             offset += len(data)
         entries.append(fields)
     _json(spec.to_dict(), "the model spec")
+    version = MASK_VERSION if any(e["encoding"] in _MASKED for e in entries) else VERSION
     text = _json(
-        {"format": FORMAT, "version": VERSION, "model": spec.to_dict(), "metadata": metadata or {}, "tensors": entries},
+        {"format": FORMAT, "version": version, "model": spec.to_dict(), "metadata": metadata or {}, "tensors": entries},
         "metadata",
     )
     header = deflate_header(text)
@@ -353,7 +362,7 @@ def encode_model(
         raise ConfigError(
             f"the .lep header is {len(text)} bytes, over the {MAX_HEADER_BYTES}-byte limit; store less metadata."
         )
-    return PREAMBLE.pack(MAGIC, VERSION, len(header), zlib.crc32(header)) + header + b"".join(payload)
+    return PREAMBLE.pack(MAGIC, version, len(header), zlib.crc32(header)) + header + b"".join(payload)
 
 
 # ---- parsing and decoding ----------------------------------------------------------------------------------
@@ -433,6 +442,11 @@ def _check_layout(header: Header, payload_size: int) -> None:
             raise FormatError(f"{what}: encoding {t.encoding!r} needs streams {_ROLES[t.encoding]}, got {roles}.")
         if (t.gap_direct_bits is not None) != (t.encoding in _SPARSE):
             raise FormatError(f"{what}: gap_direct_bits must be given exactly for the sparse encodings.")
+        if t.encoding in _MASKED and header.version < MASK_VERSION:
+            raise FormatError(
+                f"{what}: encoding {t.encoding!r} exists from .lep version {MASK_VERSION} on, but the file "
+                f"says version {header.version}; the file is forged or corrupted."
+            )
         if t.kept > numel:
             raise FormatError(f"{what}: {t.kept} kept elements in a tensor of {numel}.")
         item = _DTYPES[t.dtype].itemsize
@@ -456,7 +470,7 @@ def _check_layout(header: Header, payload_size: int) -> None:
 def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
     s = {x.role: x for x in t.streams}
     expect: dict[str, int] = {}
-    if t.encoding in ("raw", "sparse-raw"):
+    if t.encoding in _RAW_VALUES:
         role, n = ("data", numel) if t.encoding == "raw" else ("values", t.kept)
         expect[role] = n
         if s[role].coder == "none" and s[role].length != n * item:
@@ -489,6 +503,8 @@ def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
                 f".lep tensor {t.name!r} stream 'gap_extra': {s['gap_extra'].length} bytes for "
                 f"{bits} bits; expected {(bits + 7) // 8} bytes and at most {MAX_GAP_BITS} bits per gap."
             )
+    if t.encoding in _MASKED:
+        expect["mask"] = numel
     for role, count in expect.items():
         if s[role].count != count:
             raise FormatError(
@@ -537,7 +553,7 @@ def _decode_tensor(t: TensorEntry, payload: memoryview) -> torch.Tensor:
     item = _DTYPES[t.dtype].itemsize
     if t.encoding == "raw":
         bits = _read_le(_decompress(s["data"], data["data"], numel * item, what), t.dtype)
-    elif t.encoding == "sparse-raw":
+    elif t.encoding in ("sparse-raw", "sparse-raw-mask"):
         values = _read_le(_decompress(s["values"], data["values"], t.kept * item, f"{what} stream 'values'"), t.dtype)
         bits = np.zeros(numel, dtype=values.dtype)
         bits[_positions(t, s, data, what)] = values
@@ -560,6 +576,12 @@ def _decode_tensor(t: TensorEntry, payload: memoryview) -> torch.Tensor:
 
 
 def _positions(t: TensorEntry, s: dict[str, StreamEntry], data: dict[str, bytes], what: str) -> np.ndarray:
+    if t.encoding in _MASKED:
+        mask = decode_mask(data["mask"], *mask_view(t.shape), what=f"{what} stream 'mask'")
+        positions = np.flatnonzero(mask.reshape(-1))
+        if len(positions) != t.kept:
+            raise FormatError(f"{what} stream 'mask': {len(positions)} kept positions, the header says {t.kept}.")
+        return positions
     direct = int(t.gap_direct_bits or 0)  # _check_layout guarantees it for the sparse encodings
     symbols = decode_symbols(data["gap"], s["gap"].count, s["gap"].coder, what=f"{what} stream 'gap'")
     limit = bucket_symbol_limit(direct, MAX_GAP_BITS)
@@ -618,7 +640,7 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
     """One row per tensor (Deep Compression style) and a final ``(header)`` row; the file is fully verified.
 
     ``bits_per_value``: bits of everything but positions (codebook + indices, or raw values) per kept
-    weight; ``bits_per_position``: gap bits per kept weight; ``bytes``: the tensor's payload bytes;
+    weight; ``bits_per_position``: gap or mask bits per kept weight; ``bytes``: the tensor's payload bytes;
     ``share``: fraction of the whole file. ``pct_kept`` is in percent (8.0 means 8%).
     """
     data = _read(data_or_path)
@@ -629,8 +651,8 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
     for t in header.tensors:
         size = {s.role: s.length for s in t.streams}
         numel, nbytes = math.prod(t.shape), sum(size.values())
-        position_bytes = size.get("gap", 0) + size.get("gap_extra", 0)
-        raw_coder = t.streams[0].coder if t.encoding in ("raw", "sparse-raw") else "none"
+        position_bytes = size.get("gap", 0) + size.get("gap_extra", 0) + size.get("mask", 0)
+        raw_coder = t.streams[0].coder if t.encoding in _RAW_VALUES else "none"
         rows.append(
             {
                 "tensor": t.name,
@@ -639,7 +661,7 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
                 "kept": t.kept,
                 "pct_kept": 100.0 * t.kept / numel if numel else 0.0,
                 "encoding": t.encoding if raw_coder == "none" else f"{t.encoding}+{raw_coder}",
-                "codebook": t.streams[0].count if t.encoding in ("dense", "sparse") else 0,
+                "codebook": t.streams[0].count if t.encoding in ("dense", "sparse", "sparse-mask") else 0,
                 "bits_per_value": 8.0 * (nbytes - position_bytes) / t.kept if t.kept else 0.0,
                 "bits_per_position": 8.0 * position_bytes / t.kept if t.kept else 0.0,
                 "bytes": nbytes,

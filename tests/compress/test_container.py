@@ -186,7 +186,9 @@ def test_pruned_shared_lenet5_roundtrips_small(coder):
     assert rows[-1]["tensor"] == HEADER_ROW
     fc1 = next(r for r in rows if r["tensor"] == "fc1.weight")
     assert fc1["kept"] == 32_000 and fc1["pct_kept"] == 8.0 and fc1["codebook"] <= 32
-    assert fc1["encoding"] in ("dense", "sparse") and fc1["bits_per_value"] + fc1["bits_per_position"] < 8.5
+    assert (
+        fc1["encoding"] in ("dense", "sparse", "sparse-mask") and fc1["bits_per_value"] + fc1["bits_per_position"] < 8.5
+    )
     assert all(r["encoding"].startswith("raw") for r in rows if r["tensor"].endswith("bias"))
     model = decode_model(data).build_model()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
@@ -374,8 +376,9 @@ def set_stream(name, index, **fields):
 
 FORGERIES = {
     "wrong magic": (dict(magic=b"LEPTONM\x00"), "not a .lep file"),
-    "wrong version": (dict(version=3), "version 3 is not supported"),
+    "wrong version": (dict(version=4), "version 4 is not supported"),
     "header version": (dict(edit=lambda h: h.update(version=3)), "version"),
+    "mask in version 2": (dict(edit=set_in("v", encoding="sparse-raw-mask")), "needs streams|exists from"),
     "format tag": (dict(edit=lambda h: h.update(format="safetensors")), "format tag"),
     "header beyond file": (dict(length_delta=10_000), "header length"),
     "unknown key": (dict(edit=lambda h: h.update(code="import os")), "Extra inputs"),
@@ -606,3 +609,47 @@ def test_version_1_files_still_load_and_versions_must_agree():
     mixed[8:12] = (2).to_bytes(4, "little")  # the preamble is not covered by the header CRC
     with pytest.raises(FormatError, match="header says version 1 but the preamble says 2"):
         decode_model(bytes(mixed))
+
+
+def structured_state():
+    """A pruned, shared conv weight with whole filters and input channels removed, and an unshared one."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-3, 4, (40, 16, 3, 3), generator=g).float() / 8
+    w[::2] = 0
+    w[:, 1::4] = 0
+    raw = torch.randn(64, 96, generator=g)
+    raw[torch.rand(64, 96, generator=g) > 0.3] = 0
+    raw[:, ::3] = 0
+    return {"w": w, "raw": raw, "b": torch.tensor([1.0, -2.0])}
+
+
+def test_mask_coded_positions_round_trip_as_version_3_and_gap_files_stay_version_2():
+    from lepton.compress.container import PREAMBLE
+
+    state = structured_state()
+    data = encode_model(SPEC, state)
+    assert PREAMBLE.unpack_from(data)[1] == 3 and decode_model(data).header["version"] == 3
+    rows = {r["tensor"]: r for r in inspect_lep(data)}
+    assert rows["w"]["encoding"] == "sparse-mask" and rows["raw"]["encoding"].startswith("sparse-raw-mask")
+    assert_roundtrip(state, data)
+    plain = tiny_state(8)
+    assert PREAMBLE.unpack_from(encode_model(SPEC, plain))[1] == 2  # no mask used: older readers still read it
+
+
+def test_forged_version_3_files_are_refused():
+    data = encode_model(SPEC, structured_state())
+    rng_mask = restream(data, {("w", "mask"): b"\x00\x02" + uvarint(1) + b"\x80"})
+    cases = [
+        (forge(data, lambda h: h.update(version=2)), "exists from .lep version 3"),
+        (forge(data, set_in("w", gap_direct_bits=2), version=3), "gap_direct_bits"),
+        (forge(data, set_stream("w", 2, count=7), version=3), "count 7, expected 5760"),
+        (forge(data, set_stream("w", 2, coder="ans"), version=3), "coder 'ans'"),
+        (forge(data, set_in("w", encoding="sparse"), version=3), "needs streams"),
+        (forge(data, set_in("raw", encoding="sparse-raw"), version=3), "needs streams"),
+        (forge(restream(data, {("w", "mask"): b"\x04"}), version=3), "0 kept positions"),
+        (forge(rng_mask, version=3), "mask"),
+        (forge(data, version=2), "header says version 3 but the preamble says 2"),
+    ]
+    for forged, message in cases:
+        with pytest.raises(FormatError, match=message):
+            decode_model(forged)

@@ -74,15 +74,16 @@ def split_lep(data: bytes) -> tuple[dict[str, Any], bytes]:
     return json.loads(inflate_header(data[PREAMBLE.size : PREAMBLE.size + n])), data[PREAMBLE.size + n :]
 
 
-def pack_lep(text: bytes, payload: bytes) -> bytes:
-    """`.lep` bytes with header JSON ``text`` deflated and its length and CRC in the preamble."""
-    from lepton.compress.container import MAGIC, PREAMBLE, VERSION, deflate_header
+def pack_lep(text: bytes, payload: bytes, version: int) -> bytes:
+    """`.lep` bytes with header JSON ``text`` deflated and its length and CRC in the preamble (format ``version``,
+    the seed's own: a version-3 seed, one with mask-coded positions, stays version 3)."""
+    from lepton.compress.container import MAGIC, PREAMBLE, deflate_header
 
     stored = deflate_header(text)
-    return PREAMBLE.pack(MAGIC, VERSION, len(stored), zlib.crc32(stored)) + stored + payload
+    return PREAMBLE.pack(MAGIC, version, len(stored), zlib.crc32(stored)) + stored + payload
 
 
-def _edit_stream(header: dict[str, Any], payload: bytes, rng: random.Random, j: int) -> tuple[bytes, str]:
+def _edit_stream(header: dict[str, Any], payload: bytes, version: int, rng: random.Random, j: int) -> tuple[bytes, str]:
     """Raw-edit one payload stream; its length, CRC and every later offset are fixed in the header."""
     streams = [s for t in header["tensors"] for s in t["streams"]]
     target = rng.choice([s for s in streams if s["length"]] or streams)
@@ -94,24 +95,28 @@ def _edit_stream(header: dict[str, Any], payload: bytes, rng: random.Random, j: 
             s["offset"] += shift
     target.update(length=len(new), crc32=zlib.crc32(new))
     payload = payload[: target["offset"]] + new + payload[target["offset"] + len(old) :]
-    return pack_lep(dumps(header, separators=(",", ":")).encode(), payload), f"stream {target['role']}: {note}"
+    text = dumps(header, separators=(",", ":")).encode()
+    return pack_lep(text, payload, version), f"stream {target['role']}: {note}"
 
 
 def mutate_lep(data: bytes, kind: str, rng: random.Random, j: int) -> tuple[bytes, str]:
     if kind in RAW_OPS:
         return raw_edit(kind, data, rng, j)
+    from lepton.compress.container import PREAMBLE
+
     header, payload = split_lep(data)
+    version = PREAMBLE.unpack_from(data)[1]
     if kind == "stream":
-        return _edit_stream(header, payload, rng, j)
+        return _edit_stream(header, payload, version, rng, j)
     if kind == "spec":
         header["model"], note = forge_spec(header["model"], rng)
         text = dumps(header)
     elif kind == "header-text":
         text, note = raw_edit(rng.choice((*RAW_OPS, "token")), dumps(header).encode(), rng, j)
-        return pack_lep(text, payload), f"header text {note}"
+        return pack_lep(text, payload, version), f"header text {note}"
     else:
         text, note = edit_json(header, rng)
-    return pack_lep(text.encode("utf-8", "surrogatepass"), payload), note
+    return pack_lep(text.encode("utf-8", "surrogatepass"), payload, version), note
 
 
 # ---- .lds ------------------------------------------------------------------------------------------------

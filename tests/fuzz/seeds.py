@@ -30,7 +30,8 @@ def _model(spec_args: tuple) -> tuple:
 
 
 def write_lep(out: Path) -> list[Path]:
-    """Three `.lep` files: shared + pruned (sparse/dense, ANS), mixed encodings (Huffman), a tensor-train model."""
+    """Four `.lep` files: shared + pruned (sparse/dense, ANS), mixed encodings (Huffman), a tensor-train model,
+    and a structurally pruned one whose positions are a context-coded mask (format version 3)."""
     from lepton.compress.container import save_lep
     from lepton.models import ModelSpec
     from lepton.quantum.tensor_train import convert_linears, tt_layout
@@ -48,7 +49,16 @@ def write_lep(out: Path) -> list[Path]:
     convert_linears(model, {"fc1": 2.0}, cores=2)
     spec = ModelSpec(*SPEC_FC, tt=tt_layout(model))  # type: ignore[misc]
     save_lep(out / "tt.lep", spec, model.state_dict(), coder="ans")
-    return [out / "fc.lep", out / "conv.lep", out / "tt.lep"]
+    spec, model = _model(SPEC_FC)
+    state = dict(model.state_dict())
+    fc1 = _shared(state["fc1.weight"], 16, 0.3)
+    fc1[::3] = 0  # whole neurons removed
+    fc1[:, 1::2] = 0  # whole inputs removed
+    state["fc1.weight"] = fc1
+    state["fc2.weight"] = _shared(state["fc2.weight"], 5000, 0.2)
+    state["fc2.weight"][:, ::2] = 0
+    save_lep(out / "mask.lep", spec, state, coder="ans")
+    return [out / "fc.lep", out / "conv.lep", out / "tt.lep", out / "mask.lep"]
 
 
 def _images(n: int, rng: np.random.Generator) -> np.ndarray:
