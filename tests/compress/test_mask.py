@@ -54,6 +54,12 @@ def test_edge_shapes_and_sizes():
     assert len(encode_mask(structured)) < len(encode_mask(plain)) + 60
     assert mask_view([20, 1, 5, 5]) == (20, 25) and mask_view([7]) == (1, 7) and mask_view([]) == (1, 1)
     assert mask_view([0, 3]) == (1, 0)
+    # both models are in use: neighbours win on blocky masks, row/column groups on uneven random ones
+    blocks = np.kron(rng.random((60, 60)) < 0.3, np.ones((3, 3), bool))
+    uneven = rng.random((300, 300)) < np.outer(rng.random(300), rng.random(300)) * 0.3
+    assert encode_mask(blocks)[0] & 8 == 0 and encode_mask(uneven)[0] & 8 == 8
+    for mask in (blocks, uneven):
+        assert np.array_equal(decode(encode_mask(mask), *mask.shape), mask)
     with pytest.raises(ConfigError, match="2-D bool"):
         encode_mask(np.ones(5, bool))
 
@@ -71,7 +77,10 @@ def test_truncated_trailed_and_forged_streams_are_refused():
         decode(data + b"\x01\x00\x00\x00", 30, 40)
     rows = np.packbits(np.ones(30, bool)).tobytes()
     cases = [
-        (b"\x08", "flags"),  # an unknown flag bit
+        (b"\x10", "flags"),  # an unknown flag bit
+        (b"\x08\x00", "0 row groups"),
+        (b"\x08\x09", "flags|groups"),
+        (b"\x08\x02" + uvarint(4) + uvarint(30) + b"\x01\x00\x05", "row group 5 of 2"),
         (b"\x05", "empty mask together with maps"),
         (b"\x04\x00", "unexpected bytes"),
         (b"\x01" + rows + b"\x04" + uvarint(1) + b"\x80", "a map is written only when"),  # a row map with no empty row
