@@ -61,6 +61,7 @@ MAX_CODEBOOK = 256  # distinct nonzero values for a codebook encoding
 MAX_GAP_BITS = 28  # gaps are < MAX_ELEMENTS, so at most 28 bits
 GAP_DIRECT_BITS = range(1, 9)  # candidate direct ranges (2**d gaps coded as themselves) tried per tensor
 HEADER_ROW = "(header)"
+STREAM_ENTRY_BYTES = 32  # about what one more stream entry adds to the deflated header (measured on LeNet-5)
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -232,7 +233,7 @@ def _mask_stream(nonzero: np.ndarray, shape: torch.Size) -> _Stream:
     return "mask", "context", nonzero.size, encode_mask(nonzero.reshape(mask_view(list(shape))))
 
 
-def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[str, Any], list[_Stream]]:
+def _encode_tensor(name: str, tensor: torch.Tensor, coder: str, masks: bool) -> tuple[dict[str, Any], list[_Stream]]:
     dtype, bits = _bits(name, tensor)
     nonzero = bits != 0
     fields = {"name": name, "dtype": dtype, "shape": list(tensor.shape), "kept": int(nonzero.sum())}
@@ -242,6 +243,7 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[st
     options: list[tuple[dict[str, Any], list[_Stream]]] = [
         ({"encoding": "raw"}, [_raw("data", bits, dtype, not shared)])
     ]
+    mask_options: list[tuple[dict[str, Any], list[_Stream]]] = []
     where = np.flatnonzero(nonzero)
     gaps = np.diff(where, prepend=-1) - 1
     if shared and values is not None:
@@ -261,14 +263,25 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str) -> tuple[dict[st
             ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
         ]
         options.append(({"encoding": "sparse", "gap_direct_bits": direct}, [*kept_values, *gap_streams]))
-        options.append(({"encoding": "sparse-mask"}, [*kept_values, _mask_stream(nonzero, tensor.shape)]))
+        if masks:
+            mask_options.append(({"encoding": "sparse-mask"}, [*kept_values, _mask_stream(nonzero, tensor.shape)]))
     elif len(where) < bits.size:  # pruned but not shared: the kept values as they are, at coded positions
         direct, gap_streams = _gap_streams(gaps, coder)
         kept_raw = _raw("values", bits[where], dtype, True)
         options.append(({"encoding": "sparse-raw", "gap_direct_bits": direct}, [kept_raw, *gap_streams]))
-        options.append(({"encoding": "sparse-raw-mask"}, [kept_raw, _mask_stream(nonzero, tensor.shape)]))
-    extra, streams = min(options, key=lambda o: sum(len(s[3]) for s in o[1]))
+        if masks:
+            mask_options.append(({"encoding": "sparse-raw-mask"}, [kept_raw, _mask_stream(nonzero, tensor.shape)]))
+    extra, streams = min(options, key=_payload)
+    if mask_options:  # a mask must also pay for any header entries it adds
+        masked = min(mask_options, key=_payload)
+        more_entries = len(masked[1]) - len(streams)
+        if _payload(masked) + STREAM_ENTRY_BYTES * more_entries < _payload((extra, streams)):
+            extra, streams = masked
     return {**fields, **extra}, streams
+
+
+def _payload(option: tuple[dict[str, Any], list[_Stream]]) -> int:
+    return sum(len(s[3]) for s in option[1])
 
 
 def _json(obj: Any, what: str) -> bytes:
@@ -313,8 +326,33 @@ def encode_model(
     *,
     coder: str = "ans",
     metadata: dict[str, Any] | None = None,
+    masks: bool = True,
 ) -> bytes:
-    """The `.lep` bytes of ``state_dict`` for the architecture ``spec``; ``coder`` is "ans" or "huffman"."""
+    """The `.lep` bytes of ``state_dict`` for the architecture ``spec``.
+
+    Args:
+        spec: the architecture, stored in the header.
+        state_dict: name -> tensor; every tensor comes back bit for bit.
+        coder: "ans" or "huffman", for the index and gap symbol streams.
+        metadata: a free JSON object stored in the header.
+        masks: let a tensor's positions be a context-coded mask where that is smaller than the gaps (such a
+            file is version 3); False writes gaps only, a version-2 file that Lepton before masks reads.
+
+    Returns:
+        The file's bytes. With ``masks`` it is never longer than the gaps-only file: when masks do not make the
+        whole file smaller (header included), the gaps-only version-2 file is returned.
+    """
+    data = _encode_model(spec, state_dict, coder, metadata, masks)
+    if masks and PREAMBLE.unpack_from(data)[1] == MASK_VERSION:
+        plain = _encode_model(spec, state_dict, coder, metadata, False)
+        if len(plain) <= len(data):
+            return plain
+    return data
+
+
+def _encode_model(
+    spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], coder: str, metadata: dict[str, Any] | None, masks: bool
+) -> bytes:
     if coder not in METHODS:
         raise ConfigError(
             f"The 'coder' parameter of encode_model must be one of {', '.join(METHODS)}. Got {coder!r} instead."
@@ -335,7 +373,7 @@ def encode_model(
     for name, tensor in state_dict.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"state_dict keys must be non-empty strings, got {name!r}.")
-        fields, streams = _encode_tensor(name, tensor, coder)
+        fields, streams = _encode_tensor(name, tensor, coder, masks)
         fields["streams"] = []
         for role, stream_coder, count, data in streams:
             fields["streams"].append(
@@ -625,9 +663,10 @@ def save_lep(
     *,
     coder: str = "ans",
     metadata: dict[str, Any] | None = None,
+    masks: bool = True,
 ) -> int:
-    """Write a `.lep` file atomically; returns the number of bytes written."""
-    data = encode_model(spec, state_dict, coder=coder, metadata=metadata)
+    """Write a `.lep` file atomically (arguments as :func:`encode_model`); returns the number of bytes written."""
+    data = encode_model(spec, state_dict, coder=coder, metadata=metadata, masks=masks)
     atomic_write_bytes(path, data)
     return len(data)
 
