@@ -98,5 +98,10 @@ def test_truncated_trailed_and_forged_streams_are_refused():
     # context 0 certain-zero, all others absent: a 1x1 mask decodes to an empty row, which a listed row may not be
     with pytest.raises(FormatError, match="listed row or column empty"):
         decode(b"\x00\x02" + uvarint(1) + b"\x00", 1, 1)
+    tall = np.zeros((60_000, 2), bool)
+    tall[::3, 0] = tall[1::3, 1] = True
+    assert encode_mask(tall)[0] & 8 and np.array_equal(decode(encode_mask(tall), 60_000, 2), tall)
+    with pytest.raises(FormatError, match="neighbour model for 20000 rows"):
+        decode(b"\x00\x02" + uvarint(1) + b"\x80", 20_000, 2)
     with pytest.raises(FormatError, match="non-empty mask for a 1x0"):
         decode(b"\x00", 1, 0)

@@ -8,7 +8,8 @@ at most :data:`CONTEXTS` contexts, one of two kinds (the encoder writes whicheve
 - neighbour model: contexts from the rows above only, so a decoder fills a whole row at once:
   ``a`` the bit above, ``a2`` the bit two rows above, ``n`` whether the bit above-left or above-right is set,
   ``b = min(7, 8 * ones_above // i)`` the column's density so far in row ``i`` (0 in the first row);
-  context = ``a + 2*a2 + 4*n + 8*b``. It wins on blocky masks.
+  context = ``a + 2*a2 + 4*n + 8*b``. It wins on blocky masks; used for at most :data:`MAX_NEIGHBOUR_ROWS`
+  listed rows.
 - marginal model: every row and every column is put in one of ``R`` and ``C`` groups (1, 2, 4 or 8; the
   writer groups them by their number of kept elements, in equal-size groups), the groups are stored, and a
   bit's context is ``8 * row_group + column_group``. It wins on magnitude-pruned masks, which are close to
@@ -45,6 +46,7 @@ from lepton.errors import ConfigError, FormatError
 CONTEXTS = 64
 MAX_TABLE_BITS = 16
 MAX_GROUPS = 8  # row and column groups of the marginal model: 8 x 8 contexts
+MAX_NEIGHBOUR_ROWS = 1 << 14  # the neighbour model decodes row by row: bounded, so no file makes that slow
 _ROW_MAP, _COL_MAP, _EMPTY, _MARGINAL = 1, 2, 4, 8
 
 __all__ = ["CONTEXTS", "decode_mask", "encode_mask", "mask_view"]
@@ -161,7 +163,7 @@ def encode_mask(mask: np.ndarray) -> bytes:
         maps += np.packbits(col_kept).tobytes()
     sub = mask[row_kept][:, col_kept]
     r, c = sub.shape
-    bodies = [(0, _coded_body(_all_contexts(sub).reshape(-1), sub.reshape(-1)))]
+    bodies = [(0, _coded_body(_all_contexts(sub).reshape(-1), sub.reshape(-1)))] if r <= MAX_NEIGHBOUR_ROWS else []
     sizes = [n for n in (1, 2, 4, MAX_GROUPS)]
     bodies += [(_MARGINAL, _marginal_body(sub, a, b)) for a in sizes if a <= r for b in sizes if b <= c]
     mode, body = min(bodies, key=lambda o: len(o[1]))
@@ -239,6 +241,10 @@ def decode_mask(data: bytes, rows: int, cols: int, *, what: str = "mask stream")
         raise FormatError(
             f"{what}: {r} of {rows} rows and {c} of {cols} columns kept; a map is written only when some "
             "row or column is empty, and a non-empty mask keeps at least one of each. The data is corrupted."
+        )
+    if not flags & _MARGINAL and r > MAX_NEIGHBOUR_ROWS:
+        raise FormatError(
+            f"{what}: the neighbour model for {r} rows; it is used for at most {MAX_NEIGHBOUR_ROWS}. Corrupted."
         )
     if flags & _MARGINAL:
         rg, _ = _read_groups(reader, r, "row")
