@@ -22,3 +22,14 @@ def trained(mnist, tmp_path_factory):
     model.eval()
     path = save_checkpoint(tmp_path_factory.mktemp("edge") / "lenet5", model, spec)
     return model, spec, path
+
+
+@pytest.fixture(scope="session")
+def onnx_path(trained, tmp_path_factory):
+    """:func:`trained` exported to fp32 ONNX (the server tests serve it)."""
+    from lepton.edge.export import export_onnx
+
+    model, spec, _ = trained
+    path = tmp_path_factory.mktemp("onnx") / "lenet5.onnx"
+    export_onnx(model, path, input_shape=spec.input_shape)
+    return path

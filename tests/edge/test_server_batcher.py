@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from lepton.edge.batcher import Batcher, Stats
-from lepton.edge.export import export_onnx, onnx_session
+from lepton.edge.export import onnx_session
 from lepton.edge.observe import ServerMetrics
 from lepton.edge.server import load_served_model
-
-
-@pytest.fixture(scope="module")
-def onnx_path(trained, tmp_path_factory):
-    model, spec, _ = trained
-    path = tmp_path_factory.mktemp("batcher") / "lenet5.onnx"
-    export_onnx(model, path, input_shape=spec.input_shape)
-    return path
 
 
 @pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from lepton.edge.export import export_onnx, onnx_session
+from lepton.edge.export import onnx_session
 from lepton.edge.fastpath import INFER_PATH
 from lepton.edge.server import ServeConfig, load_served_model, serve_in_thread
 
@@ -83,14 +83,6 @@ def cases(images):
         "binary size negative": ("POST", path, *binary_body(x1, size=-4)),
         "binary header on JSON": ("POST", path, good, {"inference-header-content-length": "10", **AUTH}),
     }
-
-
-@pytest.fixture(scope="module")
-def onnx_path(trained, tmp_path_factory):
-    model, spec, _ = trained
-    path = tmp_path_factory.mktemp("fastpath") / "lenet5.onnx"
-    export_onnx(model, path, input_shape=spec.input_shape)
-    return path
 
 
 @pytest.fixture(scope="module")

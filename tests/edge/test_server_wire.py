@@ -9,16 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from lepton.edge.export import export_onnx, onnx_session
+from lepton.edge.export import onnx_session
 from lepton.edge.server import ServeConfig, load_served_model, serve_in_thread
-
-
-@pytest.fixture(scope="module")
-def onnx_path(trained, tmp_path_factory):
-    model, spec, _ = trained
-    path = tmp_path_factory.mktemp("wire") / "lenet5.onnx"
-    export_onnx(model, path, input_shape=spec.input_shape)
-    return path
 
 
 @pytest.fixture(scope="module")
