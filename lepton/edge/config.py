@@ -28,6 +28,12 @@ class EdgeConfig(StrictModel):
     # not slower beyond the measured noise and loses at most int8_accuracy_tolerance of test accuracy.
     choice_iterations: int = Field(default=300, ge=10, le=100_000)
     int8_accuracy_tolerance: float = Field(default=0.005, ge=0, le=1)
+    tune_layers: bool = Field(
+        default=True,
+        description="keep in fp32 the layers whose int8 kernel profiles slower here, when that makes the whole "
+        "int8 model measurably faster; false: the int8 file is always fully quantized (the same file on any "
+        "machine and in any run)",
+    )
 
     @field_validator("bandwidth")
     @classmethod

@@ -134,6 +134,7 @@ def export_model(
     calibration_images: int = 1024,
     choice_iterations: int = 300,
     tolerance: Int8Tolerance | None = None,
+    tune_layers: bool = True,
     progress: bool = False,
     console: Console | None = None,
 ) -> ExportResult:
@@ -146,6 +147,7 @@ def export_model(
     :func:`lepton.edge.int8plan.choose_deploy` says which to deploy under ``tolerance``.
 
     Args:
+        tune_layers: False skips the per-layer tuning (the int8 file stays fully quantized; no tuning reported).
         progress: show the calibration's progress on ``console``.
 
     Returns:
@@ -168,8 +170,12 @@ def export_model(
         return ExportResult(fp32=fp32)
     cal = calibration_sample(data.tensors("train")[0].numpy(), calibration_images)
     quantize_onnx(out, int8_out, cal, qcfg, progress=progress, console=console)
-    tuning = tune_int8(out, int8_out, cal, x_test, y_test, qcfg, iterations=choice_iterations, tolerance=tolerance)
-    fmt = "onnx int8 QDQ" + (f", {len(tuning.excluded)} layer(s) kept fp32" if tuning.excluded else "")
+    tuning = (
+        tune_int8(out, int8_out, cal, x_test, y_test, qcfg, iterations=choice_iterations, tolerance=tolerance)
+        if tune_layers
+        else None
+    )
+    fmt = "onnx int8 QDQ" + (f", {len(tuning.excluded)} layer(s) kept fp32" if tuning and tuning.excluded else "")
     int8 = checked(int8_out, fmt, int8_out.stat().st_size)
     p32, p8 = interleaved_p50([out, int8_out], x_test[:1], iterations=choice_iterations)
     choice = choose_deploy(
@@ -255,6 +261,7 @@ def deploy_model(
         calibration_images=cfg.calibration_images,
         choice_iterations=cfg.choice_iterations,
         tolerance=Int8Tolerance(accuracy_tolerance=cfg.int8_accuracy_tolerance),
+        tune_layers=cfg.tune_layers,
         progress=progress,
         console=console,
     )

@@ -40,6 +40,9 @@ NOT_COMPARED = {
     "int8_p50_ms",
     "int8_speedup_vs_eager",
     "split",
+    "faster",  # fp32 or int8: decided from latencies timed in turn, so it may differ between runs
+    "deploy",
+    "int8_choice",
 }
 
 
@@ -59,7 +62,9 @@ def _numbers(run: Path) -> dict:
 
 # ---------------------------------------------------------------- killed with SIGKILL, then resumed
 
-QUICK = ["--quick", "--set", "train.epochs=2"]  # two epochs, so the train case resumes from an epoch checkpoint
+# Two epochs, so the train case resumes from an epoch checkpoint; no per-layer int8 tuning, which picks the int8
+# file from measured latencies (the file and its accuracy could then differ between runs).
+QUICK = ["--quick", "--set", "train.epochs=2", "--set", "edge.tune_layers=false"]
 TITLES = {"data": "Data compression", "train": "Baseline training", "compress": "Model compression"}
 TITLES["edge"] = "Edge deployment"
 
@@ -204,7 +209,7 @@ TINY = {
     "model": {"name": "lenet-300-100"},
     "train": {"epochs": 2},
     "compress": {"prune": {"epochs": 1}, "share": {"epochs": 0}, "validation_size": 200},
-    "edge": {"calibration_images": 64, "iterations": 20, "split_requests": 5},
+    "edge": {"calibration_images": 64, "iterations": 20, "split_requests": 5, "tune_layers": False},
 }
 
 
