@@ -2,7 +2,6 @@
 path: checkpoint, .lep, ONNX fp32 and int8 (onnxruntime), the OIP server (.lep and .onnx), the split planner's edge and cloud
 at every cut, BatchNorm folding and channel pruning; the same weights without it answer differently."""
 
-import httpx
 import numpy as np
 import onnx
 import pytest
@@ -14,13 +13,13 @@ from lepton.compress.structured import prune_channels_with_report, spec_for
 from lepton.edge.cuts import head_tail, layer_chain
 from lepton.edge.export import export_onnx, onnx_session, run_session
 from lepton.edge.quantize import calibration_sample, quantize_onnx
-from lepton.edge.server import load_served_model, serve_in_thread
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec
 from lepton.train.checkpoint import load_checkpoint, save_checkpoint
 from lepton.train.config import TrainConfig
 from lepton.train.evaluate import evaluate
 from lepton.train.job import train_model
+from tests.edge.served import served_logits
 
 SHAPE = (3, 8, 8)
 NORM = ((0.6, 0.3, 0.45), (0.2, 0.15, 0.3))
@@ -48,15 +47,6 @@ def _logits(m, x):
         return m.eval()(x)
 
 
-def _served(path, x):
-    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    with serve_in_thread(load_served_model(path, name="m", workdir=path.parent / "served")) as url:
-        reply = httpx.post(f"{url}/v2/models/m/infer", json=body, timeout=30)
-    assert reply.status_code == 200, reply.text
-    (out,) = reply.json()["outputs"]
-    return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
-
-
 def test_without_the_stored_normalization_the_logits_differ(model, x):
     plain = ModelSpec("resnet20", SHAPE, 10).load(model.state_dict())
     assert not torch.allclose(_logits(plain, x), _logits(model, x), atol=1e-2)
@@ -77,7 +67,7 @@ def test_checkpoint_lep_onnx_and_server_agree_with_the_model(model, x, tmp_path)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
     (tmp_path / "served").mkdir()
     for name in ("m.lep", "m.onnx"):
-        np.testing.assert_allclose(_served(tmp_path / name, x.numpy()), want.numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(served_logits(tmp_path / name, x.numpy()), want.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_split_planner_applies_it_on_the_edge_at_every_cut(model, x):

@@ -9,6 +9,7 @@ import torch
 from lepton.errors import ConfigError
 from lepton.models.graph import build_graph, capture
 from lepton.models.registry import build_model, count_params
+from tests.edge.served import served_logits
 
 ZOO = ["resnet20", "mobilenetv2-small", "mlp-mixer-small"]
 
@@ -59,20 +60,6 @@ def test_bad_zoo_arguments_are_config_errors(name, shape, kwargs, match):
         build_model(name, shape, 10, **kwargs)
 
 
-def _served_predictions(path, x):
-    """Predicted classes for ``x`` from one OIP request to the real server serving ``path`` (.onnx or .lep)."""
-    import httpx
-
-    from lepton.edge.server import load_served_model, serve_in_thread
-
-    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
-    with serve_in_thread(load_served_model(path, name="m", workdir=path.parent / "served")) as url:
-        reply = httpx.post(f"{url}/v2/models/m/infer", json=body, timeout=30)
-    assert reply.status_code == 200, reply.text
-    (out,) = reply.json()["outputs"]
-    return np.array(out["data"], dtype=np.float32).reshape(out["shape"]).argmax(1)
-
-
 @pytest.mark.slow  # trains and compresses four models on digits (about a minute)
 @pytest.mark.parametrize("name", [*ZOO, "user"])
 def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
@@ -104,7 +91,7 @@ def test_every_stage_on_the_zoo_and_a_user_model(name, digits, tmp_path):
     (tmp_path / "served").mkdir()
     batch = x[:32].numpy()
     int8 = run_session(onnx_session(tmp_path / "m.int8.onnx"), batch).argmax(1)
-    np.testing.assert_array_equal(_served_predictions(tmp_path / "m.int8.onnx", batch), int8)
+    np.testing.assert_array_equal(served_logits(tmp_path / "m.int8.onnx", batch).argmax(1), int8)
     with torch.no_grad():
         lep = restored(x[:32]).argmax(1).numpy()
-    np.testing.assert_array_equal(_served_predictions(tmp_path / "m.lep", batch), lep)
+    np.testing.assert_array_equal(served_logits(tmp_path / "m.lep", batch).argmax(1), lep)
