@@ -54,15 +54,14 @@ bench: setup
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
 
-# Regenerate the gRPC modules from lepton/edge/proto/grpc_predict_v2.proto in a throw-away venv (grpcio-tools
+# Regenerate the message module from lepton/edge/proto/grpc_predict_v2.proto in a throw-away venv (grpcio-tools
 # 1.81.1 pins a protobuf that would clash with the project's), then give the messages their own descriptor pool
-# (tritonclient registers the same `inference.*` names in the default one) and a package-relative import.
+# (tritonclient registers the same `inference.*` names in the default one). No servicer module is generated:
+# lepton/edge/grpc_service.py registers the service's six methods itself.
 proto:
 	rm -rf /tmp/lepton-protoc && $(PYTHON) -m venv /tmp/lepton-protoc
 	/tmp/lepton-protoc/bin/pip install -q grpcio-tools==1.81.1 protobuf==6.33.6
 	/tmp/lepton-protoc/bin/python -m grpc_tools.protoc -I lepton/edge/proto --python_out=lepton/edge/proto \
-		--grpc_python_out=lepton/edge/proto lepton/edge/proto/grpc_predict_v2.proto
+		lepton/edge/proto/grpc_predict_v2.proto
 	sed -i 's/_descriptor_pool.Default().AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' \
 		lepton/edge/proto/grpc_predict_v2_pb2.py
-	sed -i 's/^import grpc_predict_v2_pb2 as/from . import grpc_predict_v2_pb2 as/' \
-		lepton/edge/proto/grpc_predict_v2_pb2_grpc.py

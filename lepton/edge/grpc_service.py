@@ -24,7 +24,6 @@ from lepton import __version__
 from lepton.edge.oip import OIP_TO_NUMPY, ProtocolError, check_array, check_tensor, datatype_of
 from lepton.edge.oip_binary import decode_raw
 from lepton.edge.proto import grpc_predict_v2_pb2 as pb
-from lepton.edge.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -78,7 +77,7 @@ def _rpc(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]
     return wrapped
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
     """The six RPCs over the served models (``table``, a :class:`lepton.edge.model_table.ModelTable`); ``infer``
     is the server's shared, batched inference path."""
 
@@ -205,6 +204,26 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return feeds
 
 
+SERVICE = "inference.GRPCInferenceService"
+RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+"""The service's methods; each takes ``pb.<name>Request`` and answers ``pb.<name>Response``."""
+
+
+def register(service: InferenceService, server: grpc.aio.Server) -> None:
+    """Route :data:`SERVICE`'s RPCs to ``service``'s methods of the same names (what grpcio-tools' generated
+    ``add_..._to_server`` does, without its servicer base class of unimplemented methods)."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(service, name),
+            request_deserializer=getattr(pb, f"{name}Request").FromString,
+            response_serializer=getattr(pb, f"{name}Response").SerializeToString,
+        )
+        for name in RPCS
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 async def start_grpc(service: InferenceService, host: str, port: int, config: Any) -> tuple[grpc.aio.Server, int]:
     """Start grpcio's asyncio server for ``service`` on ``host:port`` (0: any free port); returns it and its port."""
     server = grpc.aio.server(
@@ -215,7 +234,7 @@ async def start_grpc(service: InferenceService, host: str, port: int, config: An
         ],
         maximum_concurrent_rpcs=config.max_connections,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
+    register(service, server)
     bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}; pick another --grpc-port.")
