@@ -24,7 +24,17 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
-_COLUMNS = ("split", "field", "codec", "raw_bytes", "stored_bytes", "bits_per_value", "ratio_vs_raw", "ratio_vs_xz")
+_COLUMNS = (
+    "split",
+    "field",
+    "codec",
+    "raw_bytes",
+    "stored_bytes",
+    "bits_per_value",
+    "ratio_vs_raw",
+    "ratio_vs_xz",
+    "model",
+)
 
 
 def _store_location(store: str) -> str:

@@ -2,6 +2,8 @@
 
 Layout (spec in ``docs/data-store.md``): a 16-byte header, the block payloads back to back with no
 holes, the index (UTF-8 JSON), and a 56-byte footer holding the index's offset, length and SHA-256.
+A learned codec model is stored once per store: fields that use the same model (a later split reusing the
+codec fitted on the first) name the exact same extent.
 The footer is written last and the file is renamed into place only once complete, so an interrupted
 write never leaves a store that looks complete. Every length and offset read from a file is checked
 against the file's size and the format's limits before anything is allocated.
@@ -161,6 +163,7 @@ class StoreWriter:
         self._f: BinaryIO = open(self._tmp, "wb")
         self._f.write(HEADER.pack(MAGIC, VERSION, 0))
         self._offset = HEADER.size
+        self._models: dict[bytes, list[int]] = {}  # a learned model's bytes -> the extent that already holds them
         self.encode_seconds: dict[str, float] = {}
 
     def __enter__(self) -> StoreWriter:
@@ -243,7 +246,7 @@ class StoreWriter:
         fit_progress: Callable[[str, float, float], None] | None = None,
     ) -> dict[str, FieldSpec]:
         """Each field's spec: the codec resolved on its first block and fitted on ``arrays`` (a learned model is
-        written now, before the field's blocks)."""
+        written now, before the field's blocks, unless an earlier field of this store holds the same model)."""
         specs: dict[str, FieldSpec] = {}
         for key, a in arrays.items():
             spec = codecs.get(key, "auto")
@@ -255,14 +258,22 @@ class StoreWriter:
                 )
             report = None if fit_progress is None else (lambda done, total, k=key: fit_progress(k, done, total))
             codec = fit_codec(codec, a, progress=report)
-            model = getattr(codec, "model", b"")  # a learned model: stored once, before the field's blocks
-            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec, tuple(self._append(model)) if model else None)
+            model = getattr(codec, "model", b"")
+            specs[key] = FieldSpec(a.dtype, tuple(a.shape[1:]), codec, self._model_extent(model) if model else None)
             if specs[key].sample_bytes * self.block_samples > MAX_DECODED_BLOCK_BYTES:
                 raise ConfigError(
                     f"field {key!r}: a block of {self.block_samples} samples would exceed "
                     f"{MAX_DECODED_BLOCK_BYTES >> 20} MiB; lower block_samples."
                 )
         return specs
+
+    def _model_extent(self, model: bytes) -> tuple[int, int, int]:
+        """Where a learned model lies: stored once per store, before the blocks of the first field that uses it;
+        a later field with the same model (a later split reusing the codec fitted on the first) points at that
+        same extent instead of storing another copy."""
+        if model not in self._models:
+            self._models[model] = self._append(model)
+        return tuple(self._models[model])
 
     def _block(self, name: str, i: int, block: Mapping[str, np.ndarray], specs: dict[str, FieldSpec]) -> int:
         """Check block ``i`` against the fields' specs; returns its sample count."""
@@ -439,10 +450,20 @@ class Store:
         self.version: int = index["version"]
         self.attrs: dict[str, Any] = index["attrs"]
         self.splits, self.arrays = _parse_index(index, self.location, self.index_offset)
+        self._model_users: dict[tuple[int, int, int], list[tuple[str, str]]] = {}  # in index order
         for info in self.splits.values():
             for fname, spec in info.fields.items():
                 if spec.model is not None:
-                    info.fields[fname] = self._with_model(spec, f"split {info.name!r}, field {fname!r}")
+                    self._model_users.setdefault(spec.model, []).append((info.name, fname))
+        codecs: dict[tuple[tuple[int, int, int], str], Codec] = {}
+        for extent, users in self._model_users.items():
+            blob = self._model_blob(extent, users)
+            for split, fname in users:
+                spec = self.splits[split].fields[fname]
+                key = (extent, json.dumps([spec.codec.name, spec.codec.params], sort_keys=True))
+                if key not in codecs:  # a model shared by several fields is parsed once
+                    codecs[key] = self._model_codec(spec, blob, f"split {split!r}, field {fname!r}")
+                self.splits[split].fields[fname] = dataclasses.replace(spec, codec=codecs[key])
 
     def __repr__(self) -> str:
         return f"Store({self.location!r}, splits={ {k: s.samples for k, s in self.splits.items()} })"
@@ -477,17 +498,31 @@ class Store:
         self._whole.clear()
         self._complete.clear()
 
-    def _with_model(self, spec: FieldSpec, where: str) -> FieldSpec:
-        """``spec`` with its codec rebuilt around the learned model the store holds for it."""
-        offset, length, crc = spec.model
+    def _model_blob(self, extent: tuple[int, int, int], users: list[tuple[str, str]]) -> bytes:
+        """A learned model's bytes, read and checked once however many fields share them."""
+        offset, length, crc = extent
         blob = self._src().read(offset, length)
         if zlib.crc32(blob) != crc:
-            raise FormatError(f"{self.location}: the model of {where}: checksum mismatch; the store is corrupt")
+            where = ", ".join(f"split {s!r}, field {f!r}" for s, f in users)
+            raise FormatError(
+                f"{self.location}: the model of {where}: checksum mismatch; the store is corrupt, re-pack it "
+                "or fetch it again."
+            )
+        return blob
+
+    def _model_codec(self, spec: FieldSpec, blob: bytes, where: str) -> Codec:
+        """``spec``'s codec rebuilt around the learned model ``blob``."""
         try:
-            codec = get_codec(spec.codec.name, **spec.codec.params, model=blob)
+            return get_codec(spec.codec.name, **spec.codec.params, model=blob)
         except (ConfigError, FormatError) as e:
             raise FormatError(f"{self.location}: the model of {where} is unusable: {e}") from None
-        return dataclasses.replace(spec, codec=codec)
+
+    def model_owner(self, split: str, field: str) -> tuple[str, str] | None:
+        """The split and field a field's learned model is counted under: the first field in the index that
+        names that model (the one whose split stored it; a later split reusing the codec fitted on the first
+        points at the same bytes). None when the field has no model."""
+        model = self.split(split).fields[field].model
+        return None if model is None else self._model_users[model][0]
 
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
@@ -630,10 +665,12 @@ class Store:
         return self._decode(f"array {name!r}", entry, spec, spec.shape).copy()
 
     def field_bytes(self, split: str, field: str) -> int:
-        """The field's stored bytes: its blocks and its codec's learned model, if any."""
+        """The field's stored bytes: its blocks and its codec's learned model, if any, a model shared by several
+        fields counted once, under the field that stored it (see :meth:`model_owner`)."""
         info = self.split(split)
         model = info.fields[field].model
-        return sum(b[field][1] for b in info.blocks) + (model[1] if model else 0)
+        owned = model is not None and self.model_owner(split, field) == (split, field)
+        return sum(b[field][1] for b in info.blocks) + (model[1] if owned else 0)
 
 
 def _read_index(src: ByteSource) -> tuple[int, int, dict[str, Any]]:
@@ -712,6 +749,7 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
         if not isinstance(index.get(key), dict):
             raise FormatError(f"{where}: index key {key!r} must be an object")
     extents: list[tuple[int, int, str]] = []
+    models: dict[tuple[int, int], tuple[int, str]] = {}  # a model's (offset, length) -> its crc32, its first field
     splits: dict[str, SplitInfo] = {}
     for name, raw in index["splits"].items():
         _check_name("split", name, FormatError)
@@ -726,7 +764,7 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
             _check_name("field", fname, FormatError)
             spec = fields[fname] = _field_spec(fraw, f"{where}: split {name!r}, field {fname!r}", size)
             if spec.model is not None:
-                extents.append((spec.model[0], spec.model[1], f"the model of split {name!r}, field {fname!r}"))
+                _model_extent(models, extents, spec.model, f"split {name!r}, field {fname!r}", where)
             if spec.sample_bytes * bs > MAX_DECODED_BLOCK_BYTES:
                 raise FormatError(
                     f"{where}: split {name!r}, field {fname!r}: a block would decode to more than "
@@ -761,6 +799,27 @@ def _parse_index(index: dict[str, Any], where: str, payload_end: int) -> tuple[d
         arrays[name] = (spec, entry)
     _check_tiling(extents, where, payload_end)
     return splits, arrays
+
+
+def _model_extent(
+    models: dict[tuple[int, int], tuple[int, str]],
+    extents: list[tuple[int, int, str]],
+    model: tuple[int, int, int],
+    what: str,
+    where: str,
+) -> None:
+    """Add a field's model extent to those that must tile the payload. Several fields may name the same model
+    (a later split reusing the codec fitted on the first): only the exact same offset, length and CRC-32 is
+    one shared model; any other overlap is left to :func:`_check_tiling` to refuse."""
+    offset, length, crc = model
+    if (offset, length) not in models:
+        models[offset, length] = (crc, what)
+        extents.append((offset, length, f"the model of {what}"))
+    elif models[offset, length][0] != crc:
+        raise FormatError(
+            f"{where}: the model of {what} and that of {models[offset, length][1]} share {length} bytes at {offset} "
+            "but not their CRC-32; the index is forged or corrupt."
+        )
 
 
 def _check_tiling(extents: list[tuple[int, int, str]], where: str, end: int) -> None:

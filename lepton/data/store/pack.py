@@ -63,7 +63,7 @@ def pack_dataset(
                 fit_progress=fit_progress,
             )
             # the next split reuses the codecs as chosen and fitted here (a learned model is fitted once, on
-            # the first split, and stored again beside each later split's blocks)
+            # the first split, and stored once: a later split's fields point at the same bytes)
             image_codec, label_codec = specs[IMAGES].codec, specs[LABELS].codec
     return Path(path)
 
@@ -191,7 +191,9 @@ def inspect_store(
     location: str | os.PathLike | Store, *, xz: bool = False, **store_options: Any
 ) -> list[dict[str, Any]]:
     """One row per split and field: codec, samples, raw and stored bytes, bits per value, ratios; then the
-    store's overhead (header, index, footer) and the whole file. ``xz`` adds the xz -9e size of each field."""
+    store's overhead (header, index, footer) and the whole file. ``xz`` adds the xz -9e size of each field.
+    A field with a learned model also has ``model_bytes`` (counted in its ``stored_bytes``) and ``model``:
+    its size ("183,452 B"), or "shared with split 'train'" when it reuses a model counted under that split."""
     store = location if isinstance(location, Store) else Store(location, **store_options)
     rows: list[dict[str, Any]] = []
     raw_total = 0
@@ -201,6 +203,7 @@ def inspect_store(
             stored = store.field_bytes(name, field)
             raw_total += raw
             values = info.samples * max(1, int(np.prod(spec.shape)))
+            owner = store.model_owner(name, field)
             row = {
                 "split": name,
                 "field": field,
@@ -214,6 +217,9 @@ def inspect_store(
                 "bits_per_value": 8 * stored / values if info.samples else 0.0,
                 "ratio_vs_raw": raw / stored if stored else 0.0,
             }
+            if owner is not None:
+                row["model_bytes"] = spec.model[1] if owner == (name, field) else 0
+                row["model"] = f"{spec.model[1]:,} B" if owner == (name, field) else _shared_with(owner, name)
             if xz:
                 ref = xz_bytes(store.read_field(name, field))
                 row |= {"xz_bytes": ref, "ratio_vs_xz": ref / stored if stored else 0.0}
@@ -245,6 +251,11 @@ def inspect_store(
         total["ratio_vs_xz"] = total["xz_bytes"] / store.file_bytes
     rows.append(total)
     return rows
+
+
+def _shared_with(owner: tuple[str, str], split: str) -> str:
+    """How an inspect row names the field that holds (and is counted for) a model it reuses."""
+    return f"shared with split {owner[0]!r}" + ("" if owner[0] != split else f", field {owner[1]!r}")
 
 
 def bits_per_pixel(store: Store) -> float:
