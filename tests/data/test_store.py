@@ -86,6 +86,7 @@ def test_full_mnist_pack_unpack_with_lepton_cm(tmp_path, mnist):
     s = Store(path)
     train, test = s.split("train").fields["images"], s.split("test").fields["images"]
     assert train.codec.model == test.codec.model  # fitted once, on the first split
+    assert test.model == train.model  # and stored once: the test split points at the train split's bytes
     assert 8 * s.field_bytes("train", "images") / mnist.x_train.size < 1.1
 
 
