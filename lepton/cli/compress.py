@@ -65,6 +65,8 @@ compress_app = typer.Typer(
     "  lepton compress weights.pt --arch resnet20 --data digits --input-shape 1,8,8 -o resnet20.lep\n\n"
     "  lepton compress runs/demo/model.safetensors --set compress.channels.enabled=true -o m.lep  "
     "(remove channels first, for latency)\n\n"
+    "  lepton compress runs/demo/model.safetensors --target-error 0.008 -o m.lep  "
+    "(variational: the smallest file under 0.8% validation error)\n\n"
     "  lepton compress inspect model.lep",
 )
 app.add_typer(compress_app, name="compress")
@@ -94,6 +96,30 @@ def compress_checkpoint(
     normalize_std: NormalizeStd = None,
     device: Device = None,
     amp: AmpOpt = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="deep (magnitude pruning, the default) or variational (sparse variational dropout: learns what to "
+            "keep, slower) [compress.method]",
+            show_default=False,
+        ),
+    ] = None,
+    target_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="pick the variational operating point with the lowest validation error within N bytes "
+            "(sets --method variational)",
+            show_default=False,
+        ),
+    ] = None,
+    target_error: Annotated[
+        float | None,
+        typer.Option(
+            help="pick the smallest variational operating point whose validation error is at most E, a fraction "
+            "(0.008 = 0.8%; sets --method variational)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Compress CHECKPOINT into OUT (.lep): prune, share weights, entropy-code; accuracy measured on the file."""
     if ctx.invoked_subcommand is not None:  # `lepton compress inspect …`: the verb does the work
@@ -119,6 +145,11 @@ def compress_checkpoint(
     for key, value in (("device", device), ("amp", amp)):
         if value is not None:
             over.setdefault("train", {})[key] = value
+    targets = {k: v for k, v in (("target_bytes", target_bytes), ("target_error", target_error)) if v is not None}
+    if targets and method not in (None, "variational"):
+        raise ConfigError(f"--target-bytes/--target-error pick a variational operating point; drop --method {method}.")
+    if method is not None or targets:
+        over.setdefault("compress", {}).update({"method": method or "variational", **targets})
     cfg = load_run_config(config and input_file(config, "--config"), overrides=over)
     training_device(cfg.train.device, cfg.train.amp)  # fine-tuning runs there; refuse before any work
     loaded = load_model_file(checkpoint, trust_code=trust_code, arch=spec)
@@ -138,6 +169,11 @@ def compress_checkpoint(
     if fmt is Format.json:
         print_json(report.model_dump(mode="json"))
         return
+    if report.variational is not None:
+        print_table(
+            [p.model_dump(exclude={"bits"}) for p in report.variational.frontier],
+            "variational operating points (no fine-tuning; errors from each point's decoded bytes)",
+        )
     print_table([s.model_dump() for s in report.steps], "dense → pruned → shared → coded")
     if report.channels is not None:
         ch = report.channels

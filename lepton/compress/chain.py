@@ -27,7 +27,8 @@ from lepton.compress.fold import fold_batchnorm, fold_pairs
 from lepton.compress.prune import prune_gradual, sparsity_table
 from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import allocate_rates, sensitivity_scan
-from lepton.compress.share import kmeans_1d, share_weights
+from lepton.compress.share import share_biases, share_weights
+from lepton.compress.variational_step import VariationalStepReport, variational_step
 from lepton.data.dataset import ImageDataset
 from lepton.errors import ConfigError
 from lepton.models.registry import ModelSpec, count_params
@@ -65,6 +66,8 @@ class CompressReport(BaseModel):
     tt: dict[str, dict[str, Any]] = {}
     folded_bn: list[str] = []
     channels: ChannelStepReport | None = None
+    method: str = "deep"
+    variational: VariationalStepReport | None = None
     recipe: dict[str, Any] = {}
     bits: dict[str, int]
     steps: list[StepRecord]
@@ -93,15 +96,6 @@ def _kept(model: nn.Module) -> int:
         for m in model.modules()
         if isinstance(m, nn.Conv2d | nn.Linear | TTLinear)
     )
-
-
-def share_biases(model: nn.Module, bits: int) -> None:
-    """Snap every bias to a k-means codebook of 2^bits values (post hoc; biases are few and robust)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2**bits:
-                centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2**bits)
-                m.bias.copy_(centroids[idx].reshape(m.bias.shape))
 
 
 def fold_step(student: nn.Module, spec: ModelSpec, console: Console) -> tuple[nn.Module, ModelSpec, list[str]]:
@@ -217,8 +211,32 @@ def compress_model(
         seconds["tt"] = sw.seconds
         steps.append(record("tt", student, file_size(student)))
 
+    variational = None
+    if cfg.method == "variational":
+        with stopwatch() as sw:
+            # the validation images stay out of the variational training: the operating point is chosen on them
+            held_in = TensorBatches(x_train[:-n_val], y_train[:-n_val], cfg.batch_size, seed=base.seed)
+            student, spec, variational = variational_step(
+                student,
+                spec,
+                cfg.variational,
+                held_in,
+                _train_cfg(cfg, base, cfg.variational.epochs, cfg.variational.lr, optimizer="adam", weight_decay=0.0),
+                n_train=len(x_train) - n_val,
+                val=(x_val, y_val),
+                test=(x_test, y_test),
+                encode=lambda s, m: encode_model(s, m.state_dict(), coder=cfg.coder, metadata=metadata),
+                bias_bits=cfg.share.bias_bits,
+                target_bytes=cfg.target_bytes,
+                target_error=cfg.target_error,
+                progress=progress,
+                console=console,
+            )
+        seconds["variational"] = sw.seconds
+        steps.append(record("sparse-vd", student, file_size(student)))
+
     scan, rates = None, {}
-    if cfg.prune.enabled:
+    if cfg.prune.enabled and cfg.method == "deep":
         sparsity = cfg.prune.sparsity
         if sparsity == "preset":
             preset = presets.sparsity_for(spec.name)
@@ -265,7 +283,9 @@ def compress_model(
     if cfg.share.enabled:
         with stopwatch() as sw:
             bits_cfg = cfg.share.bits
-            if bits_cfg == "preset":
+            if variational is not None and bits_cfg in ("preset", "posterior"):
+                bits_cfg = dict(variational.bits)
+            elif bits_cfg == "preset":
                 bits_cfg = presets.bits_for(spec.name)
                 if isinstance(bits_cfg, dict):
                     bits_cfg = {k: v for k, v in bits_cfg.items() if k not in tt_report}
@@ -325,6 +345,8 @@ def compress_model(
         tt=tt_report,
         folded_bn=folded_bn,
         channels=channels,
+        method=cfg.method,
+        variational=variational,
         recipe=recipe,
         bits=bits,
         steps=steps,

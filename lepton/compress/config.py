@@ -61,11 +61,12 @@ class ShareConfig(StrictModel):
     """k-means weight sharing (linear init), then centroid fine-tuning."""
 
     enabled: bool = True
-    bits: int | LayerInts | Literal["auto", "preset"] = Field(
+    bits: int | LayerInts | Literal["auto", "preset", "posterior"] = Field(
         "preset",
         description="bits per shared weight: one number, per layer, 'auto' (per layer, the fewest bits "
-        "whose one-layer accuracy drop stays within auto_max_drop) or 'preset' "
-        "(lepton.compress.presets)",
+        "whose one-layer accuracy drop stays within auto_max_drop), 'preset' "
+        "(lepton.compress.presets; with method variational it means 'posterior') or 'posterior' (method "
+        "variational only: from each layer's posterior noise, lepton.compress.variational.posterior_bits)",
     )
     auto_max_drop: float = Field(0.002, ge=0, le=1, description="'auto': allowed one-layer accuracy drop")
     bias_bits: int = Field(5, ge=1, le=8, description="biases are shared too, post hoc, with this many bits")
@@ -140,8 +141,51 @@ class ChannelsConfig(StrictModel):
         return v
 
 
+class VariationalConfig(StrictModel):
+    """Sparse variational dropout (``compress.method: variational``; :mod:`lepton.compress.variational`): every
+    conv / linear weight learns how much noise it tolerates; weights that tolerate any are removed, the units
+    left without weights are removed physically, and each layer's bit width follows from its posterior noise."""
+
+    epochs: int = Field(30, ge=1, description="epochs of variational training (Adam), from the trained weights")
+    lr: float = Field(0.001, gt=0, description="Adam learning rate of the variational training")
+    kl_weight: float = Field(
+        1.0, gt=0, description="weight of the KL term per sample (1 = the evidence lower bound; more = sparser)"
+    )
+    warmup_fraction: float = Field(
+        0.25, ge=0, le=1, description="share of the epochs over which the KL weight ramps up from 0"
+    )
+    threshold: float = Field(3.0, description="log alpha above which a weight is removed (3: alpha > 20)")
+    init_log_sigma2: float = Field(-10.0, description="initial log sigma^2 of every weight")
+    bits_scale: float = Field(
+        1.0,
+        gt=0,
+        description="share.bits 'posterior': a layer's quantization step is at most this many times its "
+        "median posterior standard deviation",
+    )
+    thresholds: list[float] = Field(
+        [1.0, 2.0, 3.0, 4.0, 5.0],
+        min_length=1,
+        description="the frontier's log alpha thresholds (each point measured from its decoded bytes)",
+    )
+    bits_scales: list[float] = Field(
+        [0.5, 1.0, 2.0, 4.0], min_length=1, description="the frontier's bits scales (see bits_scale)"
+    )
+
+    @field_validator("bits_scales")
+    @classmethod
+    def _check_scales(cls, v: list[float]) -> list[float]:
+        if any(s <= 0 for s in v):
+            raise ValueError(f"bits_scales must all be > 0, got {v}")
+        return v
+
+
 class CompressConfig(StrictModel):
     enabled: bool = True
+    method: Literal["deep", "variational"] = Field(
+        "deep",
+        description="deep: Deep Compression (magnitude pruning with preset or scanned rates); variational: "
+        "sparse variational dropout learns what to keep (slower: compress.variational.epochs of training)",
+    )
     fold_bn: bool = Field(
         True,
         description="fold BatchNorm into the convs feeding it after pruning, before weight sharing and coding "
@@ -152,6 +196,42 @@ class CompressConfig(StrictModel):
     share: ShareConfig = ShareConfig()
     distill: DistillConfig = DistillConfig()
     tt: TTConfig = TTConfig()
+    variational: VariationalConfig = VariationalConfig()
     coder: Literal["ans", "huffman"] = "ans"
     batch_size: int = Field(64, ge=1)
-    validation_size: int = Field(5000, ge=100, description="training images held out for the sensitivity scans")
+    validation_size: int = Field(
+        5000,
+        ge=100,
+        description="training images held out for the sensitivity scans (and, with method variational, left "
+        "out of its training to choose the operating point on)",
+    )
+    target_bytes: int | None = Field(
+        None,
+        ge=64,
+        description="method variational: the operating point with the lowest validation error within "
+        "this many bytes (lepton compress --target-bytes)",
+    )
+    target_error: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="method variational: the smallest operating point whose validation error is at most this "
+        "fraction (0.008 = 0.8%; lepton compress --target-error)",
+    )
+
+    @model_validator(mode="after")
+    def _check_method(self) -> CompressConfig:
+        targets = [k for k in ("target_bytes", "target_error") if getattr(self, k) is not None]
+        if len(targets) > 1:
+            raise ValueError("give one of target_bytes and target_error, not both")
+        if targets and self.method != "variational":
+            raise ValueError(
+                f"{targets[0]} picks an operating point of the variational posterior; set compress.method: "
+                "variational (lepton compress --target-bytes/--target-error set it for you)"
+            )
+        if self.share.bits == "posterior" and self.method != "variational":
+            raise ValueError(
+                "share.bits 'posterior' reads the bit widths off a variational posterior; set "
+                "compress.method: variational, or choose share.bits preset, auto or a number"
+            )
+        return self

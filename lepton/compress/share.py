@@ -259,3 +259,12 @@ def distinct_nonzero(weight: torch.Tensor) -> int:
     """How many distinct nonzero values ``weight`` holds (what the ``.lep`` codebook path needs <= 256)."""
     w = weight.detach()
     return int(torch.unique(w[w != 0]).numel())
+
+
+def share_biases(model: nn.Module, bits: int) -> None:
+    """Snap every bias to a k-means codebook of 2^bits values (post hoc; biases are few and robust)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2**bits:
+                centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2**bits)
+                m.bias.copy_(centroids[idx].reshape(m.bias.shape))
