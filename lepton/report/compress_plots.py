@@ -74,3 +74,44 @@ def accuracy_vs_size(steps: Sequence[dict]) -> Figure:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+def operating_points(points: Sequence[dict], written: dict | None = None) -> Figure:
+    """Test error against bytes of a variational posterior's operating points (each from its decoded bytes), the
+    points no other beats on validation error joined, and the file the chain wrote."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = [p["bytes"] for p in points]
+    ys = [100 * p["test_error"] for p in points]
+    ax.scatter(xs, ys, s=14, color="#9ecae9", label="operating points (no fine-tuning)")
+    front: list[dict] = []
+    for p in sorted(points, key=lambda p: (p["bytes"], p["val_error"])):
+        if not front or p["val_error"] < front[-1]["val_error"]:
+            front.append(p)
+    ax.plot(
+        [p["bytes"] for p in front],
+        [100 * p["test_error"] for p in front],
+        "-",
+        color="#4c78a8",
+        lw=1.2,
+        label="best by validation error",
+    )
+    if written is not None:
+        ax.scatter(
+            [written["bytes"]],
+            [100 * written["test_error"]],
+            s=60,
+            marker="*",
+            color="#e45756",
+            zorder=3,
+            label=f"written: {written['bytes']:,} B, {100 * written['test_error']:.2f}%",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="file size (bytes, log; every byte counted)",
+        ylabel="test error (%)",
+        title="the variational frontier: bytes against error",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

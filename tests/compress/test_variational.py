@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lepton.compress.variational import (
+    SIGMA_RATE,
     LayerPosterior,
     VariationalConv2d,
     VariationalLinear,
@@ -43,7 +44,7 @@ def test_kl_matches_numerical_integration_up_to_its_constant():
     with torch.no_grad():
         layer.weight.fill_(1.0)
         for la in log_alphas:
-            layer.log_sigma2.fill_(la)  # weight 1: log alpha = log sigma^2
+            layer.rho.fill_(la / SIGMA_RATE)  # weight 1: log alpha = log sigma^2
             approx.append(-float(layer.kl()))
     true = [_true_neg_kl(float(np.exp(la))) for la in log_alphas]
     offsets = np.array(approx) - np.array(true)
@@ -55,7 +56,7 @@ def test_kl_vanishes_for_pure_noise_and_grows_for_precise_weights():
     with torch.no_grad():
         layer.weight.fill_(1.0)
         precise = float(layer.kl())
-        layer.log_sigma2.fill_(20.0)
+        layer.rho.fill_(20.0 / SIGMA_RATE)
         noise = float(layer.kl())
     assert noise == pytest.approx(0.0, abs=1e-3 * layer.weight.numel())
     assert precise > 4 * layer.weight.numel()
@@ -78,7 +79,7 @@ def test_eval_drops_exactly_the_noisy_weights():
     linear = nn.Linear(6, 4)
     layer = VariationalLinear(linear, init_log_sigma2=-10.0, threshold=3.0)
     with torch.no_grad():
-        layer.log_sigma2[0, :3] = 10.0  # these weights are all noise
+        layer.rho[0, :3] = 10.0 / SIGMA_RATE  # these weights are all noise
     layer.eval()
     x = torch.randn(5, 6)
     w = linear.weight.detach().clone()
@@ -98,7 +99,7 @@ def test_make_and_finalize_round_trip_plain_modules():
     with torch.no_grad():
         sparse_out = model(x)
         for m in variational_layers(model).values():
-            m.log_sigma2[:, :1] = 12.0  # drop some inputs of every layer
+            m.rho[:, :1] = 12.0 / SIGMA_RATE  # drop some inputs of every layer
         sparse_out = model(x)
     table = finalize_variational(model)
     assert [type(m) for m in (model.conv1, model.conv2, model.fc1, model.fc2)] == [

@@ -71,6 +71,33 @@ class CompressStage:
             f"<p class='muted'>Huffman: {report.huffman_bytes:,} B · ANS: {report.ans_bytes:,} B "
             f"(coder used: {report.coder}).</p>",
         ]
+        if report.variational is not None:
+            v = report.variational
+            parts.append("<h3>Sparse variational dropout: the operating points of one posterior</h3>")
+            parts.append(
+                H.figure(
+                    P.operating_points(
+                        [p.model_dump() for p in v.frontier],
+                        {"bytes": report.file_bytes, "test_error": 1 - report.test_accuracy},
+                    ),
+                    "each point: weights with log alpha above a threshold removed, dead units removed, weights "
+                    "shared at the posterior's bit widths (scaled), then encoded and decoded; the written file's "
+                    "codebooks are also fine-tuned. Points are chosen by validation error, never test error.",
+                )
+            )
+            parts.append(
+                H.table(
+                    [
+                        {
+                            "params": f"{v.params_before:,} -> {v.params_after:,}",
+                            "widths": ", ".join(f"{k} {a}->{b}" for k, (a, b) in v.shrink.widths.items()),
+                            "batch-1 latency ms (1 thread)": f"{v.latency_p50_ms_before} -> {v.latency_p50_ms_after}",
+                            "log alpha threshold": v.threshold,
+                            "bits": ", ".join(f"{k} {b}" for k, b in v.bits.items()),
+                        }
+                    ]
+                )
+            )
         if report.channels is not None:
             ch = report.channels
             parts.append("<h3>Channel pruning (batch-1 latency, 1 thread, p50)</h3>")
