@@ -774,7 +774,9 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
 
     ``bits_per_value``: bits of everything but positions (codebook + indices, or raw values) per kept
     weight; ``bits_per_position``: gap or mask bits per kept weight; ``bytes``: the tensor's payload bytes;
-    ``share``: fraction of the whole file. ``pct_kept`` is in percent (8.0 means 8%).
+    ``share``: fraction of the whole file. ``pct_kept`` is in percent (8.0 means 8%). ``encoding`` carries the
+    first stream's coder when it is not ``none``: ``raw+lzma``, ``sparse-raw+zstd``, ``raw+half``,
+    ``dense+half`` (a version-4 float16 codebook).
     """
     data = _read(data_or_path)
     header, _, _, payload, offsets = _parse(data)
