@@ -9,6 +9,9 @@ raw nonzero values at entropy-coded positions ("sparse-raw", the pruned-only sta
 The positions of either sparse encoding may instead be a context-coded keep-mask ("sparse-mask",
 "sparse-raw-mask"; :mod:`lepton.compress.coding.mask`), whichever is smaller; only files that use it are
 version 3.
+A "compact" file (version 4, written only on request) drops the per-stream offsets and CRCs for one CRC of
+the whole payload and stores float32 codebooks and raw values as float16 when that is exact
+(:mod:`lepton.compress.coding.half`): a few hundred bytes, which matter in a 2-4 KB file.
 Every tensor round-trips bit for bit (-0.0 and NaN payloads included). Loading never executes code, checks
 every length, offset, count and CRC32 before decoding, and refuses anything inconsistent with
 :class:`lepton.errors.FormatError`.
@@ -42,6 +45,9 @@ from lepton.compress.coding.bits import (
     unbucketize,
     unpack_bits,
 )
+from lepton.compress.coding.half import from_le as half_from_le
+from lepton.compress.coding.half import narrow_exact
+from lepton.compress.coding.half import to_le as half_to_le
 from lepton.compress.coding.mask import decode_mask, encode_mask, mask_view
 from lepton.config import StrictFileModel
 from lepton.errors import ConfigError, FormatError
@@ -52,7 +58,8 @@ from lepton.utils.io import atomic_write_bytes
 MAGIC = b"\x89LEP\r\n\x1a\n"
 VERSION = 2  # 2: the model spec may carry its architecture as data (docs/model-spec.md)
 MASK_VERSION = 3  # 3: a tensor's positions may be a context-coded mask; written only by files that use it
-READABLE_VERSIONS = (1, 2, 3)
+COMPACT_VERSION = 4  # 4: no per-stream offsets/CRCs, one payload CRC, float16 ("half") codebooks and values
+READABLE_VERSIONS = (1, 2, 3, 4)
 FORMAT = "lepton-model"
 PREAMBLE = struct.Struct("<8sIQI")  # magic, format version, header length, CRC32 of the header: 24 bytes
 MAX_HEADER_BYTES = 16 << 20  # both the stored (deflated) header and the JSON it inflates to
@@ -91,11 +98,11 @@ _ROLES = {
     "sparse-mask": ("codebook", "index", "mask"),
     "sparse-raw-mask": ("values", "mask"),
 }
-_RAW_CODERS = ("none", "zstd", "lzma")
+_RAW_CODERS = ("none", "zstd", "lzma", "half")
 _CODERS = {
     "data": _RAW_CODERS,
     "values": _RAW_CODERS,
-    "codebook": ("none",),
+    "codebook": ("none", "half"),
     "index": METHODS,
     "gap": METHODS,
     "gap_extra": ("bits",),
@@ -110,11 +117,11 @@ DType = Literal["float16", "bfloat16", "float32", "float64", "uint8", "int8", "i
 
 class StreamEntry(StrictFileModel):
     role: Literal["data", "values", "codebook", "index", "gap", "gap_extra", "mask"]
-    coder: Literal["none", "zstd", "lzma", "huffman", "ans", "bits", "context"]
-    offset: int = Field(ge=0)
+    coder: Literal["none", "zstd", "lzma", "half", "huffman", "ans", "bits", "context"]
+    offset: int | None = Field(default=None, ge=0)  # versions 1-3 only (then required)
     length: int = Field(ge=0)
     count: int = Field(ge=0)
-    crc32: int = Field(ge=0, le=0xFFFFFFFF)
+    crc32: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)  # versions 1-3 only (then required)
 
 
 class TensorEntry(StrictFileModel):
@@ -129,10 +136,11 @@ class TensorEntry(StrictFileModel):
 
 class Header(StrictFileModel):
     format: Literal["lepton-model"]
-    version: Literal[1, 2, 3]
+    version: Literal[1, 2, 3, 4]
     model: dict[str, Any]
     metadata: dict[str, Any]
     tensors: list[TensorEntry]
+    payload_crc32: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)  # version 4 only (then required)
 
 
 @dataclass(frozen=True)
@@ -194,10 +202,20 @@ def _lzma_filters(size: int) -> list[dict[str, int]]:
     return [{"id": lzma.FILTER_LZMA2, "dict_size": dict_size}]
 
 
-def _raw(role: str, bits: np.ndarray, dtype: str, compress: bool) -> _Stream:
-    """Little-endian bytes, or their zstd or LZMA2 compression when that is smaller."""
+def _half(bits: np.ndarray, dtype: str, compact: bool) -> bytes | None:
+    """The float16 bytes of float32 bit patterns in a compact file, when they widen back exactly."""
+    halves = narrow_exact(bits) if compact and dtype == "float32" else None
+    return None if halves is None else half_to_le(halves)
+
+
+def _raw(role: str, bits: np.ndarray, dtype: str, compress: bool, compact: bool = False) -> _Stream:
+    """Little-endian bytes, their zstd or LZMA2 compression, or (compact files) their exact float16 bytes,
+    whichever is smallest."""
     data = _le(bits, dtype)
     options = [("none", data)]
+    halves = _half(bits, dtype, compact)
+    if halves is not None:
+        options.append(("half", halves))
     if compress and len(data) >= 64:
         options.append(("zstd", zstandard.ZstdCompressor(level=10).compress(data)))
         options.append(
@@ -233,7 +251,16 @@ def _mask_stream(nonzero: np.ndarray, shape: torch.Size) -> _Stream:
     return "mask", "context", nonzero.size, encode_mask(nonzero.reshape(mask_view(list(shape))))
 
 
-def _encode_tensor(name: str, tensor: torch.Tensor, coder: str, masks: bool) -> tuple[dict[str, Any], list[_Stream]]:
+def _codebook_stream(values: np.ndarray, dtype: str, compact: bool) -> _Stream:
+    halves = _half(values, dtype, compact)
+    if halves is not None:
+        return "codebook", "half", len(values), halves
+    return "codebook", "none", len(values), _le(values, dtype)
+
+
+def _encode_tensor(
+    name: str, tensor: torch.Tensor, coder: str, masks: bool, compact: bool
+) -> tuple[dict[str, Any], list[_Stream]]:
     dtype, bits = _bits(name, tensor)
     nonzero = bits != 0
     fields = {"name": name, "dtype": dtype, "shape": list(tensor.shape), "kept": int(nonzero.sum())}
@@ -241,7 +268,7 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str, masks: bool) -> 
     shared = values is not None and len(values) <= MAX_CODEBOOK
     # a shared tensor also gets the plain raw option (it wins for tiny tensors); others try zstd and LZMA2
     options: list[tuple[dict[str, Any], list[_Stream]]] = [
-        ({"encoding": "raw"}, [_raw("data", bits, dtype, not shared)])
+        ({"encoding": "raw"}, [_raw("data", bits, dtype, not shared, compact)])
     ]
     mask_options: list[tuple[dict[str, Any], list[_Stream]]] = []
     where = np.flatnonzero(nonzero)
@@ -252,14 +279,14 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str, masks: bool) -> 
             (
                 {"encoding": "dense"},
                 [
-                    ("codebook", "none", len(codebook), _le(codebook, dtype)),
+                    _codebook_stream(codebook, dtype, compact),
                     ("index", coder, bits.size, encode_symbols(np.searchsorted(codebook, bits), coder)),
                 ],
             )
         )
         direct, gap_streams = _gap_streams(gaps, coder)
         kept_values = [
-            ("codebook", "none", len(values), _le(values, dtype)),
+            _codebook_stream(values, dtype, compact),
             ("index", coder, len(where), encode_symbols(np.searchsorted(values, bits[where]), coder)),
         ]
         options.append(({"encoding": "sparse", "gap_direct_bits": direct}, [*kept_values, *gap_streams]))
@@ -267,7 +294,7 @@ def _encode_tensor(name: str, tensor: torch.Tensor, coder: str, masks: bool) -> 
             mask_options.append(({"encoding": "sparse-mask"}, [*kept_values, _mask_stream(nonzero, tensor.shape)]))
     elif len(where) < bits.size:  # pruned but not shared: the kept values as they are, at coded positions
         direct, gap_streams = _gap_streams(gaps, coder)
-        kept_raw = _raw("values", bits[where], dtype, True)
+        kept_raw = _raw("values", bits[where], dtype, True, compact)
         options.append(({"encoding": "sparse-raw", "gap_direct_bits": direct}, [kept_raw, *gap_streams]))
         if masks:
             mask_options.append(({"encoding": "sparse-raw-mask"}, [kept_raw, _mask_stream(nonzero, tensor.shape)]))
@@ -327,6 +354,7 @@ def encode_model(
     coder: str = "ans",
     metadata: dict[str, Any] | None = None,
     masks: bool = True,
+    compact: bool = False,
 ) -> bytes:
     """The `.lep` bytes of ``state_dict`` for the architecture ``spec``.
 
@@ -337,22 +365,31 @@ def encode_model(
         metadata: a free JSON object stored in the header.
         masks: let a tensor's positions be a context-coded mask where that is smaller than the gaps (such a
             file is version 3); False writes gaps only, a version-2 file that Lepton before masks reads.
+        compact: write a version-4 file (Lepton before version 4 cannot read it): no per-stream offsets or
+            CRCs but one CRC of the whole payload, and float32 codebooks and raw values as float16 where
+            that is bit-exact (see :func:`lepton.compress.share.round_to_half`). For files of a few KB.
 
     Returns:
         The file's bytes. With ``masks`` it is never longer than the gaps-only file: when masks do not make the
-        whole file smaller (header included), the gaps-only version-2 file is returned.
+        whole file smaller (header included), the gaps-only file (version 2, or 4 if ``compact``) is returned.
     """
-    data = _encode_model(spec, state_dict, coder, metadata, masks)
-    if masks and PREAMBLE.unpack_from(data)[1] == MASK_VERSION:
-        plain = _encode_model(spec, state_dict, coder, metadata, False)
+    data, masked = _encode_model(spec, state_dict, coder, metadata, masks, compact)
+    if masked:
+        plain, _ = _encode_model(spec, state_dict, coder, metadata, False, compact)
         if len(plain) <= len(data):
             return plain
     return data
 
 
 def _encode_model(
-    spec: ModelSpec, state_dict: Mapping[str, torch.Tensor], coder: str, metadata: dict[str, Any] | None, masks: bool
-) -> bytes:
+    spec: ModelSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    coder: str,
+    metadata: dict[str, Any] | None,
+    masks: bool,
+    compact: bool,
+) -> tuple[bytes, bool]:
+    """(the file's bytes, whether some tensor's positions are a mask)."""
     if coder not in METHODS:
         raise ConfigError(
             f"The 'coder' parameter of encode_model must be one of {', '.join(METHODS)}. Got {coder!r} instead."
@@ -373,26 +410,30 @@ def _encode_model(
     for name, tensor in state_dict.items():
         if not isinstance(name, str) or not name:
             raise ConfigError(f"state_dict keys must be non-empty strings, got {name!r}.")
-        fields, streams = _encode_tensor(name, tensor, coder, masks)
+        fields, streams = _encode_tensor(name, tensor, coder, masks, compact)
         fields["streams"] = []
         for role, stream_coder, count, data in streams:
-            fields["streams"].append(
-                {
-                    "role": role,
-                    "coder": stream_coder,
-                    "offset": offset,
-                    "length": len(data),
-                    "count": count,
-                    "crc32": zlib.crc32(data),
-                }
-            )
+            entry = {"role": role, "coder": stream_coder, "length": len(data), "count": count}
+            if not compact:  # a compact file implies the offsets and checks one CRC of the whole payload
+                entry.update(offset=offset, crc32=zlib.crc32(data))
+            fields["streams"].append(entry)
             payload.append(data)
             offset += len(data)
         entries.append(fields)
     _json(spec.to_dict(), "the model spec")
-    version = MASK_VERSION if any(e["encoding"] in _MASKED for e in entries) else VERSION
+    masked = any(e["encoding"] in _MASKED for e in entries)
+    version = COMPACT_VERSION if compact else MASK_VERSION if masked else VERSION
+    body = b"".join(payload)
+    top: dict[str, Any] = {"payload_crc32": zlib.crc32(body)} if compact else {}
     text = _json(
-        {"format": FORMAT, "version": version, "model": spec.to_dict(), "metadata": metadata or {}, "tensors": entries},
+        {
+            "format": FORMAT,
+            "version": version,
+            "model": spec.to_dict(),
+            "metadata": metadata or {},
+            "tensors": entries,
+            **top,
+        },
         "metadata",
     )
     header = deflate_header(text)
@@ -400,13 +441,13 @@ def _encode_model(
         raise ConfigError(
             f"the .lep header is {len(text)} bytes, over the {MAX_HEADER_BYTES}-byte limit; store less metadata."
         )
-    return PREAMBLE.pack(MAGIC, version, len(header), zlib.crc32(header)) + header + b"".join(payload)
+    return PREAMBLE.pack(MAGIC, version, len(header), zlib.crc32(header)) + header + body, masked
 
 
 # ---- parsing and decoding ----------------------------------------------------------------------------------
 
 
-def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
+def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview, list[list[int]]]:
     """Check the preamble, header and stream layout (lengths, offsets, counts, CRCs) without decoding."""
     if len(data) < PREAMBLE.size or data[:8] != MAGIC:
         raise FormatError(
@@ -452,16 +493,50 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], ModelSpec, memoryview]:
     except ConfigError as e:
         raise FormatError(f".lep header: {e}") from e
     payload = memoryview(data)[PREAMBLE.size + size :]
-    _check_layout(header, len(payload))
+    _check_shape(header)
+    offsets = _check_layout(header, len(payload))
+    if header.payload_crc32 is not None:
+        if zlib.crc32(payload) != header.payload_crc32:
+            raise FormatError(
+                f".lep payload CRC32 {zlib.crc32(payload):08x} does not match the header's "
+                f"{header.payload_crc32:08x}; the file is corrupted."
+            )
+    else:
+        for t, starts in zip(header.tensors, offsets, strict=True):
+            for s, start in zip(t.streams, starts, strict=True):
+                if zlib.crc32(payload[start : start + s.length]) != s.crc32:
+                    raise FormatError(
+                        f".lep tensor {t.name!r} stream {s.role!r}: CRC32 mismatch; the file is corrupted."
+                    )
+    return header, obj, spec, payload, offsets
+
+
+def _check_shape(header: Header) -> None:
+    """Version 4 has one payload CRC and implied offsets; versions 1-3 an offset and a CRC per stream."""
+    compact = header.version >= COMPACT_VERSION
+    has_crc = header.payload_crc32 is not None if compact else "payload_crc32" in header.model_fields_set
+    if compact != has_crc:
+        raise FormatError(
+            f".lep header: version {header.version} {'needs' if compact else 'must not have'} a "
+            f"'payload_crc32' (from version {COMPACT_VERSION} on, one CRC covers the whole payload); the file "
+            "is forged or corrupted."
+        )
     for t in header.tensors:
         for s in t.streams:
-            if zlib.crc32(payload[s.offset : s.offset + s.length]) != s.crc32:
-                raise FormatError(f".lep tensor {t.name!r} stream {s.role!r}: CRC32 mismatch; the file is corrupted.")
-    return header, obj, spec, payload
+            for key in ("offset", "crc32"):
+                present = key in s.model_fields_set if compact else getattr(s, key) is not None
+                if compact == present:
+                    raise FormatError(
+                        f".lep tensor {t.name!r} stream {s.role!r}: version {header.version} "
+                        f"{'must not have' if compact else 'needs'} a per-stream {key!r} (version "
+                        f"{COMPACT_VERSION} implies offsets and checks one payload CRC); the file is forged or "
+                        "corrupted."
+                    )
 
 
-def _check_layout(header: Header, payload_size: int) -> None:
-    names, total, offset = set(), 0, 0
+def _check_layout(header: Header, payload_size: int) -> list[list[int]]:
+    """Check counts, lengths, coders and contiguity; returns each tensor's stream offsets in the payload."""
+    names, total, offset, offsets = set(), 0, 0, []
     for t in header.tensors:  # first the sizes, so that no later check works on an absurd shape
         if t.name in names:
             raise FormatError(f".lep tensor {t.name!r} appears twice.")
@@ -488,21 +563,31 @@ def _check_layout(header: Header, payload_size: int) -> None:
         if t.kept > numel:
             raise FormatError(f"{what}: {t.kept} kept elements in a tensor of {numel}.")
         item = _DTYPES[t.dtype].itemsize
+        starts = []
         for s in t.streams:
             if s.coder not in _CODERS[s.role]:
                 raise FormatError(f"{what} stream {s.role!r}: coder {s.coder!r}, expected one of {_CODERS[s.role]}.")
-            if s.offset != offset:
+            if s.coder == "half" and (header.version < COMPACT_VERSION or t.dtype != "float32"):
+                raise FormatError(
+                    f"{what} stream {s.role!r}: coder 'half' stores float32 values only and exists from .lep "
+                    f"version {COMPACT_VERSION} on; this is a {t.dtype} tensor in a version-{header.version} "
+                    "file, so the file is forged or corrupted."
+                )
+            if s.offset is not None and s.offset != offset:
                 raise FormatError(
                     f"{what} stream {s.role!r}: offset {s.offset}, expected {offset} (streams are "
                     "contiguous, in header order, with no holes or overlaps)."
                 )
+            starts.append(offset)
             offset += s.length
+        offsets.append(starts)
         _check_counts(t, numel, item)
     if offset != payload_size:
         raise FormatError(
             f".lep payload is {payload_size} bytes but the header's streams cover {offset}; "
             "the file is truncated, padded or forged."
         )
+    return offsets
 
 
 def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
@@ -511,18 +596,20 @@ def _check_counts(t: TensorEntry, numel: int, item: int) -> None:
     if t.encoding in _RAW_VALUES:
         role, n = ("data", numel) if t.encoding == "raw" else ("values", t.kept)
         expect[role] = n
-        if s[role].coder == "none" and s[role].length != n * item:
+        size = 2 if s[role].coder == "half" else item  # _check_layout allows half for float32 only
+        if s[role].coder in ("none", "half") and s[role].length != n * size:
             raise FormatError(
                 f".lep tensor {t.name!r} stream {role!r}: {s[role].length} bytes, expected "
-                f"{n * item} for {n} {t.dtype} elements."
+                f"{n * size} for {n} {t.dtype} elements stored as {s[role].coder!r}."
             )
     else:
         k = s["codebook"].count
+        size = 2 if s["codebook"].coder == "half" else item
         expect["index"] = numel if t.encoding == "dense" else t.kept
-        if t.dtype not in _FLOATS or s["codebook"].length != k * item:
+        if t.dtype not in _FLOATS or s["codebook"].length != k * size:
             raise FormatError(
                 f".lep tensor {t.name!r} stream 'codebook': {s['codebook'].length} bytes of "
-                f"{t.dtype}, expected a float codebook of {k} * {item} bytes."
+                f"{t.dtype} coded {s['codebook'].coder!r}, expected a float codebook of {k} * {size} bytes."
             )
         if t.encoding == "dense":  # zero may be one of the entries; an empty tensor is never dense
             low, high = (1, MAX_CODEBOOK + 1) if numel else (1, 0)
@@ -576,27 +663,33 @@ def _decompress(s: StreamEntry, data: bytes, size: int, what: str) -> bytes:
     return out
 
 
-def _codebook(t: TensorEntry, data: bytes, what: str) -> np.ndarray:
-    codebook = _read_le(data, t.dtype)
+def _values(s: StreamEntry, t: TensorEntry, data: bytes, n: int, what: str) -> np.ndarray:
+    """The bit patterns of a raw 'data' or 'values' stream of ``n`` elements."""
+    if s.coder == "half":  # length checked (2 bytes each) by _check_counts
+        return half_from_le(data)
+    return _read_le(_decompress(s, data, n * _DTYPES[t.dtype].itemsize, what), t.dtype)
+
+
+def _codebook(t: TensorEntry, s: StreamEntry, data: bytes, what: str) -> np.ndarray:
+    codebook = half_from_le(data) if s.coder == "half" else _read_le(data, t.dtype)
     if not (codebook[1:] > codebook[:-1]).all():
         raise FormatError(f"{what}: codebook bit patterns are not strictly increasing; the file is corrupted.")
     return codebook
 
 
-def _decode_tensor(t: TensorEntry, payload: memoryview) -> torch.Tensor:
+def _decode_tensor(t: TensorEntry, payload: memoryview, offsets: list[int]) -> torch.Tensor:
     what = f".lep tensor {t.name!r}"
     s = {x.role: x for x in t.streams}
-    data = {r: bytes(payload[x.offset : x.offset + x.length]) for r, x in s.items()}
+    data = {x.role: bytes(payload[start : start + x.length]) for x, start in zip(t.streams, offsets, strict=True)}
     numel = math.prod(t.shape)
-    item = _DTYPES[t.dtype].itemsize
     if t.encoding == "raw":
-        bits = _read_le(_decompress(s["data"], data["data"], numel * item, what), t.dtype)
+        bits = _values(s["data"], t, data["data"], numel, what)
     elif t.encoding in ("sparse-raw", "sparse-raw-mask"):
-        values = _read_le(_decompress(s["values"], data["values"], t.kept * item, f"{what} stream 'values'"), t.dtype)
+        values = _values(s["values"], t, data["values"], t.kept, f"{what} stream 'values'")
         bits = np.zeros(numel, dtype=values.dtype)
         bits[_positions(t, s, data, what)] = values
     else:
-        codebook = _codebook(t, data["codebook"], f"{what} stream 'codebook'")
+        codebook = _codebook(t, s["codebook"], data["codebook"], f"{what} stream 'codebook'")
         index = decode_symbols(data["index"], s["index"].count, s["index"].coder, what=f"{what} stream 'index'")
         if index.size and index.max() >= len(codebook):
             raise FormatError(f"{what} stream 'index': index {index.max()} into a codebook of {len(codebook)}.")
@@ -651,8 +744,8 @@ def _read(data_or_path: bytes | bytearray | memoryview | str | os.PathLike) -> b
 
 def decode_model(data: bytes) -> LepModel:
     """Parse, verify and decode `.lep` bytes; every tensor comes back bit for bit as it was saved."""
-    header, obj, spec, payload = _parse(_read(data))
-    state = {t.name: _decode_tensor(t, payload) for t in header.tensors}
+    header, obj, spec, payload, offsets = _parse(_read(data))
+    state = {t.name: _decode_tensor(t, payload, o) for t, o in zip(header.tensors, offsets, strict=True)}
     return LepModel(spec, state, obj, dict(header.metadata))
 
 
@@ -664,9 +757,10 @@ def save_lep(
     coder: str = "ans",
     metadata: dict[str, Any] | None = None,
     masks: bool = True,
+    compact: bool = False,
 ) -> int:
     """Write a `.lep` file atomically (arguments as :func:`encode_model`); returns the number of bytes written."""
-    data = encode_model(spec, state_dict, coder=coder, metadata=metadata, masks=masks)
+    data = encode_model(spec, state_dict, coder=coder, metadata=metadata, masks=masks, compact=compact)
     atomic_write_bytes(path, data)
     return len(data)
 
@@ -680,18 +774,20 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
 
     ``bits_per_value``: bits of everything but positions (codebook + indices, or raw values) per kept
     weight; ``bits_per_position``: gap or mask bits per kept weight; ``bytes``: the tensor's payload bytes;
-    ``share``: fraction of the whole file. ``pct_kept`` is in percent (8.0 means 8%).
+    ``share``: fraction of the whole file. ``pct_kept`` is in percent (8.0 means 8%). ``encoding`` carries the
+    first stream's coder when it is not ``none``: ``raw+lzma``, ``sparse-raw+zstd``, ``raw+half``,
+    ``dense+half`` (a version-4 float16 codebook).
     """
     data = _read(data_or_path)
-    header, _, _, payload = _parse(data)
-    for t in header.tensors:
-        _decode_tensor(t, payload)
+    header, _, _, payload, offsets = _parse(data)
+    for t, o in zip(header.tensors, offsets, strict=True):
+        _decode_tensor(t, payload, o)
     rows = []
     for t in header.tensors:
         size = {s.role: s.length for s in t.streams}
         numel, nbytes = math.prod(t.shape), sum(size.values())
         position_bytes = size.get("gap", 0) + size.get("gap_extra", 0) + size.get("mask", 0)
-        raw_coder = t.streams[0].coder if t.encoding in _RAW_VALUES else "none"
+        first_coder = t.streams[0].coder  # raw values' compressor, or a codebook's 'half' (version 4)
         rows.append(
             {
                 "tensor": t.name,
@@ -699,7 +795,7 @@ def inspect_lep(data_or_path: bytes | str | os.PathLike) -> list[dict[str, Any]]
                 "weights": numel,
                 "kept": t.kept,
                 "pct_kept": 100.0 * t.kept / numel if numel else 0.0,
-                "encoding": t.encoding if raw_coder == "none" else f"{t.encoding}+{raw_coder}",
+                "encoding": t.encoding if first_coder == "none" else f"{t.encoding}+{first_coder}",
                 "codebook": t.streams[0].count if t.encoding in ("dense", "sparse", "sparse-mask") else 0,
                 "bits_per_value": 8.0 * (nbytes - position_bytes) / t.kept if t.kept else 0.0,
                 "bits_per_position": 8.0 * position_bytes / t.kept if t.kept else 0.0,

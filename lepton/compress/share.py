@@ -14,7 +14,7 @@ zeros, which the ``.lep`` container stores as codebook + indices + sparse positi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -268,3 +268,76 @@ def share_biases(model: nn.Module, bits: int) -> None:
             if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None and m.bias.numel() > 2**bits:
                 centroids, idx = kmeans_1d(m.bias.detach().flatten(), 2**bits)
                 m.bias.copy_(centroids[idx].reshape(m.bias.shape))
+
+
+@dataclass(frozen=True)
+class HalfRounding:
+    """What :func:`round_to_half` changed: tensors rounded, their elements, how many changed value, and the
+    largest absolute change (0.0 when nothing changed)."""
+
+    tensors: int
+    elements: int
+    changed: int
+    max_abs_change: float
+
+
+def _round_half(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (float32) at the nearest float16 value, as float32. Values beyond float16's range are kept (they
+    would become inf), and a nonzero value that rounds to zero becomes +0.0, not -0.0, which a ``.lep`` file
+    would count as a kept weight."""
+    rounded = t.to(torch.float16).to(torch.float32)
+    rounded = torch.where(rounded.isinf() & t.isfinite(), t, rounded)
+    return torch.where((rounded == 0) & (t != 0), torch.zeros_like(t), rounded)
+
+
+def round_to_half(model_or_state: nn.Module | MutableMapping[str, torch.Tensor]) -> HalfRounding:
+    """Round weights and biases in place to float16-exact values (kept as float32 tensors), so that a compact
+    (version 4) ``.lep`` file stores their codebooks and raw values in 2 bytes an entry.
+
+    A weight-shared layer keeps its number of distinct values or loses some (two centroids closer than a
+    float16 step merge); zeros stay zeros (+0.0 stays +0.0, -0.0 stays -0.0) and no new zero is -0.0.
+
+    Args:
+        model_or_state: a model (the weight and bias of every Conv2d and Linear layer are rounded; call
+            :meth:`WeightSharing.finalize` first, a parametrized weight is refused), or a state dict (every
+            float32 entry whose name ends in ``weight`` or ``bias`` is replaced by its rounded copy).
+
+    Returns:
+        A :class:`HalfRounding` report.
+    """
+    if isinstance(model_or_state, nn.Module):
+        tensors = []
+        for name, m in weight_layers(model_or_state).items():
+            check_plain_weight(m, name, "round_to_half")
+            tensors += [p for p in (m.weight, m.bias) if p is not None and p.dtype == torch.float32]
+    elif isinstance(model_or_state, MutableMapping):
+        keys = [
+            k
+            for k, v in model_or_state.items()
+            if isinstance(k, str)
+            and k.endswith(("weight", "bias"))
+            and isinstance(v, torch.Tensor)
+            and v.dtype == torch.float32
+        ]
+        tensors = [model_or_state[k] for k in keys]
+    else:
+        raise ConfigError(
+            f"round_to_half needs an nn.Module or a state dict (name -> tensor), got {type(model_or_state).__name__}."
+        )
+    elements = changed = 0
+    worst = 0.0
+    with torch.no_grad():
+        rounded = [_round_half(t.detach()) for t in tensors]
+        for t, r in zip(tensors, rounded, strict=True):
+            diff = r.view(torch.int32) != t.detach().view(torch.int32)
+            elements, changed = elements + t.numel(), changed + int(diff.sum())
+            change = (r - t.detach())[diff].abs()
+            if change.isfinite().any():  # a NaN whose payload float16 cannot hold has no size of change
+                worst = max(worst, float(change[change.isfinite()].max()))
+        if isinstance(model_or_state, nn.Module):
+            for t, r in zip(tensors, rounded, strict=True):
+                t.copy_(r)
+        else:
+            for k, r in zip(keys, rounded, strict=True):
+                model_or_state[k] = r
+    return HalfRounding(len(tensors), elements, changed, worst)

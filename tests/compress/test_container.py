@@ -380,7 +380,7 @@ def set_stream(name, index, **fields):
 
 FORGERIES = {
     "wrong magic": (dict(magic=b"LEPTONM\x00"), "not a .lep file"),
-    "wrong version": (dict(version=4), "version 4 is not supported"),
+    "wrong version": (dict(version=5), "version 5 is not supported"),
     "header version": (dict(edit=lambda h: h.update(version=3)), "version"),
     "mask in version 2": (dict(edit=set_in("v", encoding="sparse-raw-mask")), "needs streams|exists from"),
     "format tag": (dict(edit=lambda h: h.update(format="safetensors")), "format tag"),

@@ -84,17 +84,24 @@ def pack_lep(text: bytes, payload: bytes, version: int) -> bytes:
 
 
 def _edit_stream(header: dict[str, Any], payload: bytes, version: int, rng: random.Random, j: int) -> tuple[bytes, str]:
-    """Raw-edit one payload stream; its length, CRC and every later offset are fixed in the header."""
+    """Raw-edit one payload stream; its length and every later offset are fixed in the header, and its CRC
+    (versions 1-3) or the payload's (version 4, whose offsets are implied by the lengths)."""
     streams = [s for t in header["tensors"] for s in t["streams"]]
-    target = rng.choice([s for s in streams if s["length"]] or streams)
-    old = payload[target["offset"] : target["offset"] + target["length"]]
+    starts = [sum(s["length"] for s in streams[:i]) for i in range(len(streams))]
+    i = rng.choice([i for i, s in enumerate(streams) if s["length"]] or list(range(len(streams))))
+    target, start = streams[i], starts[i]
+    old = payload[start : start + target["length"]]
     new, note = raw_edit(rng.choice(RAW_OPS), old, rng, j)
     shift = len(new) - len(old)
-    for s in streams:
-        if s["offset"] > target["offset"]:
-            s["offset"] += shift
-    target.update(length=len(new), crc32=zlib.crc32(new))
-    payload = payload[: target["offset"]] + new + payload[target["offset"] + len(old) :]
+    payload = payload[:start] + new + payload[start + len(old) :]
+    target["length"] = len(new)
+    if "payload_crc32" in header:
+        header["payload_crc32"] = zlib.crc32(payload)
+    else:
+        for s in streams:
+            if s["offset"] > start:
+                s["offset"] += shift
+        target["crc32"] = zlib.crc32(new)
     text = dumps(header, separators=(",", ":")).encode()
     return pack_lep(text, payload, version), f"stream {target['role']}: {note}"
 

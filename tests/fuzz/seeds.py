@@ -30,9 +30,11 @@ def _model(spec_args: tuple) -> tuple:
 
 
 def write_lep(out: Path) -> list[Path]:
-    """Four `.lep` files: shared + pruned (sparse/dense, ANS), mixed encodings (Huffman), a tensor-train model,
-    and a structurally pruned one whose positions are a context-coded mask (format version 3)."""
+    """Five `.lep` files: shared + pruned (sparse/dense, ANS), mixed encodings (Huffman), a tensor-train model,
+    a structurally pruned one whose positions are a context-coded mask (format version 3), and a compact one
+    (format version 4)."""
     from lepton.compress.container import save_lep
+    from lepton.compress.share import round_to_half
     from lepton.models import ModelSpec
     from lepton.quantum.tensor_train import convert_linears, tt_layout
 
@@ -58,7 +60,11 @@ def write_lep(out: Path) -> list[Path]:
     state["fc2.weight"] = _shared(state["fc2.weight"], 5000, 0.2)
     state["fc2.weight"][:, ::2] = 0
     save_lep(out / "mask.lep", spec, state, coder="ans")
-    return [out / "fc.lep", out / "conv.lep", out / "tt.lep", out / "mask.lep"]
+    spec, model = _model(SPEC_FC)  # compact (version 4): implied offsets, one payload CRC, float16 codebooks
+    state = {k: _shared(v, 32, 0.1) if k.endswith("weight") else v for k, v in model.state_dict().items()}
+    round_to_half(state)
+    save_lep(out / "compact.lep", spec, state, coder="ans", compact=True)
+    return [out / "fc.lep", out / "conv.lep", out / "tt.lep", out / "mask.lep", out / "compact.lep"]
 
 
 def _images(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -89,10 +89,14 @@ def test_lep_structured_edits_pass_the_header_crc(kind, tmp_path, seeds):
     originals = {_lep_parts(p.read_bytes())[0] for p in seeds["lep"]}
     for path, note in _cases("lep", kind, tmp_path, seeds):
         text, payload = _lep_parts(path.read_bytes())
-        if kind == "stream":  # the header's lengths, offsets and CRCs describe the edited payload
-            streams = [s for t in json.loads(text)["tensors"] for s in t["streams"]]
+        if kind == "stream":  # the header's lengths, offsets and CRCs (v4: the payload's) describe the edit
+            header = json.loads(text)
+            streams = [s for t in header["tensors"] for s in t["streams"]]
             assert sum(s["length"] for s in streams) == len(payload), note
-            assert all(zlib.crc32(payload[s["offset"] : s["offset"] + s["length"]]) == s["crc32"] for s in streams)
+            if "payload_crc32" in header:
+                assert zlib.crc32(payload) == header["payload_crc32"], note
+            else:
+                assert all(zlib.crc32(payload[s["offset"] : s["offset"] + s["length"]]) == s["crc32"] for s in streams)
             assert path.read_bytes() not in {p.read_bytes() for p in seeds["lep"]}, note
         else:
             assert text not in originals, note
