@@ -27,7 +27,7 @@ from lepton.compress.fold import fold_batchnorm, fold_pairs
 from lepton.compress.prune import prune_gradual, sparsity_table
 from lepton.compress.quantize import choose_bits
 from lepton.compress.sensitivity import allocate_rates, sensitivity_scan
-from lepton.compress.share import share_biases, share_weights
+from lepton.compress.share import round_to_half, share_biases, share_weights
 from lepton.compress.variational_step import VariationalStepReport, variational_step
 from lepton.data.dataset import ImageDataset
 from lepton.errors import ConfigError
@@ -171,9 +171,10 @@ def compress_model(
     steps = [record("dense", student, dense_bytes)]
     baseline = steps[0].test_accuracy
     metadata = {"dataset": data.summary(), "baseline_test_accuracy": baseline}
+    compact = cfg.compact_file
 
     def file_size(m: nn.Module) -> int:
-        return len(encode_model(spec, m.state_dict(), coder=cfg.coder, metadata=metadata))
+        return len(encode_model(spec, m.state_dict(), coder=cfg.coder, metadata=metadata, compact=compact))
 
     channels = None
     if cfg.channels.enabled:
@@ -225,7 +226,10 @@ def compress_model(
                 n_train=len(x_train) - n_val,
                 val=(x_val, y_val),
                 test=(x_test, y_test),
-                encode=lambda s, m: encode_model(s, m.state_dict(), coder=cfg.coder, metadata=metadata),
+                encode=lambda s, m: encode_model(
+                    s, m.state_dict(), coder=cfg.coder, metadata=metadata, compact=compact
+                ),
+                half=compact,
                 bias_bits=cfg.share.bias_bits,
                 target_bytes=cfg.target_bytes,
                 target_error=cfg.target_error,
@@ -318,11 +322,14 @@ def compress_model(
 
     with stopwatch() as sw:
         out = Path(out)
-        file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata)
+        if compact:
+            round_to_half(student)
+        file_bytes = save_lep(out, spec, student.state_dict(), coder=cfg.coder, metadata=metadata, compact=compact)
         decoded = load_lep(out).build_model(trust_code=trust_code)
         bit_exact = torch.equal(predict_logits(decoded, x_test), predict_logits(student, x_test))
         sizes = {
-            c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata)) for c in ("ans", "huffman")
+            c: len(encode_model(spec, student.state_dict(), coder=c, metadata=metadata, compact=compact))
+            for c in ("ans", "huffman")
         }
     seconds["code"] = sw.seconds
     coded = record("coded", decoded, file_bytes)

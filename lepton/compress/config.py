@@ -198,6 +198,12 @@ class CompressConfig(StrictModel):
     tt: TTConfig = TTConfig()
     variational: VariationalConfig = VariationalConfig()
     coder: Literal["ans", "huffman"] = "ans"
+    compact: bool | None = Field(
+        None,
+        description="write .lep version 4: a compact header and float16 codebooks (weights and biases rounded to "
+        "float16 before coding); None = on for method variational (files of a few KB, where the header is a "
+        "fifth of the bytes), off for deep (its files stay readable by Lepton before version 4)",
+    )
     batch_size: int = Field(64, ge=1)
     validation_size: int = Field(
         5000,
@@ -218,6 +224,10 @@ class CompressConfig(StrictModel):
         description="method variational: the smallest operating point whose validation error is at most this "
         "fraction (0.008 = 0.8%; lepton compress --target-error)",
     )
+
+    @property
+    def compact_file(self) -> bool:
+        return self.method == "variational" if self.compact is None else self.compact
 
     @model_validator(mode="after")
     def _check_method(self) -> CompressConfig:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from lepton.compress.container import decode_model
-from lepton.compress.share import share_biases, share_weights
+from lepton.compress.share import round_to_half, share_biases, share_weights
 from lepton.compress.shrink import remove_dead_units
 from lepton.compress.structured import spec_for
 from lepton.compress.variational import finalize_variational, posterior_bits
@@ -52,6 +52,7 @@ def realise(
     *,
     check_inputs: torch.Tensor,
     bias_bits: int,
+    half: bool = False,
 ) -> tuple[nn.Module, ModelSpec, dict[str, int]]:
     """The compressed model of one operating point (no fine-tuning), its spec and its layers' bit widths."""
     model = copy.deepcopy(posterior)
@@ -62,6 +63,8 @@ def realise(
     sharing = share_weights(model, bits)
     sharing.finalize(model)
     share_biases(model, bias_bits)
+    if half:
+        round_to_half(model)
     return model, spec, bits
 
 
@@ -76,6 +79,7 @@ def operating_points(
     test: tuple[torch.Tensor, torch.Tensor],
     dense_bytes: int,
     bias_bits: int,
+    half: bool = False,
 ) -> list[FrontierPoint]:
     """Every (threshold, bits scale) point of ``posterior`` (a trained variational model, left unchanged),
     measured from its decoded bytes; sorted by size."""
@@ -83,7 +87,7 @@ def operating_points(
     check = val[0][:256]
     for t in thresholds:
         for s in bits_scales:
-            model, pspec, bits = realise(posterior, spec, t, s, check_inputs=check, bias_bits=bias_bits)
+            model, pspec, bits = realise(posterior, spec, t, s, check_inputs=check, bias_bits=bias_bits, half=half)
             data = encode(pspec, model)
             decoded = decode_model(data).build_model()
             kept = sum(

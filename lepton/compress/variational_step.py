@@ -79,6 +79,7 @@ def variational_step(
     test: tuple[torch.Tensor, torch.Tensor],
     encode: Callable[[ModelSpec, nn.Module], bytes],
     bias_bits: int,
+    half: bool = False,
     target_bytes: int | None = None,
     target_error: float | None = None,
     progress: bool,
@@ -98,6 +99,8 @@ def variational_step(
         test: (images, labels) of the test split: each point's test error is reported, never used to choose.
         encode: ``(spec, model) -> .lep bytes``, how the chain writes a model.
         bias_bits: bits of the shared biases (as the chain will share them).
+        half: round each point's weights and biases to float16 before encoding (as the chain will for a
+            compact file).
         target_bytes: pick the point with the lowest validation error within this many bytes.
         target_error: pick the smallest point whose validation error is at most this (a fraction).
         progress: show progress bars.
@@ -118,6 +121,7 @@ def variational_step(
         test=test,
         dense_bytes=4 * count_params(model),
         bias_bits=bias_bits,
+        half=half,
     )
     for p in pareto(points):
         console.print(
